@@ -1,0 +1,27 @@
+//! Runtime code the kmirror services share: domain types, the etcd key schema and the
+//! values stored under it, member registration, Kafka client properties, telemetry
+//! set-up and the shutdown signal.
+#![forbid(unsafe_code)]
+
+pub mod etcd;
+pub mod kafka;
+pub mod membership;
+pub mod schema;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod types;
+
+pub use schema::Keys;
+pub use types::{ClusterName, Epoch, FlowName, MemberId, PartitionKey, Role};
+
+/// Version reported by every member when it registers.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, for timestamps stored in etcd.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}
