@@ -1,1 +1,271 @@
-//! placeholder
+//! The writer: receives batches of source records from fetchers over gRPC and
+//! produces them into the destination cluster with an idempotent producer
+//! (acks=all), acknowledging each batch only once Kafka has every record of it.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod routes;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use etcd_client::Client;
+use kmirror_common::membership::{register, Registration};
+use kmirror_common::schema::{ClusterSpec, MemberInfo};
+use kmirror_common::service::MemberArgs;
+use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
+use kmirror_proto::tonic::{self, Request, Response, Status, Streaming};
+use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
+use kmirror_proto::v1::writer_server::{Writer as WriterService, WriterServer};
+use kmirror_proto::v1::{
+    Batch, BatchAck, SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use error::WriterError;
+use producer::DestinationProducer;
+use routes::Routes;
+
+/// Largest gRPC message a writer accepts: a batch of a few MiB plus headroom.
+pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Args)]
+pub struct WriterConfig {
+    #[command(flatten)]
+    pub member: MemberArgs,
+
+    /// librdkafka producer property for the destination, as KEY=VALUE (repeatable).
+    /// Wins over the writer's defaults and the cluster's stored properties.
+    #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub producer_properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+/// State every stream session of the writer shares.
+pub struct WriterShared {
+    pub routes: Routes,
+    /// Highest assignment epoch seen per partition: older ones are refused.
+    epochs: Mutex<HashMap<PartitionKey, Epoch>>,
+    producer_overrides: Vec<(String, String)>,
+    pub drain_timeout: Duration,
+}
+
+impl WriterShared {
+    /// Records the batch's epoch; returns the held epoch when the batch's is older.
+    pub fn check_epoch(&self, partition: &PartitionKey, epoch: Epoch) -> Option<Epoch> {
+        let mut epochs = self.epochs.lock().expect("epoch lock poisoned");
+        match epochs.get_mut(partition) {
+            Some(held) if *held > epoch => Some(*held),
+            Some(held) => {
+                *held = epoch;
+                None
+            }
+            None => {
+                epochs.insert(partition.clone(), epoch);
+                None
+            }
+        }
+    }
+
+    pub fn create_producer(
+        &self,
+        cluster: &ClusterSpec,
+    ) -> Result<DestinationProducer, rdkafka::error::KafkaError> {
+        session::build_producer(cluster, &self.producer_overrides)
+    }
+}
+
+/// A writer bound to its address and registered in etcd.
+pub struct Writer {
+    config: WriterConfig,
+    id: MemberId,
+    etcd: Client,
+    listener: TcpListener,
+    registration: Registration,
+    shared: Arc<WriterShared>,
+}
+
+impl Writer {
+    pub async fn build(config: WriterConfig) -> Result<Self, WriterError> {
+        let settings = config.member.etcd_settings();
+        let mut etcd = kmirror_common::etcd::connect(&settings).await?;
+        let keys = Keys::new(&settings.fleet);
+        let id = match &config.member.id {
+            Some(id) => MemberId::new(id.clone()).map_err(|error| {
+                WriterError::Etcd(kmirror_common::etcd::EtcdError::Request(
+                    etcd_client::Error::InvalidArgs(error.to_string()),
+                ))
+            })?,
+            None => MemberId::generate(Role::Writer),
+        };
+        let address = config
+            .member
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| WriterError::Listen { address, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| WriterError::Listen { address, source })?;
+        let advertised = advertised_address(config.member.advertise.as_deref(), bound);
+        let info = MemberInfo {
+            id: id.clone(),
+            role: Role::Writer,
+            address: advertised.clone(),
+            version: kmirror_common::VERSION.to_string(),
+            started_ms: kmirror_common::now_ms(),
+        };
+        let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
+        info!(member = %id, listen = %bound, advertised, "writer ready");
+        let shared = Arc::new(WriterShared {
+            routes: Routes::new(etcd.clone(), keys),
+            epochs: Mutex::new(HashMap::new()),
+            producer_overrides: config.producer_properties.clone(),
+            drain_timeout: config.member.shutdown_grace,
+        });
+        Ok(Self {
+            config,
+            id,
+            etcd,
+            listener,
+            registration,
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains the open streams (their
+    /// fetchers stop sending and wait for the last acks) within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WriterError> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<WriterServer<WriterEndpoint>>()
+            .await;
+        let endpoint = WriterEndpoint {
+            shared: self.shared.clone(),
+        };
+        let status = WorkerEndpoint {
+            id: self.id.clone(),
+            shared: self.shared.clone(),
+        };
+        let lease_lost = self.registration.lost();
+        let stop_serving = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(
+                WriterServer::new(endpoint)
+                    .max_decoding_message_size(MAX_BATCH_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_BATCH_MESSAGE_BYTES),
+            )
+            .add_service(WorkerServer::new(status))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stop_serving.clone().cancelled_owned(),
+            );
+        tokio::pin!(server);
+        let grace = self.config.member.shutdown_grace;
+        let outcome = tokio::select! {
+            result = &mut server => result.map_err(WriterError::from),
+            _ = shutdown.cancelled() => {
+                health_reporter.set_not_serving::<WriterServer<WriterEndpoint>>().await;
+                stop_serving.cancel();
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result.map_err(WriterError::from),
+                    Err(_) => {
+                        warn!(grace_secs = grace.as_secs(), "streams still open when the grace period ended");
+                        Ok(())
+                    }
+                }
+            }
+            _ = lease_lost.cancelled() => Err(WriterError::LeaseLost),
+        };
+        let mut etcd = self.etcd;
+        self.registration.revoke(&mut etcd).await;
+        info!(member = %self.id, "writer stopped");
+        outcome
+    }
+}
+
+/// The address to register: the explicit one, else the bound one.
+pub fn advertised_address(advertise: Option<&str>, bound: SocketAddr) -> String {
+    match advertise {
+        Some(address) => address.to_string(),
+        None => format!("http://{bound}"),
+    }
+}
+
+struct WriterEndpoint {
+    shared: Arc<WriterShared>,
+}
+
+#[tonic::async_trait]
+impl WriterService for WriterEndpoint {
+    type ReplicateStream = ReceiverStream<Result<BatchAck, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<Batch>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let inbound = request.into_inner();
+        // Acks are small; the bound only keeps a stalled reader from growing memory.
+        let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(1024);
+        let session = session::Session::new(self.shared.clone(), ack_tx);
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(ReceiverStream::new(ack_rx)))
+    }
+}
+
+struct WorkerEndpoint {
+    id: MemberId,
+    shared: Arc<WriterShared>,
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerEndpoint {
+    async fn get_worker_status(
+        &self,
+        _request: Request<WorkerStatusRequest>,
+    ) -> Result<Response<WorkerStatusResponse>, Status> {
+        let epochs = self.shared.epochs.lock().expect("epoch lock poisoned");
+        let partitions = epochs
+            .iter()
+            .map(|(partition, epoch)| WorkerPartition {
+                source: Some(SourcePartition {
+                    flow: partition.flow.to_string(),
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                }),
+                epoch: epoch.0,
+                next_offset: -1,
+                in_flight_batches: 0,
+                error: String::new(),
+            })
+            .collect();
+        Ok(Response::new(WorkerStatusResponse {
+            id: self.id.to_string(),
+            role: Role::Writer.to_string(),
+            partitions,
+        }))
+    }
+}

@@ -1,1 +1,34 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use kmirror_writer::{Writer, WriterConfig};
+
+/// kmirror writer: produces the batches fetchers send it into the destination
+/// cluster (idempotent, acks=all) and acknowledges each once Kafka has it.
+#[derive(Debug, Parser)]
+#[command(name = "kmirror-writer", version, after_help = "Example:\n  kmirror-writer --etcd http://10.0.0.5:2379 --fleet prod --listen 0.0.0.0:7081 --advertise http://writer-1.internal:7081 --producer-property linger.ms=10")]
+struct Cli {
+    #[command(flatten)]
+    config: WriterConfig,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kmirror_common::telemetry::init("kmirror-writer");
+    let shutdown = kmirror_common::shutdown::on_signal();
+    let writer = match Writer::build(cli.config).await {
+        Ok(writer) => writer,
+        Err(error) => {
+            tracing::error!(error = %error, "writer failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match writer.run(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "writer stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}

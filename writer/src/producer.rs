@@ -1,0 +1,266 @@
+//! The destination producer and the per-batch delivery tracking.
+//!
+//! Each record is produced with an `Arc<BatchTracker>` as its delivery opaque (a
+//! reference count, no allocation per record). The tracker counts outstanding
+//! deliveries; the last one to finish (a delivery report, or the sender once it has
+//! handed over every record) reports the batch's outcome to the stream session.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+pub type DestinationProducer = ThreadedProducer<DeliveryContext>;
+
+/// Settings every destination producer gets (before the operator's overrides).
+///
+/// Idempotence with acks=all keeps each partition's order across retries.
+/// `batch.size` stays well under Kafka's default `max.message.bytes` (1 MiB),
+/// because the broker checks that limit against whole record batches.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("max.in.flight.requests.per.connection", "5"),
+    ("linger.ms", "5"),
+    ("batch.size", "65536"),
+    ("batch.num.messages", "10000"),
+    ("message.max.bytes", "33554432"),
+    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.messages", "200000"),
+    ("message.timeout.ms", "120000"),
+    ("compression.type", "none"),
+];
+
+/// Outcome of one batch, sent to the stream session when its last delivery ends.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: u64,
+    pub failure: Option<KafkaError>,
+    /// Destination partition and offset of the last record delivered (-1 when
+    /// none, or when the batch spread over several partitions).
+    pub dest_partition: i32,
+    pub dest_offset: i64,
+}
+
+pub struct BatchTracker {
+    token: u64,
+    /// Starts at 1, the sender's own hold, released by [`BatchTracker::finish_sending`].
+    outstanding: AtomicUsize,
+    failure: Mutex<Option<KafkaError>>,
+    dest_partition: AtomicI32,
+    dest_offset: AtomicI64,
+    spread: AtomicBool,
+    completion_tx: mpsc::UnboundedSender<Completion>,
+}
+
+impl BatchTracker {
+    pub fn new(token: u64, completion_tx: mpsc::UnboundedSender<Completion>) -> Arc<Self> {
+        Arc::new(Self {
+            token,
+            outstanding: AtomicUsize::new(1),
+            failure: Mutex::new(None),
+            dest_partition: AtomicI32::new(-1),
+            dest_offset: AtomicI64::new(-1),
+            spread: AtomicBool::new(false),
+            completion_tx,
+        })
+    }
+
+    /// Called before handing a record to the producer.
+    pub fn record_sent(&self) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A record the producer refused synchronously is not outstanding.
+    pub fn record_not_sent(&self) {
+        self.release();
+    }
+
+    /// Called once every record of the batch was handed over (or the rest dropped).
+    pub fn finish_sending(&self) {
+        self.release();
+    }
+
+    fn delivered(&self, partition: i32, offset: i64) {
+        let previous = self.dest_partition.swap(partition, Ordering::AcqRel);
+        if previous != -1 && previous != partition {
+            self.spread.store(true, Ordering::Release);
+        }
+        self.dest_offset.fetch_max(offset, Ordering::AcqRel);
+        self.release();
+    }
+
+    fn failed(&self, error: KafkaError) {
+        {
+            let mut failure = self.failure.lock().expect("tracker lock poisoned");
+            failure.get_or_insert(error);
+        }
+        self.release();
+    }
+
+    fn release(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let failure = self.failure.lock().expect("tracker lock poisoned").take();
+        let spread = self.spread.load(Ordering::Acquire);
+        let (dest_partition, dest_offset) = if spread {
+            (-1, -1)
+        } else {
+            (
+                self.dest_partition.load(Ordering::Acquire),
+                self.dest_offset.load(Ordering::Acquire),
+            )
+        };
+        // The session may be gone (stream closed); the outcome then has no reader.
+        let _ = self.completion_tx.send(Completion {
+            token: self.token,
+            failure,
+            dest_partition,
+            dest_offset,
+        });
+    }
+}
+
+/// Routes delivery reports to their batch trackers.
+pub struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<BatchTracker>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
+        match result {
+            Ok(message) => tracker.delivered(message.partition(), message.offset()),
+            Err((error, _message)) => tracker.failed(error.clone()),
+        }
+    }
+}
+
+/// What a produce error means for the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The producer queue is full: wait and send the same record again.
+    QueueFull,
+    /// The record exceeds a size limit: the partition stops at it.
+    RecordTooLarge,
+    /// The destination topic or partition does not exist.
+    DestinationMissing,
+    /// The destination refuses the record (authorization, policy, invalid record).
+    Rejected,
+    /// Timeout, broker or producer failure: resend from the checkpoint with a fresh producer.
+    DeliveryFailed,
+}
+
+/// Sorts every produce error into what the writer does about it.
+pub fn classify(error: &KafkaError) -> FailureClass {
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return FailureClass::DeliveryFailed,
+    };
+    use RDKafkaErrorCode as Code;
+    match code {
+        Code::QueueFull => FailureClass::QueueFull,
+        Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge => {
+            FailureClass::RecordTooLarge
+        }
+        Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition => {
+            FailureClass::DestinationMissing
+        }
+        Code::TopicAuthorizationFailed
+        | Code::ClusterAuthorizationFailed
+        | Code::TransactionalIdAuthorizationFailed
+        | Code::SaslAuthenticationFailed
+        | Code::Authentication
+        | Code::PolicyViolation
+        | Code::InvalidRecord
+        | Code::InvalidMessage
+        | Code::InvalidRequiredAcks
+        | Code::InvalidTimestamp
+        | Code::UnsupportedForMessageFormat
+        | Code::UnsupportedCompressionType
+        | Code::InvalidArgument => FailureClass::Rejected,
+        _ => FailureClass::DeliveryFailed,
+    }
+}
+
+/// Upper bound of the bytes a record takes in a Kafka record batch (v2 format),
+/// counting the batch header, as the broker compares it with `max.message.bytes`.
+pub fn record_batch_size_estimate(key_len: usize, value_len: usize, headers: &[(usize, usize)]) -> usize {
+    const BATCH_HEADER: usize = 61;
+    const RECORD_FIXED: usize = 1 + 10 + 5 + 5; // attributes, timestamp delta, offset delta, length
+    const VARINT: usize = 5;
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(key, value)| VARINT + key + VARINT + value)
+        .sum();
+    BATCH_HEADER + RECORD_FIXED + VARINT + key_len + VARINT + value_len + VARINT + header_bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_errors_are_sorted_by_what_the_partition_must_do() {
+        let error = |code| KafkaError::MessageProduction(code);
+        assert_eq!(classify(&error(RDKafkaErrorCode::QueueFull)), FailureClass::QueueFull);
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::MessageSizeTooLarge)),
+            FailureClass::RecordTooLarge
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            FailureClass::DestinationMissing
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            FailureClass::Rejected
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::MessageTimedOut)),
+            FailureClass::DeliveryFailed
+        );
+        assert_eq!(
+            classify(&KafkaError::Canceled),
+            FailureClass::DeliveryFailed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_completes_once_after_sending_and_every_delivery() {
+        let (completion_tx, mut completion_rx) = mpsc::unbounded_channel();
+        let tracker = BatchTracker::new(7, completion_tx);
+        tracker.record_sent();
+        tracker.record_sent();
+        tracker.delivered(3, 10);
+        tracker.delivered(3, 11);
+        assert!(completion_rx.try_recv().is_err(), "still sending");
+        tracker.finish_sending();
+        let completion = completion_rx.try_recv().unwrap();
+        assert_eq!((completion.token, completion.dest_partition, completion.dest_offset), (7, 3, 11));
+        assert!(completion.failure.is_none());
+        assert!(completion_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_is_reported_and_spread_batches_have_no_single_offset() {
+        let (completion_tx, mut completion_rx) = mpsc::unbounded_channel();
+        let tracker = BatchTracker::new(1, completion_tx);
+        tracker.record_sent();
+        tracker.record_sent();
+        tracker.record_sent();
+        tracker.finish_sending();
+        tracker.delivered(0, 5);
+        tracker.delivered(1, 9);
+        tracker.failed(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        let completion = completion_rx.try_recv().unwrap();
+        assert_eq!((completion.dest_partition, completion.dest_offset), (-1, -1));
+        assert!(completion.failure.is_some());
+    }
+}

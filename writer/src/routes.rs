@@ -1,0 +1,107 @@
+//! Where a flow's records go: the destination cluster of each flow (read from etcd)
+//! and the size limit of each destination topic (read from the destination).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use etcd_client::Client;
+use kmirror_common::kafka::client_config;
+use kmirror_common::schema::{decode, ClusterSpec, FlowSpec};
+use kmirror_common::{ClusterName, FlowName, Keys};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use tracing::debug;
+
+use crate::error::WriterError;
+
+/// Flow routes and topic limits, shared by every stream session of the writer.
+pub struct Routes {
+    etcd: Client,
+    keys: Keys,
+    flows: Mutex<HashMap<FlowName, ClusterSpec>>,
+    admins: Mutex<HashMap<ClusterName, std::sync::Arc<AdminClient<DefaultClientContext>>>>,
+    limits: Mutex<HashMap<(ClusterName, String), i64>>,
+}
+
+impl Routes {
+    pub fn new(etcd: Client, keys: Keys) -> Self {
+        Self {
+            etcd,
+            keys,
+            flows: Mutex::new(HashMap::new()),
+            admins: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The destination cluster of a flow; `refresh` re-reads etcd even when cached.
+    pub async fn destination(&self, flow: &FlowName, refresh: bool) -> Result<ClusterSpec, WriterError> {
+        if !refresh {
+            if let Some(cluster) = self.flows.lock().expect("routes lock").get(flow) {
+                return Ok(cluster.clone());
+            }
+        }
+        let mut etcd = self.etcd.clone();
+        let flow_key = self.keys.flow(flow);
+        let response = etcd.get(flow_key.as_str(), None).await?;
+        let Some(kv) = response.kvs().first() else {
+            return Err(WriterError::UnknownFlow(flow.clone()));
+        };
+        let spec: FlowSpec = decode(kv.key(), kv.value())?;
+        let cluster_key = self.keys.cluster(&spec.dest_cluster);
+        let response = etcd.get(cluster_key.as_str(), None).await?;
+        let Some(kv) = response.kvs().first() else {
+            return Err(WriterError::UnknownCluster(spec.dest_cluster.clone()));
+        };
+        let cluster: ClusterSpec = decode(kv.key(), kv.value())?;
+        self.flows
+            .lock()
+            .expect("routes lock")
+            .insert(flow.clone(), cluster.clone());
+        Ok(cluster)
+    }
+
+    /// The destination topic's `max.message.bytes`, or `None` when it cannot be
+    /// read (the broker then remains the judge).
+    pub async fn topic_limit(&self, cluster: &ClusterSpec, topic: &str) -> Option<i64> {
+        let cache_key = (cluster.name.clone(), topic.to_string());
+        if let Some(limit) = self.limits.lock().expect("routes lock").get(&cache_key) {
+            return Some(*limit);
+        }
+        let admin = self.admin(cluster)?;
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .ok()?;
+        let resource = results.into_iter().next()?.ok()?;
+        let limit: i64 = resource.get("max.message.bytes")?.value.as_ref()?.parse().ok()?;
+        debug!(topic, limit, "read destination topic size limit");
+        self.limits
+            .lock()
+            .expect("routes lock")
+            .insert(cache_key, limit);
+        Some(limit)
+    }
+
+    /// Forgets a topic's limit so the next batch reads it again (after a rejection,
+    /// the operator may have raised it).
+    pub fn forget_limit(&self, cluster: &ClusterName, topic: &str) {
+        self.limits
+            .lock()
+            .expect("routes lock")
+            .remove(&(cluster.clone(), topic.to_string()));
+    }
+
+    fn admin(&self, cluster: &ClusterSpec) -> Option<std::sync::Arc<AdminClient<DefaultClientContext>>> {
+        let mut admins = self.admins.lock().expect("routes lock");
+        if let Some(admin) = admins.get(&cluster.name) {
+            return Some(admin.clone());
+        }
+        let admin: AdminClient<DefaultClientContext> = client_config(cluster, &[]).create().ok()?;
+        let admin = std::sync::Arc::new(admin);
+        admins.insert(cluster.name.clone(), admin.clone());
+        Some(admin)
+    }
+}

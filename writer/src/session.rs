@@ -1,0 +1,404 @@
+//! One replicate stream: the batches of one fetcher, produced in order, each
+//! acknowledged once the destination has every record of it.
+//!
+//! The session is an actor: it reads batches one at a time and hands their records
+//! to the producer in order, and it receives batch outcomes from the delivery
+//! trackers on a channel. A partition whose batch failed is halted: later batches
+//! of it are refused unproduced until the fetcher restarts the partition from its
+//! checkpoint (a batch flagged `restart`), so nothing is ever written around a gap.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmirror_common::kafka::client_config;
+use kmirror_common::schema::ClusterSpec;
+use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
+use kmirror_proto::tonic::{Status, Streaming};
+use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::partitioner::PartitionMapping;
+use crate::producer::{
+    classify, record_batch_size_estimate, BatchTracker, Completion, DeliveryContext,
+    DestinationProducer, FailureClass, PRODUCER_DEFAULTS,
+};
+use crate::WriterShared;
+
+/// A batch handed to the producer whose outcome is not known yet.
+struct PendingBatch {
+    partition: PartitionKey,
+    source: SourcePartition,
+    epoch: u64,
+    seq: u64,
+    cluster: ClusterName,
+    dest_topic: String,
+    /// Offset acknowledged as committed when every delivery succeeds.
+    committed_on_success: i64,
+    /// Set when the batch was cut short before producing (a record too large, ...).
+    cut_short: Option<WriteError>,
+}
+
+pub struct Session {
+    shared: Arc<WriterShared>,
+    producers: HashMap<ClusterName, DestinationProducer>,
+    halted: HashSet<PartitionKey>,
+    pending: HashMap<u64, PendingBatch>,
+    next_token: u64,
+    completion_tx: mpsc::UnboundedSender<Completion>,
+    completion_rx: mpsc::UnboundedReceiver<Completion>,
+    ack_tx: mpsc::Sender<Result<BatchAck, Status>>,
+}
+
+impl Session {
+    pub fn new(shared: Arc<WriterShared>, ack_tx: mpsc::Sender<Result<BatchAck, Status>>) -> Self {
+        let (completion_tx, completion_rx) = mpsc::unbounded_channel();
+        Self {
+            shared,
+            producers: HashMap::new(),
+            halted: HashSet::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            completion_tx,
+            completion_rx,
+            ack_tx,
+        }
+    }
+
+    pub async fn run(mut self, mut inbound: Streaming<Batch>) {
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(batch)) => {
+                        if self.handle_batch(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(%status, "replicate stream ended with an error");
+                        break;
+                    }
+                },
+                Some(completion) = self.completion_rx.recv() => {
+                    if self.handle_completion(completion).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Waits for the outcome of every batch already handed to a producer, so the
+    /// fetcher learns about each (a graceful stop checkpoints them).
+    async fn drain(mut self) {
+        let deadline = tokio::time::Instant::now() + self.shared.drain_timeout;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.completion_rx.recv()).await {
+                Ok(Some(completion)) => {
+                    let _ = self.handle_completion(completion).await;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !self.pending.is_empty() {
+            warn!(batches = self.pending.len(), "stream closed with batches still in flight");
+        }
+        for (_, producer) in self.producers.drain() {
+            retire(producer);
+        }
+    }
+
+    async fn ack(&self, ack: BatchAck) -> Result<(), ()> {
+        self.ack_tx.send(Ok(ack)).await.map_err(|_| ())
+    }
+
+    async fn refuse(&self, batch: &Batch, error: WriteError) -> Result<(), ()> {
+        self.ack(BatchAck {
+            source: batch.source.clone(),
+            epoch: batch.epoch,
+            seq: batch.seq,
+            committed_offset: -1,
+            dest_partition: -1,
+            dest_offset: -1,
+            error: Some(error),
+        })
+        .await
+    }
+
+    async fn handle_batch(&mut self, batch: Batch) -> Result<(), ()> {
+        let Some(partition) = partition_key(batch.source.as_ref()) else {
+            return self
+                .refuse(&batch, write_error(ErrorKind::UnknownFlow, "batch names no valid source partition".into(), -1))
+                .await;
+        };
+        if let Some(held) = self.shared.check_epoch(&partition, Epoch(batch.epoch)) {
+            let message = format!(
+                "partition {partition} is owned by epoch {held}; this batch has epoch {}",
+                batch.epoch
+            );
+            return self
+                .refuse(&batch, write_error(ErrorKind::StaleEpoch, message, -1))
+                .await;
+        }
+        if batch.restart {
+            self.halted.remove(&partition);
+        } else if self.halted.contains(&partition) {
+            let message = format!("partition {partition} is halted after an earlier failure; restart it from its checkpoint");
+            return self
+                .refuse(&batch, write_error(ErrorKind::PartitionHalted, message, -1))
+                .await;
+        }
+        let cluster = match self.shared.routes.destination(&partition.flow, batch.restart).await {
+            Ok(cluster) => cluster,
+            Err(error) => {
+                self.halted.insert(partition);
+                return self
+                    .refuse(&batch, write_error(ErrorKind::UnknownFlow, error.to_string(), -1))
+                    .await;
+            }
+        };
+        if let Err(error) = self.ensure_producer(&cluster) {
+            self.halted.insert(partition);
+            return self
+                .refuse(&batch, write_error(ErrorKind::DeliveryFailed, error.to_string(), -1))
+                .await;
+        }
+        let limit = self.shared.routes.topic_limit(&cluster, &batch.dest_topic).await;
+        let token = self.next_token;
+        self.next_token += 1;
+        let tracker = BatchTracker::new(token, self.completion_tx.clone());
+        let cut_short = self.produce(&batch, &partition, &cluster, limit, &tracker).await;
+        tracker.finish_sending();
+        if let Some(error) = &cut_short {
+            warn!(
+                %partition,
+                offset = error.offset,
+                kind = ?error.kind(),
+                error = %error.message,
+                "partition halted before producing a record"
+            );
+            self.halted.insert(partition.clone());
+        }
+        let committed_on_success = cut_short
+            .as_ref()
+            .map(|error| error.offset)
+            .unwrap_or(batch.next_offset);
+        self.pending.insert(
+            token,
+            PendingBatch {
+                partition,
+                source: batch.source.clone().unwrap_or_default(),
+                epoch: batch.epoch,
+                seq: batch.seq,
+                cluster: cluster.name.clone(),
+                dest_topic: batch.dest_topic.clone(),
+                committed_on_success,
+                cut_short,
+            },
+        );
+        Ok(())
+    }
+
+    /// Hands the batch's records to the producer in order. Returns why it stopped
+    /// early, if it did; the records before that one are produced.
+    async fn produce(
+        &mut self,
+        batch: &Batch,
+        partition: &PartitionKey,
+        cluster: &ClusterSpec,
+        limit: Option<i64>,
+        tracker: &Arc<BatchTracker>,
+    ) -> Option<WriteError> {
+        let mapping = PartitionMapping::new(
+            partition.partition,
+            batch.source_partition_count,
+            batch.dest_partition_count,
+        );
+        let producer = self.producers.get(&cluster.name).expect("producer ensured");
+        let mut header_sizes: Vec<(usize, usize)> = Vec::new();
+        for record in &batch.records {
+            let key = record.key.as_deref();
+            let value = record.value.as_deref();
+            if let Some(limit) = limit {
+                header_sizes.clear();
+                header_sizes.extend(record.headers.iter().map(|header| {
+                    (header.key.len(), header.value.as_ref().map_or(0, |value| value.len()))
+                }));
+                let size = record_batch_size_estimate(
+                    key.map_or(0, <[u8]>::len),
+                    value.map_or(0, <[u8]>::len),
+                    &header_sizes,
+                ) as i64;
+                if size > limit {
+                    self.shared.routes.forget_limit(&cluster.name, &batch.dest_topic);
+                    let message = format!(
+                        "record at offset {} of {}/{} is {size} bytes, larger than destination topic {} accepts (max.message.bytes={limit}); raise the limit to resume",
+                        record.offset, partition.topic, partition.partition, batch.dest_topic
+                    );
+                    let mut error = write_error(ErrorKind::RecordTooLarge, message, record.offset);
+                    error.record_size = size;
+                    error.limit = limit;
+                    return Some(error);
+                }
+            }
+            let headers = (!record.headers.is_empty()).then(|| {
+                record.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(record.headers.len()),
+                    |headers, header| {
+                        headers.insert(Header {
+                            key: header.key.as_str(),
+                            value: header.value.as_deref(),
+                        })
+                    },
+                )
+            });
+            let mut base_record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
+                BaseRecord::with_opaque_to(&batch.dest_topic, tracker.clone())
+                    .partition(mapping.partition_for(key));
+            if let Some(key) = key {
+                base_record = base_record.key(key);
+            }
+            if let Some(value) = value {
+                base_record = base_record.payload(value);
+            }
+            if let Some(headers) = headers {
+                base_record = base_record.headers(headers);
+            }
+            if let Some(timestamp) = record.timestamp_ms {
+                base_record = base_record.timestamp(timestamp);
+            }
+            tracker.record_sent();
+            loop {
+                match producer.send(base_record) {
+                    Ok(()) => break,
+                    Err((error, returned)) => match classify(&error) {
+                        // Wait for deliveries to make room and send the same record
+                        // again: nothing else of this partition is sent meanwhile.
+                        FailureClass::QueueFull => {
+                            base_record = returned;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        class => {
+                            tracker.record_not_sent();
+                            let kind = error_kind(class);
+                            let message = format!(
+                                "cannot produce record at offset {} of {}/{} to {}: {error}",
+                                record.offset, partition.topic, partition.partition, batch.dest_topic
+                            );
+                            return Some(write_error(kind, message, record.offset));
+                        }
+                    },
+                }
+            }
+        }
+        None
+    }
+
+    async fn handle_completion(&mut self, completion: Completion) -> Result<(), ()> {
+        let Some(pending) = self.pending.remove(&completion.token) else {
+            return Ok(());
+        };
+        let (committed_offset, error) = match (completion.failure, pending.cut_short) {
+            (Some(failure), _) => {
+                let class = classify(&failure);
+                self.halted.insert(pending.partition.clone());
+                if class == FailureClass::DeliveryFailed {
+                    self.replace_producer(&pending.cluster);
+                }
+                if class == FailureClass::RecordTooLarge {
+                    self.shared.routes.forget_limit(&pending.cluster, &pending.dest_topic);
+                }
+                let message = format!(
+                    "delivery to {} failed for {}: {failure}",
+                    pending.dest_topic, pending.partition
+                );
+                warn!(partition = %pending.partition, error = %failure, "delivery failed, partition halted");
+                (-1, Some(write_error(error_kind(class), message, -1)))
+            }
+            (None, cut_short) => (pending.committed_on_success, cut_short),
+        };
+        self.ack(BatchAck {
+            source: Some(pending.source),
+            epoch: pending.epoch,
+            seq: pending.seq,
+            committed_offset,
+            dest_partition: completion.dest_partition,
+            dest_offset: completion.dest_offset,
+            error,
+        })
+        .await
+    }
+
+    fn ensure_producer(&mut self, cluster: &ClusterSpec) -> Result<(), KafkaError> {
+        if self.producers.contains_key(&cluster.name) {
+            return Ok(());
+        }
+        let producer = self.shared.create_producer(cluster)?;
+        self.producers.insert(cluster.name.clone(), producer);
+        Ok(())
+    }
+
+    /// A producer whose delivery failed may hold a broken idempotence state: the
+    /// partition is resent from its checkpoint through a fresh one.
+    fn replace_producer(&mut self, cluster: &ClusterName) {
+        if let Some(producer) = self.producers.remove(cluster) {
+            info!(%cluster, "replacing destination producer after a delivery failure");
+            retire(producer);
+        }
+    }
+}
+
+/// Lets a producer finish what it holds (or time out) off the async threads.
+fn retire(producer: DestinationProducer) {
+    tokio::task::spawn_blocking(move || {
+        let _ = producer.flush(Duration::from_secs(30));
+        drop(producer);
+    });
+}
+
+fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
+    let source = source?;
+    let flow = FlowName::new(source.flow.clone()).ok()?;
+    Some(PartitionKey::new(flow, source.topic.clone(), source.partition))
+}
+
+fn error_kind(class: FailureClass) -> ErrorKind {
+    match class {
+        FailureClass::RecordTooLarge => ErrorKind::RecordTooLarge,
+        FailureClass::DestinationMissing => ErrorKind::DestinationMissing,
+        FailureClass::Rejected => ErrorKind::Rejected,
+        FailureClass::QueueFull | FailureClass::DeliveryFailed => ErrorKind::DeliveryFailed,
+    }
+}
+
+fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
+    WriteError {
+        kind: kind as i32,
+        message,
+        offset,
+        record_size: 0,
+        limit: 0,
+    }
+}
+
+/// Builds a destination producer: the writer's defaults, the cluster's properties,
+/// then the operator's `--producer-property` overrides.
+pub fn build_producer(
+    cluster: &ClusterSpec,
+    overrides: &[(String, String)],
+) -> Result<DestinationProducer, KafkaError> {
+    let mut config = client_config(cluster, PRODUCER_DEFAULTS);
+    for (key, value) in &cluster.properties {
+        config.set(key, value);
+    }
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    config.create_with_context(DeliveryContext)
+}
