@@ -4,7 +4,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Record payloads decode as `Bytes` slices of the received frame: no copy per record.
         .bytes(".kmirror.v1")
         .compile_protos(
-            &["proto/kmirror/v1/replicate.proto", "proto/kmirror/v1/admin.proto"],
+            &[
+                "proto/kmirror/v1/replicate.proto",
+                "proto/kmirror/v1/admin.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

@@ -52,7 +52,10 @@ pub async fn get_prefix<T: for<'de> serde::Deserialize<'de>>(
     let response = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;
-    let revision = response.header().map(|header| header.revision()).unwrap_or(0);
+    let revision = response
+        .header()
+        .map(|header| header.revision())
+        .unwrap_or(0);
     let mut values = Vec::with_capacity(response.kvs().len());
     for kv in response.kvs() {
         let value = crate::schema::decode(kv.key(), kv.value())?;

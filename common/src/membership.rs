@@ -98,12 +98,17 @@ impl KeepAlive {
                 return;
             }
             if last_success.elapsed() >= local_deadline {
-                warn!(lease_id = self.lease_id, "lease counted as lost: no keep-alive answered in time");
+                warn!(
+                    lease_id = self.lease_id,
+                    "lease counted as lost: no keep-alive answered in time"
+                );
                 self.lost.cancel();
                 return;
             }
             if keeper_opt.is_none() {
-                match tokio::time::timeout(interval, self.client.lease_keep_alive(self.lease_id)).await {
+                match tokio::time::timeout(interval, self.client.lease_keep_alive(self.lease_id))
+                    .await
+                {
                     Ok(Ok(pair)) => keeper_opt = Some(pair),
                     Ok(Err(error)) => debug!(%error, "cannot open lease keep-alive stream"),
                     Err(_) => debug!("opening the lease keep-alive stream timed out"),

@@ -11,7 +11,12 @@ use crate::etcd::EtcdSettings;
 #[derive(Debug, Clone, Args)]
 pub struct MemberArgs {
     /// etcd endpoints, comma-separated.
-    #[arg(long, env = "KMIRROR_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KMIRROR_ETCD",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     pub etcd: Vec<String>,
 
     /// Fleet name: all control state lives under /kmirror/<fleet>/ in etcd.

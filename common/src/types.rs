@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// Why a name cannot be used as a flow, cluster or member name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {what} name {name:?}: use 1 to 200 characters of letters, digits, '.', '_' and '-'")]
+#[error(
+    "invalid {what} name {name:?}: use 1 to 200 characters of letters, digits, '.', '_' and '-'"
+)]
 pub struct InvalidName {
     pub what: &'static str,
     pub name: String,

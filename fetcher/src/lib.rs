@@ -1,1 +1,222 @@
-//! placeholder
+//! The fetcher: reads the source partitions assigned to it (explicit assignment,
+//! no consumer group) and streams them as batches to their writers over gRPC,
+//! checkpointing in etcd only what the writers acknowledged.
+#![forbid(unsafe_code)]
+
+pub mod checkpointer;
+pub mod consumer;
+pub mod core;
+pub mod link;
+pub mod watcher;
+pub mod window;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use etcd_client::Client;
+use kmirror_common::membership::{register, Registration};
+use kmirror_common::schema::MemberInfo;
+use kmirror_common::service::MemberArgs;
+use kmirror_common::{Keys, MemberId, Role};
+use kmirror_proto::tonic::{self, Request, Response, Status};
+use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
+use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Largest gRPC message exchanged with writers.
+pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Args)]
+pub struct FetcherConfig {
+    #[command(flatten)]
+    pub member: MemberArgs,
+
+    /// How often acknowledged progress is checkpointed in etcd (per partition at
+    /// most once per interval, many partitions per transaction).
+    #[arg(long, env = "KMIRROR_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// Unacknowledged batches per partition before the partition is paused.
+    #[arg(long, env = "KMIRROR_MAX_IN_FLIGHT_BATCHES", default_value_t = 8)]
+    pub max_in_flight_batches: usize,
+
+    /// Wait before retrying a partition that could not progress (record too large,
+    /// destination topic missing, ...).
+    #[arg(long, env = "KMIRROR_RETRY_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error(transparent)]
+    Etcd(#[from] kmirror_common::etcd::EtcdError),
+    #[error(transparent)]
+    InvalidId(#[from] kmirror_common::types::InvalidName),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("the member's etcd lease was lost")]
+    LeaseLost,
+}
+
+/// A fetcher registered in etcd, with its status server bound.
+pub struct Fetcher {
+    config: FetcherConfig,
+    id: MemberId,
+    keys: Keys,
+    etcd: Client,
+    listener: TcpListener,
+    registration: Registration,
+}
+
+impl Fetcher {
+    pub async fn build(config: FetcherConfig) -> Result<Self, FetcherError> {
+        let settings = config.member.etcd_settings();
+        let mut etcd = kmirror_common::etcd::connect(&settings).await?;
+        let keys = Keys::new(&settings.fleet);
+        let id = match &config.member.id {
+            Some(id) => MemberId::new(id.clone())?,
+            None => MemberId::generate(Role::Fetcher),
+        };
+        let address = config
+            .member
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| FetcherError::Listen { address, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| FetcherError::Listen { address, source })?;
+        let advertised = match &config.member.advertise {
+            Some(advertised) => advertised.clone(),
+            None => format!("http://{bound}"),
+        };
+        let info = MemberInfo {
+            id: id.clone(),
+            role: Role::Fetcher,
+            address: advertised.clone(),
+            version: kmirror_common::VERSION.to_string(),
+            started_ms: kmirror_common::now_ms(),
+        };
+        let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
+        info!(member = %id, listen = %bound, advertised, "fetcher ready");
+        Ok(Self {
+            config,
+            id,
+            keys,
+            etcd,
+            listener,
+            registration,
+        })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), FetcherError> {
+        let lease_lost = self.registration.lost();
+        let background = CancellationToken::new();
+        let (desired_tx, desired_rx) = mpsc::channel(4);
+        let (fetched_tx, fetched_rx) = mpsc::channel(64);
+        let (link_events_tx, link_events_rx) = mpsc::unbounded_channel();
+        let (checkpoint_tx, checkpoint_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(Vec::new());
+
+        let watcher = watcher::Watcher {
+            etcd: self.etcd.clone(),
+            keys: self.keys.clone(),
+            me: self.id.clone(),
+            desired_tx,
+            cancel: background.clone(),
+            resync_interval: Duration::from_secs(10),
+        };
+        tokio::spawn(watcher.run());
+        let checkpointer = checkpointer::Checkpointer {
+            etcd: self.etcd.clone(),
+            keys: self.keys.clone(),
+            lease_id: self.registration.lease_id,
+            command_rx: checkpoint_rx,
+        };
+        let checkpointer_handle = tokio::spawn(checkpointer.run());
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<WorkerServer<StatusEndpoint>>()
+            .await;
+        let status = StatusEndpoint {
+            id: self.id.clone(),
+            status_rx,
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(WorkerServer::new(status))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                background.clone().cancelled_owned(),
+            );
+        let server_handle = tokio::spawn(server);
+
+        let settings = core::CoreSettings {
+            max_in_flight_batches: self.config.max_in_flight_batches.max(1),
+            checkpoint_interval: self.config.checkpoint_interval,
+            retry_backoff: self.config.retry_backoff,
+            shutdown_grace: self.config.member.shutdown_grace,
+        };
+        let core = core::Core::new(
+            self.id.clone(),
+            settings,
+            desired_rx,
+            fetched_rx,
+            fetched_tx,
+            link_events_rx,
+            link_events_tx,
+            checkpoint_tx,
+            status_tx,
+        );
+        core.run(shutdown.clone(), lease_lost.clone()).await;
+        health_reporter
+            .set_not_serving::<WorkerServer<StatusEndpoint>>()
+            .await;
+        background.cancel();
+        // The core dropped its checkpoint sender: the checkpointer ends once the
+        // last write is done.
+        let _ = checkpointer_handle.await;
+        let _ = server_handle.await;
+        let lost = lease_lost.is_cancelled();
+        let mut etcd = self.etcd;
+        self.registration.revoke(&mut etcd).await;
+        info!(member = %self.id, "fetcher stopped");
+        if lost {
+            Err(FetcherError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct StatusEndpoint {
+    id: MemberId,
+    status_rx: watch::Receiver<Vec<WorkerPartition>>,
+}
+
+#[tonic::async_trait]
+impl Worker for StatusEndpoint {
+    async fn get_worker_status(
+        &self,
+        _request: Request<WorkerStatusRequest>,
+    ) -> Result<Response<WorkerStatusResponse>, Status> {
+        Ok(Response::new(WorkerStatusResponse {
+            id: self.id.to_string(),
+            role: Role::Fetcher.to_string(),
+            partitions: self.status_rx.borrow().clone(),
+        }))
+    }
+}

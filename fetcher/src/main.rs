@@ -1,1 +1,38 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use kmirror_fetcher::{Fetcher, FetcherConfig};
+
+/// kmirror fetcher: reads the source partitions the coordinator assigns it and
+/// streams them to writers, checkpointing acknowledged progress in etcd.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmirror-fetcher",
+    version,
+    after_help = "Example:\n  kmirror-fetcher --etcd http://10.0.0.5:2379 --fleet prod --id fetcher-a --listen 0.0.0.0:7091 --advertise http://fetcher-a.internal:7091"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: FetcherConfig,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kmirror_common::telemetry::init("kmirror-fetcher");
+    let shutdown = kmirror_common::shutdown::on_signal();
+    let fetcher = match Fetcher::build(cli.config).await {
+        Ok(fetcher) => fetcher,
+        Err(error) => {
+            tracing::error!(error = %error, "fetcher failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match fetcher.run(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "fetcher stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -6,7 +6,11 @@ use kmirror_writer::{Writer, WriterConfig};
 /// kmirror writer: produces the batches fetchers send it into the destination
 /// cluster (idempotent, acks=all) and acknowledges each once Kafka has it.
 #[derive(Debug, Parser)]
-#[command(name = "kmirror-writer", version, after_help = "Example:\n  kmirror-writer --etcd http://10.0.0.5:2379 --fleet prod --listen 0.0.0.0:7081 --advertise http://writer-1.internal:7081 --producer-property linger.ms=10")]
+#[command(
+    name = "kmirror-writer",
+    version,
+    after_help = "Example:\n  kmirror-writer --etcd http://10.0.0.5:2379 --fleet prod --listen 0.0.0.0:7081 --advertise http://writer-1.internal:7081 --producer-property linger.ms=10"
+)]
 struct Cli {
     #[command(flatten)]
     config: WriterConfig,

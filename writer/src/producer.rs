@@ -191,7 +191,11 @@ pub fn classify(error: &KafkaError) -> FailureClass {
 
 /// Upper bound of the bytes a record takes in a Kafka record batch (v2 format),
 /// counting the batch header, as the broker compares it with `max.message.bytes`.
-pub fn record_batch_size_estimate(key_len: usize, value_len: usize, headers: &[(usize, usize)]) -> usize {
+pub fn record_batch_size_estimate(
+    key_len: usize,
+    value_len: usize,
+    headers: &[(usize, usize)],
+) -> usize {
     const BATCH_HEADER: usize = 61;
     const RECORD_FIXED: usize = 1 + 10 + 5 + 5; // attributes, timestamp delta, offset delta, length
     const VARINT: usize = 5;
@@ -209,7 +213,10 @@ mod tests {
     #[test]
     fn produce_errors_are_sorted_by_what_the_partition_must_do() {
         let error = |code| KafkaError::MessageProduction(code);
-        assert_eq!(classify(&error(RDKafkaErrorCode::QueueFull)), FailureClass::QueueFull);
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::QueueFull)),
+            FailureClass::QueueFull
+        );
         assert_eq!(
             classify(&error(RDKafkaErrorCode::MessageSizeTooLarge)),
             FailureClass::RecordTooLarge
@@ -243,7 +250,14 @@ mod tests {
         assert!(completion_rx.try_recv().is_err(), "still sending");
         tracker.finish_sending();
         let completion = completion_rx.try_recv().unwrap();
-        assert_eq!((completion.token, completion.dest_partition, completion.dest_offset), (7, 3, 11));
+        assert_eq!(
+            (
+                completion.token,
+                completion.dest_partition,
+                completion.dest_offset
+            ),
+            (7, 3, 11)
+        );
         assert!(completion.failure.is_none());
         assert!(completion_rx.try_recv().is_err());
     }
@@ -258,9 +272,14 @@ mod tests {
         tracker.finish_sending();
         tracker.delivered(0, 5);
         tracker.delivered(1, 9);
-        tracker.failed(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        tracker.failed(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        ));
         let completion = completion_rx.try_recv().unwrap();
-        assert_eq!((completion.dest_partition, completion.dest_offset), (-1, -1));
+        assert_eq!(
+            (completion.dest_partition, completion.dest_offset),
+            (-1, -1)
+        );
         assert!(completion.failure.is_some());
     }
 }

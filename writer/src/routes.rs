@@ -36,7 +36,11 @@ impl Routes {
     }
 
     /// The destination cluster of a flow; `refresh` re-reads etcd even when cached.
-    pub async fn destination(&self, flow: &FlowName, refresh: bool) -> Result<ClusterSpec, WriterError> {
+    pub async fn destination(
+        &self,
+        flow: &FlowName,
+        refresh: bool,
+    ) -> Result<ClusterSpec, WriterError> {
         if !refresh {
             if let Some(cluster) = self.flows.lock().expect("routes lock").get(flow) {
                 return Ok(cluster.clone());
@@ -76,7 +80,12 @@ impl Routes {
             .await
             .ok()?;
         let resource = results.into_iter().next()?.ok()?;
-        let limit: i64 = resource.get("max.message.bytes")?.value.as_ref()?.parse().ok()?;
+        let limit: i64 = resource
+            .get("max.message.bytes")?
+            .value
+            .as_ref()?
+            .parse()
+            .ok()?;
         debug!(topic, limit, "read destination topic size limit");
         self.limits
             .lock()
@@ -94,7 +103,10 @@ impl Routes {
             .remove(&(cluster.clone(), topic.to_string()));
     }
 
-    fn admin(&self, cluster: &ClusterSpec) -> Option<std::sync::Arc<AdminClient<DefaultClientContext>>> {
+    fn admin(
+        &self,
+        cluster: &ClusterSpec,
+    ) -> Option<std::sync::Arc<AdminClient<DefaultClientContext>>> {
         let mut admins = self.admins.lock().expect("routes lock");
         if let Some(admin) = admins.get(&cluster.name) {
             return Some(admin.clone());

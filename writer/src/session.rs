@@ -107,7 +107,10 @@ impl Session {
             }
         }
         if !self.pending.is_empty() {
-            warn!(batches = self.pending.len(), "stream closed with batches still in flight");
+            warn!(
+                batches = self.pending.len(),
+                "stream closed with batches still in flight"
+            );
         }
         for (_, producer) in self.producers.drain() {
             retire(producer);
@@ -134,7 +137,14 @@ impl Session {
     async fn handle_batch(&mut self, batch: Batch) -> Result<(), ()> {
         let Some(partition) = partition_key(batch.source.as_ref()) else {
             return self
-                .refuse(&batch, write_error(ErrorKind::UnknownFlow, "batch names no valid source partition".into(), -1))
+                .refuse(
+                    &batch,
+                    write_error(
+                        ErrorKind::UnknownFlow,
+                        "batch names no valid source partition".into(),
+                        -1,
+                    ),
+                )
                 .await;
         };
         if let Some(held) = self.shared.check_epoch(&partition, Epoch(batch.epoch)) {
@@ -154,26 +164,43 @@ impl Session {
                 .refuse(&batch, write_error(ErrorKind::PartitionHalted, message, -1))
                 .await;
         }
-        let cluster = match self.shared.routes.destination(&partition.flow, batch.restart).await {
+        let cluster = match self
+            .shared
+            .routes
+            .destination(&partition.flow, batch.restart)
+            .await
+        {
             Ok(cluster) => cluster,
             Err(error) => {
                 self.halted.insert(partition);
                 return self
-                    .refuse(&batch, write_error(ErrorKind::UnknownFlow, error.to_string(), -1))
+                    .refuse(
+                        &batch,
+                        write_error(ErrorKind::UnknownFlow, error.to_string(), -1),
+                    )
                     .await;
             }
         };
         if let Err(error) = self.ensure_producer(&cluster) {
             self.halted.insert(partition);
             return self
-                .refuse(&batch, write_error(ErrorKind::DeliveryFailed, error.to_string(), -1))
+                .refuse(
+                    &batch,
+                    write_error(ErrorKind::DeliveryFailed, error.to_string(), -1),
+                )
                 .await;
         }
-        let limit = self.shared.routes.topic_limit(&cluster, &batch.dest_topic).await;
+        let limit = self
+            .shared
+            .routes
+            .topic_limit(&cluster, &batch.dest_topic)
+            .await;
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
-        let cut_short = self.produce(&batch, &partition, &cluster, limit, &tracker).await;
+        let cut_short = self
+            .produce(&batch, &partition, &cluster, limit, &tracker)
+            .await;
         tracker.finish_sending();
         if let Some(error) = &cut_short {
             warn!(
@@ -228,7 +255,10 @@ impl Session {
             if let Some(limit) = limit {
                 header_sizes.clear();
                 header_sizes.extend(record.headers.iter().map(|header| {
-                    (header.key.len(), header.value.as_ref().map_or(0, |value| value.len()))
+                    (
+                        header.key.len(),
+                        header.value.as_ref().map_or(0, |value| value.len()),
+                    )
                 }));
                 let size = record_batch_size_estimate(
                     key.map_or(0, <[u8]>::len),
@@ -236,7 +266,9 @@ impl Session {
                     &header_sizes,
                 ) as i64;
                 if size > limit {
-                    self.shared.routes.forget_limit(&cluster.name, &batch.dest_topic);
+                    self.shared
+                        .routes
+                        .forget_limit(&cluster.name, &batch.dest_topic);
                     let message = format!(
                         "record at offset {} of {}/{} is {size} bytes, larger than destination topic {} accepts (max.message.bytes={limit}); raise the limit to resume",
                         record.offset, partition.topic, partition.partition, batch.dest_topic
@@ -289,7 +321,10 @@ impl Session {
                             let kind = error_kind(class);
                             let message = format!(
                                 "cannot produce record at offset {} of {}/{} to {}: {error}",
-                                record.offset, partition.topic, partition.partition, batch.dest_topic
+                                record.offset,
+                                partition.topic,
+                                partition.partition,
+                                batch.dest_topic
                             );
                             return Some(write_error(kind, message, record.offset));
                         }
@@ -312,7 +347,9 @@ impl Session {
                     self.replace_producer(&pending.cluster);
                 }
                 if class == FailureClass::RecordTooLarge {
-                    self.shared.routes.forget_limit(&pending.cluster, &pending.dest_topic);
+                    self.shared
+                        .routes
+                        .forget_limit(&pending.cluster, &pending.dest_topic);
                 }
                 let message = format!(
                     "delivery to {} failed for {}: {failure}",
@@ -365,7 +402,11 @@ fn retire(producer: DestinationProducer) {
 fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
     let source = source?;
     let flow = FlowName::new(source.flow.clone()).ok()?;
-    Some(PartitionKey::new(flow, source.topic.clone(), source.partition))
+    Some(PartitionKey::new(
+        flow,
+        source.topic.clone(),
+        source.partition,
+    ))
 }
 
 fn error_kind(class: FailureClass) -> ErrorKind {

@@ -1,0 +1,417 @@
+//! The source consumer of one flow, run on a dedicated thread: librdkafka's poll
+//! loop is blocking, so it is bridged to the async core by channels.
+//!
+//! Partitions are assigned explicitly with the offsets the core supplies (no
+//! consumer group, no rebalancing). Each poll drains what librdkafka already holds
+//! and sends it to the core as one batch per partition, so batches go out when a
+//! poll returns rather than when a size fills. Every batch carries the
+//! partition's assignment generation: batches fetched before a restart are dropped
+//! by the core.
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kmirror_common::kafka::client_config;
+use kmirror_common::schema::ClusterSpec;
+use kmirror_common::{FlowName, PartitionKey};
+use kmirror_proto::v1::{Header, Record};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Most bytes of record data one poll round hands to the core.
+const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
+/// Most records in one batch.
+const MAX_BATCH_RECORDS: usize = 5_000;
+/// Most bytes in one batch (the gRPC message stays a few MiB).
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// Settings of every source consumer (before the cluster's own properties).
+/// `read_committed` so aborted transactions are never mirrored; offsets are never
+/// committed to Kafka (checkpoints live in etcd).
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("group.id", "kmirror"),
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "true"),
+    ("isolation.level", "read_committed"),
+    ("auto.offset.reset", "earliest"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.max.bytes", "16777216"),
+    ("fetch.wait.max.ms", "100"),
+];
+
+pub enum ConsumerCommand {
+    Assign {
+        topic: String,
+        partition: i32,
+        /// `None`: from the beginning of the partition.
+        offset: Option<i64>,
+        generation: u64,
+    },
+    Unassign {
+        topic: String,
+        partition: i32,
+    },
+    Pause {
+        topic: String,
+        partition: i32,
+    },
+    Resume {
+        topic: String,
+        partition: i32,
+    },
+}
+
+/// What the consumer thread reports to the core.
+pub enum Fetched {
+    Batch {
+        partition: PartitionKey,
+        generation: u64,
+        records: Vec<Record>,
+        next_offset: i64,
+    },
+    /// The partition's position moved past offsets that hold no record
+    /// (transaction markers, aborted records).
+    Skip {
+        partition: PartitionKey,
+        generation: u64,
+        next_offset: i64,
+    },
+}
+
+/// Handle to a running consumer thread. Dropping it stops the thread.
+pub struct ConsumerHandle {
+    command_tx: std_mpsc::Sender<ConsumerCommand>,
+    pub cluster: ClusterSpec,
+}
+
+impl ConsumerHandle {
+    pub fn send(&self, command: ConsumerCommand) {
+        // A closed channel means the thread ended; the core notices through the
+        // fetched channel and restarts the flow's partitions.
+        let _ = self.command_tx.send(command);
+    }
+}
+
+/// Starts the consumer thread of a flow.
+pub fn spawn(
+    flow: FlowName,
+    cluster: ClusterSpec,
+    fetched_tx: mpsc::Sender<Fetched>,
+) -> Result<ConsumerHandle, KafkaError> {
+    let consumer: BaseConsumer = client_config(&cluster, CONSUMER_DEFAULTS).create()?;
+    let (command_tx, command_rx) = std_mpsc::channel();
+    let poller = Poller {
+        flow,
+        consumer,
+        command_rx,
+        fetched_tx,
+        generations: HashMap::new(),
+        positions: HashMap::new(),
+        eof_seen: false,
+    };
+    std::thread::Builder::new()
+        .name("kmirror-consume".to_string())
+        .spawn(move || poller.run())
+        .expect("a consumer thread can be spawned");
+    Ok(ConsumerHandle {
+        command_tx,
+        cluster,
+    })
+}
+
+/// A batch being gathered: record data is appended to one buffer and sliced out
+/// when the batch is sent, so the records of a batch share one allocation.
+struct Gathering {
+    data: BytesMut,
+    records: Vec<GatheredRecord>,
+    next_offset: i64,
+}
+
+struct GatheredRecord {
+    offset: i64,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+    headers: Vec<(String, Option<(usize, usize)>)>,
+    timestamp_ms: Option<i64>,
+}
+
+impl Gathering {
+    fn new() -> Self {
+        Self {
+            data: BytesMut::with_capacity(64 * 1024),
+            records: Vec::new(),
+            next_offset: 0,
+        }
+    }
+
+    fn append(&mut self, bytes: Option<&[u8]>) -> Option<(usize, usize)> {
+        let bytes = bytes?;
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        Some((start, bytes.len()))
+    }
+
+    fn add(&mut self, message: &BorrowedMessage<'_>) -> usize {
+        let size_before = self.data.len();
+        let key = self.append(message.key());
+        let value = self.append(message.payload());
+        let headers = match message.headers() {
+            Some(headers) => headers
+                .iter()
+                .map(|header| (header.key.to_string(), self.append(header.value)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let timestamp_ms = match message.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
+            Timestamp::NotAvailable => None,
+        };
+        self.records.push(GatheredRecord {
+            offset: message.offset(),
+            key,
+            value,
+            headers,
+            timestamp_ms,
+        });
+        self.next_offset = message.offset() + 1;
+        self.data.len() - size_before
+    }
+
+    fn into_records(self) -> (Vec<Record>, i64) {
+        let data: Bytes = self.data.freeze();
+        let slice = |range: Option<(usize, usize)>| {
+            range.map(|(start, len)| data.slice(start..start + len))
+        };
+        let records = self
+            .records
+            .into_iter()
+            .map(|gathered| Record {
+                offset: gathered.offset,
+                key: slice(gathered.key),
+                value: slice(gathered.value),
+                headers: gathered
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| Header {
+                        key,
+                        value: slice(value),
+                    })
+                    .collect(),
+                timestamp_ms: gathered.timestamp_ms,
+            })
+            .collect();
+        (records, self.next_offset)
+    }
+}
+
+struct Poller {
+    flow: FlowName,
+    consumer: BaseConsumer,
+    command_rx: std_mpsc::Receiver<ConsumerCommand>,
+    fetched_tx: mpsc::Sender<Fetched>,
+    generations: HashMap<(String, i32), u64>,
+    /// Offset after the last record handed to the core, per partition.
+    positions: HashMap<(String, i32), i64>,
+    eof_seen: bool,
+}
+
+impl Poller {
+    fn run(mut self) {
+        debug!(flow = %self.flow, "consumer thread started");
+        loop {
+            if !self.apply_commands() {
+                break;
+            }
+            if self.generations.is_empty() {
+                // Nothing assigned: wait for a command instead of polling.
+                match self.command_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(command) => {
+                        self.apply(command);
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            if !self.poll_round() {
+                break;
+            }
+        }
+        debug!(flow = %self.flow, "consumer thread stopped");
+    }
+
+    /// Applies every queued command; false once the core is gone.
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.command_rx.try_recv() {
+                Ok(command) => self.apply(command),
+                Err(std_mpsc::TryRecvError::Empty) => return true,
+                Err(std_mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: ConsumerCommand) {
+        match command {
+            ConsumerCommand::Assign {
+                topic,
+                partition,
+                offset,
+                generation,
+            } => {
+                let key = (topic.clone(), partition);
+                if self.generations.contains_key(&key) {
+                    self.unassign(&topic, partition);
+                }
+                let mut list = TopicPartitionList::new();
+                let start = offset.map_or(Offset::Beginning, Offset::Offset);
+                if let Err(error) = list.add_partition_offset(&topic, partition, start) {
+                    warn!(flow = %self.flow, topic, partition, %error, "invalid start offset");
+                    return;
+                }
+                match self.consumer.incremental_assign(&list) {
+                    Ok(()) => {
+                        self.generations.insert(key.clone(), generation);
+                        self.positions.insert(key, offset.unwrap_or(0));
+                    }
+                    Err(error) => {
+                        warn!(flow = %self.flow, topic, partition, %error, "cannot assign source partition")
+                    }
+                }
+            }
+            ConsumerCommand::Unassign { topic, partition } => self.unassign(&topic, partition),
+            ConsumerCommand::Pause { topic, partition } => {
+                let list = single(&topic, partition);
+                if let Err(error) = self.consumer.pause(&list) {
+                    debug!(topic, partition, %error, "cannot pause partition");
+                }
+            }
+            ConsumerCommand::Resume { topic, partition } => {
+                let list = single(&topic, partition);
+                if let Err(error) = self.consumer.resume(&list) {
+                    debug!(topic, partition, %error, "cannot resume partition");
+                }
+            }
+        }
+    }
+
+    fn unassign(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        if self.generations.remove(&key).is_none() {
+            return;
+        }
+        self.positions.remove(&key);
+        if let Err(error) = self
+            .consumer
+            .incremental_unassign(&single(topic, partition))
+        {
+            warn!(flow = %self.flow, topic, partition, %error, "cannot unassign source partition");
+        }
+    }
+
+    /// One poll (waiting briefly for the first record), then whatever else is
+    /// already fetched, handed to the core. False once the core is gone.
+    fn poll_round(&mut self) -> bool {
+        let mut gathering: HashMap<(String, i32), Vec<Gathering>> = HashMap::new();
+        let mut round_bytes = 0;
+        let mut wait = Duration::from_millis(100);
+        while round_bytes < MAX_ROUND_BYTES {
+            let Some(result) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    let key = (message.topic().to_string(), message.partition());
+                    if !self.generations.contains_key(&key) {
+                        continue;
+                    }
+                    let batches = gathering.entry(key).or_default();
+                    let full = batches.last().is_none_or(|batch| {
+                        batch.records.len() >= MAX_BATCH_RECORDS
+                            || batch.data.len() >= MAX_BATCH_BYTES
+                    });
+                    if full {
+                        batches.push(Gathering::new());
+                    }
+                    round_bytes += batches.last_mut().expect("pushed").add(&message);
+                }
+                Err(KafkaError::PartitionEOF(_)) => self.eof_seen = true,
+                Err(error) => {
+                    warn!(flow = %self.flow, %error, "source consumer error");
+                    break;
+                }
+            }
+        }
+        for ((topic, partition), batches) in gathering {
+            let Some(&generation) = self.generations.get(&(topic.clone(), partition)) else {
+                continue;
+            };
+            for batch in batches {
+                let (records, next_offset) = batch.into_records();
+                self.positions
+                    .insert((topic.clone(), partition), next_offset);
+                let fetched = Fetched::Batch {
+                    partition: PartitionKey::new(self.flow.clone(), topic.clone(), partition),
+                    generation,
+                    records,
+                    next_offset,
+                };
+                if self.fetched_tx.blocking_send(fetched).is_err() {
+                    return false;
+                }
+            }
+        }
+        if self.eof_seen {
+            self.eof_seen = false;
+            return self.report_skips();
+        }
+        true
+    }
+
+    /// At the end of a partition, the consumer's position can be past the last
+    /// record (a transaction marker follows it): report it so the checkpoint, and
+    /// the lag, reach the end.
+    fn report_skips(&mut self) -> bool {
+        let Ok(positions) = self.consumer.position() else {
+            return true;
+        };
+        for element in positions.elements() {
+            let Offset::Offset(position) = element.offset() else {
+                continue;
+            };
+            let key = (element.topic().to_string(), element.partition());
+            let (Some(&generation), Some(&sent)) =
+                (self.generations.get(&key), self.positions.get(&key))
+            else {
+                continue;
+            };
+            if position <= sent {
+                continue;
+            }
+            self.positions.insert(key.clone(), position);
+            let skip = Fetched::Skip {
+                partition: PartitionKey::new(self.flow.clone(), key.0, key.1),
+                generation,
+                next_offset: position,
+            };
+            if self.fetched_tx.blocking_send(skip).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn single(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    list
+}
