@@ -17,8 +17,11 @@ use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::v1::{Header, Record};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -105,7 +108,11 @@ pub fn spawn(
     cluster: ClusterSpec,
     fetched_tx: mpsc::Sender<Fetched>,
 ) -> Result<ConsumerHandle, KafkaError> {
-    let consumer: BaseConsumer = client_config(&cluster, CONSUMER_DEFAULTS).create()?;
+    let context = SourceContext {
+        end_reached: AtomicBool::new(false),
+    };
+    let consumer: BaseConsumer<SourceContext> =
+        client_config(&cluster, CONSUMER_DEFAULTS).create_with_context(context)?;
     let (command_tx, command_rx) = std_mpsc::channel();
     let poller = Poller {
         flow,
@@ -114,7 +121,6 @@ pub fn spawn(
         fetched_tx,
         generations: HashMap::new(),
         positions: HashMap::new(),
-        eof_seen: false,
     };
     std::thread::Builder::new()
         .name("kmirror-consume".to_string())
@@ -211,15 +217,33 @@ impl Gathering {
     }
 }
 
+/// Notes the end of a partition, which librdkafka reports as an error event, and
+/// keeps it out of the logs.
+struct SourceContext {
+    end_reached: AtomicBool,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                self.end_reached.store(true, Ordering::Release)
+            }
+            error => warn!(%error, reason, "source client error"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 struct Poller {
     flow: FlowName,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     command_rx: std_mpsc::Receiver<ConsumerCommand>,
     fetched_tx: mpsc::Sender<Fetched>,
     generations: HashMap<(String, i32), u64>,
     /// Offset after the last record handed to the core, per partition.
     positions: HashMap<(String, i32), i64>,
-    eof_seen: bool,
 }
 
 impl Poller {
@@ -343,7 +367,9 @@ impl Poller {
                     }
                     round_bytes += batches.last_mut().expect("pushed").add(&message);
                 }
-                Err(KafkaError::PartitionEOF(_)) => self.eof_seen = true,
+                Err(KafkaError::PartitionEOF(_)) => {
+                    self.consumer.context().end_reached.store(true, Ordering::Release)
+                }
                 Err(error) => {
                     warn!(flow = %self.flow, %error, "source consumer error");
                     break;
@@ -369,8 +395,7 @@ impl Poller {
                 }
             }
         }
-        if self.eof_seen {
-            self.eof_seen = false;
+        if self.consumer.context().end_reached.swap(false, Ordering::AcqRel) {
             return self.report_skips();
         }
         true
