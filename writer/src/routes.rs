@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use kmirror_common::kafka::client_config;
@@ -21,8 +21,13 @@ pub struct Routes {
     keys: Keys,
     flows: Mutex<HashMap<FlowName, ClusterSpec>>,
     admins: Mutex<HashMap<ClusterName, std::sync::Arc<AdminClient<DefaultClientContext>>>>,
-    limits: Mutex<HashMap<(ClusterName, String), i64>>,
+    /// Known limits, and when a limit could not be read (retried after a while
+    /// rather than on every batch).
+    limits: Mutex<HashMap<(ClusterName, String), (Option<i64>, Instant)>>,
 }
+
+/// How long a limit that could not be read is not asked for again.
+const UNKNOWN_LIMIT_RETRY: Duration = Duration::from_secs(30);
 
 impl Routes {
     pub fn new(etcd: Client, keys: Keys) -> Self {
@@ -70,11 +75,22 @@ impl Routes {
     /// read (the broker then remains the judge).
     pub async fn topic_limit(&self, cluster: &ClusterSpec, topic: &str) -> Option<i64> {
         let cache_key = (cluster.name.clone(), topic.to_string());
-        if let Some(limit) = self.limits.lock().expect("routes lock").get(&cache_key) {
-            return Some(*limit);
+        if let Some((limit, read_at)) = self.limits.lock().expect("routes lock").get(&cache_key) {
+            if limit.is_some() || read_at.elapsed() < UNKNOWN_LIMIT_RETRY {
+                return *limit;
+            }
         }
+        let limit = self.read_topic_limit(cluster, topic).await;
+        self.limits
+            .lock()
+            .expect("routes lock")
+            .insert(cache_key, (limit, Instant::now()));
+        limit
+    }
+
+    async fn read_topic_limit(&self, cluster: &ClusterSpec, topic: &str) -> Option<i64> {
         let admin = self.admin(cluster)?;
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
         let results = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
             .await
@@ -87,10 +103,6 @@ impl Routes {
             .parse()
             .ok()?;
         debug!(topic, limit, "read destination topic size limit");
-        self.limits
-            .lock()
-            .expect("routes lock")
-            .insert(cache_key, limit);
         Some(limit)
     }
 
