@@ -23,8 +23,11 @@ pub struct Routes {
     admins: Mutex<HashMap<ClusterName, std::sync::Arc<AdminClient<DefaultClientContext>>>>,
     /// Known limits, and when a limit could not be read (retried after a while
     /// rather than on every batch).
-    limits: Mutex<HashMap<(ClusterName, String), (Option<i64>, Instant)>>,
+    limits: Mutex<HashMap<(ClusterName, String), LimitReading>>,
 }
+
+/// A topic's `max.message.bytes` (`None`: could not be read) and when it was read.
+type LimitReading = (Option<i64>, Instant);
 
 /// How long a limit that could not be read is not asked for again.
 const UNKNOWN_LIMIT_RETRY: Duration = Duration::from_secs(30);
