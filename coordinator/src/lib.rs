@@ -1,1 +1,271 @@
-//! placeholder
+//! The kmirror coordinator: the fleet's control plane.
+//!
+//! Every coordinator registers as a member and serves the admin API; one of them,
+//! elected through etcd, reconciles: it lists the source topics each flow selects,
+//! creates or grows destination topics, assigns every source partition to a live
+//! fetcher and a live writer, and records each flow's state. See
+//! [`planner`] for how partitions are assigned and [`leadership`] for how a
+//! deposed leader is kept from writing.
+//!
+//! Life cycle: [`Config`] (from [`CoordinatorArgs`]) → [`Coordinator::build`]
+//! (connects to etcd, binds the gRPC port) → [`Coordinator::run`] until the
+//! cancellation token fires.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod error;
+pub mod kafka;
+pub mod leadership;
+pub mod planner;
+pub mod reconcile;
+pub mod status;
+pub mod store;
+pub mod topic_filter;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kmirror_common::etcd::EtcdSettings;
+use kmirror_common::schema::MemberInfo;
+use kmirror_common::service::MemberArgs;
+use kmirror_common::{now_ms, Keys, MemberId, Role, VERSION};
+use kmirror_proto::tonic::transport::Server;
+use kmirror_proto::tonic_health::ServingStatus;
+use kmirror_proto::v1::admin_server::AdminServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::AdminService;
+pub use crate::error::CoordinatorError;
+use crate::kafka::KafkaClients;
+use crate::leadership::Leadership;
+
+/// Address the admin API listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Command-line flags of `kmirror-coordinator`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "kmirror-coordinator",
+    version,
+    about = "Control plane of a kmirror fleet: elects a leader that assigns source partitions, serves the admin API"
+)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub member: MemberArgs,
+
+    /// How often the leader reconciles flows, topics and assignments even when
+    /// nothing changed in etcd (new source topics and partitions are found this way).
+    #[arg(long, env = "KMIRROR_REFRESH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+}
+
+/// Everything the coordinator needs, as plain data.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub etcd: EtcdSettings,
+    pub member_id: MemberId,
+    pub listen: SocketAddr,
+    /// Address registered for others to reach this coordinator; the bound address
+    /// when absent.
+    pub advertise_opt: Option<String>,
+    pub lease_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub refresh_interval: Duration,
+    /// Quiet time after a change in etcd before the leader reconciles.
+    pub debounce: Duration,
+    /// Timeout of Kafka requests (metadata, admin operations).
+    pub kafka_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_args(args: &CoordinatorArgs) -> Result<Self, CoordinatorError> {
+        let member = &args.member;
+        let member_id = match &member.id {
+            Some(id) => MemberId::new(id.clone())?,
+            None => MemberId::generate(Role::Coordinator),
+        };
+        Ok(Self {
+            etcd: member.etcd_settings(),
+            member_id,
+            listen: member.listen.unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .expect("the default listen address parses")
+            }),
+            advertise_opt: member.advertise.clone(),
+            lease_ttl: member.lease_ttl,
+            shutdown_grace: member.shutdown_grace,
+            refresh_interval: args.refresh_interval,
+            debounce: Duration::from_millis(300),
+            kafka_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// A coordinator connected to etcd with its gRPC port bound, ready to run.
+pub struct Coordinator {
+    config: Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    admin: AdminService,
+    leadership: Leadership,
+}
+
+impl Coordinator {
+    /// Connects to etcd and binds the listen address (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, CoordinatorError> {
+        let client = kmirror_common::etcd::connect(&config.etcd).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| CoordinatorError::Server {
+                    address: config.listen.to_string(),
+                    cause: format!("cannot listen: {error}"),
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|error| CoordinatorError::Server {
+                address: config.listen.to_string(),
+                cause: error.to_string(),
+            })?;
+        let keys = Keys::new(&config.etcd.fleet);
+        let kafka = KafkaClients::new(config.kafka_timeout);
+        let member = MemberInfo {
+            id: config.member_id.clone(),
+            role: Role::Coordinator,
+            address: config
+                .advertise_opt
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            version: VERSION.to_string(),
+            started_ms: now_ms(),
+        };
+        let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
+        let leadership = Leadership::new(client, &config, keys, member, kafka).await?;
+        Ok(Self {
+            config,
+            listener,
+            local_addr,
+            admin,
+            leadership,
+        })
+    }
+
+    /// The address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves and takes part in the election until `cancel` fires, then stops in
+    /// order: health NOT_SERVING, resign leadership, revoke the lease, stop gRPC,
+    /// all within the shutdown grace.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), CoordinatorError> {
+        let (health_reporter, health_service) =
+            kmirror_proto::tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<AdminServer<AdminService>>()
+            .await;
+
+        let server_stop = CancellationToken::new();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(AdminServer::new(self.admin))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                server_stop.clone().cancelled_owned(),
+            );
+        let mut server_handle = tokio::spawn(server);
+        info!(
+            member = %self.config.member_id,
+            fleet = %self.config.etcd.fleet,
+            address = %self.local_addr,
+            "coordinator serving"
+        );
+
+        let leadership_stop = CancellationToken::new();
+        let leadership_handle = tokio::spawn(self.leadership.run(leadership_stop.clone()));
+
+        let server_failure_opt = tokio::select! {
+            _ = cancel.cancelled() => None,
+            result = &mut server_handle => Some(match result {
+                Ok(Ok(())) => "the server stopped by itself".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(join_error) => join_error.to_string(),
+            }),
+        };
+
+        info!("coordinator stopping");
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_reporter
+            .set_not_serving::<AdminServer<AdminService>>()
+            .await;
+        let ordered_stop = async {
+            leadership_stop.cancel();
+            let _ = leadership_handle.await;
+            server_stop.cancel();
+            if server_failure_opt.is_none() {
+                let _ = server_handle.await;
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_grace, ordered_stop)
+            .await
+            .is_err()
+        {
+            warn!(grace = ?self.config.shutdown_grace, "graceful stop did not finish in time");
+        }
+        match server_failure_opt {
+            Some(cause) => Err(CoordinatorError::Server {
+                address: self.local_addr.to_string(),
+                cause,
+            }),
+            None => {
+                info!("coordinator stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let args = CoordinatorArgs::try_parse_from(["kmirror-coordinator"]).unwrap();
+        let config = Config::from_args(&args).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.refresh_interval, Duration::from_secs(5));
+        assert!(config.member_id.as_str().starts_with("coordinator-"));
+    }
+
+    #[test]
+    fn refresh_interval_takes_a_human_duration() {
+        let args = CoordinatorArgs::try_parse_from([
+            "kmirror-coordinator",
+            "--refresh-interval",
+            "750ms",
+            "--id",
+            "coord-a",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = Config::from_args(&args).unwrap();
+        assert_eq!(config.refresh_interval, Duration::from_millis(750));
+        assert_eq!(config.member_id.as_str(), "coord-a");
+        assert_eq!(config.listen.port(), 0);
+    }
+
+    #[test]
+    fn an_invalid_member_id_is_refused() {
+        let args = CoordinatorArgs::try_parse_from(["kmirror-coordinator", "--id", "a/b"]).unwrap();
+        assert!(Config::from_args(&args).is_err());
+    }
+}

@@ -1,1 +1,26 @@
-fn main() {}
+//! `kmirror-coordinator`: parse flags, build, run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kmirror_coordinator::{Config, Coordinator, CoordinatorArgs};
+use tracing::error;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = CoordinatorArgs::parse();
+    kmirror_common::telemetry::init("kmirror-coordinator");
+    let shutdown = kmirror_common::shutdown::on_signal();
+    let result = async {
+        let config = Config::from_args(&args)?;
+        Coordinator::build(config).await?.run(shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "coordinator failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The coordinator's Kafka side: one client per cluster (cached by cluster spec) for
+//! topic listing and watermarks, plus short-lived admin clients for the rare topic
+//! and partition creation.
+//!
+//! librdkafka's metadata and watermark calls block, so they run on the blocking
+//! pool; admin operations use the async admin API. The cached client is a producer
+//! handle that is never produced to: unlike rdkafka's `AdminClient`, it can be
+//! polled, which serves librdkafka's logs and errors (they would otherwise pile up
+//! in its main queue for as long as the client lives). A `ClientConfig` is never
+//! logged (its `Debug` prints secrets).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kmirror_common::schema::ClusterSpec;
+use kmirror_common::ClusterName;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientConfig;
+use tracing::{debug, warn};
+
+use crate::error::CoordinatorError;
+
+type Admin = AdminClient<ClusterContext>;
+type Probe = BaseProducer<ClusterContext>;
+
+/// How long each use of the cached client serves its queued logs and errors.
+const EVENT_SERVE_TIME: Duration = Duration::from_millis(10);
+
+/// Keeps the last error librdkafka reported for a cluster: "connect to
+/// ipv4#10.0.0.1:9092 failed: Connection refused" says more than the "broker
+/// transport failure" the failed request returns.
+struct ClusterContext {
+    cluster: ClusterName,
+    last_error: Mutex<Option<(Instant, String)>>,
+}
+
+impl ClusterContext {
+    fn new(cluster: ClusterName) -> Self {
+        Self {
+            cluster,
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The last reported error, if it is recent enough to explain a request that
+    /// just failed after `window`.
+    fn recent_error(&self, window: Duration) -> Option<String> {
+        let last_error = self.last_error.lock().expect("last error lock poisoned");
+        last_error
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= window + Duration::from_secs(1))
+            .map(|(_, reason)| reason.clone())
+    }
+}
+
+impl ProducerContext for ClusterContext {
+    type DeliveryOpaque = ();
+
+    /// Nothing is ever produced through the cluster client.
+    fn delivery(&self, _delivery_result: &DeliveryResult<'_>, _delivery_opaque: ()) {}
+}
+
+impl ClientContext for ClusterContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                warn!(cluster = %self.cluster, facility, message, "librdkafka")
+            }
+            _ => debug!(cluster = %self.cluster, facility, message, "librdkafka"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(cluster = %self.cluster, %error, reason, "librdkafka error");
+        // "1/1 brokers are down" follows every connection failure and would hide its
+        // cause.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        let reason = if reason.is_empty() {
+            kafka_cause(&error)
+        } else {
+            without_retry_details(reason).to_string()
+        };
+        *self.last_error.lock().expect("last error lock poisoned") = Some((Instant::now(), reason));
+    }
+}
+
+/// Topic configs always copied to a new destination topic, whatever their source
+/// (a broker default on the source may differ from the destination's).
+const ALWAYS_COPIED_CONFIGS: [&str; 4] = [
+    "cleanup.policy",
+    "retention.ms",
+    "max.message.bytes",
+    "compression.type",
+];
+
+/// Admin clients shared by the reconciler and the admin API, one per cluster, built
+/// again when the cluster's stored spec changes.
+#[derive(Clone)]
+pub struct KafkaClients {
+    cache: Arc<Mutex<HashMap<ClusterName, ClusterClient>>>,
+    timeout: Duration,
+}
+
+impl KafkaClients {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            timeout,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The cached client of a cluster, built on first use or when its spec changed.
+    pub fn client(&self, spec: &ClusterSpec) -> Result<ClusterClient, CoordinatorError> {
+        let mut cache = self.cache.lock().expect("kafka client cache lock poisoned");
+        if let Some(client) = cache.get(&spec.name) {
+            if client.spec.as_ref() == spec {
+                return Ok(client.clone());
+            }
+        }
+        let client = ClusterClient::build(spec, self.timeout)?;
+        if let Some(replaced) = cache.insert(spec.name.clone(), client.clone()) {
+            replaced.dispose();
+        }
+        Ok(client)
+    }
+
+    /// Drops the clients of clusters that are no longer defined.
+    pub fn retain(&self, defined: &BTreeMap<ClusterName, ClusterSpec>) {
+        let mut cache = self.cache.lock().expect("kafka client cache lock poisoned");
+        let stale: Vec<ClusterName> = cache
+            .keys()
+            .filter(|name| !defined.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in stale {
+            if let Some(client) = cache.remove(&name) {
+                client.dispose();
+            }
+        }
+    }
+}
+
+/// Topics of a cluster as its metadata shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicListing {
+    /// Partition count of every topic whose metadata is complete.
+    pub partitions: BTreeMap<String, i32>,
+    /// Topics the cluster reported an error for (being created, leader missing, ...):
+    /// they exist but cannot be looked at this time.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+/// A new destination topic: name, partition count and configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicToCreate {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// A client for one cluster.
+#[derive(Clone)]
+pub struct ClusterClient {
+    spec: Arc<ClusterSpec>,
+    probe: Arc<Probe>,
+    timeout: Duration,
+}
+
+impl ClusterClient {
+    /// Builds a client (it connects lazily). Fails on properties librdkafka rejects.
+    pub fn build(spec: &ClusterSpec, timeout: Duration) -> Result<Self, CoordinatorError> {
+        let probe: Probe = client_config(spec)
+            .create_with_context(ClusterContext::new(spec.name.clone()))
+            .map_err(|error| invalid_properties(spec, &error))?;
+        Ok(Self {
+            spec: Arc::new(spec.clone()),
+            probe: Arc::new(probe),
+            timeout,
+        })
+    }
+
+    /// An admin client for one operation; hand it to [`dispose_admin`] afterwards.
+    fn admin(&self) -> Result<Admin, CoordinatorError> {
+        client_config(&self.spec)
+            .create_with_context(ClusterContext::new(self.spec.name.clone()))
+            .map_err(|error| invalid_properties(&self.spec, &error))
+    }
+
+    /// Runs a blocking librdkafka call on the blocking pool, then serves the events
+    /// it queued.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Probe) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let probe = self.probe.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = call(&probe);
+            probe.poll(EVENT_SERVE_TIME);
+            outcome
+        })
+        .await
+    }
+
+    pub fn name(&self) -> &ClusterName {
+        &self.spec.name
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.spec.bootstrap_servers
+    }
+
+    /// Lists the cluster's topics. An error here means the cluster cannot be reached.
+    pub async fn list_topics(&self) -> Result<TopicListing, CoordinatorError> {
+        let timeout = self.timeout;
+        let metadata = self
+            .blocking(move |probe| probe.client().fetch_metadata(None, timeout))
+            .await
+            .map_err(|join_error| self.unreachable(join_error.to_string()))?
+            .map_err(|error| {
+                let cause = self
+                    .probe
+                    .client()
+                    .context()
+                    .recent_error(self.timeout)
+                    .unwrap_or_else(|| kafka_cause(&error));
+                self.unreachable(cause)
+            })?;
+        let mut listing = TopicListing::default();
+        for topic in metadata.topics() {
+            match topic.error() {
+                None => {
+                    listing
+                        .partitions
+                        .insert(topic.name().to_string(), topic.partitions().len() as i32);
+                }
+                Some(error) => {
+                    let code = RDKafkaErrorCode::from(error);
+                    listing
+                        .unavailable
+                        .insert(topic.name().to_string(), code_cause(code));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The configs of each topic to carry over to a copy of it: the always-copied
+    /// ones plus every config set on the topic itself.
+    pub async fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, Result<Vec<(String, String)>, String>>, CoordinatorError> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let specifiers: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|topic| ResourceSpecifier::Topic(topic))
+            .collect();
+        let admin = self.admin()?;
+        let results = admin
+            .describe_configs(&specifiers, &self.admin_options())
+            .await;
+        dispose_admin(admin);
+        let results = results.map_err(|error| self.failed("describing topic configs", &error))?;
+        let mut configs_by_topic = BTreeMap::new();
+        for (topic, result) in topics.iter().zip(results) {
+            let configs = match result {
+                Ok(resource) => Ok(resource
+                    .entries
+                    .iter()
+                    .filter(|entry| {
+                        !entry.is_read_only
+                            && !entry.is_sensitive
+                            && (entry.source == ConfigSource::DynamicTopic
+                                || ALWAYS_COPIED_CONFIGS.contains(&entry.name.as_str()))
+                    })
+                    .filter_map(|entry| {
+                        entry
+                            .value
+                            .as_ref()
+                            .map(|value| (entry.name.clone(), value.clone()))
+                    })
+                    .collect()),
+                Err(code) => Err(code_cause(code)),
+            };
+            configs_by_topic.insert(topic.clone(), configs);
+        }
+        Ok(configs_by_topic)
+    }
+
+    /// Creates topics with the broker's default replication factor. Returns the
+    /// outcome per topic; a topic that already exists counts as created.
+    pub async fn create_topics(
+        &self,
+        topics: &[TopicToCreate],
+    ) -> Result<BTreeMap<String, Result<(), String>>, CoordinatorError> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|topic| {
+                // -1: the destination broker's default.replication.factor.
+                let mut new_topic =
+                    NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(-1));
+                for (key, value) in &topic.configs {
+                    new_topic = new_topic.set(key, value);
+                }
+                new_topic
+            })
+            .collect();
+        let admin = self.admin()?;
+        let results = admin
+            .create_topics(&new_topics, &self.admin_options())
+            .await;
+        dispose_admin(admin);
+        let results = results.map_err(|error| self.failed("creating topics", &error))?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(topic) => (topic, Ok(())),
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => (topic, Ok(())),
+                Err((topic, code)) => (topic, Err(code_cause(code))),
+            })
+            .collect())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn create_partitions(&self, topic: &str, count: i32) -> Result<(), String> {
+        let new_partitions = NewPartitions::new(topic, count.max(0) as usize);
+        let admin = self.admin().map_err(|error| error.to_string())?;
+        let results = admin
+            .create_partitions([&new_partitions], &self.admin_options())
+            .await;
+        dispose_admin(admin);
+        let results = results.map_err(|error| kafka_cause(&error))?;
+        match results.into_iter().next() {
+            Some(Ok(_)) | None => Ok(()),
+            Some(Err((_, code))) => Err(code_cause(code)),
+        }
+    }
+
+    /// Low and high watermarks of each partition, `None` where they could not be read.
+    /// Stops asking after the first failure to reach the cluster, so an unreachable
+    /// cluster costs one timeout, not one per partition.
+    pub async fn watermarks(&self, partitions: Vec<(String, i32)>) -> Vec<Option<(i64, i64)>> {
+        let timeout = self.timeout.min(Duration::from_secs(5));
+        let count = partitions.len();
+        self.blocking(move |probe| {
+            let mut watermarks = Vec::with_capacity(partitions.len());
+            let mut reachable = true;
+            for (topic, partition) in &partitions {
+                if !reachable {
+                    watermarks.push(None);
+                    continue;
+                }
+                match probe.client().fetch_watermarks(topic, *partition, timeout) {
+                    Ok(pair) => watermarks.push(Some(pair)),
+                    Err(error) => {
+                        reachable = !is_transport_failure(&error);
+                        watermarks.push(None);
+                    }
+                }
+            }
+            watermarks
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; count])
+    }
+
+    fn admin_options(&self) -> AdminOptions {
+        AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout))
+    }
+
+    fn unreachable(&self, cause: String) -> CoordinatorError {
+        CoordinatorError::ClusterUnreachable {
+            cluster: self.spec.name.to_string(),
+            bootstrap: self.spec.bootstrap_servers.clone(),
+            cause,
+        }
+    }
+
+    fn failed(&self, action: &str, error: &KafkaError) -> CoordinatorError {
+        CoordinatorError::Kafka {
+            cluster: self.spec.name.to_string(),
+            action: action.to_string(),
+            cause: kafka_cause(error),
+        }
+    }
+
+    /// Destroys the librdkafka handle off the async runtime (destroying may block
+    /// while it closes broker connections).
+    pub fn dispose(self) {
+        if let Some(probe) = Arc::into_inner(self.probe) {
+            tokio::task::spawn_blocking(move || drop(probe));
+        }
+    }
+}
+
+fn client_config(spec: &ClusterSpec) -> ClientConfig {
+    kmirror_common::kafka::client_config(spec, &[("client.id", "kmirror-coordinator")])
+}
+
+fn invalid_properties(spec: &ClusterSpec, error: &KafkaError) -> CoordinatorError {
+    CoordinatorError::InvalidArgument(format!(
+        "invalid client properties for cluster {}: {}",
+        spec.name,
+        kafka_cause(error)
+    ))
+}
+
+/// Drops an admin client off the async runtime: dropping joins its polling thread
+/// and destroys the librdkafka handle, both of which block.
+fn dispose_admin(admin: Admin) {
+    tokio::task::spawn_blocking(move || drop(admin));
+}
+
+/// "connect to ... failed: Connection refused (after 0ms in state CONNECT, 3
+/// identical error(s) suppressed)" without the parenthesised retry details.
+fn without_retry_details(reason: &str) -> &str {
+    match reason.rfind(" (after ") {
+        Some(start) if reason.ends_with(')') => &reason[..start],
+        _ => reason,
+    }
+}
+
+fn is_transport_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+        )
+    )
+}
+
+/// The cause of a Kafka error in words, without the wrapping rdkafka adds.
+pub fn kafka_cause(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientCreation(message) => message.clone(),
+        // librdkafka's description quotes the value: never show a secret's.
+        KafkaError::ClientConfig(_, _, key, _)
+            if kmirror_common::kafka::is_secret_property(key) =>
+        {
+            format!("invalid value for property {key}")
+        }
+        KafkaError::ClientConfig(_, description, _, _) => description.clone(),
+        KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
+            "no broker answered in time".to_string()
+        }
+        _ => match error.rdkafka_error_code() {
+            Some(code) => code_cause(code),
+            None => error.to_string(),
+        },
+    }
+}
+
+/// librdkafka's description of an error code ("Broker transport failure"), without
+/// the enum name rdkafka's `Display` puts first.
+pub fn code_cause(code: RDKafkaErrorCode) -> String {
+    let text = code.to_string();
+    let description = text
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(&text);
+    description
+        .strip_prefix("Broker: ")
+        .or_else(|| description.strip_prefix("Local: "))
+        .unwrap_or(description)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_read_as_their_description() {
+        assert_eq!(
+            code_cause(RDKafkaErrorCode::BrokerTransportFailure),
+            "Broker transport failure"
+        );
+        assert_eq!(
+            code_cause(RDKafkaErrorCode::PolicyViolation),
+            "Policy violation"
+        );
+    }
+
+    #[test]
+    fn retry_details_are_cut_from_connection_errors() {
+        assert_eq!(
+            without_retry_details(
+                "h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT, 1 identical error(s) suppressed)"
+            ),
+            "h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+        );
+        assert_eq!(without_retry_details("plain (detail)"), "plain (detail)");
+    }
+
+    #[test]
+    fn invalid_secret_values_are_not_echoed() {
+        let error = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"hunter2\" for configuration property \"sasl.password\"".to_string(),
+            "sasl.password".to_string(),
+            "hunter2".to_string(),
+        );
+        assert!(!kafka_cause(&error).contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_properties_are_refused_when_the_client_is_built() {
+        let spec = ClusterSpec {
+            name: ClusterName::new("src").unwrap(),
+            bootstrap_servers: "127.0.0.1:1".to_string(),
+            properties: [("no.such.property".to_string(), "1".to_string())].into(),
+        };
+        let error = ClusterClient::build(&spec, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(matches!(error, CoordinatorError::InvalidArgument(_)));
+        assert!(error.to_string().contains("no.such.property"), "{error}");
+    }
+}

@@ -1,0 +1,271 @@
+//! Mirroring status per flow and partition: where each partition's checkpoint stands
+//! against the source's log end, and why a flow or partition cannot progress.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kmirror_common::schema::{Assignment, Checkpoint, FlowSpec, FlowState, PartitionError};
+use kmirror_common::{FlowName, PartitionKey};
+use kmirror_proto::v1::{FlowStatus, PartitionStatus};
+
+pub const STATE_RUNNING: &str = "running";
+pub const STATE_DEGRADED: &str = "degraded";
+pub const STATE_FAILING: &str = "failing";
+
+/// Records still to mirror in a partition; -1 when the source's offsets are unknown.
+///
+/// Before the first checkpoint the partition is read from its earliest offset, so
+/// everything retained (`high - low`) is still to mirror.
+pub fn partition_lag(
+    watermarks_opt: Option<(i64, i64)>,
+    checkpoint_opt: Option<&Checkpoint>,
+) -> i64 {
+    let Some((low, high)) = watermarks_opt else {
+        return -1;
+    };
+    let next_offset = match checkpoint_opt {
+        Some(checkpoint) => checkpoint.next_offset.max(low),
+        None => low,
+    };
+    (high - next_offset).max(0)
+}
+
+/// The flow's state word, from the leader's verdict and the partitions' errors.
+pub fn flow_state(flow_error: &str, partitions: &[PartitionStatus]) -> &'static str {
+    if !flow_error.is_empty() {
+        STATE_FAILING
+    } else if partitions
+        .iter()
+        .any(|partition| !partition.error.is_empty())
+    {
+        STATE_DEGRADED
+    } else {
+        STATE_RUNNING
+    }
+}
+
+/// The partitions a flow's status shows: every assigned or failing partition, and
+/// checkpointed ones of topics the flow still mirrors (a checkpoint outlives a topic
+/// that stopped matching, which is not worth a row).
+pub fn status_partitions(
+    flow: &FlowName,
+    flow_state_opt: Option<&FlowState>,
+    assignments: &BTreeMap<PartitionKey, Assignment>,
+    checkpoints: &BTreeMap<PartitionKey, Checkpoint>,
+    errors: &BTreeMap<PartitionKey, PartitionError>,
+) -> BTreeSet<PartitionKey> {
+    let mirrored_topics: BTreeSet<&str> = flow_state_opt
+        .map(|state| state.topics.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let of_flow = |key: &&PartitionKey| &key.flow == flow;
+    let mut partitions: BTreeSet<PartitionKey> =
+        assignments.keys().filter(of_flow).cloned().collect();
+    partitions.extend(errors.keys().filter(of_flow).cloned());
+    partitions.extend(
+        checkpoints
+            .keys()
+            .filter(of_flow)
+            .filter(|key| mirrored_topics.contains(key.topic.as_str()))
+            .cloned(),
+    );
+    partitions
+}
+
+/// One partition's status row.
+pub fn partition_status(
+    flow: &FlowSpec,
+    key: &PartitionKey,
+    watermarks_opt: Option<(i64, i64)>,
+    assignment_opt: Option<&Assignment>,
+    checkpoint_opt: Option<&Checkpoint>,
+    error_opt: Option<&PartitionError>,
+) -> PartitionStatus {
+    PartitionStatus {
+        topic: key.topic.clone(),
+        partition: key.partition,
+        dest_topic: assignment_opt
+            .map(|assignment| assignment.dest_topic.clone())
+            .unwrap_or_else(|| flow.dest_topic(&key.topic)),
+        log_end_offset: watermarks_opt.map(|(_, high)| high).unwrap_or(-1),
+        mirrored_offset: checkpoint_opt
+            .map(|checkpoint| checkpoint.next_offset)
+            .unwrap_or(0),
+        lag: partition_lag(watermarks_opt, checkpoint_opt),
+        fetcher: assignment_opt
+            .map(|assignment| assignment.fetcher.to_string())
+            .unwrap_or_default(),
+        writer: assignment_opt
+            .map(|assignment| assignment.writer.to_string())
+            .unwrap_or_default(),
+        epoch: assignment_opt
+            .map(|assignment| assignment.epoch.0)
+            .unwrap_or(0),
+        error: error_opt
+            .map(|error| error.message.clone())
+            .unwrap_or_default(),
+        dest_offset: checkpoint_opt
+            .map(|checkpoint| checkpoint.dest_offset)
+            .unwrap_or(-1),
+    }
+}
+
+/// A flow's status from its partition rows.
+pub fn flow_status(
+    flow: &FlowSpec,
+    flow_state_opt: Option<&FlowState>,
+    partitions: Vec<PartitionStatus>,
+) -> FlowStatus {
+    let error = flow_state_opt
+        .map(|state| state.error.clone())
+        .unwrap_or_default();
+    let total_lag = partitions
+        .iter()
+        .map(|partition| partition.lag.max(0))
+        .sum();
+    FlowStatus {
+        name: flow.name.to_string(),
+        source_cluster: flow.source_cluster.to_string(),
+        dest_cluster: flow.dest_cluster.to_string(),
+        state: flow_state(&error, &partitions).to_string(),
+        error,
+        partitions,
+        total_lag,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmirror_common::{ClusterName, Epoch, MemberId};
+
+    fn checkpoint(next_offset: i64) -> Checkpoint {
+        Checkpoint {
+            next_offset,
+            dest_partition: 0,
+            dest_offset: next_offset - 1,
+            epoch: Epoch(1),
+            updated_ms: 0,
+        }
+    }
+
+    fn flow() -> FlowSpec {
+        FlowSpec {
+            name: FlowName::new("dr").unwrap(),
+            source_cluster: ClusterName::new("src").unwrap(),
+            dest_cluster: ClusterName::new("dst").unwrap(),
+            include: ".*".to_string(),
+            exclude: None,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn lag_is_log_end_minus_checkpoint() {
+        assert_eq!(partition_lag(Some((0, 100)), Some(&checkpoint(60))), 40);
+        assert_eq!(partition_lag(Some((0, 100)), Some(&checkpoint(100))), 0);
+    }
+
+    #[test]
+    fn lag_without_checkpoint_is_everything_retained() {
+        assert_eq!(partition_lag(Some((30, 100)), None), 70);
+        assert_eq!(partition_lag(Some((0, 0)), None), 0);
+    }
+
+    #[test]
+    fn lag_never_counts_records_retention_already_deleted() {
+        // The checkpoint fell behind the log start: only what is retained is left.
+        assert_eq!(partition_lag(Some((50, 100)), Some(&checkpoint(10))), 50);
+    }
+
+    #[test]
+    fn lag_is_unknown_without_watermarks() {
+        assert_eq!(partition_lag(None, Some(&checkpoint(10))), -1);
+    }
+
+    #[test]
+    fn lag_is_never_negative() {
+        // The source was truncated (recreated) below the checkpoint.
+        assert_eq!(partition_lag(Some((0, 5)), Some(&checkpoint(10))), 0);
+    }
+
+    #[test]
+    fn flow_state_prefers_the_flow_error_then_partition_errors() {
+        let healthy = PartitionStatus::default();
+        let stuck = PartitionStatus {
+            error: "record too large".to_string(),
+            ..PartitionStatus::default()
+        };
+        assert_eq!(
+            flow_state("", std::slice::from_ref(&healthy)),
+            STATE_RUNNING
+        );
+        assert_eq!(flow_state("", &[healthy.clone(), stuck]), STATE_DEGRADED);
+        assert_eq!(flow_state("source unreachable", &[healthy]), STATE_FAILING);
+    }
+
+    #[test]
+    fn total_lag_ignores_unknown_partitions() {
+        let key = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
+        let known = partition_status(
+            &flow(),
+            &key,
+            Some((0, 10)),
+            None,
+            Some(&checkpoint(4)),
+            None,
+        );
+        let unknown = partition_status(&flow(), &key, None, None, None, None);
+        assert_eq!(unknown.log_end_offset, -1);
+        assert_eq!(unknown.lag, -1);
+        let status = flow_status(&flow(), None, vec![known, unknown]);
+        assert_eq!(status.total_lag, 6);
+        assert_eq!(status.state, STATE_RUNNING);
+    }
+
+    #[test]
+    fn status_rows_skip_checkpoints_of_topics_no_longer_mirrored() {
+        let flow_name = FlowName::new("dr").unwrap();
+        let other_flow = FlowName::new("other").unwrap();
+        let assignment = Assignment {
+            fetcher: MemberId::new("f1").unwrap(),
+            writer: MemberId::new("w1").unwrap(),
+            epoch: Epoch(3),
+            dest_topic: "orders".to_string(),
+            dest_partitions: 1,
+            source_partitions: 1,
+        };
+        let assignments = BTreeMap::from([
+            (
+                PartitionKey::new(flow_name.clone(), "orders", 0),
+                assignment.clone(),
+            ),
+            (
+                PartitionKey::new(other_flow.clone(), "orders", 0),
+                assignment,
+            ),
+        ]);
+        let checkpoints = BTreeMap::from([
+            (
+                PartitionKey::new(flow_name.clone(), "orders", 1),
+                checkpoint(5),
+            ),
+            (
+                PartitionKey::new(flow_name.clone(), "retired", 0),
+                checkpoint(5),
+            ),
+        ]);
+        let state = FlowState {
+            error: String::new(),
+            topics: vec!["orders".to_string()],
+            updated_ms: 0,
+        };
+        let rows = status_partitions(
+            &flow_name,
+            Some(&state),
+            &assignments,
+            &checkpoints,
+            &BTreeMap::new(),
+        );
+        let rows: Vec<String> = rows.iter().map(|key| key.to_string()).collect();
+        assert_eq!(rows, vec!["dr:orders/0", "dr:orders/1"]);
+    }
+}
