@@ -1,1 +1,71 @@
-//! placeholder
+//! Harness for kmirror's end-to-end tests: real etcd, real Kafka, real fleet processes.
+//!
+//! Every test gets its own fleet (an etcd prefix), its own topics and its own flows,
+//! so tests never share state and may run in parallel:
+//!
+//! - [`stack`]: the local stack (`deploy/local/stack up`, once per test process) and
+//!   the addresses of its servers;
+//! - [`fleet`]: coordinator, fetcher and writer processes of one fleet, `kmirrorctl`
+//!   against it, graceful and hard stops, restarts;
+//! - [`kafka`]: topics, producing (plain and transactional), reading every record
+//!   back, comparing partitions;
+//! - [`kcat`]: reading a topic with Debian's `kcat`, a second, independent client;
+//! - [`status`]: the JSON of `kmirrorctl status -o json`, parsed in one place;
+//! - [`murmur2`]: Kafka's default partitioner, to check where keyed records land;
+//! - [`data`]: generated test records;
+//! - [`wait`]: waiting for a condition with a deadline (never a fixed sleep).
+
+#![forbid(unsafe_code)]
+
+pub mod data;
+pub mod fleet;
+pub mod kafka;
+pub mod kcat;
+pub mod murmur2;
+pub mod stack;
+pub mod status;
+pub mod wait;
+
+pub use fleet::{CtlOutput, Fleet, FleetOptions};
+pub use kafka::{Cluster, ConsumedRecord, Delivered, OutRecord};
+pub use stack::{stack, Stack};
+pub use wait::wait_until;
+
+/// A name unique to this run: `prefix` plus a random suffix. Used for fleets,
+/// topics and flows so that tests never collide, even across runs against the same
+/// stack.
+pub fn unique_name(prefix: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let prefix: String = prefix
+        .chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() || character == '-' {
+                character.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{prefix}-{}", &suffix[..8])
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit in i64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_are_valid_fleet_topic_and_flow_names() {
+        let name = unique_name("Mirror_exact::test");
+        assert!(name.starts_with("mirror-exact--test-"), "{name}");
+        assert!(kmirror_common::types::FlowName::new(&name).is_ok());
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}

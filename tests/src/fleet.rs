@@ -1,0 +1,937 @@
+//! A fleet of real processes for one test: coordinator(s), fetchers and writers
+//! under a fleet name (etcd prefix) of its own, and `kmirrorctl` against it.
+//!
+//! Every member logs to `target/e2e-logs/<fleet>/<member>.log` (appended across
+//! restarts); failures print those paths. Dropping the fleet kills every process
+//! it started, so a failing test leaves nothing behind.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kmirror_common::schema::{decode, MemberInfo};
+use kmirror_common::{Keys, MemberId, Role};
+use rustix::process::{kill_process, Pid, Signal};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::kafka::{Cluster, WatermarkReader};
+use crate::stack::{self, Stack};
+use crate::status::{FlowStatusView, StatusView};
+use crate::wait::{FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
+
+/// Names under which the fleet knows the stack's two clusters.
+pub const SOURCE_CLUSTER: &str = "source";
+pub const DEST_CLUSTER: &str = "dest";
+
+/// How long one `kmirrorctl` call may take.
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines of a member's log shown when it died unexpectedly.
+const LOG_TAIL_LINES: usize = 40;
+
+/// What fleet to start. Timings are short so that tests run fast.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Prefix of the fleet name; a random suffix makes it unique.
+    pub name: String,
+    pub coordinators: usize,
+    pub fetchers: usize,
+    pub writers: usize,
+    pub refresh_interval: Duration,
+    pub checkpoint_interval: Duration,
+    pub retry_backoff: Duration,
+    pub lease_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub max_in_flight_batches: Option<u32>,
+    /// `--producer-property k=v` for every writer.
+    pub writer_properties: Vec<(String, String)>,
+    /// How long the fleet may take to be ready (members registered, admin API up).
+    pub ready_timeout: Duration,
+}
+
+impl FleetOptions {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self {
+            name: "e2e".to_string(),
+            coordinators: 1,
+            fetchers: 2,
+            writers: 2,
+            refresh_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(200),
+            retry_backoff: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(4),
+            shutdown_grace: Duration::from_secs(20),
+            max_in_flight_batches: None,
+            writer_properties: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one `kmirrorctl` call did.
+#[derive(Debug, Clone)]
+pub struct CtlOutput {
+    pub args: Vec<String>,
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics unless the call succeeded; returns the output for chaining.
+    #[track_caller]
+    pub fn assert_success(self) -> Self {
+        assert!(self.success(), "kmirrorctl failed: {self}");
+        self
+    }
+
+    /// Panics unless the call exited with `code` and its stderr contains every
+    /// one of `needles`.
+    #[track_caller]
+    pub fn assert_failure(&self, code: i32, needles: &[&str]) {
+        assert_eq!(self.code, Some(code), "unexpected exit code: {self}");
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "stderr does not name {needle:?}: {self}"
+            );
+        }
+    }
+}
+
+impl fmt::Display for CtlOutput {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "`kmirrorctl {}` exited with {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
+/// One process of the fleet.
+struct Member {
+    id: String,
+    role: Role,
+    binary: PathBuf,
+    args: Vec<String>,
+    log_path: PathBuf,
+    /// `None` while stopped.
+    child: Mutex<Option<Child>>,
+    /// When the process was last started (ms since the epoch).
+    started_ms: AtomicI64,
+}
+
+impl Member {
+    fn start(&self) {
+        let mut child = self.child.lock().expect("member lock");
+        assert!(child.is_none(), "member {} is already running", self.id);
+        let log = open_log(&self.log_path);
+        let mut header = log.try_clone().expect("log file handle");
+        let _ = writeln!(
+            header,
+            "--- kmirror-tests: starting {} {}",
+            self.binary.display(),
+            self.args.join(" ")
+        );
+        let mut command = Command::new(&self.binary);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log);
+        if let Ok(filter) = std::env::var("KMIRROR_E2E_RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        self.started_ms.store(crate::now_ms(), Ordering::SeqCst);
+        let spawned = command.spawn().unwrap_or_else(|error| {
+            panic!(
+                "cannot start {} ({}): {error}",
+                self.id,
+                self.binary.display()
+            )
+        });
+        *child = Some(spawned);
+    }
+
+    fn is_running(&self) -> bool {
+        let mut child = self.child.lock().expect("member lock");
+        matches!(child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// The exit status of a member that stopped without being told to.
+    fn unexpected_exit(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().expect("member lock");
+        child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    fn signal(&self, signal: Signal) -> bool {
+        let child = self.child.lock().expect("member lock");
+        match child.as_ref() {
+            Some(child) => kill_process(Pid::from_child(child), signal).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Reaps the member if it exited: `Some(status)` once it has (it is then
+    /// stopped), `None` while it runs or when it was not running.
+    fn reap(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().expect("member lock");
+        let status = child.as_mut()?.try_wait().ok().flatten()?;
+        *child = None;
+        Some(status)
+    }
+
+    fn kill_and_reap(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().expect("member lock");
+        let mut running = child.take()?;
+        let _ = running.kill();
+        running.wait().ok()
+    }
+}
+
+fn open_log(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("cannot open log file {}: {error}", path.display()))
+}
+
+/// A running fleet. See the module documentation.
+pub struct Fleet {
+    name: String,
+    stack: &'static Stack,
+    options: FleetOptions,
+    members: Vec<Member>,
+    coordinator_address: String,
+    ctl_binary: PathBuf,
+    log_dir: PathBuf,
+    etcd: etcd_client::Client,
+}
+
+impl Fleet {
+    /// Starts a fleet under a fresh name and waits until it is ready: every member
+    /// running, fetchers and writers registered in etcd, the admin API answering.
+    pub async fn start(options: FleetOptions) -> Fleet {
+        let stack = stack::stack();
+        let name = crate::unique_name(&options.name);
+        let log_dir = stack.logs_dir.join(&name);
+        std::fs::create_dir_all(&log_dir)
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", log_dir.display()));
+        let etcd = etcd_client::Client::connect([stack.etcd_endpoint.as_str()], None)
+            .await
+            .unwrap_or_else(|error| {
+                panic!("cannot connect to etcd at {}: {error}", stack.etcd_endpoint)
+            });
+
+        let common_args = |id: &str| -> Vec<String> {
+            vec![
+                "--etcd".into(),
+                stack.etcd_endpoint.clone(),
+                "--fleet".into(),
+                name.clone(),
+                "--id".into(),
+                id.to_string(),
+                "--lease-ttl".into(),
+                duration_arg(options.lease_ttl),
+                "--shutdown-grace".into(),
+                duration_arg(options.shutdown_grace),
+            ]
+        };
+        let member = |id: String, role: Role, binary: &str, args: Vec<String>| Member {
+            log_path: log_dir.join(format!("{id}.log")),
+            binary: stack.binary(binary),
+            id,
+            role,
+            args,
+            child: Mutex::new(None),
+            started_ms: AtomicI64::new(0),
+        };
+
+        let mut members = Vec::new();
+        let mut coordinator_addresses = Vec::new();
+        for index in 0..options.coordinators {
+            let id = format!("coordinator-{index}");
+            let port = free_port();
+            coordinator_addresses.push(format!("http://127.0.0.1:{port}"));
+            let mut args = common_args(&id);
+            args.extend([
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--refresh-interval".into(),
+                duration_arg(options.refresh_interval),
+            ]);
+            members.push(member(
+                id,
+                Role::Coordinator,
+                stack::COORDINATOR_BINARY,
+                args,
+            ));
+        }
+        for index in 0..options.fetchers {
+            let id = format!("fetcher-{index}");
+            let mut args = common_args(&id);
+            args.extend([
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--checkpoint-interval".into(),
+                duration_arg(options.checkpoint_interval),
+                "--retry-backoff".into(),
+                duration_arg(options.retry_backoff),
+            ]);
+            if let Some(window) = options.max_in_flight_batches {
+                args.extend(["--max-in-flight-batches".into(), window.to_string()]);
+            }
+            members.push(member(id, Role::Fetcher, stack::FETCHER_BINARY, args));
+        }
+        for index in 0..options.writers {
+            let id = format!("writer-{index}");
+            let mut args = common_args(&id);
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+            for (key, value) in &options.writer_properties {
+                args.extend(["--producer-property".into(), format!("{key}={value}")]);
+            }
+            members.push(member(id, Role::Writer, stack::WRITER_BINARY, args));
+        }
+
+        let fleet = Fleet {
+            coordinator_address: coordinator_addresses
+                .into_iter()
+                .next()
+                .expect("a fleet has at least one coordinator"),
+            ctl_binary: stack.binary(stack::CTL_BINARY),
+            name,
+            stack,
+            options,
+            members,
+            log_dir,
+            etcd,
+        };
+        eprintln!("fleet {} logs to {}", fleet.name, fleet.log_dir.display());
+        for member in &fleet.members {
+            member.start();
+        }
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn coordinator_address(&self) -> &str {
+        &self.coordinator_address
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| member.id.clone())
+            .collect()
+    }
+
+    pub fn is_running(&self, member_id: &str) -> bool {
+        self.member(member_id).is_running()
+    }
+
+    fn member(&self, member_id: &str) -> &Member {
+        self.members
+            .iter()
+            .find(|member| member.id == member_id)
+            .unwrap_or_else(|| panic!("fleet {} has no member {member_id}", self.name))
+    }
+
+    /// Waits until every member runs, every fetcher and writer is registered and
+    /// the coordinator's admin API answers with a leader in place.
+    async fn wait_ready(&self) {
+        let what = format!("fleet {} to be ready", self.name);
+        self.wait_until(self.options.ready_timeout, &what, || async {
+            let workers = self
+                .members
+                .iter()
+                .filter(|member| member.role != Role::Coordinator);
+            for member in workers {
+                self.check_registered(member).await?;
+            }
+            let members = self.ctl(["members", "-o", "json"]).await;
+            if !members.success() {
+                return Err(format!("admin API not ready: {members}"));
+            }
+            match serde_json::from_str::<Value>(&members.stdout) {
+                Ok(json) if has_no_leader(&json) => Err(format!(
+                    "no coordinator leads yet: {}",
+                    members.stdout.trim()
+                )),
+                Ok(_) => Ok(()),
+                Err(error) => Err(format!(
+                    "`members -o json` did not print JSON ({error}): {members}"
+                )),
+            }
+        })
+        .await;
+    }
+
+    /// Whether the running process of `member` is registered in etcd. A member
+    /// killed with SIGKILL leaves its registration behind until its lease
+    /// expires: that one does not count.
+    async fn check_registered(&self, member: &Member) -> Result<(), String> {
+        let member_id = MemberId::new(member.id.as_str()).map_err(|error| error.to_string())?;
+        let key = Keys::new(&self.name).member(member.role, &member_id);
+        let mut etcd = self.etcd.clone();
+        let response = etcd
+            .get(key.as_str(), None)
+            .await
+            .map_err(|error| format!("cannot read {key} from etcd: {error}"))?;
+        let Some(entry) = response.kvs().first() else {
+            return Err(format!("{} is not registered in etcd", member.id));
+        };
+        let info: MemberInfo =
+            decode(entry.key(), entry.value()).map_err(|error| format!("{error:#}"))?;
+        if info.started_ms < member.started_ms.load(Ordering::SeqCst) {
+            return Err(format!(
+                "{} is registered by a process started before the running one",
+                member.id
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `kmirrorctl --coordinator <this fleet's coordinator> ARGS`.
+    pub async fn ctl<I, S>(&self, args: I) -> CtlOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|arg| arg.as_ref().to_string())
+            .collect();
+        let mut command = tokio::process::Command::new(&self.ctl_binary);
+        command
+            .arg("--coordinator")
+            .arg(&self.coordinator_address)
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let output = match tokio::time::timeout(CTL_TIMEOUT, command.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => panic!("cannot run {}: {error}", self.ctl_binary.display()),
+            Err(_) => panic!(
+                "`kmirrorctl {}` did not finish within {CTL_TIMEOUT:?}\n{}",
+                args.join(" "),
+                self.log_paths()
+            ),
+        };
+        CtlOutput {
+            args,
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Registers the stack's clusters as [`SOURCE_CLUSTER`] and [`DEST_CLUSTER`].
+    pub async fn add_clusters(&self) {
+        for (name, cluster) in [
+            (SOURCE_CLUSTER, Cluster::Source),
+            (DEST_CLUSTER, Cluster::Dest),
+        ] {
+            self.ctl([
+                "cluster",
+                "add",
+                name,
+                "--bootstrap",
+                self.stack.bootstrap(cluster),
+            ])
+            .await
+            .assert_success();
+        }
+    }
+
+    /// Creates a flow from [`SOURCE_CLUSTER`] to [`DEST_CLUSTER`].
+    pub async fn create_flow(&self, flow: &str, include: &str, exclude: Option<&str>) {
+        let mut args = vec![
+            "flow",
+            "create",
+            flow,
+            "--source",
+            SOURCE_CLUSTER,
+            "--dest",
+            DEST_CLUSTER,
+            "--include",
+            include,
+        ];
+        if let Some(exclude) = exclude {
+            args.extend(["--exclude", exclude]);
+        }
+        self.ctl(args).await.assert_success();
+    }
+
+    /// `status --flow FLOW -o json` as JSON; an error when the call fails.
+    pub async fn status_json(&self, flow: &str) -> Result<Value, String> {
+        let output = self.ctl(["status", "--flow", flow, "-o", "json"]).await;
+        if !output.success() {
+            return Err(output.to_string());
+        }
+        serde_json::from_str(&output.stdout)
+            .map_err(|error| format!("status is not JSON ({error}): {output}"))
+    }
+
+    /// One flow's status, parsed ([`crate::status`]); an error when the call or
+    /// the parsing fails.
+    pub async fn flow_status(&self, flow: &str) -> Result<FlowStatusView, String> {
+        let output = self.ctl(["status", "--flow", flow, "-o", "json"]).await;
+        if !output.success() {
+            return Err(output.to_string());
+        }
+        let status = StatusView::parse(&output.stdout).map_err(|error| format!("{error:#}"))?;
+        status
+            .flow(flow)
+            .cloned()
+            .map_err(|error| format!("{error:#}: {output}"))
+    }
+
+    /// Sends SIGTERM to every running member and waits until all have exited
+    /// (within the shutdown grace plus a margin). Returns each one's exit status.
+    pub async fn sigterm_all(&self) -> Vec<(String, ExitStatus)> {
+        let stopping: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|member| member.signal(Signal::TERM))
+            .collect();
+        self.wait_for_exits(&stopping).await
+    }
+
+    /// Sends SIGTERM to one member and waits until it has exited.
+    pub async fn sigterm(&self, member_id: &str) -> ExitStatus {
+        let member = self.member(member_id);
+        assert!(
+            member.signal(Signal::TERM),
+            "member {member_id} is not running"
+        );
+        self.wait_for_exits(&[member]).await.remove(0).1
+    }
+
+    async fn wait_for_exits(&self, stopping: &[&Member]) -> Vec<(String, ExitStatus)> {
+        let timeout = self.options.shutdown_grace + Duration::from_secs(15);
+        let deadline = Instant::now() + timeout;
+        let mut exits: Vec<(String, ExitStatus)> = Vec::new();
+        let mut waiting: Vec<&Member> = stopping.to_vec();
+        while !waiting.is_empty() {
+            waiting.retain(|member| match member.reap() {
+                Some(status) => {
+                    exits.push((member.id.clone(), status));
+                    false
+                }
+                None => true,
+            });
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let stuck: Vec<String> = waiting.iter().map(|member| member.id.clone()).collect();
+                for member in &waiting {
+                    member.kill_and_reap();
+                }
+                panic!(
+                    "members {stuck:?} of fleet {} did not stop within {timeout:?} of SIGTERM (killed them)\n{}",
+                    self.name,
+                    self.log_paths()
+                );
+            }
+            tokio::time::sleep(FIRST_POLL_INTERVAL).await;
+        }
+        exits
+    }
+
+    /// Kills one member with SIGKILL (no graceful stop) and reaps it.
+    pub fn kill(&self, member_id: &str) {
+        let member = self.member(member_id);
+        assert!(
+            member.kill_and_reap().is_some(),
+            "member {member_id} of fleet {} was not running",
+            self.name
+        );
+    }
+
+    /// Starts one stopped member again (no wait).
+    pub fn start_member(&self, member_id: &str) {
+        self.member(member_id).start();
+    }
+
+    /// Starts every stopped member again with the same arguments and waits until
+    /// the fleet is ready.
+    pub async fn restart(&self) {
+        for member in &self.members {
+            let stopped = member.child.lock().expect("member lock").is_none();
+            if stopped {
+                member.start();
+            }
+        }
+        self.wait_ready().await;
+    }
+
+    /// Waits until `condition` holds (see [`crate::wait::wait_until`]). Fails at
+    /// once when a member dies unexpectedly, and on timeout, with the status of
+    /// every flow and the paths of the members' logs.
+    pub async fn wait_until<Condition, Check>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        condition: Condition,
+    ) where
+        Condition: FnMut() -> Check,
+        Check: Future<Output = Result<(), String>>,
+    {
+        self.poll_until(
+            timeout,
+            FIRST_POLL_INTERVAL,
+            MAX_POLL_INTERVAL,
+            what,
+            condition,
+        )
+        .await;
+    }
+
+    /// [`Fleet::wait_until`] checking every `poll_interval`, for moments that
+    /// must be caught closely (stopping the fleet while records still flow).
+    pub async fn wait_until_every<Condition, Check>(
+        &self,
+        timeout: Duration,
+        poll_interval: Duration,
+        what: &str,
+        condition: Condition,
+    ) where
+        Condition: FnMut() -> Check,
+        Check: Future<Output = Result<(), String>>,
+    {
+        self.poll_until(timeout, poll_interval, poll_interval, what, condition)
+            .await;
+    }
+
+    async fn poll_until<Condition, Check>(
+        &self,
+        timeout: Duration,
+        first_poll_interval: Duration,
+        max_poll_interval: Duration,
+        what: &str,
+        mut condition: Condition,
+    ) where
+        Condition: FnMut() -> Check,
+        Check: Future<Output = Result<(), String>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut poll_interval = first_poll_interval;
+        loop {
+            self.fail_on_unexpected_exit(what);
+            let last_state = match condition().await {
+                Ok(()) => return,
+                Err(state) => state,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nlast state: {last_state}\n{}",
+                    self.diagnostics().await
+                );
+            }
+            tokio::time::sleep(poll_interval.min(deadline - now)).await;
+            poll_interval = (poll_interval * 2).min(max_poll_interval);
+        }
+    }
+
+    fn fail_on_unexpected_exit(&self, what: &str) {
+        for member in &self.members {
+            if let Some(status) = member.unexpected_exit() {
+                panic!(
+                    "member {} of fleet {} exited ({status}) while waiting for {what}\nlast lines of {}:\n{}",
+                    member.id,
+                    self.name,
+                    member.log_path.display(),
+                    log_tail(&member.log_path)
+                );
+            }
+        }
+    }
+
+    /// Waits until the destination copy of `topic` holds at least `expected`
+    /// records (watermarks: the destination has no transaction markers). Returns
+    /// the count then seen. On timeout, fails with the flow's status and the logs.
+    pub async fn wait_for_mirror(&self, topic: &str, expected: i64, timeout: Duration) -> i64 {
+        let reader =
+            WatermarkReader::new(Cluster::Dest).unwrap_or_else(|error| panic!("{error:#}"));
+        let what = format!(
+            "{expected} records of {topic} in the destination (fleet {})",
+            self.name
+        );
+        self.wait_until(timeout, &what, || {
+            let reader = reader.clone();
+            async move {
+                match reader.offset_count(topic).await {
+                    Ok(count) if count >= expected => Ok(()),
+                    Ok(count) => Err(format!("{count} of {expected} records in the destination")),
+                    Err(error) => Err(format!("{error:#}")),
+                }
+            }
+        })
+        .await;
+        reader
+            .offset_count(topic)
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    /// Waits until `status` shows every one of the `partitions` partitions of
+    /// `topic` in `flow` mirrored to its source end, without error.
+    pub async fn wait_caught_up(
+        &self,
+        flow: &str,
+        topic: &str,
+        partitions: i32,
+        timeout: Duration,
+    ) {
+        let what = format!("flow {flow} to catch up on {topic}");
+        self.wait_until(timeout, &what, || async {
+            self.flow_status(flow)
+                .await?
+                .topic_caught_up(topic, partitions)
+        })
+        .await;
+    }
+
+    /// Where to look when something failed: every member's log path and state, and
+    /// the status of every flow (best effort).
+    pub async fn diagnostics(&self) -> String {
+        let status = self.ctl(["status", "-o", "json"]).await;
+        format!("{}\nstatus of every flow: {status}", self.log_paths())
+    }
+
+    /// Log paths of every member, with whether it runs.
+    pub fn log_paths(&self) -> String {
+        let mut lines = vec![format!("logs of fleet {}:", self.name)];
+        for member in &self.members {
+            let state = if member.is_running() {
+                "running"
+            } else {
+                "stopped"
+            };
+            lines.push(format!(
+                "  {} ({state}): {}",
+                member.id,
+                member.log_path.display()
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+impl Drop for Fleet {
+    /// Kills every member. After a passing test the fleet's etcd prefix is
+    /// deleted too; after a failing one it stays, with the logs, for inspection.
+    fn drop(&mut self) {
+        for member in &self.members {
+            member.kill_and_reap();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_paths());
+        } else {
+            delete_etcd_prefix(&self.stack.etcd_endpoint, Keys::new(&self.name).root());
+        }
+    }
+}
+
+/// Best effort, bounded: a test that passed must not fail while tidying up.
+fn delete_etcd_prefix(endpoint: &str, prefix: &str) {
+    let (endpoint, owned_prefix) = (endpoint.to_string(), prefix.to_string());
+    // Drop cannot await; a thread of its own keeps this off the test's runtime.
+    let tidy_up = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(5));
+            let mut etcd = etcd_client::Client::connect([endpoint.as_str()], Some(options))
+                .await
+                .ok()?;
+            etcd.delete(
+                owned_prefix.as_str(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .ok()
+        })
+    });
+    if tidy_up.join().ok().flatten().is_none() {
+        eprintln!("could not delete etcd prefix {prefix} after the test");
+    }
+}
+
+/// Whether `members -o json` lists members with a `leader` flag and none is set.
+/// Output without any `leader` field is not held against the fleet.
+fn has_no_leader(json: &Value) -> bool {
+    fn leader_flags(value: &Value, flags: &mut Vec<bool>) {
+        match value {
+            Value::Object(object) => {
+                for (key, field) in object {
+                    if key == "leader" {
+                        flags.push(field.as_bool().unwrap_or(false));
+                    } else {
+                        leader_flags(field, flags);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| leader_flags(item, flags)),
+            _ => {}
+        }
+    }
+    let mut flags = Vec::new();
+    leader_flags(json, &mut flags);
+    !flags.is_empty() && !flags.contains(&true)
+}
+
+/// A duration as the fleet's flags take it (humantime).
+fn duration_arg(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// A free port for a coordinator's admin API, whose address the CLI must know in
+/// advance and which must stay the same across restarts.
+///
+/// It is taken below the kernel's ephemeral range: a port from `bind(0)` would be
+/// handed to the next process asking for any port (a restarted fetcher listening
+/// on port 0, say) as soon as the coordinator let go of it.
+fn free_port() -> u16 {
+    let ephemeral_start = ephemeral_range_start();
+    let span = u128::from(ephemeral_start - LOWEST);
+    for _ in 0..1_000 {
+        let random = uuid::Uuid::new_v4().as_u128();
+        let port = LOWEST + u16::try_from(random % span).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOWEST} and {ephemeral_start}");
+}
+
+/// Lowest port tried for a coordinator.
+const LOWEST: u16 = 10_000;
+
+/// First port of the kernel's ephemeral range (Linux's default when unknown).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|start| *start > LOWEST + 1_000)
+        .unwrap_or(32_768)
+}
+
+fn log_tail(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        }
+        Err(error) => format!("(cannot read: {error})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_check_reads_any_shape_and_tolerates_missing_flags() {
+        let with_leader =
+            serde_json::json!({"members":[{"id":"c","leader":true},{"id":"f","leader":false}]});
+        let without_leader = serde_json::json!([{"id":"c","leader":false}]);
+        let no_flags = serde_json::json!([{"id":"c"}]);
+        assert!(!has_no_leader(&with_leader));
+        assert!(has_no_leader(&without_leader));
+        assert!(!has_no_leader(&no_flags));
+    }
+
+    #[test]
+    fn coordinator_ports_are_free_and_below_the_ephemeral_range() {
+        for _ in 0..20 {
+            let port = free_port();
+            assert!((LOWEST..ephemeral_range_start()).contains(&port), "{port}");
+            assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+        }
+    }
+
+    #[test]
+    fn durations_are_written_for_humantime() {
+        assert_eq!(duration_arg(Duration::from_millis(200)), "200ms");
+        assert_eq!(duration_arg(Duration::from_secs(1)), "1000ms");
+    }
+
+    #[tokio::test]
+    async fn members_are_signalled_reaped_and_killed_on_drop() {
+        let log_dir = std::env::temp_dir().join(crate::unique_name("kmirror-tests-member"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let member = Member {
+            id: "sleeper".to_string(),
+            role: Role::Fetcher,
+            binary: PathBuf::from("sleep"),
+            args: vec!["600".to_string()],
+            log_path: log_dir.join("sleeper.log"),
+            child: Mutex::new(None),
+            started_ms: AtomicI64::new(0),
+        };
+        member.start();
+        assert!(member.is_running());
+        assert!(member.unexpected_exit().is_none());
+        assert!(member.signal(Signal::TERM));
+        crate::wait_until(Duration::from_secs(10), "sleep to stop", || async {
+            match member.reap() {
+                Some(status) if !status.success() => Ok(()),
+                Some(status) => Err(format!("exited with {status}")),
+                None => Err("still running".to_string()),
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!member.is_running());
+        member.start();
+        assert!(member.kill_and_reap().is_some());
+        assert!(member.kill_and_reap().is_none());
+        let log = std::fs::read_to_string(&member.log_path).unwrap();
+        assert_eq!(
+            log.matches("--- kmirror-tests: starting sleep 600").count(),
+            2
+        );
+        std::fs::remove_dir_all(&log_dir).unwrap();
+    }
+}

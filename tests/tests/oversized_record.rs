@@ -1,0 +1,187 @@
+//! Guarantee: a record larger than the destination topic accepts stops its
+//! partition at that record (never skipped, the checkpoint never passes it) and
+//! `status` says why; other partitions keep flowing; once the operator raises the
+//! limit the partition resumes by itself and nothing is lost.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use kmirror_tests::data::KeyedRecords;
+use kmirror_tests::kafka::{
+    alter_topic_configs, assert_same_partitions, create_topic, produce, read_all, Cluster,
+    OutRecord, WatermarkReader,
+};
+use kmirror_tests::{unique_name, Fleet, FleetOptions};
+use regex::Regex;
+
+const PARTITIONS: i32 = 3;
+const SMALL_RECORDS_PER_PARTITION: u64 = 100;
+const BIG_RECORD_BYTES: usize = 300_000;
+const DEST_LIMIT: &str = "100000";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_over_the_destination_limit_stops_its_partition_until_the_limit_is_raised(
+) -> Result<()> {
+    let topic = unique_name("oversized");
+    let flow = unique_name("oversized-flow");
+    create_topic(
+        Cluster::Source,
+        &topic,
+        PARTITIONS,
+        &[("max.message.bytes", "2000000")],
+    )
+    .await?;
+    create_topic(
+        Cluster::Dest,
+        &topic,
+        PARTITIONS,
+        &[("max.message.bytes", DEST_LIMIT)],
+    )
+    .await?;
+
+    // Partition 0: 50 small records, the big one, 50 small ones; the others small only.
+    let mut records: Vec<OutRecord> = Vec::new();
+    let small =
+        KeyedRecords::new(SMALL_RECORDS_PER_PARTITION * PARTITIONS as u64, PARTITIONS).generate();
+    for (index, mut record) in small.into_iter().enumerate() {
+        let partition = (index as u64 / SMALL_RECORDS_PER_PARTITION) as i32;
+        record.partition = Some(partition);
+        records.push(record);
+        if partition == 0 && index as u64 == SMALL_RECORDS_PER_PARTITION / 2 - 1 {
+            records.push(OutRecord {
+                partition: Some(0),
+                key: Some(b"big".to_vec()),
+                value: Some(vec![b'B'; BIG_RECORD_BYTES]),
+                headers: vec![("kind".to_string(), Some(b"big".to_vec()))],
+                timestamp: Some(kmirror_tests::now_ms()),
+            });
+        }
+    }
+    let big_index = records
+        .iter()
+        .position(|record| record.key.as_deref() == Some(b"big"))
+        .expect("the big record is there");
+    let total = records.len() as i64;
+    let delivered = produce(Cluster::Source, &topic, records).await?;
+    let big_offset = delivered[big_index].offset;
+    assert_eq!(delivered[big_index].partition, 0);
+
+    let fleet = Fleet::start(FleetOptions::new("oversized")).await;
+    fleet.add_clusters().await;
+    fleet.create_flow(&flow, &topic, None).await;
+
+    // The other partitions are mirrored completely, partition 0 up to the big record.
+    let dest = WatermarkReader::new(Cluster::Dest)?;
+    let small_count = SMALL_RECORDS_PER_PARTITION as i64;
+    let expected_highs = [big_offset, small_count, small_count];
+    fleet
+        .wait_until(
+            Duration::from_secs(120),
+            "partitions 1 and 2 mirrored, partition 0 up to the big record",
+            || async {
+                let watermarks = dest
+                    .watermarks(&topic)
+                    .await
+                    .map_err(|error| format!("{error:#}"))?;
+                let highs: Vec<i64> = watermarks
+                    .iter()
+                    .map(|watermarks| watermarks.high)
+                    .collect();
+                if highs == expected_highs {
+                    Ok(())
+                } else {
+                    Err(format!("destination high watermarks {highs:?}"))
+                }
+            },
+        )
+        .await;
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "status to report partition 0 stuck at the big record",
+            || async {
+                let status = fleet.flow_status(&flow).await?;
+                let partition = status
+                    .partition(&topic, 0)
+                    .ok_or_else(|| format!("no status for partition 0: {status:?}"))?;
+                if partition.error.is_empty() || partition.mirrored_offset != big_offset {
+                    return Err(format!("partition 0: {partition:?}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+
+    // Stuck there for a reason named in full, and the other partitions are done.
+    let status = fleet.flow_status(&flow).await.map_err(anyhow::Error::msg)?;
+    let stuck = status
+        .partition(&topic, 0)
+        .expect("partition 0 has a status");
+    assert_error_names_the_problem(&stuck.error, &topic, big_offset);
+    for partition in status.partitions_of(&topic) {
+        if partition.partition == 0 {
+            assert_eq!(
+                partition.mirrored_offset, big_offset,
+                "checkpoint passed the big record: {partition:?}"
+            );
+        } else {
+            assert_eq!(partition.mirrored_offset, small_count, "{partition:?}");
+            assert!(partition.error.is_empty(), "{partition:?}");
+        }
+    }
+    assert_eq!(dest.watermarks(&topic).await?[0].high, big_offset);
+
+    // The operator raises the limit; partition 0 resumes by itself.
+    alter_topic_configs(Cluster::Dest, &topic, &[("max.message.bytes", "1000000")]).await?;
+    fleet
+        .wait_for_mirror(&topic, total, Duration::from_secs(120))
+        .await;
+    fleet
+        .wait_caught_up(&flow, &topic, PARTITIONS, Duration::from_secs(60))
+        .await;
+    assert_same_partitions(
+        &read_all(Cluster::Source, &topic).await?,
+        &read_all(Cluster::Dest, &topic).await?,
+    );
+    Ok(())
+}
+
+/// The error names the topic, the partition, the offset, the record's size and
+/// the destination's limit.
+fn assert_error_names_the_problem(error: &str, topic: &str, offset: i64) {
+    assert!(
+        error.contains(topic),
+        "the error does not name topic {topic}: {error}"
+    );
+    let partition = Regex::new(&format!(
+        r"(?i)(partition\D{{0,3}}0\b|{}[-/:\[ ]0\b)",
+        regex::escape(topic)
+    ))
+    .expect("valid regex");
+    assert!(
+        partition.is_match(error),
+        "the error does not name partition 0: {error}"
+    );
+    let offset_pattern =
+        Regex::new(&format!(r"(?i)offset\D{{0,3}}{offset}\b")).expect("valid regex");
+    assert!(
+        offset_pattern.is_match(error),
+        "the error does not name offset {offset}: {error}"
+    );
+    let numbers: Vec<u64> = Regex::new(r"\d+")
+        .expect("valid regex")
+        .find_iter(error)
+        .filter_map(|number| number.as_str().parse().ok())
+        .collect();
+    let big = BIG_RECORD_BYTES as u64;
+    assert!(
+        numbers
+            .iter()
+            .any(|number| (big..big + 10_000).contains(number)),
+        "the error does not give the record's size (about {big} bytes): {error}"
+    );
+    assert!(
+        numbers.contains(&DEST_LIMIT.parse().expect("a number")),
+        "the error does not give the destination's limit {DEST_LIMIT}: {error}"
+    );
+}
