@@ -125,6 +125,7 @@ impl Leadership {
                 leader_key.clone(),
                 self.refresh_interval,
                 self.debounce,
+                self.lease_ttl,
             );
             let session = stop.child_token();
             let outcome = tokio::select! {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use etcd_client::{Client, DeleteOptions, LeaderKey, TxnOp, WatchOptions};
 use futures::future::join_all;
 use kmirror_common::schema::{encode, Assignment, ClusterSpec, FlowSpec, FlowState};
-use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, PartitionKey, Role};
+use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, MemberId, PartitionKey, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -33,6 +33,12 @@ pub struct Reconciler {
     leader: LeaderKey,
     refresh_interval: Duration,
     debounce: Duration,
+    /// For this long after taking the lead, members named by existing assignments
+    /// count as live even when not registered: a fleet restarting together keeps
+    /// its assignments (and epochs) instead of having them moved while members
+    /// come back.
+    member_grace: Duration,
+    leading_since: tokio::time::Instant,
 }
 
 /// What one round did, for logs and tests.
@@ -54,6 +60,7 @@ impl Reconciler {
         leader: LeaderKey,
         refresh_interval: Duration,
         debounce: Duration,
+        member_grace: Duration,
     ) -> Self {
         Self {
             client,
@@ -62,6 +69,8 @@ impl Reconciler {
             leader,
             refresh_interval,
             debounce,
+            member_grace,
+            leading_since: tokio::time::Instant::now(),
         }
     }
 
@@ -167,13 +176,23 @@ impl Reconciler {
             discovered.insert(flow.clone(), discovery);
         }
 
+        let mut live_fetchers: BTreeSet<MemberId> =
+            snapshot.members_of(Role::Fetcher).cloned().collect();
+        let mut live_writers: BTreeSet<MemberId> =
+            snapshot.members_of(Role::Writer).cloned().collect();
+        if self.leading_since.elapsed() < self.member_grace {
+            for assignment in snapshot.assignments.values() {
+                live_fetchers.insert(assignment.fetcher.clone());
+                live_writers.insert(assignment.writer.clone());
+            }
+        }
         let problem = Problem {
             partitions: discovered
                 .values()
                 .flat_map(|discovery| discovery.partitions.iter().cloned())
                 .collect(),
-            live_fetchers: snapshot.members_of(Role::Fetcher).cloned().collect(),
-            live_writers: snapshot.members_of(Role::Writer).cloned().collect(),
+            live_fetchers,
+            live_writers,
             epoch,
         };
         summary.partitions = problem.partitions.len();

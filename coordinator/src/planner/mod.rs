@@ -79,9 +79,13 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
             .cloned()
             .or_else(|| writer_load.least_loaded());
         let (Some(fetcher), Some(writer)) = (fetcher_opt, writer_opt) else {
+            // Nobody can take it: keep the previous owner (it may come back under
+            // the same id) rather than leave the partition without an assignment.
             outcome.unassigned.insert(partition.key.clone());
-            if previous_opt.is_some() {
-                outcome.removed.insert(partition.key.clone());
+            if let Some(assignment) = previous_opt {
+                outcome
+                    .assignments
+                    .insert(partition.key.clone(), assignment.clone());
             }
             continue;
         };
@@ -372,18 +376,18 @@ mod tests {
     }
 
     #[test]
-    fn without_live_writers_nothing_is_assigned_and_stale_assignments_go() {
+    fn without_live_writers_new_partitions_wait_and_existing_ones_keep_their_owner() {
         let first = plan(
             &problem(topic_partitions("dr", "orders", 3), &["f1"], &["w1"], 5),
             &BTreeMap::new(),
         );
         let second = plan(
-            &problem(topic_partitions("dr", "orders", 3), &["f1"], &[], 9),
+            &problem(topic_partitions("dr", "orders", 4), &["f1"], &[], 9),
             &first.assignments,
         );
-        assert!(second.assignments.is_empty());
-        assert_eq!(second.unassigned.len(), 3);
-        assert_eq!(second.removed.len(), 3);
+        assert_eq!(second.assignments, first.assignments, "kept, not removed");
+        assert_eq!(second.unassigned.len(), 4);
+        assert!(second.removed.is_empty() && second.changed.is_empty());
     }
 
     #[test]
@@ -439,7 +443,11 @@ mod tests {
             let problem = problem(partitions, &fetchers, &writers, round + 1);
             let outcome = plan(&problem, &previous);
             if fetchers.is_empty() || writers.is_empty() {
-                assert!(outcome.assignments.is_empty());
+                // Nobody to move to: whatever was assigned stays as it was.
+                for (key, assignment) in &outcome.assignments {
+                    assert_eq!(previous.get(key), Some(assignment));
+                }
+                assert!(outcome.changed.is_empty());
             } else {
                 assert_single_live_owner(&problem, &outcome);
             }
