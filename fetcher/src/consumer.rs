@@ -367,9 +367,11 @@ impl Poller {
                     }
                     round_bytes += batches.last_mut().expect("pushed").add(&message);
                 }
-                Err(KafkaError::PartitionEOF(_)) => {
-                    self.consumer.context().end_reached.store(true, Ordering::Release)
-                }
+                Err(KafkaError::PartitionEOF(_)) => self
+                    .consumer
+                    .context()
+                    .end_reached
+                    .store(true, Ordering::Release),
                 Err(error) => {
                     warn!(flow = %self.flow, %error, "source consumer error");
                     break;
@@ -395,7 +397,12 @@ impl Poller {
                 }
             }
         }
-        if self.consumer.context().end_reached.swap(false, Ordering::AcqRel) {
+        if self
+            .consumer
+            .context()
+            .end_reached
+            .swap(false, Ordering::AcqRel)
+        {
             return self.report_skips();
         }
         true
