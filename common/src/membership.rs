@@ -6,6 +6,8 @@
 //! member that cannot reach etcd stops working before anyone else can take its
 //! partitions over.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
@@ -21,12 +23,66 @@ pub struct Registration {
     pub lease_id: i64,
     lost: CancellationToken,
     stop_keepalive: CancellationToken,
+    guard: LeaseGuard,
+}
+
+/// Answers, without waiting, whether the member may still act on its lease:
+/// checked before every write a zombie must not make (a batch sent or produced, a
+/// checkpoint). It reads the monotonic clock, so a process that was paused (SIGSTOP,
+/// a long GC-like stall) sees its lease as lost the moment it runs again, before
+/// any background task had a chance to notice.
+#[derive(Clone, Debug)]
+pub struct LeaseGuard {
+    health: Arc<LeaseHealth>,
+}
+
+#[derive(Debug)]
+struct LeaseHealth {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last keep-alive etcd answered.
+    last_success_ms: AtomicU64,
+    local_deadline: Duration,
+}
+
+impl LeaseGuard {
+    fn new(local_deadline: Duration) -> Self {
+        Self {
+            health: Arc::new(LeaseHealth {
+                origin: Instant::now(),
+                last_success_ms: AtomicU64::new(0),
+                local_deadline,
+            }),
+        }
+    }
+
+    /// A guard that never expires, for members run without etcd in tests.
+    pub fn always_live() -> Self {
+        Self::new(Duration::from_secs(u64::MAX / 4_000))
+    }
+
+    fn renewed(&self) {
+        let elapsed = self.health.origin.elapsed().as_millis() as u64;
+        self.health
+            .last_success_ms
+            .store(elapsed, Ordering::Release);
+    }
+
+    pub fn is_live(&self) -> bool {
+        let last_success =
+            Duration::from_millis(self.health.last_success_ms.load(Ordering::Acquire));
+        self.health.origin.elapsed() < last_success + self.health.local_deadline
+    }
 }
 
 impl Registration {
     /// Cancelled once the lease must be counted as lost.
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
+    }
+
+    /// The synchronous view of the same lease.
+    pub fn guard(&self) -> LeaseGuard {
+        self.guard.clone()
     }
 
     /// Revokes the lease so the member disappears at once (graceful stop).
@@ -63,12 +119,16 @@ pub async fn register(
         .await?;
     let lost = CancellationToken::new();
     let stop_keepalive = CancellationToken::new();
+    let ttl = Duration::from_secs(ttl_secs as u64);
+    let guard = LeaseGuard::new(local_deadline(ttl));
+    guard.renewed();
     let keepalive = KeepAlive {
         client: client.clone(),
         lease_id,
-        ttl: Duration::from_secs(ttl_secs as u64),
+        ttl,
         lost: lost.clone(),
         stop: stop_keepalive.clone(),
+        guard: guard.clone(),
     };
     tokio::spawn(keepalive.run());
     info!(member = %info.id, role = %info.role, lease_id, ttl_secs, "registered in etcd");
@@ -76,7 +136,47 @@ pub async fn register(
         lease_id,
         lost,
         stop_keepalive,
+        guard,
     })
+}
+
+/// Registers again after a lost lease, retrying until etcd answers or `stop` is
+/// cancelled (then `None`). The old lease is revoked on a best-effort basis so the
+/// member's old keys (partition errors, ...) go at once.
+pub async fn register_again(
+    client: &mut Client,
+    keys: &Keys,
+    info: &MemberInfo,
+    ttl: Duration,
+    old_lease_id: i64,
+    stop: &CancellationToken,
+) -> Option<Registration> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let _ = client.lease_revoke(old_lease_id).await;
+            register(client, keys, info, ttl).await
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            result = attempt => match result {
+                Ok(registration) => return Some(registration),
+                Err(error) => debug!(%error, "cannot register again yet"),
+            },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// When a member stops counting on its lease: two thirds of the TTL after the
+/// last renewal etcd confirmed, leaving a third of the TTL for stopping before
+/// etcd can hand the member's work to someone else.
+pub fn local_deadline(ttl: Duration) -> Duration {
+    ttl * 2 / 3
 }
 
 struct KeepAlive {
@@ -85,11 +185,12 @@ struct KeepAlive {
     ttl: Duration,
     lost: CancellationToken,
     stop: CancellationToken,
+    guard: LeaseGuard,
 }
 
 impl KeepAlive {
     async fn run(mut self) {
-        let local_deadline = self.ttl * 2 / 3;
+        let local_deadline = local_deadline(self.ttl);
         let interval = self.ttl / 4;
         let mut last_success = Instant::now();
         let mut keeper_opt = None;
@@ -97,7 +198,7 @@ impl KeepAlive {
             if self.stop.is_cancelled() {
                 return;
             }
-            if last_success.elapsed() >= local_deadline {
+            if last_success.elapsed() >= local_deadline || !self.guard.is_live() {
                 warn!(
                     lease_id = self.lease_id,
                     "lease counted as lost: no keep-alive answered in time"
@@ -120,7 +221,10 @@ impl KeepAlive {
                     stream.message().await
                 };
                 match tokio::time::timeout(interval, exchange).await {
-                    Ok(Ok(Some(response))) if response.ttl() > 0 => last_success = Instant::now(),
+                    Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                        last_success = Instant::now();
+                        self.guard.renewed();
+                    }
                     Ok(Ok(Some(_))) => {
                         warn!(lease_id = self.lease_id, "lease expired in etcd");
                         self.lost.cancel();
@@ -134,5 +238,28 @@ impl KeepAlive {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_counts_as_lost_at_the_local_deadline_without_any_task_running() {
+        let guard = LeaseGuard::new(Duration::from_secs(4));
+        guard.renewed();
+        assert!(guard.is_live());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(guard.is_live());
+        guard.renewed();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(guard.is_live(), "a renewal restarts the deadline");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!guard.is_live());
+        assert_eq!(
+            local_deadline(Duration::from_secs(6)),
+            Duration::from_secs(4)
+        );
     }
 }

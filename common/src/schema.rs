@@ -189,7 +189,7 @@ pub struct Assignment {
 }
 
 /// Where mirroring of a source partition stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Next source offset to read: every record before it is in the destination.
     pub next_offset: i64,
@@ -199,6 +199,12 @@ pub struct Checkpoint {
     pub dest_offset: i64,
     pub epoch: Epoch,
     pub updated_ms: i64,
+    /// Throughput the fetcher measured for the partition when it wrote the
+    /// checkpoint (smoothed), for balancing assignments by load.
+    #[serde(default)]
+    pub records_per_sec: f64,
+    #[serde(default)]
+    pub bytes_per_sec: f64,
 }
 
 /// Why a partition cannot progress, as reported by the fetcher working on it.

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kmirror_common::membership::LeaseGuard;
 use kmirror_common::schema::{Checkpoint, ClusterSpec, PartitionError};
 use kmirror_common::{FlowName, MemberId, PartitionKey};
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WorkerPartition};
@@ -58,6 +59,42 @@ struct PartitionState {
     written: Option<i64>,
     /// Why the partition cannot progress (reported to etcd until it does).
     error: Option<String>,
+    meter: RateMeter,
+}
+
+/// Smoothed records/s and bytes/s a partition sends, for load-based assignment.
+#[derive(Debug, Default)]
+struct RateMeter {
+    records: u64,
+    bytes: u64,
+    last_sample_opt: Option<Instant>,
+    records_per_sec: f64,
+    bytes_per_sec: f64,
+}
+
+impl RateMeter {
+    fn add(&mut self, records: usize, bytes: usize) {
+        self.records += records as u64;
+        self.bytes += bytes as u64;
+    }
+
+    /// Folds what was counted since the last sample into the smoothed rates.
+    fn sample(&mut self, now: Instant) {
+        let Some(last_sample) = self.last_sample_opt.replace(now) else {
+            return;
+        };
+        let elapsed = now.duration_since(last_sample).as_secs_f64();
+        if elapsed <= 0.0 {
+            return;
+        }
+        const WEIGHT: f64 = 0.3;
+        let records_per_sec = self.records as f64 / elapsed;
+        let bytes_per_sec = self.bytes as f64 / elapsed;
+        self.records_per_sec += WEIGHT * (records_per_sec - self.records_per_sec);
+        self.bytes_per_sec += WEIGHT * (bytes_per_sec - self.bytes_per_sec);
+        self.records = 0;
+        self.bytes = 0;
+    }
 }
 
 struct LinkState {
@@ -76,6 +113,7 @@ pub struct Core {
     pub link_events_tx: mpsc::UnboundedSender<LinkEvent>,
     pub checkpoint_tx: mpsc::UnboundedSender<CheckpointCommand>,
     pub status_tx: watch::Sender<Vec<WorkerPartition>>,
+    lease: LeaseGuard,
     partitions: HashMap<PartitionKey, PartitionState>,
     consumers: HashMap<FlowName, ConsumerHandle>,
     links: HashMap<MemberId, LinkState>,
@@ -96,6 +134,7 @@ impl Core {
         link_events_tx: mpsc::UnboundedSender<LinkEvent>,
         checkpoint_tx: mpsc::UnboundedSender<CheckpointCommand>,
         status_tx: watch::Sender<Vec<WorkerPartition>>,
+        lease: LeaseGuard,
     ) -> Self {
         Self {
             me,
@@ -107,6 +146,7 @@ impl Core {
             link_events_tx,
             checkpoint_tx,
             status_tx,
+            lease,
             partitions: HashMap::new(),
             consumers: HashMap::new(),
             links: HashMap::new(),
@@ -205,6 +245,7 @@ impl Core {
                             restart_pending: true,
                             paused: false,
                             error: None,
+                            meter: RateMeter::default(),
                         },
                     );
                 }
@@ -443,6 +484,11 @@ impl Core {
         if state.generation != generation || state.phase != Phase::Running {
             return;
         }
+        if !self.lease.is_live() {
+            // A member past its lease deadline writes nothing: its partitions may
+            // already run elsewhere.
+            return;
+        }
         let assignment = &state.held.assignment;
         let Some(batch_tx) = self
             .links
@@ -456,6 +502,14 @@ impl Core {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.window.push(seq, next_offset);
+        let bytes: usize = records
+            .iter()
+            .map(|record| {
+                record.key.as_ref().map_or(0, |key| key.len())
+                    + record.value.as_ref().map_or(0, |value| value.len())
+            })
+            .sum();
+        state.meter.add(records.len(), bytes);
         let batch = Batch {
             source: Some(SourcePartition {
                 flow: partition.flow.to_string(),
@@ -655,6 +709,9 @@ impl Core {
             }
             self.start(&partition);
         }
+        for state in self.partitions.values_mut() {
+            state.meter.sample(now);
+        }
         if self.pending_checkpoint.is_none() {
             if let Some(done_rx) = self.request_checkpoints() {
                 self.pending_checkpoint = Some(done_rx);
@@ -665,6 +722,9 @@ impl Core {
 
     /// Sends the checkpoints that moved since they were last written.
     fn request_checkpoints(&mut self) -> Option<oneshot::Receiver<CheckpointOutcome>> {
+        if !self.lease.is_live() {
+            return None;
+        }
         let now_ms = kmirror_common::now_ms();
         let entries: Vec<CheckpointEntry> =
             self.partitions
@@ -682,6 +742,8 @@ impl Core {
                                 dest_offset: committed.dest_offset,
                                 epoch: state.held.assignment.epoch,
                                 updated_ms: now_ms,
+                                records_per_sec: state.meter.records_per_sec,
+                                bytes_per_sec: state.meter.bytes_per_sec,
                             },
                         })
                 })

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Args;
 use etcd_client::Client;
-use kmirror_common::membership::{register, Registration};
+use kmirror_common::membership::{register, register_again, Registration};
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::MemberArgs;
 use kmirror_common::{Keys, MemberId, Role};
@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Largest gRPC message exchanged with writers.
 pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -77,6 +77,7 @@ pub struct Fetcher {
     etcd: Client,
     listener: TcpListener,
     registration: Registration,
+    info: MemberInfo,
 }
 
 impl Fetcher {
@@ -118,17 +119,102 @@ impl Fetcher {
             etcd,
             listener,
             registration,
+            info,
         })
     }
 
+    /// Works until `shutdown` is cancelled. A lost lease stops every partition at
+    /// once; the fetcher then registers again under a new lease and starts over
+    /// from the checkpoints with whatever the coordinator assigns it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FetcherError> {
+        let Fetcher {
+            config,
+            id,
+            keys,
+            mut etcd,
+            listener,
+            mut registration,
+            info,
+        } = self;
+        let stop_server = CancellationToken::new();
+        let (status_tx, status_rx) = watch::channel(Vec::new());
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<WorkerServer<StatusEndpoint>>()
+            .await;
+        let status = StatusEndpoint {
+            id: id.clone(),
+            status_rx,
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(WorkerServer::new(status))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop_server.clone().cancelled_owned(),
+            );
+        let server_handle = tokio::spawn(server);
+
+        loop {
+            let session = Session {
+                config: &config,
+                id: &id,
+                keys: &keys,
+                etcd: &etcd,
+                registration: &registration,
+                status_tx: status_tx.clone(),
+            };
+            let lease_lost = session.run(&shutdown).await;
+            if !lease_lost {
+                break;
+            }
+            health_reporter
+                .set_not_serving::<WorkerServer<StatusEndpoint>>()
+                .await;
+            warn!(member = %id, "lease lost: every partition stopped; registering again");
+            let ttl = config.member.lease_ttl;
+            let old_lease = registration.lease_id;
+            match register_again(&mut etcd, &keys, &info, ttl, old_lease, &shutdown).await {
+                Some(renewed) => {
+                    registration = renewed;
+                    health_reporter
+                        .set_serving::<WorkerServer<StatusEndpoint>>()
+                        .await;
+                }
+                None => break,
+            }
+        }
+        health_reporter
+            .set_not_serving::<WorkerServer<StatusEndpoint>>()
+            .await;
+        stop_server.cancel();
+        let _ = server_handle.await;
+        registration.revoke(&mut etcd).await;
+        info!(member = %id, "fetcher stopped");
+        Ok(())
+    }
+}
+
+/// One registration's worth of work: the watcher, the checkpointer and the core,
+/// all bound to the same lease.
+struct Session<'a> {
+    config: &'a FetcherConfig,
+    id: &'a MemberId,
+    keys: &'a Keys,
+    etcd: &'a Client,
+    registration: &'a Registration,
+    status_tx: watch::Sender<Vec<WorkerPartition>>,
+}
+
+impl Session<'_> {
+    /// Returns whether it ended because the lease was lost.
+    async fn run(self, shutdown: &CancellationToken) -> bool {
         let lease_lost = self.registration.lost();
         let background = CancellationToken::new();
         let (desired_tx, desired_rx) = mpsc::channel(4);
         let (fetched_tx, fetched_rx) = mpsc::channel(64);
         let (link_events_tx, link_events_rx) = mpsc::unbounded_channel();
         let (checkpoint_tx, checkpoint_rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Vec::new());
 
         let watcher = watcher::Watcher {
             etcd: self.etcd.clone(),
@@ -147,23 +233,6 @@ impl Fetcher {
         };
         let checkpointer_handle = tokio::spawn(checkpointer.run());
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<WorkerServer<StatusEndpoint>>()
-            .await;
-        let status = StatusEndpoint {
-            id: self.id.clone(),
-            status_rx,
-        };
-        let server = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(WorkerServer::new(status))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                background.clone().cancelled_owned(),
-            );
-        let server_handle = tokio::spawn(server);
-
         let settings = core::CoreSettings {
             max_in_flight_batches: self.config.max_in_flight_batches.max(1),
             checkpoint_interval: self.config.checkpoint_interval,
@@ -179,26 +248,15 @@ impl Fetcher {
             link_events_rx,
             link_events_tx,
             checkpoint_tx,
-            status_tx,
+            self.status_tx,
+            self.registration.guard(),
         );
         core.run(shutdown.clone(), lease_lost.clone()).await;
-        health_reporter
-            .set_not_serving::<WorkerServer<StatusEndpoint>>()
-            .await;
         background.cancel();
         // The core dropped its checkpoint sender: the checkpointer ends once the
         // last write is done.
         let _ = checkpointer_handle.await;
-        let _ = server_handle.await;
-        let lost = lease_lost.is_cancelled();
-        let mut etcd = self.etcd;
-        self.registration.revoke(&mut etcd).await;
-        info!(member = %self.id, "fetcher stopped");
-        if lost {
-            Err(FetcherError::LeaseLost)
-        } else {
-            Ok(())
-        }
+        lease_lost.is_cancelled() && !shutdown.is_cancelled()
     }
 }
 

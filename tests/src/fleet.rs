@@ -229,6 +229,9 @@ pub struct Fleet {
     options: FleetOptions,
     members: Vec<Member>,
     coordinator_address: String,
+    /// Every coordinator's admin address: `ctl` falls back to the next one when a
+    /// coordinator cannot be reached (it was killed).
+    coordinator_addresses: Vec<String>,
     ctl_binary: PathBuf,
     log_dir: PathBuf,
     etcd: etcd_client::Client,
@@ -321,9 +324,10 @@ impl Fleet {
 
         let fleet = Fleet {
             coordinator_address: coordinator_addresses
-                .into_iter()
-                .next()
+                .first()
+                .cloned()
                 .expect("a fleet has at least one coordinator"),
+            coordinator_addresses,
             ctl_binary: stack.binary(stack::CTL_BINARY),
             name,
             stack,
@@ -425,7 +429,8 @@ impl Fleet {
         Ok(())
     }
 
-    /// Runs `kmirrorctl --coordinator <this fleet's coordinator> ARGS`.
+    /// Runs `kmirrorctl --coordinator <this fleet's coordinator> ARGS`, trying the
+    /// fleet's other coordinators when one cannot be reached.
     pub async fn ctl<I, S>(&self, args: I) -> CtlOutput
     where
         I: IntoIterator<Item = S>,
@@ -435,10 +440,42 @@ impl Fleet {
             .into_iter()
             .map(|arg| arg.as_ref().to_string())
             .collect();
+        let mut output_opt = None;
+        for address in &self.coordinator_addresses {
+            let output = self.ctl_at(address, &args).await;
+            let unreachable =
+                output.code == Some(1) && output.stderr.contains("cannot reach the coordinator");
+            output_opt = Some(output);
+            if !unreachable {
+                break;
+            }
+        }
+        output_opt.expect("a fleet has at least one coordinator")
+    }
+
+    /// Sends SIGSTOP to a member: it stays alive but does nothing (a long pause).
+    pub fn pause(&self, member_id: &str) {
+        assert!(
+            self.member(member_id).signal(Signal::STOP),
+            "member {member_id} is not running"
+        );
+    }
+
+    /// Sends SIGCONT to a member paused with [`Fleet::pause`].
+    pub fn unpause(&self, member_id: &str) {
+        assert!(
+            self.member(member_id).signal(Signal::CONT),
+            "member {member_id} is not running"
+        );
+    }
+
+    /// Runs `kmirrorctl --coordinator ADDRESS ARGS`.
+    pub async fn ctl_at(&self, address: &str, args: &[String]) -> CtlOutput {
+        let args = args.to_vec();
         let mut command = tokio::process::Command::new(&self.ctl_binary);
         command
             .arg("--coordinator")
-            .arg(&self.coordinator_address)
+            .arg(address)
             .args(&args)
             .stdin(Stdio::null())
             .kill_on_drop(true);

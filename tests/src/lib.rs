@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod kafka;
 pub mod kcat;
 pub mod murmur2;
+pub mod ordering;
 pub mod stack;
 pub mod status;
 pub mod wait;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Args;
 use etcd_client::Client;
-use kmirror_common::membership::{register, Registration};
+use kmirror_common::membership::{register, register_again, LeaseGuard, Registration};
 use kmirror_common::schema::{ClusterSpec, MemberInfo};
 use kmirror_common::service::MemberArgs;
 use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
@@ -65,6 +65,8 @@ pub struct WriterShared {
     epochs: Mutex<HashMap<PartitionKey, Epoch>>,
     producer_overrides: Vec<(String, String)>,
     pub drain_timeout: Duration,
+    /// The current registration's lease; replaced when the writer registers again.
+    lease: Mutex<LeaseGuard>,
 }
 
 impl WriterShared {
@@ -84,6 +86,12 @@ impl WriterShared {
         }
     }
 
+    /// Whether the writer may still produce: a writer past its lease deadline
+    /// writes nothing, since its partitions may already be written elsewhere.
+    pub fn lease_is_live(&self) -> bool {
+        self.lease.lock().expect("lease lock poisoned").is_live()
+    }
+
     pub fn create_producer(
         &self,
         cluster: &ClusterSpec,
@@ -99,6 +107,8 @@ pub struct Writer {
     etcd: Client,
     listener: TcpListener,
     registration: Registration,
+    keys: Keys,
+    info: MemberInfo,
     shared: Arc<WriterShared>,
 }
 
@@ -136,7 +146,8 @@ impl Writer {
         let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
         info!(member = %id, listen = %bound, advertised, "writer ready");
         let shared = Arc::new(WriterShared {
-            routes: Routes::new(etcd.clone(), keys),
+            routes: Routes::new(etcd.clone(), keys.clone()),
+            lease: Mutex::new(registration.guard()),
             epochs: Mutex::new(HashMap::new()),
             producer_overrides: config.producer_properties.clone(),
             drain_timeout: config.member.shutdown_grace,
@@ -147,6 +158,8 @@ impl Writer {
             etcd,
             listener,
             registration,
+            keys,
+            info,
             shared,
         })
     }
@@ -169,7 +182,6 @@ impl Writer {
             id: self.id.clone(),
             shared: self.shared.clone(),
         };
-        let lease_lost = self.registration.lost();
         let stop_serving = CancellationToken::new();
         let server = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -185,25 +197,92 @@ impl Writer {
             );
         tokio::pin!(server);
         let grace = self.config.member.shutdown_grace;
-        let outcome = tokio::select! {
-            result = &mut server => result.map_err(WriterError::from),
-            _ = shutdown.cancelled() => {
-                health_reporter.set_not_serving::<WriterServer<WriterEndpoint>>().await;
-                stop_serving.cancel();
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(result) => result.map_err(WriterError::from),
-                    Err(_) => {
-                        warn!(grace_secs = grace.as_secs(), "streams still open when the grace period ended");
-                        Ok(())
+        let serving = async {
+            let outcome = tokio::select! {
+                result = &mut server => result.map_err(WriterError::from),
+                _ = shutdown.cancelled() => {
+                    health_reporter.set_not_serving::<WriterServer<WriterEndpoint>>().await;
+                    stop_serving.cancel();
+                    match tokio::time::timeout(grace, &mut server).await {
+                        Ok(result) => result.map_err(WriterError::from),
+                        Err(_) => {
+                            warn!(grace_secs = grace.as_secs(), "streams still open when the grace period ended");
+                            Ok(())
+                        }
                     }
                 }
-            }
-            _ = lease_lost.cancelled() => Err(WriterError::LeaseLost),
+            };
+            // The lease keeper below ends with the shutdown too.
+            shutdown.cancel();
+            outcome
         };
+        let keeper = LeaseKeeper {
+            etcd: self.etcd.clone(),
+            keys: self.keys,
+            info: self.info,
+            ttl: self.config.member.lease_ttl,
+            shared: self.shared.clone(),
+            health_reporter: health_reporter.clone(),
+        };
+        let (outcome, registration) =
+            tokio::join!(serving, keeper.run(self.registration, shutdown.clone()));
         let mut etcd = self.etcd;
-        self.registration.revoke(&mut etcd).await;
+        registration.revoke(&mut etcd).await;
         info!(member = %self.id, "writer stopped");
         outcome
+    }
+}
+
+/// Keeps the writer registered: when the lease is lost the writer stops producing
+/// (sessions check [`WriterShared::lease_is_live`] before every batch), reports
+/// NOT_SERVING, and registers again under a new lease.
+struct LeaseKeeper {
+    etcd: Client,
+    keys: Keys,
+    info: MemberInfo,
+    ttl: Duration,
+    shared: Arc<WriterShared>,
+    health_reporter: tonic_health::server::HealthReporter,
+}
+
+impl LeaseKeeper {
+    /// Returns the registration in force when `shutdown` was cancelled.
+    async fn run(
+        mut self,
+        mut registration: Registration,
+        shutdown: CancellationToken,
+    ) -> Registration {
+        loop {
+            let lost = registration.lost();
+            tokio::select! {
+                _ = shutdown.cancelled() => return registration,
+                _ = lost.cancelled() => {}
+            }
+            self.health_reporter
+                .set_not_serving::<WriterServer<WriterEndpoint>>()
+                .await;
+            warn!(member = %self.info.id, "lease lost: producing nothing until registered again");
+            let old_lease = registration.lease_id;
+            match register_again(
+                &mut self.etcd,
+                &self.keys,
+                &self.info,
+                self.ttl,
+                old_lease,
+                &shutdown,
+            )
+            .await
+            {
+                Some(renewed) => {
+                    *self.shared.lease.lock().expect("lease lock poisoned") = renewed.guard();
+                    registration = renewed;
+                    self.health_reporter
+                        .set_serving::<WriterServer<WriterEndpoint>>()
+                        .await;
+                }
+                None => return registration,
+            }
+        }
     }
 }
 

@@ -156,6 +156,15 @@ impl Session {
                 .refuse(&batch, write_error(ErrorKind::StaleEpoch, message, -1))
                 .await;
         }
+        if !self.shared.lease_is_live() {
+            self.halted.insert(partition);
+            let message =
+                "the writer lost its etcd lease and writes nothing until it registers again"
+                    .to_string();
+            return self
+                .refuse(&batch, write_error(ErrorKind::DeliveryFailed, message, -1))
+                .await;
+        }
         if batch.restart {
             self.halted.remove(&partition);
         } else if self.halted.contains(&partition) {
