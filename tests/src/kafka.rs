@@ -33,6 +33,8 @@ const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum Cluster {
     Source,
     Dest,
+    /// A cluster a test started for itself, by bootstrap address.
+    Custom(&'static str),
 }
 
 impl fmt::Display for Cluster {
@@ -40,6 +42,7 @@ impl fmt::Display for Cluster {
         formatter.write_str(match self {
             Cluster::Source => "source",
             Cluster::Dest => "destination",
+            Cluster::Custom(bootstrap) => bootstrap,
         })
     }
 }

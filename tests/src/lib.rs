@@ -22,9 +22,12 @@ pub mod fleet;
 pub mod kafka;
 pub mod kcat;
 pub mod murmur2;
+pub mod observability;
 pub mod ordering;
+pub mod private_stack;
 pub mod stack;
 pub mod status;
+pub mod steady;
 pub mod wait;
 
 pub use fleet::{CtlOutput, Fleet, FleetOptions};

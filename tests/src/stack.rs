@@ -60,6 +60,7 @@ impl Stack {
         match cluster {
             Cluster::Source => &self.source_bootstrap,
             Cluster::Dest => &self.dest_bootstrap,
+            Cluster::Custom(bootstrap) => bootstrap,
         }
     }
 

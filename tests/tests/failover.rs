@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use kmirror_tests::data::KeyedRecords;
-use kmirror_tests::kafka::{create_topic, produce, read_all, Cluster, WatermarkReader};
+use kmirror_tests::kafka::{create_topic, read_all, Cluster, WatermarkReader};
 use kmirror_tests::ordering::assert_complete_in_order;
 use kmirror_tests::status::PartitionStatusView;
+use kmirror_tests::steady::SteadyLoad;
 use kmirror_tests::{unique_name, Fleet, FleetOptions};
 use tokio::task::JoinHandle;
 
@@ -26,25 +26,16 @@ const TICK: Duration = Duration::from_millis(100);
 const CHUNKS: u64 = 120;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Produces CHUNK records every TICK until CHUNKS chunks are in the source, so
-/// records keep flowing through the fault.
+/// The load that keeps records flowing through each fault.
+const LOAD: SteadyLoad = SteadyLoad {
+    partitions: PARTITIONS,
+    chunk: CHUNK,
+    tick: TICK,
+    chunks: CHUNKS,
+};
+
 fn produce_steadily(topic: String) -> JoinHandle<Result<u64>> {
-    tokio::spawn(async move {
-        let started = KeyedRecords::new(0, PARTITIONS).base_timestamp;
-        for chunk in 0..CHUNKS {
-            let tick = tokio::time::Instant::now() + TICK;
-            let records = KeyedRecords {
-                first_sequence: chunk * CHUNK,
-                base_timestamp: started,
-                value_padding: 64,
-                ..KeyedRecords::new(CHUNK, PARTITIONS)
-            }
-            .generate();
-            produce(Cluster::Source, &topic, records).await?;
-            tokio::time::sleep_until(tick).await;
-        }
-        Ok(CHUNKS * CHUNK)
-    })
+    LOAD.start(Cluster::Source, topic)
 }
 
 fn options(name: &str) -> FleetOptions {
@@ -60,7 +51,7 @@ fn options(name: &str) -> FleetOptions {
 /// yet checkpointed — at the production rate, with a factor two of slack for the
 /// checkpoint write's own latency.
 fn duplicate_bound(moved_partitions: usize) -> usize {
-    let per_partition_rate = (CHUNK as f64 / TICK.as_secs_f64()) / PARTITIONS as f64;
+    let per_partition_rate = LOAD.rate() / PARTITIONS as f64;
     let window_seconds = CHECKPOINT_INTERVAL.as_secs_f64() * 2.0 + 1.0;
     (moved_partitions as f64 * per_partition_rate * window_seconds).ceil() as usize
 }
