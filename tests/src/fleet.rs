@@ -54,6 +54,13 @@ pub struct FleetOptions {
     pub writer_properties: Vec<(String, String)>,
     /// How long the fleet may take to be ready (members registered, admin API up).
     pub ready_timeout: Duration,
+    /// Extra environment variables of every member (`OTEL_*`, say).
+    pub env: Vec<(String, String)>,
+    /// etcd of the fleet, when not the stack's (a test that stops its own etcd).
+    pub etcd_endpoint: Option<String>,
+    /// Source and destination clusters, when not the stack's (a test that
+    /// restarts its own brokers).
+    pub clusters: Option<(Cluster, Cluster)>,
 }
 
 impl FleetOptions {
@@ -80,6 +87,9 @@ impl Default for FleetOptions {
             max_in_flight_batches: None,
             writer_properties: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            env: Vec::new(),
+            etcd_endpoint: None,
+            clusters: None,
         }
     }
 }
@@ -144,6 +154,7 @@ struct Member {
     child: Mutex<Option<Child>>,
     /// When the process was last started (ms since the epoch).
     started_ms: AtomicI64,
+    env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -167,6 +178,7 @@ impl Member {
         if let Ok(filter) = std::env::var("KMIRROR_E2E_RUST_LOG") {
             command.env("RUST_LOG", filter);
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         self.started_ms.store(crate::now_ms(), Ordering::SeqCst);
         let spawned = command.spawn().unwrap_or_else(|error| {
             panic!(
@@ -235,6 +247,7 @@ pub struct Fleet {
     ctl_binary: PathBuf,
     log_dir: PathBuf,
     etcd: etcd_client::Client,
+    etcd_endpoint: String,
 }
 
 impl Fleet {
@@ -246,16 +259,18 @@ impl Fleet {
         let log_dir = stack.logs_dir.join(&name);
         std::fs::create_dir_all(&log_dir)
             .unwrap_or_else(|error| panic!("cannot create {}: {error}", log_dir.display()));
-        let etcd = etcd_client::Client::connect([stack.etcd_endpoint.as_str()], None)
+        let etcd_endpoint = options
+            .etcd_endpoint
+            .clone()
+            .unwrap_or_else(|| stack.etcd_endpoint.clone());
+        let etcd = etcd_client::Client::connect([etcd_endpoint.as_str()], None)
             .await
-            .unwrap_or_else(|error| {
-                panic!("cannot connect to etcd at {}: {error}", stack.etcd_endpoint)
-            });
+            .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
 
         let common_args = |id: &str| -> Vec<String> {
             vec![
                 "--etcd".into(),
-                stack.etcd_endpoint.clone(),
+                etcd_endpoint.clone(),
                 "--fleet".into(),
                 name.clone(),
                 "--id".into(),
@@ -274,6 +289,7 @@ impl Fleet {
             args,
             child: Mutex::new(None),
             started_ms: AtomicI64::new(0),
+            env: options.env.clone(),
         };
 
         let mut members = Vec::new();
@@ -335,6 +351,7 @@ impl Fleet {
             members,
             log_dir,
             etcd,
+            etcd_endpoint,
         };
         eprintln!("fleet {} logs to {}", fleet.name, fleet.log_dir.display());
         for member in &fleet.members {
@@ -348,8 +365,20 @@ impl Fleet {
         &self.name
     }
 
+    /// The source and destination clusters this fleet mirrors between.
+    pub fn clusters(&self) -> (Cluster, Cluster) {
+        self.options
+            .clusters
+            .unwrap_or((Cluster::Source, Cluster::Dest))
+    }
+
     pub fn coordinator_address(&self) -> &str {
         &self.coordinator_address
+    }
+
+    /// A client of the fleet's etcd.
+    pub fn etcd(&self) -> etcd_client::Client {
+        self.etcd.clone()
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -498,10 +527,8 @@ impl Fleet {
 
     /// Registers the stack's clusters as [`SOURCE_CLUSTER`] and [`DEST_CLUSTER`].
     pub async fn add_clusters(&self) {
-        for (name, cluster) in [
-            (SOURCE_CLUSTER, Cluster::Source),
-            (DEST_CLUSTER, Cluster::Dest),
-        ] {
+        let (source, dest) = self.clusters();
+        for (name, cluster) in [(SOURCE_CLUSTER, source), (DEST_CLUSTER, dest)] {
             self.ctl([
                 "cluster",
                 "add",
@@ -725,7 +752,7 @@ impl Fleet {
     /// the count then seen. On timeout, fails with the flow's status and the logs.
     pub async fn wait_for_mirror(&self, topic: &str, expected: i64, timeout: Duration) -> i64 {
         let reader =
-            WatermarkReader::new(Cluster::Dest).unwrap_or_else(|error| panic!("{error:#}"));
+            WatermarkReader::new(self.clusters().1).unwrap_or_else(|error| panic!("{error:#}"));
         let what = format!(
             "{expected} records of {topic} in the destination (fleet {})",
             self.name
@@ -801,7 +828,7 @@ impl Drop for Fleet {
         if std::thread::panicking() {
             eprintln!("{}", self.log_paths());
         } else {
-            delete_etcd_prefix(&self.stack.etcd_endpoint, Keys::new(&self.name).root());
+            delete_etcd_prefix(&self.etcd_endpoint, Keys::new(&self.name).root());
         }
     }
 }
@@ -869,7 +896,7 @@ fn duration_arg(duration: Duration) -> String {
 /// It is taken below the kernel's ephemeral range: a port from `bind(0)` would be
 /// handed to the next process asking for any port (a restarted fetcher listening
 /// on port 0, say) as soon as the coordinator let go of it.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let ephemeral_start = ephemeral_range_start();
     let span = u128::from(ephemeral_start - LOWEST);
     for _ in 0..1_000 {
@@ -946,6 +973,7 @@ mod tests {
             log_path: log_dir.join("sleeper.log"),
             child: Mutex::new(None),
             started_ms: AtomicI64::new(0),
+            env: Vec::new(),
         };
         member.start();
         assert!(member.is_running());
