@@ -4,8 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod etcd;
+pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod membership;
+pub mod metrics;
 pub mod schema;
 pub mod service;
 pub mod shutdown;

@@ -122,6 +122,8 @@ pub async fn register(
     let ttl = Duration::from_secs(ttl_secs as u64);
     let guard = LeaseGuard::new(local_deadline(ttl));
     guard.renewed();
+    crate::health::lease_acquired(&key, &guard);
+    crate::metrics::metrics().registrations.inc();
     let keepalive = KeepAlive {
         client: client.clone(),
         lease_id,
@@ -203,6 +205,7 @@ impl KeepAlive {
                     lease_id = self.lease_id,
                     "lease counted as lost: no keep-alive answered in time"
                 );
+                crate::metrics::metrics().leases_lost.inc();
                 self.lost.cancel();
                 return;
             }
@@ -211,8 +214,14 @@ impl KeepAlive {
                     .await
                 {
                     Ok(Ok(pair)) => keeper_opt = Some(pair),
-                    Ok(Err(error)) => debug!(%error, "cannot open lease keep-alive stream"),
-                    Err(_) => debug!("opening the lease keep-alive stream timed out"),
+                    Ok(Err(error)) => {
+                        crate::metrics::metrics().lease_renewal_failures.inc();
+                        debug!(%error, "cannot open lease keep-alive stream")
+                    }
+                    Err(_) => {
+                        crate::metrics::metrics().lease_renewal_failures.inc();
+                        debug!("opening the lease keep-alive stream timed out")
+                    }
                 }
             }
             if let Some((keeper, stream)) = keeper_opt.as_mut() {
@@ -224,13 +233,18 @@ impl KeepAlive {
                     Ok(Ok(Some(response))) if response.ttl() > 0 => {
                         last_success = Instant::now();
                         self.guard.renewed();
+                        crate::metrics::metrics().lease_renewals.inc();
                     }
                     Ok(Ok(Some(_))) => {
                         warn!(lease_id = self.lease_id, "lease expired in etcd");
+                        crate::metrics::metrics().leases_lost.inc();
                         self.lost.cancel();
                         return;
                     }
-                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => keeper_opt = None,
+                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                        crate::metrics::metrics().lease_renewal_failures.inc();
+                        keeper_opt = None
+                    }
                 }
             }
             tokio::select! {

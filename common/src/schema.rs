@@ -12,6 +12,8 @@
 //! | `checkpoints/<flow>/<topic>/<partition>` | [`Checkpoint`] | fetcher, compares the assignment |
 //! | `errors/<flow>/<topic>/<partition>` | [`PartitionError`], bound to the reporter's lease | fetcher |
 //! | `flow-status/<flow>` | [`FlowState`] | leader |
+//! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
+//! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
 
 use std::collections::BTreeMap;
 
@@ -108,6 +110,18 @@ impl Keys {
         format!("{}flow-status/{flow}", self.root)
     }
 
+    pub fn drained(&self) -> String {
+        format!("{}drained/", self.root)
+    }
+
+    pub fn drained_member(&self, role: Role, id: &MemberId) -> String {
+        format!("{}drained/{role}/{id}", self.root)
+    }
+
+    pub fn rebalance_request(&self) -> String {
+        format!("{}rebalance", self.root)
+    }
+
     /// Parses the partition out of an `assignments/`, `checkpoints/` or `errors/` key.
     pub fn parse_partition_key(&self, section_prefix: &str, key: &[u8]) -> Option<PartitionKey> {
         let key = std::str::from_utf8(key).ok()?;
@@ -144,6 +158,9 @@ pub struct ClusterSpec {
 }
 
 /// What to mirror from which cluster to which.
+///
+/// Fields added after the first release carry `#[serde(default)]`, so flows stored
+/// by an older version still decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowSpec {
@@ -155,12 +172,129 @@ pub struct FlowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude: Option<String>,
     pub created_ms: i64,
+    /// How destination topics are named.
+    #[serde(default)]
+    pub rename: RenamePolicy,
+    /// Where partitions without a checkpoint start when the flow starts.
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Whether destination topic configs follow the source's.
+    #[serde(default)]
+    pub config_sync: ConfigSync,
+    /// Paused by an operator: the leader removes the flow's assignments (its
+    /// checkpoints stay) until it is resumed.
+    #[serde(default)]
+    pub paused: bool,
+    /// Migration mode: copy up to the source end offsets seen when the flow
+    /// started, then stop (the flow completes).
+    #[serde(default)]
+    pub until_caught_up: bool,
 }
 
 impl FlowSpec {
-    /// The destination topic of a source topic (identity for now).
+    /// The destination topic of a source topic: the single place it is computed.
     pub fn dest_topic(&self, source_topic: &str) -> String {
-        source_topic.to_string()
+        self.rename.dest_topic(source_topic)
+    }
+}
+
+/// How a flow names destination topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "policy", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RenamePolicy {
+    /// The source topic's name (MirrorMaker 1, MirrorMaker 2's IdentityReplicationPolicy).
+    #[default]
+    Identity,
+    /// `<alias><separator><topic>` (MirrorMaker 2's DefaultReplicationPolicy: the
+    /// source cluster's alias, then `.`).
+    Prefix {
+        alias: String,
+        #[serde(default = "default_separator")]
+        separator: String,
+    },
+    /// Explicit names; a topic not in the map keeps its name.
+    Map { topics: BTreeMap<String, String> },
+}
+
+fn default_separator() -> String {
+    ".".to_string()
+}
+
+impl RenamePolicy {
+    pub fn dest_topic(&self, source_topic: &str) -> String {
+        match self {
+            RenamePolicy::Identity => source_topic.to_string(),
+            RenamePolicy::Prefix { alias, separator } => {
+                format!("{alias}{separator}{source_topic}")
+            }
+            RenamePolicy::Map { topics } => topics
+                .get(source_topic)
+                .cloned()
+                .unwrap_or_else(|| source_topic.to_string()),
+        }
+    }
+
+    /// `identity`, `prefix` or `map`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RenamePolicy::Identity => "identity",
+            RenamePolicy::Prefix { .. } => "prefix",
+            RenamePolicy::Map { .. } => "map",
+        }
+    }
+}
+
+/// Where a flow starts reading partitions that have no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "from", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StartPosition {
+    /// Everything the source retains.
+    #[default]
+    Earliest,
+    /// Only records produced after the flow started.
+    Latest,
+    /// The first record whose timestamp is at or after `ms` (milliseconds since
+    /// the Unix epoch).
+    Timestamp { ms: i64 },
+}
+
+/// Destination topic configs kept equal to the source's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSync {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Regular expressions of config names never copied (whole name).
+    #[serde(default = "default_config_sync_exclude")]
+    pub exclude: Vec<String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// MirrorMaker 2's default `config.properties.exclude`: settings that belong to
+/// the destination cluster's own operation.
+pub fn default_config_sync_exclude() -> Vec<String> {
+    [
+        r"follower\.replication\.throttled\.replicas",
+        r"leader\.replication\.throttled\.replicas",
+        r"message\.timestamp\.difference\.max\.ms",
+        r"message\.timestamp\.type",
+        r"unclean\.leader\.election\.enable",
+        r"min\.insync\.replicas",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+impl Default for ConfigSync {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            exclude: default_config_sync_exclude(),
+        }
     }
 }
 
@@ -173,6 +307,9 @@ pub struct MemberInfo {
     pub address: String,
     pub version: String,
     pub started_ms: i64,
+    /// URL of the member's /metrics, /healthz and /readyz endpoint, if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 /// Who works on a source partition.
@@ -217,12 +354,72 @@ pub struct PartitionError {
 }
 
 /// A flow's state as the leader sees it (topic discovery, destination topics).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct FlowState {
     /// Empty when the flow runs; otherwise why it cannot.
     pub error: String,
     pub topics: Vec<String>,
     pub updated_ms: i64,
+    #[serde(default)]
+    pub phase: FlowPhase,
+    /// When the leader first saw the flow's source topics: its start position was
+    /// applied and, in migration mode, its targets captured then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// Migration mode: per source topic and partition, the offsets it is copied
+    /// from and up to (the source's start and end offsets when the flow started).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, BTreeMap<i32, OffsetRange>>,
+    /// When a migration reached every target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_ms: Option<i64>,
+    /// Per source topic, the configs last copied from it (those the flow's
+    /// config sync does not exclude): a source value that differs from these is
+    /// a change to carry to the destination. Values set on the destination alone
+    /// are left as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// What a flow is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowPhase {
+    #[default]
+    Running,
+    /// Paused by an operator: nothing assigned.
+    Paused,
+    /// A migration that copied everything up to its targets: nothing assigned.
+    Completed,
+}
+
+impl FlowPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowPhase::Running => "running",
+            FlowPhase::Paused => "paused",
+            FlowPhase::Completed => "completed",
+        }
+    }
+}
+
+/// Source offsets `[start, end)` of a partition a migration copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A member drained by an operator: it keeps nothing and gets nothing new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub since_ms: i64,
+}
+
+/// An operator asked for a rebalance of running partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceRequest {
+    pub requested_ms: i64,
 }
 
 /// Encodes a stored value.
@@ -258,5 +455,37 @@ mod tests {
         assert_eq!(key, "/kmirror/prod/checkpoints/dr/orders.v1/7");
         let parsed = keys.parse_partition_key(&keys.checkpoints(), key.as_bytes());
         assert_eq!(parsed, Some(partition));
+    }
+
+    #[test]
+    fn flows_stored_before_the_flow_options_still_decode() {
+        let stored = br#"{"name":"dr","source_cluster":"a","dest_cluster":"b","include":".*","created_ms":1}"#;
+        let flow: FlowSpec = decode(b"k", stored).unwrap();
+        assert_eq!(flow.rename, RenamePolicy::Identity);
+        assert_eq!(flow.start, StartPosition::Earliest);
+        assert!(flow.config_sync.enabled && !flow.paused && !flow.until_caught_up);
+        let stored = br#"{"error":"","topics":["a"],"updated_ms":3}"#;
+        let state: FlowState = decode(b"k", stored).unwrap();
+        assert_eq!(state.phase, FlowPhase::Running);
+        assert!(state.targets.is_empty() && state.started_ms.is_none());
+    }
+
+    #[test]
+    fn rename_policies_name_destination_topics() {
+        let prefix = RenamePolicy::Prefix {
+            alias: "east".to_string(),
+            separator: ".".to_string(),
+        };
+        assert_eq!(prefix.dest_topic("orders"), "east.orders");
+        let map = RenamePolicy::Map {
+            topics: [("orders".to_string(), "orders-copy".to_string())].into(),
+        };
+        assert_eq!(map.dest_topic("orders"), "orders-copy");
+        assert_eq!(map.dest_topic("payments"), "payments");
+        let json = serde_json::to_string(&prefix).unwrap();
+        assert_eq!(
+            json,
+            r#"{"policy":"prefix","alias":"east","separator":"."}"#
+        );
     }
 }

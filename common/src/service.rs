@@ -43,6 +43,9 @@ pub struct MemberArgs {
     /// How long a graceful stop (SIGTERM) may take before the member exits anyway.
     #[arg(long, env = "KMIRROR_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub metrics: crate::http::MetricsArgs,
 }
 
 impl MemberArgs {

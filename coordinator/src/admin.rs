@@ -2,24 +2,33 @@
 //! writes to `clusters/` and `flows/` are create-if-absent transactions, and the
 //! leader picks them up through its watch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use futures::future::join_all;
-use kmirror_common::schema::{encode, ClusterSpec, FlowSpec};
-use kmirror_common::{now_ms, ClusterName, FlowName, Keys, MemberId, Role};
+use kmirror_common::schema::{
+    decode, encode, Assignment, ClusterSpec, ConfigSync, Drain, FlowSpec, FlowState,
+    RebalanceRequest as StoredRebalanceRequest, RenamePolicy, StartPosition,
+};
+use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, MemberId, PartitionKey, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::admin_server::Admin;
 use kmirror_proto::v1::{
-    AddClusterRequest, AddClusterResponse, Cluster, CreateFlowRequest, CreateFlowResponse,
-    DeleteFlowRequest, DeleteFlowResponse, Flow, FlowStatus, ListClustersRequest,
-    ListClustersResponse, ListFlowsRequest, ListFlowsResponse, ListMembersRequest,
-    ListMembersResponse, Member, StatusRequest, StatusResponse,
+    AddClusterRequest, AddClusterResponse, AssignmentInfo, Cluster, CreateFlowRequest,
+    CreateFlowResponse, DeleteFlowRequest, DeleteFlowResponse, DrainMemberRequest,
+    DrainMemberResponse, Flow, FlowStatus, ListAssignmentsRequest, ListAssignmentsResponse,
+    ListClustersRequest, ListClustersResponse, ListFlowsRequest, ListFlowsResponse,
+    ListMembersRequest, ListMembersResponse, Member, PartitionMove, PauseFlowRequest,
+    PauseFlowResponse, RebalanceRequest, RebalanceResponse, ResumeFlowRequest,
+    ResumeFlowResponse, StatusRequest, StatusResponse,
 };
 use tracing::info;
 
 use crate::error::CoordinatorError;
 use crate::kafka::{ClusterClient, KafkaClients};
+use crate::planner::{plan, Problem, WantedPartition};
+use crate::reconcile::flow_phase;
 use crate::status::{flow_status, partition_status, status_partitions};
 use crate::store::{elected_leader, read_snapshot, Sections, Snapshot};
 use crate::topic_filter::TopicFilter;
@@ -107,43 +116,48 @@ impl AdminService {
         let flow = request
             .flow
             .ok_or_else(|| CoordinatorError::InvalidArgument("the flow is missing".to_string()))?;
-        let name = FlowName::new(flow.name)?;
-        let source_cluster = ClusterName::new(flow.source_cluster)?;
-        let dest_cluster = ClusterName::new(flow.dest_cluster)?;
-        if flow.include.is_empty() {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "flow {name}: the include regex is empty"
-            )));
-        }
-        let exclude_opt = Some(flow.exclude).filter(|exclude| !exclude.is_empty());
-        TopicFilter::new(&flow.include, exclude_opt.as_deref())?;
-        if source_cluster == dest_cluster {
-            // Destination topics are named like their sources: the flow would copy
-            // every topic onto itself.
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "flow {name}: source and destination are the same cluster {source_cluster}"
-            )));
-        }
-        let spec = FlowSpec {
-            name: name.clone(),
-            source_cluster,
-            dest_cluster,
-            include: flow.include,
-            exclude: exclude_opt,
-            created_ms: now_ms(),
-        };
+        let mut spec = flow_spec(flow)?;
 
         let mut client = self.client.clone();
-        let flow_key = self.keys.flow(&name);
+        let flow_key = self.keys.flow(&spec.name);
+        let name = spec.name.clone();
         let source_key = self.keys.cluster(&spec.source_cluster);
         let dest_key = self.keys.cluster(&spec.dest_cluster);
-        // The clusters must exist at the moment the flow is stored, not just when
-        // they were checked.
-        let conditions = [
-            Compare::create_revision(flow_key.as_str(), CompareOp::Equal, 0),
+        let mut conditions = vec![
             Compare::create_revision(source_key.as_str(), CompareOp::Greater, 0),
             Compare::create_revision(dest_key.as_str(), CompareOp::Greater, 0),
         ];
+        if request.replace {
+            // An update keeps what belongs to the running flow: when it was
+            // created and whether it is paused.
+            let existing = client.get(flow_key.as_str(), None).await?;
+            match existing.kvs().first() {
+                Some(kv) => {
+                    let stored: FlowSpec = decode(kv.key(), kv.value())
+                        .map_err(kmirror_common::etcd::EtcdError::from)?;
+                    spec.created_ms = stored.created_ms;
+                    spec.paused = stored.paused;
+                    conditions.push(Compare::mod_revision(
+                        flow_key.as_str(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    ));
+                }
+                None => conditions.push(Compare::create_revision(
+                    flow_key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )),
+            }
+        } else {
+            conditions.push(Compare::create_revision(
+                flow_key.as_str(),
+                CompareOp::Equal,
+                0,
+            ));
+        }
+        // The clusters must exist at the moment the flow is stored, not just when
+        // they were checked.
         let checks = [
             TxnOp::get(flow_key.as_str(), Some(GetOptions::new().with_count_only())),
             TxnOp::get(
@@ -167,23 +181,237 @@ impl AdminService {
                 })
                 .collect();
             return Err(match counts.as_slice() {
-                [flows, _, _] if *flows > 0 => already_exists("flow", &name),
                 [_, 0, _] => not_found("source cluster", &spec.source_cluster),
-                _ => not_found("destination cluster", &spec.dest_cluster),
+                [_, _, 0] => not_found("destination cluster", &spec.dest_cluster),
+                [flows, _, _] if *flows > 0 && !request.replace => already_exists("flow", &name),
+                _ => CoordinatorError::InvalidArgument(format!(
+                    "flow {name} changed while it was being updated: try again"
+                )),
             });
         }
-        info!(flow = %name, source = %spec.source_cluster, dest = %spec.dest_cluster, include = %spec.include, "created flow");
-        Ok(flow_message(&spec))
+        info!(flow = %name, source = %spec.source_cluster, dest = %spec.dest_cluster, include = %spec.include, replace = request.replace, "stored flow");
+        Ok(flow_message(&spec, None))
     }
 
     pub async fn list_flows(&self) -> Result<Vec<Flow>, CoordinatorError> {
         let snapshot = self
             .read(Sections {
                 flows: true,
+                flow_states: true,
                 ..Sections::default()
             })
             .await?;
-        Ok(snapshot.flows.values().map(flow_message).collect())
+        Ok(snapshot
+            .flows
+            .values()
+            .map(|flow| flow_message(flow, snapshot.flow_states.get(&flow.name)))
+            .collect())
+    }
+
+    /// Sets a flow's `paused` flag (compare-and-swap on the stored flow); the
+    /// leader then removes or re-plans its assignments.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Flow, CoordinatorError> {
+        let name = FlowName::new(name)?;
+        let key = self.keys.flow(&name);
+        let mut client = self.client.clone();
+        loop {
+            let response = client.get(key.as_str(), None).await?;
+            let Some(kv) = response.kvs().first() else {
+                return Err(not_found("flow", &name));
+            };
+            let mut spec: FlowSpec =
+                decode(kv.key(), kv.value()).map_err(kmirror_common::etcd::EtcdError::from)?;
+            spec.paused = paused;
+            let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision());
+            let txn = Txn::new()
+                .when([unchanged])
+                .and_then([TxnOp::put(key.as_str(), encode(&spec), None)]);
+            if client.txn(txn).await?.succeeded() {
+                info!(flow = %name, paused, "flow pause state set");
+                return Ok(flow_message(&spec, None));
+            }
+        }
+    }
+
+    pub async fn list_assignments(
+        &self,
+        request: ListAssignmentsRequest,
+    ) -> Result<Vec<AssignmentInfo>, CoordinatorError> {
+        let only_opt = match request.flow.as_str() {
+            "" => None,
+            name => Some(FlowName::new(name)?),
+        };
+        let snapshot = self
+            .read(Sections {
+                flows: true,
+                assignments: true,
+                checkpoints: true,
+                ..Sections::default()
+            })
+            .await?;
+        if let Some(only) = &only_opt {
+            if !snapshot.flows.contains_key(only) {
+                return Err(not_found("flow", only));
+            }
+        }
+        Ok(snapshot
+            .assignments
+            .iter()
+            .filter(|(key, _)| only_opt.as_ref().is_none_or(|only| &key.flow == only))
+            .map(|(key, assignment)| {
+                let checkpoint_opt = snapshot.checkpoints.get(key);
+                AssignmentInfo {
+                    flow: key.flow.to_string(),
+                    topic: key.topic.clone(),
+                    partition: key.partition,
+                    dest_topic: assignment.dest_topic.clone(),
+                    fetcher: assignment.fetcher.to_string(),
+                    writer: assignment.writer.to_string(),
+                    epoch: assignment.epoch.0,
+                    records_per_sec: checkpoint_opt.map_or(0.0, |c| c.records_per_sec),
+                    bytes_per_sec: checkpoint_opt.map_or(0.0, |c| c.bytes_per_sec),
+                }
+            })
+            .collect())
+    }
+
+    /// Marks a member drained (or not): the leader moves its partitions away and
+    /// gives it nothing new.
+    pub async fn drain_member(
+        &self,
+        request: DrainMemberRequest,
+    ) -> Result<DrainMemberResponse, CoordinatorError> {
+        let id = MemberId::new(request.id)?;
+        let snapshot = self
+            .read(Sections {
+                members: true,
+                assignments: true,
+                operator_requests: true,
+                ..Sections::default()
+            })
+            .await?;
+        let registered: Vec<Role> = [Role::Fetcher, Role::Writer, Role::Coordinator]
+            .into_iter()
+            .filter(|role| snapshot.members.contains_key(&(*role, id.clone())))
+            .collect();
+        let drained: Vec<Role> = snapshot
+            .drained
+            .iter()
+            .filter(|(_, drained_id)| drained_id == &id)
+            .map(|(role, _)| *role)
+            .collect();
+        let role = match (registered.as_slice(), drained.as_slice()) {
+            ([Role::Coordinator], _) => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "member {id} is a coordinator: coordinators hold no partitions (stop it to hand over the lead)"
+                )))
+            }
+            ([role], _) => *role,
+            ([], [role]) if request.undo => *role,
+            ([], _) => return Err(not_found("member", &id)),
+            _ => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "member id {id} is registered under several roles"
+                )))
+            }
+        };
+        let key = self.keys.drained_member(role, &id);
+        let mut client = self.client.clone();
+        if request.undo {
+            client.delete(key.as_str(), None).await?;
+            info!(member = %id, %role, "member no longer drained");
+        } else {
+            let value = encode(&Drain { since_ms: now_ms() });
+            let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
+            client
+                .txn(
+                    Txn::new()
+                        .when([absent])
+                        .and_then([TxnOp::put(key.as_str(), value, None)]),
+                )
+                .await?;
+            info!(member = %id, %role, "member drained");
+        }
+        let partitions = snapshot
+            .assignments
+            .values()
+            .filter(|assignment| match role {
+                Role::Fetcher => assignment.fetcher == id,
+                Role::Writer => assignment.writer == id,
+                Role::Coordinator => false,
+            })
+            .count() as u32;
+        Ok(DrainMemberResponse {
+            id: id.to_string(),
+            role: role.to_string(),
+            partitions,
+        })
+    }
+
+    /// The moves that even out the running partitions (tolerance 0); with
+    /// `dry_run` false, asks the leader to apply them and waits until it did.
+    pub async fn rebalance(
+        &self,
+        request: RebalanceRequest,
+    ) -> Result<RebalanceResponse, CoordinatorError> {
+        let sections = Sections {
+            members: true,
+            assignments: true,
+            checkpoints: true,
+            operator_requests: true,
+            ..Sections::default()
+        };
+        let snapshot = self.read(sections).await?;
+        if request.dry_run {
+            let moves = rebalance_moves(&snapshot, now_ms());
+            return Ok(RebalanceResponse {
+                moves,
+                applied: false,
+            });
+        }
+        let mut client = self.client.clone();
+        if elected_leader(&mut client, &self.keys).await.is_none() {
+            return Err(CoordinatorError::InvalidArgument(
+                "no coordinator leads the fleet: nothing can be moved".to_string(),
+            ));
+        }
+        let key = self.keys.rebalance_request();
+        let value = encode(&StoredRebalanceRequest {
+            requested_ms: now_ms(),
+        });
+        client.put(key.as_str(), value, None).await?;
+        let deadline = tokio::time::Instant::now() + REBALANCE_TIMEOUT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if client.get(key.as_str(), None).await?.kvs().is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "the leader did not apply the rebalance within {}s (it stays requested)",
+                    REBALANCE_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        let after = self.read(sections).await?;
+        let mut moves = Vec::new();
+        for (key, before) in &snapshot.assignments {
+            let Some(now) = after.assignments.get(key) else {
+                continue;
+            };
+            for (role, from, to) in [
+                (Role::Fetcher, &before.fetcher, &now.fetcher),
+                (Role::Writer, &before.writer, &now.writer),
+            ] {
+                if from != to {
+                    moves.push(move_message(key, role, from, to));
+                }
+            }
+        }
+        Ok(RebalanceResponse {
+            moves,
+            applied: true,
+        })
     }
 
     pub async fn delete_flow(&self, request: DeleteFlowRequest) -> Result<(), CoordinatorError> {
@@ -206,34 +434,94 @@ impl AdminService {
             .read(Sections {
                 members: true,
                 assignments: true,
+                checkpoints: true,
+                operator_requests: true,
                 ..Sections::default()
             })
             .await?;
-        let leader_opt = elected_leader(&mut self.client.clone(), &self.keys).await;
-        let mut partitions_by_member: HashMap<(Role, &MemberId), u32> = HashMap::new();
-        for assignment in snapshot.assignments.values() {
-            *partitions_by_member
-                .entry((Role::Fetcher, &assignment.fetcher))
-                .or_insert(0) += 1;
-            *partitions_by_member
-                .entry((Role::Writer, &assignment.writer))
-                .or_insert(0) += 1;
+        let mut client = self.client.clone();
+        let leader_opt = elected_leader(&mut client, &self.keys).await;
+        let lease_remaining = self.lease_remaining_ms().await;
+        // (partitions, records/s, bytes/s) per member.
+        let mut load_by_member: HashMap<(Role, &MemberId), (u32, f64, f64)> = HashMap::new();
+        for (key, assignment) in &snapshot.assignments {
+            let (records, bytes) = snapshot
+                .checkpoints
+                .get(key)
+                .map_or((0.0, 0.0), |c| (c.records_per_sec, c.bytes_per_sec));
+            for member in [
+                (Role::Fetcher, &assignment.fetcher),
+                (Role::Writer, &assignment.writer),
+            ] {
+                let entry = load_by_member.entry(member).or_insert((0, 0.0, 0.0));
+                entry.0 += 1;
+                entry.1 += records;
+                entry.2 += bytes;
+            }
         }
         Ok(snapshot
             .members
             .values()
-            .map(|info| Member {
-                id: info.id.to_string(),
-                role: info.role.to_string(),
-                address: info.address.clone(),
-                version: info.version.clone(),
-                leader: info.role == Role::Coordinator && leader_opt.as_ref() == Some(&info.id),
-                partitions: partitions_by_member
+            .map(|info| {
+                let (partitions, records_per_sec, bytes_per_sec) = load_by_member
                     .get(&(info.role, &info.id))
                     .copied()
-                    .unwrap_or(0),
+                    .unwrap_or((0, 0.0, 0.0));
+                Member {
+                    id: info.id.to_string(),
+                    role: info.role.to_string(),
+                    address: info.address.clone(),
+                    version: info.version.clone(),
+                    leader: info.role == Role::Coordinator
+                        && leader_opt.as_ref() == Some(&info.id),
+                    partitions,
+                    lease_remaining_ms: lease_remaining
+                        .get(&(info.role, info.id.clone()))
+                        .copied()
+                        .unwrap_or(-1),
+                    records_per_sec,
+                    bytes_per_sec,
+                    drained: snapshot.is_drained(info.role, &info.id),
+                    started_ms: info.started_ms,
+                }
             })
             .collect())
+    }
+
+    /// Time left on each member's lease (etcd counts in whole seconds).
+    async fn lease_remaining_ms(&self) -> HashMap<(Role, MemberId), i64> {
+        let mut client = self.client.clone();
+        let mut remaining = HashMap::new();
+        let Ok(response) = client
+            .get(self.keys.members(), Some(GetOptions::new().with_prefix()))
+            .await
+        else {
+            return remaining;
+        };
+        let mut ttl_by_lease: HashMap<i64, i64> = HashMap::new();
+        for kv in response.kvs() {
+            let Ok(info) = decode::<kmirror_common::schema::MemberInfo>(kv.key(), kv.value())
+            else {
+                continue;
+            };
+            let lease = kv.lease();
+            if lease == 0 {
+                continue;
+            }
+            let ttl = match ttl_by_lease.get(&lease) {
+                Some(ttl) => *ttl,
+                None => {
+                    let ttl = match client.lease_time_to_live(lease, None).await {
+                        Ok(answer) if answer.ttl() >= 0 => answer.ttl() * 1000,
+                        _ => -1,
+                    };
+                    ttl_by_lease.insert(lease, ttl);
+                    ttl
+                }
+            };
+            remaining.insert((info.role, info.id), ttl);
+        }
+        remaining
     }
 
     pub async fn status(
@@ -265,6 +553,11 @@ impl AdminService {
             .values()
             .filter(|flow| only_opt.as_ref().is_none_or(|only| &flow.name == only));
         Ok(join_all(flows.map(|flow| self.flow_status(flow, &snapshot))).await)
+    }
+
+    /// The elected coordinator's id, if one leads.
+    pub async fn leader(&self) -> Option<MemberId> {
+        elected_leader(&mut self.client.clone(), &self.keys).await
     }
 
     async fn flow_status(&self, flow: &FlowSpec, snapshot: &Snapshot) -> FlowStatus {
@@ -306,7 +599,7 @@ impl AdminService {
                 )
             })
             .collect();
-        flow_status(flow, flow_state_opt, partitions)
+        flow_status(flow, flow_state_opt, &snapshot.checkpoints, partitions)
     }
 
     async fn read(&self, sections: Sections) -> Result<Snapshot, CoordinatorError> {
@@ -338,14 +631,205 @@ fn cluster_message(spec: &ClusterSpec) -> Cluster {
     }
 }
 
-fn flow_message(spec: &FlowSpec) -> Flow {
+/// How long a requested rebalance may take the leader to apply.
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stored flow from a requested one, every field checked.
+pub fn flow_spec(flow: Flow) -> Result<FlowSpec, CoordinatorError> {
+    let name = FlowName::new(flow.name)?;
+    let source_cluster = ClusterName::new(flow.source_cluster)?;
+    let dest_cluster = ClusterName::new(flow.dest_cluster)?;
+    let invalid = |what: String| CoordinatorError::InvalidArgument(format!("flow {name}: {what}"));
+    if flow.include.is_empty() {
+        return Err(invalid("the include regex is empty".to_string()));
+    }
+    let exclude_opt = Some(flow.exclude).filter(|exclude| !exclude.is_empty());
+    TopicFilter::new(&flow.include, exclude_opt.as_deref())?;
+    let rename = match flow.rename_policy.as_str() {
+        "" | "identity" => RenamePolicy::Identity,
+        "prefix" => {
+            let alias = match flow.rename_prefix.as_str() {
+                "" => source_cluster.to_string(),
+                alias => alias.to_string(),
+            };
+            let separator = match flow.rename_separator.as_str() {
+                "" => ".".to_string(),
+                separator => separator.to_string(),
+            };
+            if !is_topic_name(&format!("{alias}{separator}x")) {
+                return Err(invalid(format!(
+                    "prefix {alias:?} with separator {separator:?} does not make valid topic names"
+                )));
+            }
+            RenamePolicy::Prefix { alias, separator }
+        }
+        "map" => {
+            if flow.rename_map.is_empty() {
+                return Err(invalid("the rename map is empty".to_string()));
+            }
+            let topics: BTreeMap<String, String> = flow.rename_map.into_iter().collect();
+            if let Some((_, bad)) = topics.iter().find(|(_, dest)| !is_topic_name(dest)) {
+                return Err(invalid(format!("{bad:?} is not a valid topic name")));
+            }
+            let mut seen = BTreeSet::new();
+            if let Some((_, twice)) = topics.iter().find(|(_, dest)| !seen.insert(*dest)) {
+                return Err(invalid(format!(
+                    "two source topics map to destination topic {twice}"
+                )));
+            }
+            RenamePolicy::Map { topics }
+        }
+        other => {
+            return Err(invalid(format!(
+                "unknown rename policy {other:?} (use identity, prefix or map)"
+            )))
+        }
+    };
+    if source_cluster == dest_cluster && rename == RenamePolicy::Identity {
+        // Destination topics named like their sources: the flow would copy every
+        // topic onto itself.
+        return Err(invalid(format!(
+            "source and destination are the same cluster {source_cluster}"
+        )));
+    }
+    let start = match flow.start.as_str() {
+        "" | "earliest" => StartPosition::Earliest,
+        "latest" => StartPosition::Latest,
+        "timestamp" if flow.start_timestamp_ms >= 0 => StartPosition::Timestamp {
+            ms: flow.start_timestamp_ms,
+        },
+        "timestamp" => return Err(invalid("the start timestamp is negative".to_string())),
+        other => {
+            return Err(invalid(format!(
+                "unknown start position {other:?} (use earliest, latest or timestamp)"
+            )))
+        }
+    };
+    let mut config_sync = ConfigSync::default();
+    if let Some(enabled) = flow.sync_topic_configs {
+        config_sync.enabled = enabled;
+    }
+    if flow.sync_topic_configs_exclude_set || !flow.sync_topic_configs_exclude.is_empty() {
+        config_sync.exclude = flow.sync_topic_configs_exclude;
+    }
+    for pattern in &config_sync.exclude {
+        regex::Regex::new(pattern)
+            .map_err(|error| invalid(format!("invalid config exclusion {pattern:?}: {error}")))?;
+    }
+    Ok(FlowSpec {
+        name,
+        source_cluster,
+        dest_cluster,
+        include: flow.include,
+        exclude: exclude_opt,
+        created_ms: now_ms(),
+        rename,
+        start,
+        config_sync,
+        paused: false,
+        until_caught_up: flow.until_caught_up,
+    })
+}
+
+/// Kafka's topic name rules: 1 to 249 of letters, digits, '.', '_' and '-'.
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
+    let (rename_prefix, rename_separator, rename_map) = match &spec.rename {
+        RenamePolicy::Identity => (String::new(), String::new(), HashMap::new()),
+        RenamePolicy::Prefix { alias, separator } => {
+            (alias.clone(), separator.clone(), HashMap::new())
+        }
+        RenamePolicy::Map { topics } => (
+            String::new(),
+            String::new(),
+            topics.clone().into_iter().collect(),
+        ),
+    };
+    let (start, start_timestamp_ms) = match spec.start {
+        StartPosition::Earliest => ("earliest", 0),
+        StartPosition::Latest => ("latest", 0),
+        StartPosition::Timestamp { ms } => ("timestamp", ms),
+    };
     Flow {
         name: spec.name.to_string(),
         source_cluster: spec.source_cluster.to_string(),
         dest_cluster: spec.dest_cluster.to_string(),
         include: spec.include.clone(),
         exclude: spec.exclude.clone().unwrap_or_default(),
+        rename_policy: spec.rename.kind().to_string(),
+        rename_prefix,
+        rename_separator,
+        rename_map,
+        start: start.to_string(),
+        start_timestamp_ms,
+        until_caught_up: spec.until_caught_up,
+        paused: spec.paused,
+        sync_topic_configs: Some(spec.config_sync.enabled),
+        sync_topic_configs_exclude: spec.config_sync.exclude.clone(),
+        sync_topic_configs_exclude_set: true,
+        phase: flow_phase(spec, state_opt).as_str().to_string(),
+        created_ms: spec.created_ms,
     }
+}
+
+fn move_message(key: &PartitionKey, role: Role, from: &MemberId, to: &MemberId) -> PartitionMove {
+    PartitionMove {
+        flow: key.flow.to_string(),
+        topic: key.topic.clone(),
+        partition: key.partition,
+        role: role.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+/// The moves a tight rebalance of the running partitions would make: the
+/// current assignments as the problem, live members that are not drained, the
+/// measured rates, tolerance 0.
+fn rebalance_moves(snapshot: &Snapshot, now_ms: i64) -> Vec<PartitionMove> {
+    let live = |role: Role| -> BTreeSet<MemberId> {
+        snapshot
+            .members_of(role)
+            .filter(|id| !snapshot.is_drained(role, id))
+            .cloned()
+            .collect()
+    };
+    let previous: BTreeMap<PartitionKey, Assignment> = snapshot.assignments.clone();
+    let partitions = previous
+        .iter()
+        .map(|(key, assignment)| WantedPartition {
+            key: key.clone(),
+            dest_topic: assignment.dest_topic.clone(),
+            dest_partitions: assignment.dest_partitions,
+            source_partitions: assignment.source_partitions,
+            bytes_per_sec: snapshot
+                .checkpoints
+                .get(key)
+                .filter(|checkpoint| now_ms - checkpoint.updated_ms <= 60_000)
+                .map_or(0.0, |checkpoint| checkpoint.bytes_per_sec),
+        })
+        .collect();
+    let problem = Problem {
+        partitions,
+        live_fetchers: live(Role::Fetcher),
+        live_writers: live(Role::Writer),
+        epoch: Epoch(snapshot.revision as u64 + 1),
+        tolerance: 0.0,
+    };
+    plan(&problem, &previous)
+        .moves(&previous)
+        .iter()
+        .map(|movement| move_message(&movement.key, movement.role, &movement.from, &movement.to))
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -397,7 +881,8 @@ impl Admin for AdminService {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let flows = AdminService::status(self, request.into_inner()).await?;
-        Ok(Response::new(StatusResponse { flows }))
+        let leader = self.leader().await.map(|id| id.to_string()).unwrap_or_default();
+        Ok(Response::new(StatusResponse { flows, leader }))
     }
 
     async fn list_members(
@@ -406,5 +891,47 @@ impl Admin for AdminService {
     ) -> Result<Response<ListMembersResponse>, Status> {
         let members = AdminService::list_members(self).await?;
         Ok(Response::new(ListMembersResponse { members }))
+    }
+
+    async fn pause_flow(
+        &self,
+        request: Request<PauseFlowRequest>,
+    ) -> Result<Response<PauseFlowResponse>, Status> {
+        let flow = self.set_paused(&request.into_inner().name, true).await?;
+        Ok(Response::new(PauseFlowResponse { flow: Some(flow) }))
+    }
+
+    async fn resume_flow(
+        &self,
+        request: Request<ResumeFlowRequest>,
+    ) -> Result<Response<ResumeFlowResponse>, Status> {
+        let flow = self.set_paused(&request.into_inner().name, false).await?;
+        Ok(Response::new(ResumeFlowResponse { flow: Some(flow) }))
+    }
+
+    async fn list_assignments(
+        &self,
+        request: Request<ListAssignmentsRequest>,
+    ) -> Result<Response<ListAssignmentsResponse>, Status> {
+        let assignments = AdminService::list_assignments(self, request.into_inner()).await?;
+        Ok(Response::new(ListAssignmentsResponse { assignments }))
+    }
+
+    async fn drain_member(
+        &self,
+        request: Request<DrainMemberRequest>,
+    ) -> Result<Response<DrainMemberResponse>, Status> {
+        Ok(Response::new(
+            AdminService::drain_member(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn rebalance(
+        &self,
+        request: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        Ok(Response::new(
+            AdminService::rebalance(self, request.into_inner()).await?,
+        ))
     }
 }

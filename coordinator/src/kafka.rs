@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::ClusterName;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::error::CoordinatorError;
@@ -305,6 +307,120 @@ impl ClusterClient {
             configs_by_topic.insert(topic.clone(), configs);
         }
         Ok(configs_by_topic)
+    }
+
+    /// The configs set on each topic itself (dynamic topic configs), by name.
+    pub async fn dynamic_topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, Result<BTreeMap<String, String>, String>>, CoordinatorError> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let specifiers: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|topic| ResourceSpecifier::Topic(topic))
+            .collect();
+        let admin = self.admin()?;
+        let results = admin
+            .describe_configs(&specifiers, &self.admin_options())
+            .await;
+        dispose_admin(admin);
+        let results = results.map_err(|error| self.failed("describing topic configs", &error))?;
+        Ok(topics
+            .iter()
+            .zip(results)
+            .map(|(topic, result)| {
+                let configs = match result {
+                    Ok(resource) => Ok(resource
+                        .entries
+                        .iter()
+                        .filter(|entry| entry.source == ConfigSource::DynamicTopic)
+                        .filter_map(|entry| {
+                            entry
+                                .value
+                                .as_ref()
+                                .map(|value| (entry.name.clone(), value.clone()))
+                        })
+                        .collect()),
+                    Err(code) => Err(code_cause(code)),
+                };
+                (topic.clone(), configs)
+            })
+            .collect())
+    }
+
+    /// Sets a topic's dynamic configs to exactly `configs` (Kafka's AlterConfigs
+    /// replaces the whole set: pass the ones to keep too).
+    pub async fn replace_topic_configs(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for (key, value) in configs {
+            alter = alter.set(key, value);
+        }
+        let admin = self.admin().map_err(|error| error.to_string())?;
+        let results = admin.alter_configs([&alter], &self.admin_options()).await;
+        dispose_admin(admin);
+        match results
+            .map_err(|error| kafka_cause(&error))?
+            .into_iter()
+            .next()
+        {
+            Some(Ok(_)) | None => Ok(()),
+            Some(Err((_, code))) => Err(code_cause(code)),
+        }
+    }
+
+    /// For each partition, the offset of the first record whose timestamp is at or
+    /// after `timestamp_ms`; the partition's end offset when there is none.
+    pub async fn offsets_for_time(
+        &self,
+        partitions: Vec<(String, i32)>,
+        timestamp_ms: i64,
+    ) -> Result<Vec<i64>, CoordinatorError> {
+        let consumer: BaseConsumer = client_config(&self.spec)
+            .create()
+            .map_err(|error| invalid_properties(&self.spec, &error))?;
+        let timeout = self.timeout;
+        let cluster = self.spec.name.to_string();
+        let bootstrap = self.spec.bootstrap_servers.clone();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in &partitions {
+                list.add_partition_offset(topic, *partition, Offset::Offset(timestamp_ms))
+                    .map_err(|error| kafka_cause(&error))?;
+            }
+            let found = consumer
+                .offsets_for_times(list, timeout)
+                .map_err(|error| kafka_cause(&error))?;
+            let mut offsets = Vec::with_capacity(partitions.len());
+            for (topic, partition) in &partitions {
+                let element = found
+                    .find_partition(topic, *partition)
+                    .ok_or_else(|| format!("no answer for {topic}/{partition}"))?;
+                if let Err(error) = element.error() {
+                    return Err(format!("{topic}/{partition}: {}", kafka_cause(&error)));
+                }
+                offsets.push(match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    // No record at or after the timestamp: start at the end.
+                    _ => -1,
+                });
+            }
+            drop(consumer);
+            Ok(offsets)
+        })
+        .await
+        .map_err(|join_error| join_error.to_string())
+        .and_then(|outcome| outcome);
+        looked_up.map_err(|cause| CoordinatorError::Kafka {
+            cluster: format!("{cluster} ({bootstrap})"),
+            action: "looking up offsets by timestamp".to_string(),
+            cause,
+        })
     }
 
     /// Creates topics with the broker's default replication factor. Returns the

@@ -91,6 +91,10 @@ impl Leadership {
                 self.member.id.as_str(),
                 registration.lease_id,
             );
+            let campaign = tracing::Instrument::instrument(
+                campaign,
+                crate::telemetry::campaign_span(&self.member),
+            );
             let leader_key = tokio::select! {
                 _ = stop.cancelled() => {
                     registration_opt = Some(registration);
@@ -117,6 +121,7 @@ impl Leadership {
                 },
             };
             info!(member = %self.member.id, "elected leader, reconciling");
+            crate::telemetry::leading(&self.keys, &self.member, true);
 
             let reconciler = Reconciler::new(
                 self.client.clone(),
@@ -133,6 +138,7 @@ impl Leadership {
                 _ = lost.cancelled() => Err(CoordinatorError::Deposed),
             };
             session.cancel();
+            crate::telemetry::leading(&self.keys, &self.member, false);
             match outcome {
                 Ok(()) => {
                     // Stopping: hand leadership over at once rather than at lease expiry.

@@ -20,6 +20,7 @@ pub mod planner;
 pub mod reconcile;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod topic_filter;
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub struct Config {
     pub debounce: Duration,
     /// Timeout of Kafka requests (metadata, admin operations).
     pub kafka_timeout: Duration,
+    /// The /metrics, /healthz and /readyz endpoint (none by default).
+    pub metrics: kmirror_common::http::MetricsArgs,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             refresh_interval: args.refresh_interval,
             debounce: Duration::from_millis(300),
             kafka_timeout: Duration::from_secs(10),
+            metrics: member.metrics.clone(),
         })
     }
 }
@@ -133,6 +137,17 @@ impl Coordinator {
             })?;
         let keys = Keys::new(&config.etcd.fleet);
         let kafka = KafkaClients::new(config.kafka_timeout);
+        let metrics_address = kmirror_common::http::start(
+            &config.metrics,
+            Role::Coordinator,
+            keys.member(Role::Coordinator, &config.member_id),
+            config.advertise_opt.as_deref(),
+        )
+        .await
+        .map_err(|error| CoordinatorError::Server {
+            address: error.address.to_string(),
+            cause: error.to_string(),
+        })?;
         let member = MemberInfo {
             id: config.member_id.clone(),
             role: Role::Coordinator,
@@ -142,6 +157,7 @@ impl Coordinator {
                 .unwrap_or_else(|| local_addr.to_string()),
             version: VERSION.to_string(),
             started_ms: now_ms(),
+            metrics_address,
         };
         let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
         let leadership = Leadership::new(client, &config, keys, member, kafka).await?;
@@ -168,6 +184,13 @@ impl Coordinator {
         health_reporter
             .set_serving::<AdminServer<AdminService>>()
             .await;
+        kmirror_common::health::report_grpc(
+            Keys::new(&self.config.etcd.fleet).member(Role::Coordinator, &self.config.member_id),
+            health_reporter.clone(),
+            &["", "kmirror.v1.Admin"],
+            Some(kmirror_common::health::LEADER_HEALTH_SERVICE),
+            cancel.clone(),
+        );
 
         let server_stop = CancellationToken::new();
         let server = Server::builder()

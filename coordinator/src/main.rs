@@ -9,18 +9,20 @@ use tracing::error;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = CoordinatorArgs::parse();
-    kmirror_common::telemetry::init("kmirror-coordinator");
+    let telemetry = kmirror_common::telemetry::init("kmirror-coordinator");
     let shutdown = kmirror_common::shutdown::on_signal();
     let result = async {
         let config = Config::from_args(&args)?;
         Coordinator::build(config).await?.run(shutdown).await
     }
     .await;
-    match result {
+    let exit_code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!(%error, "coordinator failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    exit_code
 }

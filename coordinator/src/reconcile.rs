@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use etcd_client::{Client, DeleteOptions, LeaderKey, TxnOp, WatchOptions};
 use futures::future::join_all;
-use kmirror_common::schema::{encode, Assignment, ClusterSpec, FlowSpec, FlowState};
+use kmirror_common::schema::{
+    encode, Assignment, Checkpoint, ClusterSpec, FlowPhase, FlowSpec, FlowState, OffsetRange,
+    StartPosition,
+};
 use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, MemberId, PartitionKey, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::CoordinatorError;
 use crate::kafka::{KafkaClients, TopicToCreate};
-use crate::planner::{plan, Problem, WantedPartition};
+use crate::planner::{plan, Problem, WantedPartition, DEFAULT_TOLERANCE};
 use crate::store::{fenced_write, read_snapshot, Sections, Snapshot};
 use crate::topic_filter::TopicFilter;
 
@@ -39,6 +42,8 @@ pub struct Reconciler {
     /// come back.
     member_grace: Duration,
     leading_since: tokio::time::Instant,
+    /// The last config sync failure per flow and topic, so each is logged once.
+    config_sync_failures: BTreeMap<(FlowName, String), String>,
 }
 
 /// What one round did, for logs and tests.
@@ -71,6 +76,7 @@ impl Reconciler {
             debounce,
             member_grace,
             leading_since: tokio::time::Instant::now(),
+            config_sync_failures: BTreeMap::new(),
         }
     }
 
@@ -89,7 +95,7 @@ impl Reconciler {
         loop {
             let round = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                round = self.reconcile_once() => round,
+                round = crate::telemetry::reconcile_round(self.reconcile_once()) => round,
             };
             match round {
                 Ok(summary) => {
@@ -144,7 +150,9 @@ impl Reconciler {
             flows: true,
             members: true,
             assignments: true,
+            checkpoints: true,
             flow_states: true,
+            operator_requests: true,
             ..Sections::default()
         };
         let snapshot = read_snapshot(&mut self.client, &self.keys, sections).await?;
@@ -153,7 +161,16 @@ impl Reconciler {
         let epoch = Epoch(snapshot.revision as u64 + 1);
         self.kafka.retain(&snapshot.clusters);
 
-        let discoveries = join_all(snapshot.flows.values().map(|flow| {
+        // Paused and completed flows are not looked at: they want no partition, so
+        // the plan removes their assignments (their checkpoints stay).
+        let running: Vec<&FlowSpec> = snapshot
+            .flows
+            .values()
+            .filter(|flow| {
+                flow_phase(flow, snapshot.flow_states.get(&flow.name)) == FlowPhase::Running
+            })
+            .collect();
+        let discoveries = join_all(running.iter().map(|flow| {
             discover_flow(
                 flow,
                 &snapshot.clusters,
@@ -169,31 +186,195 @@ impl Reconciler {
             ..RoundSummary::default()
         };
         let mut discovered: BTreeMap<FlowName, FlowDiscovery> = BTreeMap::new();
-        for (flow, discovery) in snapshot.flows.keys().zip(discoveries) {
+        for (flow, discovery) in running.iter().zip(discoveries) {
             summary
                 .created_topics
                 .extend(discovery.created_topics.iter().cloned());
-            discovered.insert(flow.clone(), discovery);
+            discovered.insert(flow.name.clone(), discovery);
         }
 
-        let mut live_fetchers: BTreeSet<MemberId> =
-            snapshot.members_of(Role::Fetcher).cloned().collect();
-        let mut live_writers: BTreeSet<MemberId> =
-            snapshot.members_of(Role::Writer).cloned().collect();
-        if self.leading_since.elapsed() < self.member_grace {
-            for assignment in snapshot.assignments.values() {
-                live_fetchers.insert(assignment.fetcher.clone());
-                live_writers.insert(assignment.writer.clone());
+        // Flows seen for the first time: apply their start position and capture
+        // their migration targets before anything of them is assigned.
+        let mut operations = Vec::new();
+        let mut new_states: BTreeMap<FlowName, FlowState> = BTreeMap::new();
+        for flow in &running {
+            let previous_state_opt = snapshot.flow_states.get(&flow.name);
+            let mut state = previous_state_opt.cloned().unwrap_or_default();
+            state.phase = FlowPhase::Running;
+            new_states.insert(flow.name.clone(), state);
+        }
+        let starting: Vec<&FlowSpec> = running
+            .iter()
+            .copied()
+            .filter(|flow| {
+                new_states[&flow.name].started_ms.is_none()
+                    && discovered
+                        .get(&flow.name)
+                        .is_some_and(|discovery| discovery.source_listed)
+            })
+            .collect();
+        let starts = join_all(starting.iter().map(|flow| {
+            start_flow(
+                flow,
+                &discovered[&flow.name],
+                &snapshot.clusters,
+                &self.kafka,
+                &snapshot.checkpoints,
+                epoch,
+            )
+        }))
+        .await;
+        let mut initial_checkpoints: BTreeMap<PartitionKey, Checkpoint> = BTreeMap::new();
+        for (flow, start) in starting.iter().zip(starts) {
+            let discovery = discovered.get_mut(&flow.name).expect("discovered");
+            let state = new_states.get_mut(&flow.name).expect("state");
+            match start {
+                Ok(start) => {
+                    info!(
+                        flow = %flow.name,
+                        start = ?flow.start,
+                        until_caught_up = flow.until_caught_up,
+                        positioned = start.checkpoints.len(),
+                        "flow started"
+                    );
+                    for (key, checkpoint) in start.checkpoints {
+                        operations.push(TxnOp::put(
+                            self.keys.checkpoint(&key),
+                            encode(&checkpoint),
+                            None,
+                        ));
+                        initial_checkpoints.insert(key, checkpoint);
+                    }
+                    state.started_ms = Some(now_ms());
+                    state.targets = start.targets;
+                    state.source_configs = discovery.source_configs.clone();
+                }
+                Err(cause) => {
+                    // Nothing of the flow may run before its start positions are
+                    // written: the fetchers would read from the earliest offset.
+                    discovery.errors.push(cause);
+                    discovery.partitions.clear();
+                }
             }
         }
+
+        // Migrations: only the captured partitions, and done once all reached
+        // their end offsets.
+        for flow in running.iter().filter(|flow| flow.until_caught_up) {
+            let state = new_states.get_mut(&flow.name).expect("state");
+            let Some(discovery) = discovered.get_mut(&flow.name) else {
+                continue;
+            };
+            if state.started_ms.is_none() {
+                discovery.partitions.clear();
+                continue;
+            }
+            discovery.partitions.retain(|partition| {
+                state
+                    .targets
+                    .get(&partition.key.topic)
+                    .is_some_and(|targets| targets.contains_key(&partition.key.partition))
+            });
+            let checkpoint_of = |key: &PartitionKey| {
+                initial_checkpoints
+                    .get(key)
+                    .or_else(|| snapshot.checkpoints.get(key))
+            };
+            if migration_remaining(&flow.name, &state.targets, checkpoint_of) == 0 {
+                info!(flow = %flow.name, "migration complete: every partition reached its target");
+                state.phase = FlowPhase::Completed;
+                state.completed_ms = Some(now_ms());
+                discovery.partitions.clear();
+            }
+        }
+
+        // Topic configs follow the source: a source value that changed since it
+        // was last copied is carried over.
+        let syncing: Vec<&FlowSpec> = running
+            .iter()
+            .copied()
+            .filter(|flow| {
+                flow.config_sync.enabled
+                    && new_states[&flow.name].started_ms.is_some()
+                    && discovered
+                        .get(&flow.name)
+                        .is_some_and(|discovery| !discovery.source_configs.is_empty())
+            })
+            .collect();
+        let syncs = join_all(syncing.iter().map(|flow| {
+            sync_topic_configs(
+                flow,
+                &discovered[&flow.name],
+                &new_states[&flow.name],
+                &snapshot.clusters,
+                &self.kafka,
+            )
+        }))
+        .await;
+        for (flow, synced) in syncing.iter().zip(syncs) {
+            let state = new_states.get_mut(&flow.name).expect("state");
+            for (topic, outcome) in synced {
+                let failure_key = (flow.name.clone(), topic.clone());
+                match outcome {
+                    Ok(configs) => {
+                        self.config_sync_failures.remove(&failure_key);
+                        state.source_configs.insert(topic, configs);
+                    }
+                    Err(cause) => {
+                        if self.config_sync_failures.get(&failure_key) != Some(&cause) {
+                            warn!(flow = %flow.name, %topic, error = %cause, "cannot carry topic config changes to the destination");
+                            self.config_sync_failures.insert(failure_key, cause);
+                        }
+                    }
+                }
+            }
+            // Topics no longer mirrored are forgotten.
+            let topics: BTreeSet<&String> = discovered[&flow.name].source_configs.keys().collect();
+            state
+                .source_configs
+                .retain(|topic, _| topics.contains(topic) || !discovered[&flow.name].source_listed);
+        }
+
+        // Drained members keep nothing and get nothing new.
+        let registered = |role: Role| -> BTreeSet<MemberId> {
+            snapshot
+                .members_of(role)
+                .filter(|id| !snapshot.is_drained(role, id))
+                .cloned()
+                .collect()
+        };
+        let mut live_fetchers = registered(Role::Fetcher);
+        let mut live_writers = registered(Role::Writer);
+        let in_grace = self.leading_since.elapsed() < self.member_grace;
+        if in_grace {
+            for assignment in snapshot.assignments.values() {
+                if !snapshot.is_drained(Role::Fetcher, &assignment.fetcher) {
+                    live_fetchers.insert(assignment.fetcher.clone());
+                }
+                if !snapshot.is_drained(Role::Writer, &assignment.writer) {
+                    live_writers.insert(assignment.writer.clone());
+                }
+            }
+        }
+        let tolerance = if snapshot.rebalance_opt.is_some() {
+            0.0
+        } else {
+            DEFAULT_TOLERANCE
+        };
+        let now = now_ms();
+        let mut partitions: Vec<WantedPartition> = discovered
+            .values()
+            .flat_map(|discovery| discovery.partitions.iter().cloned())
+            .collect();
+        for partition in &mut partitions {
+            partition.bytes_per_sec = current_rate(snapshot.checkpoints.get(&partition.key), now);
+        }
         let problem = Problem {
-            partitions: discovered
-                .values()
-                .flat_map(|discovery| discovery.partitions.iter().cloned())
-                .collect(),
+            partitions,
             live_fetchers,
             live_writers,
             epoch,
+            tolerance,
         };
         summary.partitions = problem.partitions.len();
         let previous: BTreeMap<PartitionKey, Assignment> = snapshot
@@ -205,6 +386,14 @@ impl Reconciler {
         let outcome = plan(&problem, &previous);
         summary.changed = outcome.changed.len();
         summary.removed = outcome.removed.len();
+        if snapshot.rebalance_opt.is_some() {
+            let moves = outcome.moves(&previous);
+            info!(
+                moves = moves.len(),
+                "rebalanced running partitions on request"
+            );
+            operations.push(TxnOp::delete(self.keys.rebalance_request(), None));
+        }
 
         let mut unassigned_by_flow: BTreeMap<&FlowName, usize> = BTreeMap::new();
         for key in &outcome.unassigned {
@@ -216,7 +405,6 @@ impl Reconciler {
             }
         }
 
-        let mut operations = Vec::new();
         for key in &outcome.changed {
             operations.push(TxnOp::put(
                 self.keys.assignment(key),
@@ -231,15 +419,42 @@ impl Reconciler {
             operations.extend(self.flow_deletion(&flow));
             summary.deleted_flows.push(flow);
         }
-        for (flow, discovery) in &discovered {
-            let state = FlowState {
-                error: discovery.errors.join("; "),
-                topics: discovery.topics.clone(),
-                updated_ms: now_ms(),
+        // A drain mark outlives its member only while the member may come back
+        // under the same id within the grace.
+        if !in_grace {
+            for (role, id) in &snapshot.drained {
+                if !snapshot.members.contains_key(&(*role, id.clone())) {
+                    info!(member = %id, %role, "drained member left the fleet");
+                    operations.push(TxnOp::delete(self.keys.drained_member(*role, id), None));
+                }
+            }
+        }
+
+        for flow in snapshot.flows.values() {
+            let previous_state_opt = snapshot.flow_states.get(&flow.name);
+            let mut state = match new_states.remove(&flow.name) {
+                Some(state) => state,
+                None => {
+                    // Paused or completed.
+                    let mut state = previous_state_opt.cloned().unwrap_or_default();
+                    state.phase = flow_phase(flow, previous_state_opt);
+                    state.error = String::new();
+                    state
+                }
             };
-            let previous_state_opt = snapshot.flow_states.get(flow);
+            if let Some(discovery) = discovered.get(&flow.name) {
+                state.error = discovery.errors.join("; ");
+                state.topics = discovery.topics.clone();
+            }
+            state.updated_ms = now_ms();
             let unchanged = previous_state_opt.is_some_and(|previous| {
-                previous.error == state.error && previous.topics == state.topics
+                FlowState {
+                    updated_ms: 0,
+                    ..previous.clone()
+                } == FlowState {
+                    updated_ms: 0,
+                    ..state.clone()
+                }
             });
             if unchanged {
                 continue;
@@ -247,12 +462,22 @@ impl Reconciler {
             let previous_error = previous_state_opt
                 .map(|previous| previous.error.as_str())
                 .unwrap_or("");
-            if state.error.is_empty() && !previous_error.is_empty() {
-                info!(%flow, "flow recovered");
-            } else if !state.error.is_empty() && state.error != previous_error {
-                warn!(%flow, error = %state.error, "flow cannot run");
+            let previous_phase = previous_state_opt
+                .map(|previous| previous.phase)
+                .unwrap_or_default();
+            if state.phase != previous_phase {
+                info!(flow = %flow.name, phase = state.phase.as_str(), "flow phase changed");
             }
-            operations.push(TxnOp::put(self.keys.flow_state(flow), encode(&state), None));
+            if state.error.is_empty() && !previous_error.is_empty() {
+                info!(flow = %flow.name, "flow recovered");
+            } else if !state.error.is_empty() && state.error != previous_error {
+                warn!(flow = %flow.name, error = %state.error, "flow cannot run");
+            }
+            operations.push(TxnOp::put(
+                self.keys.flow_state(&flow.name),
+                encode(&state),
+                None,
+            ));
         }
         fenced_write(&mut self.client, &self.leader, operations).await?;
         Ok(summary)
@@ -304,6 +529,15 @@ struct FlowDiscovery {
     /// Why (part of) the flow cannot run.
     errors: Vec<String>,
     created_topics: Vec<String>,
+    /// Whether both clusters answered and the flow's topics are known this round.
+    source_listed: bool,
+    /// Matching source topics with complete metadata, and their partition counts.
+    matched: BTreeMap<String, i32>,
+    /// Configs of matching source topics that the flow copies (its config sync
+    /// exclusions left out), where they could be read.
+    source_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Source topics whose destination topic existed before this round.
+    dest_existed: BTreeSet<String>,
 }
 
 /// Looks at a flow's clusters: which source topics match, whether their destination
@@ -330,7 +564,7 @@ async fn discover_flow(
             .map(|state| state.topics.clone())
             .unwrap_or_default(),
         errors: vec![error],
-        created_topics: Vec::new(),
+        ..FlowDiscovery::default()
     };
 
     let Some(source_spec) = clusters.get(&flow.source_cluster) else {
@@ -363,7 +597,14 @@ async fn discover_flow(
         Err(error) => return carry_all(format!("destination: {error}")),
     };
 
-    let mut discovery = FlowDiscovery::default();
+    let excluded_configs = match config_exclusions(flow) {
+        Ok(excluded) => excluded,
+        Err(error) => return carry_all(error),
+    };
+    let mut discovery = FlowDiscovery {
+        source_listed: true,
+        ..FlowDiscovery::default()
+    };
     let carry_topic = |discovery: &mut FlowDiscovery, topic: &str| {
         discovery.partitions.extend(
             previous
@@ -392,6 +633,7 @@ async fn discover_flow(
         .filter(|(topic, _)| filter.matches(topic))
     {
         discovery.topics.push(topic.clone());
+        discovery.matched.insert(topic.clone(), source_count);
         let dest_topic = flow.dest_topic(topic);
         let previous_source_count = previous
             .iter()
@@ -425,10 +667,51 @@ async fn discover_flow(
         }
     }
     discovery.topics.sort();
+    discovery.dest_existed = discovery
+        .matched
+        .keys()
+        .filter(|topic| {
+            dest_listing
+                .partitions
+                .contains_key(&flow.dest_topic(topic))
+        })
+        .cloned()
+        .collect();
+
+    // The source configs of every matching topic when they follow the source;
+    // otherwise only those of topics to create.
+    let config_topics: Vec<String> = if flow.config_sync.enabled {
+        discovery.matched.keys().cloned().collect()
+    } else {
+        to_create.iter().map(|(topic, _)| topic.clone()).collect()
+    };
+    let configs = source.topic_configs(&config_topics).await.map(|by_topic| {
+        by_topic
+            .into_iter()
+            .map(|(topic, result)| {
+                let copied = result.map(|configs| {
+                    configs
+                        .into_iter()
+                        .filter(|(name, _)| {
+                            !excluded_configs.iter().any(|regex| regex.is_match(name))
+                        })
+                        .collect::<Vec<_>>()
+                });
+                (topic, copied)
+            })
+            .collect::<BTreeMap<_, _>>()
+    });
+    if let Ok(by_topic) = &configs {
+        for (topic, result) in by_topic {
+            if let Ok(topic_configs) = result {
+                discovery
+                    .source_configs
+                    .insert(topic.clone(), topic_configs.iter().cloned().collect());
+            }
+        }
+    }
 
     if !to_create.is_empty() {
-        let names: Vec<String> = to_create.iter().map(|(topic, _)| topic.clone()).collect();
-        let configs = source.topic_configs(&names).await;
         // (source topic, destination topic to create)
         let mut creatable: Vec<(String, TopicToCreate)> = Vec::new();
         for (topic, partitions) in &to_create {
@@ -461,7 +744,13 @@ async fn discover_flow(
         }
         let new_topics: Vec<TopicToCreate> =
             creatable.iter().map(|(_, topic)| topic.clone()).collect();
-        let created = dest.create_topics(&new_topics).await;
+        let created = crate::telemetry::kafka_admin(
+            "create topics",
+            &flow.dest_cluster,
+            new_topics.len(),
+            dest.create_topics(&new_topics),
+        )
+        .await;
         for (source_topic, topic) in creatable {
             let outcome = match &created {
                 Ok(results) => results
@@ -496,7 +785,9 @@ async fn discover_flow(
 
     for (topic, source_count, dest_count) in to_grow {
         let dest_topic = flow.dest_topic(&topic);
-        match dest.create_partitions(&dest_topic, source_count).await {
+        let grow = dest.create_partitions(&dest_topic, source_count);
+        match crate::telemetry::kafka_admin("create partitions", &flow.dest_cluster, 1, grow).await
+        {
             Ok(()) => {
                 info!(
                     flow = %flow.name,
@@ -526,6 +817,7 @@ async fn discover_flow(
                 dest_topic: dest_topic.clone(),
                 dest_partitions: dest_count,
                 source_partitions: source_count,
+                bytes_per_sec: 0.0,
             }));
     }
     discovery
@@ -537,7 +829,255 @@ fn carried(key: &PartitionKey, assignment: &Assignment) -> WantedPartition {
         dest_topic: assignment.dest_topic.clone(),
         dest_partitions: assignment.dest_partitions,
         source_partitions: assignment.source_partitions,
+        bytes_per_sec: 0.0,
     }
+}
+
+/// The flow's config sync exclusions, compiled (whole-name matches).
+fn config_exclusions(flow: &FlowSpec) -> Result<Vec<regex::Regex>, String> {
+    flow.config_sync
+        .exclude
+        .iter()
+        .map(|pattern| {
+            regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|error| format!("invalid config sync exclusion {pattern:?}: {error}"))
+        })
+        .collect()
+}
+
+/// What a flow does now: a migration that reached its targets stays completed,
+/// a paused flow waits, anything else runs.
+pub fn flow_phase(flow: &FlowSpec, state_opt: Option<&FlowState>) -> FlowPhase {
+    let completed =
+        flow.until_caught_up && state_opt.is_some_and(|state| state.completed_ms.is_some());
+    if completed {
+        FlowPhase::Completed
+    } else if flow.paused {
+        FlowPhase::Paused
+    } else {
+        FlowPhase::Running
+    }
+}
+
+/// Records a migration still has to copy: per captured partition, from its
+/// checkpoint (or the captured start) up to the captured end.
+pub fn migration_remaining<'a>(
+    flow: &FlowName,
+    targets: &BTreeMap<String, BTreeMap<i32, OffsetRange>>,
+    checkpoint_of: impl Fn(&PartitionKey) -> Option<&'a Checkpoint>,
+) -> i64 {
+    let mut remaining = 0;
+    for (topic, partitions) in targets {
+        for (&partition, range) in partitions {
+            let key = PartitionKey::new(flow.clone(), topic.clone(), partition);
+            let position = checkpoint_of(&key)
+                .map(|checkpoint| checkpoint.next_offset)
+                .unwrap_or(range.start)
+                .max(range.start);
+            remaining += (range.end - position).max(0);
+        }
+    }
+    remaining
+}
+
+/// A partition's bytes/s as its fetcher last measured it; 0 when its checkpoint
+/// has not moved for a minute (the partition is idle or stopped).
+fn current_rate(checkpoint_opt: Option<&Checkpoint>, now_ms: i64) -> f64 {
+    match checkpoint_opt {
+        Some(checkpoint) if now_ms - checkpoint.updated_ms <= 60_000 => checkpoint.bytes_per_sec,
+        _ => 0.0,
+    }
+}
+
+/// What starting a flow writes: initial checkpoints (start position) and the
+/// migration targets.
+#[derive(Debug, Default)]
+struct FlowStart {
+    checkpoints: Vec<(PartitionKey, Checkpoint)>,
+    targets: BTreeMap<String, BTreeMap<i32, OffsetRange>>,
+}
+
+/// Applies a new flow's start position to its partitions without a checkpoint
+/// and captures the end offsets a migration copies up to.
+async fn start_flow(
+    flow: &FlowSpec,
+    discovery: &FlowDiscovery,
+    clusters: &BTreeMap<ClusterName, ClusterSpec>,
+    kafka: &KafkaClients,
+    checkpoints: &BTreeMap<PartitionKey, Checkpoint>,
+    epoch: Epoch,
+) -> Result<FlowStart, String> {
+    if flow.start == StartPosition::Earliest && !flow.until_caught_up {
+        return Ok(FlowStart::default());
+    }
+    let partitions: Vec<(String, i32)> = discovery
+        .matched
+        .iter()
+        .flat_map(|(topic, &count)| (0..count).map(move |partition| (topic.clone(), partition)))
+        .collect();
+    let source = clusters
+        .get(&flow.source_cluster)
+        .ok_or_else(|| format!("source cluster {} is not defined", flow.source_cluster))
+        .and_then(|spec| kafka.client(spec).map_err(|error| error.to_string()))?;
+    let watermarks = source.watermarks(partitions.clone()).await;
+    let mut bounds = Vec::with_capacity(partitions.len());
+    for ((topic, partition), watermarks_opt) in partitions.iter().zip(watermarks) {
+        let (low, high) = watermarks_opt.ok_or_else(|| {
+            format!(
+                "cannot start: the offsets of source partition {topic}/{partition} cannot be read from cluster {}",
+                flow.source_cluster
+            )
+        })?;
+        bounds.push((low, high));
+    }
+    let start_offsets: Vec<i64> = match flow.start {
+        StartPosition::Earliest => bounds.iter().map(|(low, _)| *low).collect(),
+        StartPosition::Latest => bounds.iter().map(|(_, high)| *high).collect(),
+        StartPosition::Timestamp { ms } => source
+            .offsets_for_time(partitions.clone(), ms)
+            .await
+            .map_err(|error| format!("cannot start: {error}"))?
+            .into_iter()
+            .zip(&bounds)
+            .map(|(offset, (low, high))| {
+                if offset < 0 {
+                    *high
+                } else {
+                    offset.clamp(*low, *high)
+                }
+            })
+            .collect(),
+    };
+    let mut start = FlowStart::default();
+    for (((topic, partition), (low, high)), start_offset) in
+        partitions.into_iter().zip(bounds).zip(start_offsets)
+    {
+        let key = PartitionKey::new(flow.name.clone(), topic.clone(), partition);
+        let existing_opt = checkpoints.get(&key);
+        if existing_opt.is_none() && flow.start != StartPosition::Earliest {
+            start.checkpoints.push((
+                key.clone(),
+                Checkpoint {
+                    next_offset: start_offset,
+                    dest_partition: -1,
+                    dest_offset: -1,
+                    epoch,
+                    updated_ms: now_ms(),
+                    records_per_sec: 0.0,
+                    bytes_per_sec: 0.0,
+                },
+            ));
+        }
+        if flow.until_caught_up {
+            let from = existing_opt
+                .map(|checkpoint| checkpoint.next_offset)
+                .unwrap_or(start_offset)
+                .max(low);
+            start.targets.entry(topic).or_default().insert(
+                partition,
+                OffsetRange {
+                    start: from.min(high),
+                    end: high,
+                },
+            );
+        }
+    }
+    Ok(start)
+}
+
+/// Carries changed source topic configs to the destination. Returns, per source
+/// topic, the configs now copied (to remember), or why they could not be.
+async fn sync_topic_configs(
+    flow: &FlowSpec,
+    discovery: &FlowDiscovery,
+    state: &FlowState,
+    clusters: &BTreeMap<ClusterName, ClusterSpec>,
+    kafka: &KafkaClients,
+) -> Vec<(String, Result<BTreeMap<String, String>, String>)> {
+    let mut outcomes = Vec::new();
+    let mut changed: Vec<(
+        &String,
+        &BTreeMap<String, String>,
+        &BTreeMap<String, String>,
+    )> = Vec::new();
+    for (topic, current) in &discovery.source_configs {
+        match state.source_configs.get(topic) {
+            // Seen for the first time (created now with these configs, or a
+            // destination topic that existed already): remember, change nothing.
+            None => outcomes.push((topic.clone(), Ok(current.clone()))),
+            Some(last) if last == current => {}
+            Some(last) if discovery.dest_existed.contains(topic) => {
+                changed.push((topic, last, current))
+            }
+            Some(_) => {}
+        }
+    }
+    if changed.is_empty() {
+        return outcomes;
+    }
+    let dest = match clusters
+        .get(&flow.dest_cluster)
+        .ok_or_else(|| format!("destination cluster {} is not defined", flow.dest_cluster))
+        .and_then(|spec| kafka.client(spec).map_err(|error| error.to_string()))
+    {
+        Ok(dest) => dest,
+        Err(cause) => {
+            outcomes.extend(
+                changed
+                    .into_iter()
+                    .map(|(topic, _, _)| (topic.clone(), Err(cause.clone()))),
+            );
+            return outcomes;
+        }
+    };
+    let dest_topics: Vec<String> = changed
+        .iter()
+        .map(|(topic, _, _)| flow.dest_topic(topic))
+        .collect();
+    let dest_configs = match dest.dynamic_topic_configs(&dest_topics).await {
+        Ok(configs) => configs,
+        Err(error) => {
+            outcomes.extend(
+                changed
+                    .into_iter()
+                    .map(|(topic, _, _)| (topic.clone(), Err(error.to_string()))),
+            );
+            return outcomes;
+        }
+    };
+    for ((topic, last, current), dest_topic) in changed.into_iter().zip(dest_topics) {
+        let mut wanted = match dest_configs.get(&dest_topic) {
+            Some(Ok(configs)) => configs.clone(),
+            Some(Err(cause)) => {
+                outcomes.push((topic.clone(), Err(cause.clone())));
+                continue;
+            }
+            None => BTreeMap::new(),
+        };
+        for (name, value) in current {
+            if last.get(name) != Some(value) {
+                wanted.insert(name.clone(), value.clone());
+            }
+        }
+        for name in last.keys().filter(|name| !current.contains_key(*name)) {
+            wanted.remove(name);
+        }
+        let outcome = dest
+            .replace_topic_configs(&dest_topic, &wanted)
+            .await
+            .map(|()| current.clone())
+            .map_err(|cause| {
+                format!(
+                    "cannot alter the configs of destination topic {dest_topic} in cluster {}: {cause}",
+                    flow.dest_cluster
+                )
+            });
+        if outcome.is_ok() {
+            info!(flow = %flow.name, topic = %dest_topic, "carried source topic config changes to the destination");
+        }
+        outcomes.push((topic.clone(), outcome));
+    }
+    outcomes
 }
 
 /// Signals the reconciler when flows, clusters or members change.
@@ -569,6 +1109,8 @@ impl ChangeWatcher {
         let mut stream = self.client.watch(self.keys.flows(), prefix()).await?;
         stream.watch(self.keys.clusters(), prefix()).await?;
         stream.watch(self.keys.members(), prefix()).await?;
+        stream.watch(self.keys.drained(), prefix()).await?;
+        stream.watch(self.keys.rebalance_request(), None).await?;
         // Whatever changed while no watch was open is caught by one more round.
         let _ = self.changed_tx.try_send(());
         loop {
@@ -608,6 +1150,11 @@ mod tests {
             include: ".*".to_string(),
             exclude: None,
             created_ms: 0,
+            rename: Default::default(),
+            start: Default::default(),
+            config_sync: Default::default(),
+            paused: false,
+            until_caught_up: false,
         }
     }
 
@@ -641,6 +1188,7 @@ mod tests {
                 error: String::new(),
                 topics: vec![],
                 updated_ms: 0,
+                ..FlowState::default()
             },
         );
         let deleted: Vec<FlowName> = deleted_flows(&snapshot).into_iter().collect();
@@ -656,6 +1204,7 @@ mod tests {
             error: String::new(),
             topics: vec!["orders".to_string()],
             updated_ms: 0,
+            ..FlowState::default()
         };
         let discovery = discover_flow(
             &flow,
@@ -679,6 +1228,7 @@ mod tests {
             live_fetchers: BTreeSet::from([MemberId::new("f1").unwrap()]),
             live_writers: BTreeSet::new(),
             epoch: Epoch(1),
+            tolerance: DEFAULT_TOLERANCE,
         };
         assert_eq!(
             unassignable_reason(&problem, 3),

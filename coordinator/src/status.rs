@@ -3,13 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kmirror_common::schema::{Assignment, Checkpoint, FlowSpec, FlowState, PartitionError};
+use kmirror_common::schema::{
+    Assignment, Checkpoint, FlowPhase, FlowSpec, FlowState, PartitionError,
+};
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::v1::{FlowStatus, PartitionStatus};
 
 pub const STATE_RUNNING: &str = "running";
 pub const STATE_DEGRADED: &str = "degraded";
 pub const STATE_FAILING: &str = "failing";
+pub const STATE_PAUSED: &str = "paused";
+pub const STATE_COMPLETED: &str = "completed";
 
 /// Records still to mirror in a partition; -1 when the source's offsets are unknown.
 ///
@@ -29,10 +33,19 @@ pub fn partition_lag(
     (high - next_offset).max(0)
 }
 
-/// The flow's state word, from the leader's verdict and the partitions' errors.
-pub fn flow_state(flow_error: &str, partitions: &[PartitionStatus]) -> &'static str {
+/// The flow's state word, from the leader's verdict, the flow's phase and the
+/// partitions' errors.
+pub fn flow_state(
+    flow_error: &str,
+    phase: FlowPhase,
+    partitions: &[PartitionStatus],
+) -> &'static str {
     if !flow_error.is_empty() {
         STATE_FAILING
+    } else if phase == FlowPhase::Completed {
+        STATE_COMPLETED
+    } else if phase == FlowPhase::Paused {
+        STATE_PAUSED
     } else if partitions
         .iter()
         .any(|partition| !partition.error.is_empty())
@@ -105,30 +118,95 @@ pub fn partition_status(
         dest_offset: checkpoint_opt
             .map(|checkpoint| checkpoint.dest_offset)
             .unwrap_or(-1),
+        target_offset: -1,
+        records_per_sec: assignment_opt
+            .and(checkpoint_opt)
+            .map(|checkpoint| checkpoint.records_per_sec)
+            .unwrap_or(0.0),
+        bytes_per_sec: assignment_opt
+            .and(checkpoint_opt)
+            .map(|checkpoint| checkpoint.bytes_per_sec)
+            .unwrap_or(0.0),
+        checkpoint_ms: checkpoint_opt
+            .map(|checkpoint| checkpoint.updated_ms)
+            .unwrap_or(0),
     }
 }
 
-/// A flow's status from its partition rows.
+/// A flow's status from its partition rows (and, for a migration, its targets
+/// and checkpoints).
 pub fn flow_status(
     flow: &FlowSpec,
     flow_state_opt: Option<&FlowState>,
-    partitions: Vec<PartitionStatus>,
+    checkpoints: &BTreeMap<PartitionKey, Checkpoint>,
+    mut partitions: Vec<PartitionStatus>,
 ) -> FlowStatus {
-    let error = flow_state_opt
-        .map(|state| state.error.clone())
-        .unwrap_or_default();
+    let phase = crate::reconcile::flow_phase(flow, flow_state_opt);
+    let error = match phase {
+        FlowPhase::Running => flow_state_opt
+            .map(|state| state.error.clone())
+            .unwrap_or_default(),
+        // The last verdict is stale once nothing runs.
+        _ => String::new(),
+    };
     let total_lag = partitions
         .iter()
         .map(|partition| partition.lag.max(0))
+        .sum();
+    let (target_records, remaining_records) = match flow_state_opt {
+        Some(state) if flow.until_caught_up && state.started_ms.is_some() => {
+            for partition in &mut partitions {
+                if let Some(range) = state
+                    .targets
+                    .get(&partition.topic)
+                    .and_then(|targets| targets.get(&partition.partition))
+                {
+                    partition.target_offset = range.end;
+                }
+            }
+            let target: i64 = state
+                .targets
+                .values()
+                .flat_map(|targets| targets.values())
+                .map(|range| (range.end - range.start).max(0))
+                .sum();
+            let remaining =
+                crate::reconcile::migration_remaining(&flow.name, &state.targets, |key| {
+                    checkpoints.get(key)
+                });
+            (target, remaining)
+        }
+        _ => (-1, -1),
+    };
+    let records_per_sec = partitions
+        .iter()
+        .map(|partition| partition.records_per_sec)
+        .sum();
+    let bytes_per_sec = partitions
+        .iter()
+        .map(|partition| partition.bytes_per_sec)
         .sum();
     FlowStatus {
         name: flow.name.to_string(),
         source_cluster: flow.source_cluster.to_string(),
         dest_cluster: flow.dest_cluster.to_string(),
-        state: flow_state(&error, &partitions).to_string(),
+        state: flow_state(&error, phase, &partitions).to_string(),
         error,
         partitions,
         total_lag,
+        phase: phase.as_str().to_string(),
+        until_caught_up: flow.until_caught_up,
+        target_records,
+        remaining_records: if phase == FlowPhase::Completed {
+            0
+        } else {
+            remaining_records
+        },
+        records_per_sec,
+        bytes_per_sec,
+        completed_ms: flow_state_opt
+            .and_then(|state| state.completed_ms)
+            .unwrap_or(0),
     }
 }
 
@@ -144,6 +222,8 @@ mod tests {
             dest_offset: next_offset - 1,
             epoch: Epoch(1),
             updated_ms: 0,
+            records_per_sec: 0.0,
+            bytes_per_sec: 0.0,
         }
     }
 
@@ -155,6 +235,11 @@ mod tests {
             include: ".*".to_string(),
             exclude: None,
             created_ms: 0,
+            rename: Default::default(),
+            start: Default::default(),
+            config_sync: Default::default(),
+            paused: false,
+            until_caught_up: false,
         }
     }
 
@@ -194,12 +279,23 @@ mod tests {
             error: "record too large".to_string(),
             ..PartitionStatus::default()
         };
+        let running = FlowPhase::Running;
         assert_eq!(
-            flow_state("", std::slice::from_ref(&healthy)),
+            flow_state("", running, std::slice::from_ref(&healthy)),
             STATE_RUNNING
         );
-        assert_eq!(flow_state("", &[healthy.clone(), stuck]), STATE_DEGRADED);
-        assert_eq!(flow_state("source unreachable", &[healthy]), STATE_FAILING);
+        assert_eq!(
+            flow_state("", running, &[healthy.clone(), stuck]),
+            STATE_DEGRADED
+        );
+        assert_eq!(
+            flow_state("", FlowPhase::Paused, std::slice::from_ref(&healthy)),
+            STATE_PAUSED
+        );
+        assert_eq!(
+            flow_state("source unreachable", running, &[healthy]),
+            STATE_FAILING
+        );
     }
 
     #[test]
@@ -216,7 +312,7 @@ mod tests {
         let unknown = partition_status(&flow(), &key, None, None, None, None);
         assert_eq!(unknown.log_end_offset, -1);
         assert_eq!(unknown.lag, -1);
-        let status = flow_status(&flow(), None, vec![known, unknown]);
+        let status = flow_status(&flow(), None, &BTreeMap::new(), vec![known, unknown]);
         assert_eq!(status.total_lag, 6);
         assert_eq!(status.state, STATE_RUNNING);
     }
@@ -257,6 +353,7 @@ mod tests {
             error: String::new(),
             topics: vec!["orders".to_string()],
             updated_ms: 0,
+            ..FlowState::default()
         };
         let rows = status_partitions(
             &flow_name,

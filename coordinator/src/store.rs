@@ -1,11 +1,12 @@
 //! The coordinator's view of etcd: consistent snapshots of the control state, and
 //! the leader's fenced writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse};
 use kmirror_common::schema::{
     decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, MemberInfo, PartitionError,
+    RebalanceRequest,
 };
 use kmirror_common::{ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use serde::Deserialize;
@@ -26,6 +27,8 @@ pub struct Sections {
     pub checkpoints: bool,
     pub errors: bool,
     pub flow_states: bool,
+    /// Drained members and a pending rebalance request.
+    pub operator_requests: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +40,8 @@ enum Section {
     Checkpoints,
     Errors,
     FlowStates,
+    Drained,
+    Rebalance,
 }
 
 /// Control state read in one etcd transaction, so every part is from the same revision.
@@ -50,6 +55,9 @@ pub struct Snapshot {
     pub checkpoints: BTreeMap<PartitionKey, Checkpoint>,
     pub errors: BTreeMap<PartitionKey, PartitionError>,
     pub flow_states: BTreeMap<FlowName, FlowState>,
+    /// Members an operator drained.
+    pub drained: BTreeSet<(Role, MemberId)>,
+    pub rebalance_opt: Option<RebalanceRequest>,
 }
 
 impl Snapshot {
@@ -59,6 +67,10 @@ impl Snapshot {
             .keys()
             .filter(move |(member_role, _)| *member_role == role)
             .map(|(_, id)| id)
+    }
+
+    pub fn is_drained(&self, role: Role, id: &MemberId) -> bool {
+        self.drained.contains(&(role, id.clone()))
     }
 }
 
@@ -88,6 +100,12 @@ pub async fn read_snapshot(
             sections.flow_states,
             Section::FlowStates,
             keys.flow_states(),
+        ),
+        (sections.operator_requests, Section::Drained, keys.drained()),
+        (
+            sections.operator_requests,
+            Section::Rebalance,
+            keys.rebalance_request(),
         ),
     ]
     .into_iter()
@@ -133,10 +151,34 @@ pub async fn read_snapshot(
                 Section::FlowStates => {
                     insert_named(&mut snapshot.flow_states, key, value, FlowName::new)
                 }
+                Section::Drained => {
+                    if let Some(drained) = parse_drained(prefix, key) {
+                        snapshot.drained.insert(drained);
+                    }
+                }
+                Section::Rebalance => {
+                    // The prefix read also returns longer keys; only the exact one counts.
+                    if key == prefix.as_bytes() {
+                        snapshot.rebalance_opt = decode_or_warn(key, value);
+                    }
+                }
             }
         }
     }
     Ok(snapshot)
+}
+
+/// `(role, id)` out of a `drained/<role>/<id>` key.
+fn parse_drained(prefix: &str, key: &[u8]) -> Option<(Role, MemberId)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+    let (role, id) = rest.split_once('/')?;
+    let role = match role {
+        "coordinator" => Role::Coordinator,
+        "fetcher" => Role::Fetcher,
+        "writer" => Role::Writer,
+        _ => return None,
+    };
+    Some((role, MemberId::new(id).ok()?))
 }
 
 fn decode_or_warn<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Option<T> {

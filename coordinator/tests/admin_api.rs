@@ -123,6 +123,7 @@ impl Running {
             refresh_interval: Duration::from_millis(500),
             debounce: Duration::from_millis(50),
             kafka_timeout: Duration::from_secs(3),
+            metrics: Default::default(),
         };
         let coordinator = Coordinator::build(config)
             .await
@@ -241,6 +242,7 @@ async fn register_workers(
             address: "127.0.0.1:1".to_string(),
             version: "test".to_string(),
             started_ms: 0,
+            metrics_address: None,
         };
         client
             .put(

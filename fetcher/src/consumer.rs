@@ -27,6 +27,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::telemetry::SourceEnds;
+
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
 /// Most records in one batch.
@@ -47,6 +49,8 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "16384"),
     ("fetch.max.bytes", "16777216"),
     ("fetch.wait.max.ms", "100"),
+    // Source ends for the lag metrics, taken from the statistics (no requests).
+    ("statistics.interval.ms", "1000"),
 ];
 
 pub enum ConsumerCommand {
@@ -92,6 +96,8 @@ pub enum Fetched {
 pub struct ConsumerHandle {
     command_tx: std_mpsc::Sender<ConsumerCommand>,
     pub cluster: ClusterSpec,
+    /// Source end offsets of the partitions, for the lag metrics.
+    pub ends: SourceEnds,
 }
 
 impl ConsumerHandle {
@@ -108,8 +114,10 @@ pub fn spawn(
     cluster: ClusterSpec,
     fetched_tx: mpsc::Sender<Fetched>,
 ) -> Result<ConsumerHandle, KafkaError> {
+    let ends = SourceEnds::default();
     let context = SourceContext {
         end_reached: AtomicBool::new(false),
+        ends: ends.clone(),
     };
     let consumer: BaseConsumer<SourceContext> =
         client_config(&cluster, CONSUMER_DEFAULTS).create_with_context(context)?;
@@ -129,6 +137,7 @@ pub fn spawn(
     Ok(ConsumerHandle {
         command_tx,
         cluster,
+        ends,
     })
 }
 
@@ -221,6 +230,7 @@ impl Gathering {
 /// keeps it out of the logs.
 struct SourceContext {
     end_reached: AtomicBool,
+    ends: SourceEnds,
 }
 
 impl ClientContext for SourceContext {
@@ -231,6 +241,10 @@ impl ClientContext for SourceContext {
             }
             error => warn!(%error, reason, "source client error"),
         }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.ends.record(&statistics);
     }
 }
 

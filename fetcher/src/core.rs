@@ -120,6 +120,7 @@ pub struct Core {
     writer_addresses: HashMap<MemberId, String>,
     sources: HashMap<FlowName, ClusterSpec>,
     pending_checkpoint: Option<oneshot::Receiver<CheckpointOutcome>>,
+    telemetry: crate::telemetry::FetcherTelemetry,
 }
 
 impl Core {
@@ -153,6 +154,7 @@ impl Core {
             writer_addresses: HashMap::new(),
             sources: HashMap::new(),
             pending_checkpoint: None,
+            telemetry: Default::default(),
         }
     }
 
@@ -205,6 +207,7 @@ impl Core {
         for partition in removed {
             info!(%partition, "partition no longer assigned here");
             self.stop(&partition);
+            self.telemetry.forget(&partition);
             if let Some(state) = self.partitions.remove(&partition) {
                 if state.error.is_some() {
                     let _ = self
@@ -407,6 +410,7 @@ impl Core {
             .consumers
             .get(&partition.flow)
             .expect("consumer ensured");
+        self.telemetry.partition_started(partition);
         state.generation += 1;
         state.window.clear();
         state.restart_pending = true;
@@ -510,6 +514,9 @@ impl Core {
             })
             .sum();
         state.meter.add(records.len(), bytes);
+        let trace_context =
+            self.telemetry
+                .batch_sent(&partition, seq, assignment.epoch.0, &records, next_offset);
         let batch = Batch {
             source: Some(SourcePartition {
                 flow: partition.flow.to_string(),
@@ -522,7 +529,7 @@ impl Core {
             restart: std::mem::take(&mut state.restart_pending),
             next_offset,
             records,
-            trace_context: HashMap::new(),
+            trace_context,
             source_partition_count: assignment.source_partitions,
             dest_partition_count: assignment.dest_partitions,
         };
@@ -603,6 +610,7 @@ impl Core {
         let Some(partition) = partition_key(ack.source.as_ref()) else {
             return;
         };
+        self.telemetry.batch_acked(&partition, &ack);
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
@@ -718,6 +726,18 @@ impl Core {
             }
         }
         self.publish_status();
+        let consumers = &self.consumers;
+        self.telemetry.publish(
+            self.partitions
+                .iter()
+                .map(|(partition, state)| (partition, state.window.committed().next_offset)),
+            |partition| {
+                consumers
+                    .get(&partition.flow)?
+                    .ends
+                    .get(&partition.topic, partition.partition)
+            },
+        );
     }
 
     /// Sends the checkpoints that moved since they were last written.

@@ -7,6 +7,7 @@ pub mod checkpointer;
 pub mod consumer;
 pub mod core;
 pub mod link;
+pub mod telemetry;
 pub mod watcher;
 pub mod window;
 
@@ -103,12 +104,24 @@ impl Fetcher {
             Some(advertised) => advertised.clone(),
             None => format!("http://{bound}"),
         };
+        let metrics_address = kmirror_common::http::start(
+            &config.member.metrics,
+            Role::Fetcher,
+            keys.member(Role::Fetcher, &id),
+            config.member.advertise.as_deref(),
+        )
+        .await
+        .map_err(|error| FetcherError::Listen {
+            address: error.address,
+            source: error.source,
+        })?;
         let info = MemberInfo {
             id: id.clone(),
             role: Role::Fetcher,
             address: advertised.clone(),
             version: kmirror_common::VERSION.to_string(),
             started_ms: kmirror_common::now_ms(),
+            metrics_address,
         };
         let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
         info!(member = %id, listen = %bound, advertised, "fetcher ready");
@@ -142,6 +155,13 @@ impl Fetcher {
         health_reporter
             .set_serving::<WorkerServer<StatusEndpoint>>()
             .await;
+        kmirror_common::health::report_grpc(
+            keys.member(Role::Fetcher, &id),
+            health_reporter.clone(),
+            &[""],
+            None,
+            shutdown.clone(),
+        );
         let status = StatusEndpoint {
             id: id.clone(),
             status_rx,

@@ -81,6 +81,7 @@ impl Link {
             .await?
             .into_inner();
         info!(writer = %self.writer, address = %self.address, "replicate stream open");
+        let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         if self
             .events_tx
             .send(LinkEvent::Up {

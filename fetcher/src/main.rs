@@ -19,9 +19,15 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    kmirror_common::telemetry::init("kmirror-fetcher");
+    let telemetry = kmirror_common::telemetry::init("kmirror-fetcher");
+    let exit_code = serve(cli.config).await;
+    telemetry.shutdown().await;
+    exit_code
+}
+
+async fn serve(config: FetcherConfig) -> ExitCode {
     let shutdown = kmirror_common::shutdown::on_signal();
-    let fetcher = match Fetcher::build(cli.config).await {
+    let fetcher = match Fetcher::build(config).await {
         Ok(fetcher) => fetcher,
         Err(error) => {
             tracing::error!(error = %error, "fetcher failed to start");

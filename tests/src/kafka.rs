@@ -775,3 +775,38 @@ where
         .await
         .context("blocking Kafka task panicked")?
 }
+
+/// Grows a topic to `total` partitions.
+pub async fn add_partitions(cluster: Cluster, topic: &str, total: usize) -> Result<()> {
+    let admin = admin_client(cluster)?;
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = admin
+        .create_partitions(
+            [&rdkafka::admin::NewPartitions::new(topic, total)],
+            &options,
+        )
+        .await
+        .with_context(|| format!("cannot add partitions to {topic} in the {cluster} cluster"))?;
+    for result in results {
+        result.map_err(|(name, code)| {
+            anyhow!("cannot add partitions to {name} in the {cluster} cluster: {code}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Deletes a topic.
+pub async fn delete_topic(cluster: Cluster, topic: &str) -> Result<()> {
+    let admin = admin_client(cluster)?;
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = admin
+        .delete_topics(&[topic], &options)
+        .await
+        .with_context(|| format!("cannot delete {topic} in the {cluster} cluster"))?;
+    for result in results {
+        result.map_err(|(name, code)| {
+            anyhow!("cannot delete {name} in the {cluster} cluster: {code}")
+        })?;
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod routes;
 pub mod session;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -136,12 +137,24 @@ impl Writer {
             .local_addr()
             .map_err(|source| WriterError::Listen { address, source })?;
         let advertised = advertised_address(config.member.advertise.as_deref(), bound);
+        let metrics_address = kmirror_common::http::start(
+            &config.member.metrics,
+            Role::Writer,
+            keys.member(Role::Writer, &id),
+            config.member.advertise.as_deref(),
+        )
+        .await
+        .map_err(|error| WriterError::Listen {
+            address: error.address,
+            source: error.source,
+        })?;
         let info = MemberInfo {
             id: id.clone(),
             role: Role::Writer,
             address: advertised.clone(),
             version: kmirror_common::VERSION.to_string(),
             started_ms: kmirror_common::now_ms(),
+            metrics_address,
         };
         let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
         info!(member = %id, listen = %bound, advertised, "writer ready");
@@ -175,6 +188,13 @@ impl Writer {
         health_reporter
             .set_serving::<WriterServer<WriterEndpoint>>()
             .await;
+        kmirror_common::health::report_grpc(
+            self.keys.member(Role::Writer, &self.id),
+            health_reporter.clone(),
+            &[""],
+            None,
+            shutdown.clone(),
+        );
         let endpoint = WriterEndpoint {
             shared: self.shared.clone(),
         };

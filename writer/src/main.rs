@@ -19,9 +19,15 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    kmirror_common::telemetry::init("kmirror-writer");
+    let telemetry = kmirror_common::telemetry::init("kmirror-writer");
+    let exit_code = serve(cli.config).await;
+    telemetry.shutdown().await;
+    exit_code
+}
+
+async fn serve(config: WriterConfig) -> ExitCode {
     let shutdown = kmirror_common::shutdown::on_signal();
-    let writer = match Writer::build(cli.config).await {
+    let writer = match Writer::build(config).await {
         Ok(writer) => writer,
         Err(error) => {
             tracing::error!(error = %error, "writer failed to start");

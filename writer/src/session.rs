@@ -41,6 +41,7 @@ struct PendingBatch {
     committed_on_success: i64,
     /// Set when the batch was cut short before producing (a record too large, ...).
     cut_short: Option<WriteError>,
+    telemetry: crate::telemetry::BatchTelemetry,
 }
 
 pub struct Session {
@@ -70,6 +71,7 @@ impl Session {
     }
 
     pub async fn run(mut self, mut inbound: Streaming<Batch>) {
+        let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
@@ -118,6 +120,7 @@ impl Session {
     }
 
     async fn ack(&self, ack: BatchAck) -> Result<(), ()> {
+        crate::telemetry::count_ack(&ack);
         self.ack_tx.send(Ok(ack)).await.map_err(|_| ())
     }
 
@@ -207,11 +210,13 @@ impl Session {
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
+        let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &partition);
         let cut_short = self
             .produce(&batch, &partition, &cluster, limit, &tracker)
             .await;
         tracker.finish_sending();
         if let Some(error) = &cut_short {
+            telemetry.cut_at(&batch, error.offset);
             warn!(
                 %partition,
                 offset = error.offset,
@@ -220,6 +225,11 @@ impl Session {
                 "partition halted before producing a record"
             );
             self.halted.insert(partition.clone());
+            if error.kind() == ErrorKind::DestinationMissing {
+                // The producer's view of the topic may be stale (partitions added
+                // since): the retry goes through a fresh one, with fresh metadata.
+                self.replace_producer(&cluster.name);
+            }
         }
         let committed_on_success = cut_short
             .as_ref()
@@ -236,6 +246,7 @@ impl Session {
                 dest_topic: batch.dest_topic.clone(),
                 committed_on_success,
                 cut_short,
+                telemetry,
             },
         );
         Ok(())
@@ -352,7 +363,7 @@ impl Session {
             (Some(failure), _) => {
                 let class = classify(&failure);
                 self.halted.insert(pending.partition.clone());
-                if class == FailureClass::DeliveryFailed {
+                if matches!(class, FailureClass::DeliveryFailed | FailureClass::DestinationMissing) {
                     self.replace_producer(&pending.cluster);
                 }
                 if class == FailureClass::RecordTooLarge {
@@ -369,6 +380,13 @@ impl Session {
             }
             (None, cut_short) => (pending.committed_on_success, cut_short),
         };
+        pending.telemetry.finish(
+            &pending.partition,
+            committed_offset,
+            error.as_ref(),
+            completion.dest_partition,
+            completion.dest_offset,
+        );
         self.ack(BatchAck {
             source: Some(pending.source),
             epoch: pending.epoch,
@@ -395,6 +413,9 @@ impl Session {
     fn replace_producer(&mut self, cluster: &ClusterName) {
         if let Some(producer) = self.producers.remove(cluster) {
             info!(%cluster, "replacing destination producer after a delivery failure");
+            kmirror_common::metrics::metrics()
+                .producer_replacements
+                .inc();
             retire(producer);
         }
     }

@@ -1,17 +1,24 @@
 #![doc = include_str!("README.md")]
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kmirror_common::schema::Assignment;
-use kmirror_common::{Epoch, MemberId, PartitionKey};
+use kmirror_common::{Epoch, MemberId, PartitionKey, Role};
+
+/// The balance tolerance of every reconcile round: a member may carry 10 % more
+/// (or less) than the mean before running partitions are moved.
+pub const DEFAULT_TOLERANCE: f64 = 0.1;
 
 /// A source partition that should be mirrored, with the shape its assignment carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WantedPartition {
     pub key: PartitionKey,
     pub dest_topic: String,
     pub dest_partitions: i32,
     pub source_partitions: i32,
+    /// Throughput the fetcher last measured (0 when unknown or idle).
+    pub bytes_per_sec: f64,
 }
 
 /// Everything the plan depends on.
@@ -22,6 +29,9 @@ pub struct Problem {
     pub live_writers: BTreeSet<MemberId>,
     /// Epoch of every assignment this plan creates or changes.
     pub epoch: Epoch,
+    /// How far above or below the mean a member's load may be, as a share of the
+    /// mean (see the README for the bound).
+    pub tolerance: f64,
 }
 
 /// The outcome: the complete set of assignments, and how it differs from the
@@ -37,14 +47,86 @@ pub struct Plan {
     pub unassigned: BTreeSet<PartitionKey>,
 }
 
+/// A running partition handed from one member to another.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Move {
+    pub key: PartitionKey,
+    pub role: Role,
+    pub from: MemberId,
+    pub to: MemberId,
+}
+
+impl Plan {
+    /// Partitions that had an owner of a role before and have another one now.
+    pub fn moves(&self, previous: &BTreeMap<PartitionKey, Assignment>) -> Vec<Move> {
+        let mut moves = Vec::new();
+        for key in &self.changed {
+            let (Some(before), Some(after)) = (previous.get(key), self.assignments.get(key)) else {
+                continue;
+            };
+            if before.fetcher != after.fetcher {
+                moves.push(Move {
+                    key: key.clone(),
+                    role: Role::Fetcher,
+                    from: before.fetcher.clone(),
+                    to: after.fetcher.clone(),
+                });
+            }
+            if before.writer != after.writer {
+                moves.push(Move {
+                    key: key.clone(),
+                    role: Role::Writer,
+                    from: before.writer.clone(),
+                    to: after.writer.clone(),
+                });
+            }
+        }
+        moves
+    }
+}
+
+/// The weight of each partition: 1 plus its bytes/s divided by the mean bytes/s
+/// of the partitions with a measured rate. Without any measured rate every
+/// partition weighs 1 (balance by partition count); an idle partition still weighs
+/// 1, so no member piles up idle partitions.
+pub fn partition_weights(partitions: &[&WantedPartition]) -> BTreeMap<PartitionKey, f64> {
+    let measured: Vec<f64> = partitions
+        .iter()
+        .map(|partition| partition.bytes_per_sec)
+        .filter(|rate| rate.is_finite() && *rate > 0.0)
+        .collect();
+    let unit_opt = if measured.is_empty() {
+        None
+    } else {
+        Some(measured.iter().sum::<f64>() / measured.len() as f64)
+    };
+    partitions
+        .iter()
+        .map(|partition| {
+            let rate = if partition.bytes_per_sec.is_finite() {
+                partition.bytes_per_sec.max(0.0)
+            } else {
+                0.0
+            };
+            let weight = match unit_opt {
+                Some(unit) => 1.0 + rate / unit,
+                None => 1.0,
+            };
+            (partition.key.clone(), weight)
+        })
+        .collect()
+}
+
 /// Plans the assignments (see the module documentation for the objectives).
 pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) -> Plan {
-    let mut fetcher_load = Load::new(&problem.live_fetchers);
-    let mut writer_load = Load::new(&problem.live_writers);
     let mut wanted: Vec<&WantedPartition> = problem.partitions.iter().collect();
     wanted.sort_by(|left, right| left.key.cmp(&right.key));
     wanted.dedup_by(|left, right| left.key == right.key);
+    let weights = partition_weights(&wanted);
+    let weight_of = |key: &PartitionKey| weights.get(key).copied().unwrap_or(1.0);
 
+    let mut fetchers = Loads::new(&problem.live_fetchers);
+    let mut writers = Loads::new(&problem.live_writers);
     let mut outcome = Plan::default();
     let mut to_place = Vec::new();
     // Kept assignments are counted first so orphans are placed on top of the real
@@ -52,12 +134,13 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
     for partition in &wanted {
         match previous.get(&partition.key) {
             Some(assignment)
-                if fetcher_load.is_live(&assignment.fetcher)
-                    && writer_load.is_live(&assignment.writer)
+                if fetchers.is_live(&assignment.fetcher)
+                    && writers.is_live(&assignment.writer)
                     && same_shape(assignment, partition) =>
             {
-                fetcher_load.add(&assignment.fetcher);
-                writer_load.add(&assignment.writer);
+                let weight = weight_of(&partition.key);
+                fetchers.add(&assignment.fetcher, &partition.key, weight);
+                writers.add(&assignment.writer, &partition.key, weight);
                 outcome
                     .assignments
                     .insert(partition.key.clone(), assignment.clone());
@@ -66,18 +149,26 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
         }
     }
 
+    // Heaviest first, each onto the least-loaded member: the classic greedy that
+    // keeps every member within one partition's weight of the others.
+    to_place.sort_by(|left, right| {
+        weight_of(&right.key)
+            .total_cmp(&weight_of(&left.key))
+            .then_with(|| left.key.cmp(&right.key))
+    });
     for partition in to_place {
+        let weight = weight_of(&partition.key);
         let previous_opt = previous.get(&partition.key);
         let fetcher_opt = previous_opt
             .map(|assignment| &assignment.fetcher)
-            .filter(|fetcher| fetcher_load.is_live(fetcher))
+            .filter(|fetcher| fetchers.is_live(fetcher))
             .cloned()
-            .or_else(|| fetcher_load.least_loaded());
+            .or_else(|| fetchers.least_loaded());
         let writer_opt = previous_opt
             .map(|assignment| &assignment.writer)
-            .filter(|writer| writer_load.is_live(writer))
+            .filter(|writer| writers.is_live(writer))
             .cloned()
-            .or_else(|| writer_load.least_loaded());
+            .or_else(|| writers.least_loaded());
         let (Some(fetcher), Some(writer)) = (fetcher_opt, writer_opt) else {
             // Nobody can take it: keep the previous owner (it may come back under
             // the same id) rather than leave the partition without an assignment.
@@ -89,8 +180,8 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
             }
             continue;
         };
-        fetcher_load.add(&fetcher);
-        writer_load.add(&writer);
+        fetchers.add(&fetcher, &partition.key, weight);
+        writers.add(&writer, &partition.key, weight);
         outcome.assignments.insert(
             partition.key.clone(),
             Assignment {
@@ -105,10 +196,50 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
         outcome.changed.insert(partition.key.clone());
     }
 
+    for (role, loads) in [(Role::Fetcher, &mut fetchers), (Role::Writer, &mut writers)] {
+        for (key, to) in loads.balance(problem.tolerance) {
+            let assignment = outcome
+                .assignments
+                .get_mut(&key)
+                .expect("a balanced partition is assigned");
+            match role {
+                Role::Writer => assignment.writer = to,
+                _ => assignment.fetcher = to,
+            }
+            assignment.epoch = problem.epoch;
+            outcome.changed.insert(key);
+        }
+    }
+
     for key in previous.keys() {
         if !outcome.assignments.contains_key(key) {
             outcome.removed.insert(key.clone());
         }
+    }
+    // A partition moved away and back within one plan is unchanged after all: it
+    // keeps its epoch.
+    let returned: Vec<PartitionKey> = outcome
+        .changed
+        .iter()
+        .filter(
+            |key| match (previous.get(*key), outcome.assignments.get(*key)) {
+                (Some(before), Some(after)) => {
+                    before.fetcher == after.fetcher
+                        && before.writer == after.writer
+                        && before.dest_topic == after.dest_topic
+                        && before.dest_partitions == after.dest_partitions
+                        && before.source_partitions == after.source_partitions
+                }
+                _ => false,
+            },
+        )
+        .cloned()
+        .collect();
+    for key in returned {
+        outcome.changed.remove(&key);
+        outcome
+            .assignments
+            .insert(key.clone(), previous[&key].clone());
     }
     outcome
 }
@@ -119,363 +250,159 @@ fn same_shape(assignment: &Assignment, partition: &WantedPartition) -> bool {
         && assignment.source_partitions == partition.source_partitions
 }
 
-/// Partitions per live member of one role.
-struct Load {
-    partitions_by_member: BTreeMap<MemberId, usize>,
+/// The bound a balanced plan keeps every member of a role within:
+/// `|load - mean| <= max(largest partition weight, tolerance * mean)`.
+pub fn slack(mean: f64, largest_weight: f64, tolerance: f64) -> f64 {
+    largest_weight.max(tolerance * mean)
 }
 
-impl Load {
+/// An `f64` ordered by `total_cmp`, for sorted sets of loads and weights.
+#[derive(Debug, Clone, Copy)]
+struct Ordered(f64);
+
+impl PartialEq for Ordered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0) == Ordering::Equal
+    }
+}
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Load of every live member of one role, and which partitions make it up.
+struct Loads {
+    load_by_member: BTreeMap<MemberId, f64>,
+    /// (load, member), for the most and least loaded member in log time.
+    by_load: BTreeSet<(Ordered, MemberId)>,
+    partitions_by_member: BTreeMap<MemberId, BTreeSet<(Ordered, PartitionKey)>>,
+}
+
+impl Loads {
     fn new(live_members: &BTreeSet<MemberId>) -> Self {
         Self {
-            partitions_by_member: live_members.iter().map(|id| (id.clone(), 0)).collect(),
+            load_by_member: live_members.iter().map(|id| (id.clone(), 0.0)).collect(),
+            by_load: live_members
+                .iter()
+                .map(|id| (Ordered(0.0), id.clone()))
+                .collect(),
+            partitions_by_member: live_members
+                .iter()
+                .map(|id| (id.clone(), BTreeSet::new()))
+                .collect(),
         }
     }
 
     fn is_live(&self, member: &MemberId) -> bool {
-        self.partitions_by_member.contains_key(member)
+        self.load_by_member.contains_key(member)
     }
 
-    fn add(&mut self, member: &MemberId) {
-        if let Some(count) = self.partitions_by_member.get_mut(member) {
-            *count += 1;
+    fn set_load(&mut self, member: &MemberId, load: f64) {
+        if let Some(current) = self.load_by_member.get_mut(member) {
+            self.by_load.remove(&(Ordered(*current), member.clone()));
+            *current = load;
+            self.by_load.insert((Ordered(load), member.clone()));
         }
     }
 
-    /// The member with the fewest partitions; the smallest id among equals.
+    fn add(&mut self, member: &MemberId, key: &PartitionKey, weight: f64) {
+        let Some(&load) = self.load_by_member.get(member) else {
+            return;
+        };
+        self.set_load(member, load + weight);
+        if let Some(partitions) = self.partitions_by_member.get_mut(member) {
+            partitions.insert((Ordered(weight), key.clone()));
+        }
+    }
+
+    fn remove(&mut self, member: &MemberId, key: &PartitionKey, weight: f64) {
+        let Some(&load) = self.load_by_member.get(member) else {
+            return;
+        };
+        self.set_load(member, load - weight);
+        if let Some(partitions) = self.partitions_by_member.get_mut(member) {
+            partitions.remove(&(Ordered(weight), key.clone()));
+        }
+    }
+
+    /// The member with the least load; the smallest id among equals.
     fn least_loaded(&self) -> Option<MemberId> {
-        self.partitions_by_member
-            .iter()
-            .min_by(|(left_id, left_count), (right_id, right_count)| {
-                left_count.cmp(right_count).then(left_id.cmp(right_id))
-            })
-            .map(|(id, _)| id.clone())
+        self.by_load.first().map(|(_, id)| id.clone())
+    }
+
+    /// Moves partitions from the most to the least loaded member until every
+    /// member is within the bound of the mean (see [`slack`]). Returns the moves
+    /// (partition, new member) in the order made.
+    ///
+    /// Each move strictly lowers the sum of squared loads, so the loop ends; it
+    /// only stops early when no move improves anything, which the bound rules out
+    /// (a member outside it always has a partition whose move helps): see README.
+    fn balance(&mut self, tolerance: f64) -> Vec<(PartitionKey, MemberId)> {
+        let members = self.load_by_member.len();
+        if members < 2 {
+            return Vec::new();
+        }
+        let total: f64 = self.load_by_member.values().sum();
+        let mean = total / members as f64;
+        let largest_weight = self
+            .partitions_by_member
+            .values()
+            .filter_map(|partitions| partitions.last().map(|(weight, _)| weight.0))
+            .fold(0.0, f64::max);
+        let slack = slack(mean, largest_weight, tolerance);
+        // Float sums of weights are not exact: a hair over the bound is within it.
+        let epsilon = 1e-9 * mean.max(1.0);
+        let tight = tolerance <= 0.0;
+        let mut moves = Vec::new();
+        // Each move lowers the sum of squared loads, so this ends; the cap only
+        // guards against float noise.
+        let max_moves = 4 * self.partitions_by_member.values().map(BTreeSet::len).sum::<usize>();
+        while moves.len() < max_moves {
+            let (Some((Ordered(low), to)), Some((Ordered(high), from))) =
+                (self.by_load.first().cloned(), self.by_load.last().cloned())
+            else {
+                break;
+            };
+            let out_of_bound = high > mean + slack + epsilon || low < mean - slack - epsilon;
+            if !out_of_bound && !tight {
+                break;
+            }
+            let Some(partitions) = self.partitions_by_member.get(&from) else {
+                break;
+            };
+            // The heaviest partition that does not overshoot (at most half the
+            // gap): fewest moves. Failing that, out of the bound, the lightest if
+            // it still helps. Within the bound (a tight rebalance), only moves
+            // that do not overshoot.
+            let half_gap = Ordered((high - low) / 2.0 + epsilon);
+            let within_half = partitions
+                .iter()
+                .rev()
+                .find(|(weight, _)| *weight <= half_gap);
+            let candidate_opt = match within_half {
+                Some(found) => Some(found),
+                None if out_of_bound => partitions.first(),
+                None => None,
+            }
+            .filter(|(weight, _)| low + weight.0 < high - epsilon)
+            .map(|(weight, key)| (weight.0, key.clone()));
+            let Some((weight, key)) = candidate_opt else {
+                break;
+            };
+            self.remove(&from, &key, weight);
+            self.add(&to, &key, weight);
+            moves.push((key, to));
+        }
+        moves
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kmirror_common::FlowName;
-
-    fn member(name: &str) -> MemberId {
-        MemberId::new(name).unwrap()
-    }
-
-    fn members(names: &[&str]) -> BTreeSet<MemberId> {
-        names.iter().map(|name| member(name)).collect()
-    }
-
-    fn topic_partitions(flow: &str, topic: &str, count: i32) -> Vec<WantedPartition> {
-        (0..count)
-            .map(|partition| WantedPartition {
-                key: PartitionKey::new(FlowName::new(flow).unwrap(), topic, partition),
-                dest_topic: topic.to_string(),
-                dest_partitions: count,
-                source_partitions: count,
-            })
-            .collect()
-    }
-
-    fn problem(
-        partitions: Vec<WantedPartition>,
-        fetchers: &[&str],
-        writers: &[&str],
-        epoch: u64,
-    ) -> Problem {
-        Problem {
-            partitions,
-            live_fetchers: members(fetchers),
-            live_writers: members(writers),
-            epoch: Epoch(epoch),
-        }
-    }
-
-    fn load_of(plan: &Plan, pick: impl Fn(&Assignment) -> &MemberId) -> BTreeMap<MemberId, usize> {
-        let mut load = BTreeMap::new();
-        for assignment in plan.assignments.values() {
-            *load.entry(pick(assignment).clone()).or_insert(0) += 1;
-        }
-        load
-    }
-
-    fn assert_single_live_owner(problem: &Problem, plan: &Plan) {
-        for partition in &problem.partitions {
-            let assignment = plan
-                .assignments
-                .get(&partition.key)
-                .unwrap_or_else(|| panic!("{} is not assigned", partition.key));
-            assert!(problem.live_fetchers.contains(&assignment.fetcher));
-            assert!(problem.live_writers.contains(&assignment.writer));
-        }
-        assert_eq!(plan.assignments.len(), problem.partitions.len());
-    }
-
-    #[test]
-    fn every_partition_gets_exactly_one_live_fetcher_and_writer() {
-        let mut partitions = topic_partitions("dr", "orders", 8);
-        partitions.extend(topic_partitions("dr", "payments", 3));
-        let problem = problem(partitions, &["f1", "f2", "f3"], &["w1", "w2"], 10);
-        let plan = plan(&problem, &BTreeMap::new());
-        assert_single_live_owner(&problem, &plan);
-        assert_eq!(plan.changed.len(), 11);
-        assert!(plan.removed.is_empty());
-        assert!(plan.assignments.values().all(|a| a.epoch == Epoch(10)));
-    }
-
-    #[test]
-    fn a_fresh_plan_is_balanced() {
-        let problem = problem(
-            topic_partitions("dr", "orders", 10),
-            &["f1", "f2", "f3"],
-            &["w1", "w2"],
-            1,
-        );
-        let plan = plan(&problem, &BTreeMap::new());
-        let fetcher_load = load_of(&plan, |a| &a.fetcher);
-        let writer_load = load_of(&plan, |a| &a.writer);
-        assert_eq!(
-            fetcher_load.values().copied().collect::<Vec<_>>(),
-            vec![4, 3, 3]
-        );
-        assert_eq!(
-            writer_load.values().copied().collect::<Vec<_>>(),
-            vec![5, 5]
-        );
-    }
-
-    #[test]
-    fn an_unchanged_problem_moves_nothing() {
-        let first_problem = problem(
-            topic_partitions("dr", "orders", 8),
-            &["f1", "f2"],
-            &["w1", "w2"],
-            5,
-        );
-        let first = plan(&first_problem, &BTreeMap::new());
-        let mut second_problem = first_problem.clone();
-        second_problem.epoch = Epoch(9);
-        let second = plan(&second_problem, &first.assignments);
-        assert!(second.changed.is_empty());
-        assert!(second.removed.is_empty());
-        assert_eq!(second.assignments, first.assignments);
-    }
-
-    #[test]
-    fn losing_a_fetcher_moves_only_its_partitions_and_spreads_them() {
-        let first = plan(
-            &problem(
-                topic_partitions("dr", "orders", 12),
-                &["f1", "f2", "f3"],
-                &["w1"],
-                5,
-            ),
-            &BTreeMap::new(),
-        );
-        let survivors_problem = problem(
-            topic_partitions("dr", "orders", 12),
-            &["f1", "f3"],
-            &["w1"],
-            9,
-        );
-        let second = plan(&survivors_problem, &first.assignments);
-        assert_single_live_owner(&survivors_problem, &second);
-        for (key, before) in &first.assignments {
-            let after = &second.assignments[key];
-            if before.fetcher == member("f2") {
-                assert!(second.changed.contains(key));
-                assert_eq!(after.epoch, Epoch(9));
-                assert_eq!(after.writer, before.writer);
-            } else {
-                assert_eq!(after, before, "{key} moved although its fetcher lives");
-            }
-        }
-        let fetcher_load = load_of(&second, |a| &a.fetcher);
-        assert_eq!(
-            fetcher_load.values().copied().collect::<Vec<_>>(),
-            vec![6, 6]
-        );
-    }
-
-    #[test]
-    fn losing_a_writer_keeps_the_fetchers() {
-        let first = plan(
-            &problem(
-                topic_partitions("dr", "orders", 6),
-                &["f1", "f2"],
-                &["w1", "w2"],
-                5,
-            ),
-            &BTreeMap::new(),
-        );
-        let second = plan(
-            &problem(
-                topic_partitions("dr", "orders", 6),
-                &["f1", "f2"],
-                &["w2"],
-                9,
-            ),
-            &first.assignments,
-        );
-        for (key, before) in &first.assignments {
-            let after = &second.assignments[key];
-            assert_eq!(after.fetcher, before.fetcher);
-            assert_eq!(after.writer, member("w2"));
-            assert_eq!(second.changed.contains(key), before.writer == member("w1"));
-        }
-    }
-
-    #[test]
-    fn a_grown_source_topic_changes_the_shape_but_keeps_the_members() {
-        let first = plan(
-            &problem(
-                topic_partitions("dr", "orders", 2),
-                &["f1", "f2"],
-                &["w1", "w2"],
-                5,
-            ),
-            &BTreeMap::new(),
-        );
-        let grown_problem = problem(
-            topic_partitions("dr", "orders", 4),
-            &["f1", "f2"],
-            &["w1", "w2"],
-            9,
-        );
-        let second = plan(&grown_problem, &first.assignments);
-        assert_single_live_owner(&grown_problem, &second);
-        assert_eq!(second.changed.len(), 4);
-        for (key, before) in &first.assignments {
-            let after = &second.assignments[key];
-            assert_eq!(
-                (&after.fetcher, &after.writer),
-                (&before.fetcher, &before.writer)
-            );
-            assert_eq!(after.source_partitions, 4);
-            assert_eq!(after.epoch, Epoch(9));
-        }
-        // The two new partitions go where the load is lowest: one to each fetcher.
-        let fetcher_load = load_of(&second, |a| &a.fetcher);
-        assert_eq!(
-            fetcher_load.values().copied().collect::<Vec<_>>(),
-            vec![2, 2]
-        );
-    }
-
-    #[test]
-    fn partitions_no_longer_wanted_are_removed() {
-        let mut partitions = topic_partitions("dr", "orders", 2);
-        partitions.extend(topic_partitions("dr", "payments", 2));
-        let first = plan(&problem(partitions, &["f1"], &["w1"], 5), &BTreeMap::new());
-        let second = plan(
-            &problem(topic_partitions("dr", "orders", 2), &["f1"], &["w1"], 9),
-            &first.assignments,
-        );
-        assert!(second.changed.is_empty());
-        let removed: Vec<String> = second.removed.iter().map(|key| key.to_string()).collect();
-        assert_eq!(removed, vec!["dr:payments/0", "dr:payments/1"]);
-    }
-
-    #[test]
-    fn without_live_writers_new_partitions_wait_and_existing_ones_keep_their_owner() {
-        let first = plan(
-            &problem(topic_partitions("dr", "orders", 3), &["f1"], &["w1"], 5),
-            &BTreeMap::new(),
-        );
-        let second = plan(
-            &problem(topic_partitions("dr", "orders", 4), &["f1"], &[], 9),
-            &first.assignments,
-        );
-        assert_eq!(second.assignments, first.assignments, "kept, not removed");
-        assert_eq!(second.unassigned.len(), 4);
-        assert!(second.removed.is_empty() && second.changed.is_empty());
-    }
-
-    #[test]
-    fn a_new_member_receives_new_partitions_first() {
-        let first = plan(
-            &problem(topic_partitions("dr", "orders", 4), &["f1"], &["w1"], 5),
-            &BTreeMap::new(),
-        );
-        let mut partitions = topic_partitions("dr", "orders", 4);
-        partitions.extend(topic_partitions("dr", "payments", 2));
-        let second = plan(
-            &problem(partitions, &["f1", "f2"], &["w1"], 9),
-            &first.assignments,
-        );
-        assert_eq!(second.changed.len(), 2);
-        for key in &second.changed {
-            assert_eq!(key.topic, "payments");
-            assert_eq!(second.assignments[key].fetcher, member("f2"));
-        }
-    }
-
-    /// A small deterministic generator, so the randomized tests need no extra crate
-    /// and fail the same way every time.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self, bound: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % bound
-        }
-    }
-
-    #[test]
-    fn random_membership_changes_keep_single_ownership_and_stickiness() {
-        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
-        let all_fetchers = ["f1", "f2", "f3", "f4", "f5"];
-        let all_writers = ["w1", "w2", "w3"];
-        let mut previous = BTreeMap::new();
-        for round in 0..300u64 {
-            let fetchers: Vec<&str> = all_fetchers
-                .iter()
-                .copied()
-                .filter(|_| random.next(4) != 0)
-                .collect();
-            let writers: Vec<&str> = all_writers
-                .iter()
-                .copied()
-                .filter(|_| random.next(4) != 0)
-                .collect();
-            let mut partitions = topic_partitions("a", "t1", 1 + random.next(12) as i32);
-            partitions.extend(topic_partitions("b", "t2", random.next(6) as i32));
-            let problem = problem(partitions, &fetchers, &writers, round + 1);
-            let outcome = plan(&problem, &previous);
-            if fetchers.is_empty() || writers.is_empty() {
-                // Nobody to move to: whatever was assigned stays as it was.
-                for (key, assignment) in &outcome.assignments {
-                    assert_eq!(previous.get(key), Some(assignment));
-                }
-                assert!(outcome.changed.is_empty());
-            } else {
-                assert_single_live_owner(&problem, &outcome);
-            }
-            // Stickiness: an assignment with live members and the same shape is kept.
-            for partition in &problem.partitions {
-                if let Some(before) = previous.get(&partition.key) {
-                    if problem.live_fetchers.contains(&before.fetcher)
-                        && problem.live_writers.contains(&before.writer)
-                        && same_shape(before, partition)
-                    {
-                        assert_eq!(outcome.assignments.get(&partition.key), Some(before));
-                        assert!(!outcome.changed.contains(&partition.key));
-                    }
-                }
-            }
-            // The diff describes exactly how to get from previous to the plan.
-            let mut applied = previous.clone();
-            for key in &outcome.removed {
-                applied.remove(key);
-            }
-            for key in &outcome.changed {
-                applied.insert(key.clone(), outcome.assignments[key].clone());
-            }
-            assert_eq!(applied, outcome.assignments);
-            // Planning again against the result changes nothing.
-            let again = plan(&problem, &outcome.assignments);
-            assert!(again.changed.is_empty() && again.removed.is_empty());
-            previous = outcome.assignments;
-        }
-    }
-}
+mod tests;

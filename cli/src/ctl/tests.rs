@@ -1,0 +1,219 @@
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("kmirrorctl").chain(args.iter().copied()))
+}
+
+#[test]
+fn the_command_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn cluster_add_collects_repeated_properties() {
+    let cli = parse(&[
+        "cluster",
+        "add",
+        "source",
+        "--bootstrap",
+        "127.0.0.1:19092",
+        "--property",
+        "security.protocol=SASL_SSL",
+        "--property",
+        "sasl.password=a=b",
+    ])
+    .unwrap();
+    let Command::Cluster(ClusterCommand::Add {
+        name,
+        bootstrap,
+        properties,
+        replace,
+    }) = cli.command
+    else {
+        panic!("parsed as another command");
+    };
+    assert_eq!(name, "source");
+    assert_eq!(bootstrap, "127.0.0.1:19092");
+    assert!(!replace);
+    assert_eq!(
+        properties,
+        vec![
+            ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ("sasl.password".to_string(), "a=b".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn a_property_without_equals_is_a_usage_error() {
+    let error = parse(&[
+        "cluster",
+        "add",
+        "s",
+        "--bootstrap",
+        "h:1",
+        "--property",
+        "novalue",
+    ])
+    .unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+    assert!(error.to_string().contains("expected KEY=VALUE"));
+}
+
+#[test]
+fn flow_create_requires_source_dest_and_include() {
+    let error = parse(&["flow", "create", "dr", "--source", "a", "--dest", "b"]).unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+    let cli = parse(&[
+        "flow",
+        "create",
+        "dr",
+        "--source",
+        "a",
+        "--dest",
+        "b",
+        "--include",
+        "x.*",
+    ])
+    .unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Flow(FlowCommand::Create {
+            exclude: None,
+            start: StartArg::Earliest,
+            until_caught_up: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn flow_create_takes_rename_start_and_migration_options() {
+    let cli = parse(&[
+        "flow",
+        "create",
+        "move",
+        "--source",
+        "a",
+        "--dest",
+        "b",
+        "--include",
+        ".*",
+        "--prefix",
+        "east",
+        "--start",
+        "2024-05-01T00:00:00Z",
+        "--until-caught-up",
+        "--config-exclude",
+        "retention\\..*",
+    ])
+    .unwrap();
+    let Command::Flow(FlowCommand::Create {
+        prefix,
+        start,
+        until_caught_up,
+        config_exclude,
+        ..
+    }) = cli.command
+    else {
+        panic!("parsed as another command");
+    };
+    assert_eq!(prefix.as_deref(), Some("east"));
+    assert_eq!(start, StartArg::Timestamp(1_714_521_600_000));
+    assert!(until_caught_up);
+    assert_eq!(config_exclude, vec!["retention\\..*"]);
+}
+
+#[test]
+fn start_positions_parse() {
+    assert_eq!(parse_start("latest"), Ok(StartArg::Latest));
+    assert_eq!(parse_start("1700000000000"), Ok(StartArg::Timestamp(1_700_000_000_000)));
+    assert!(parse_start("yesterday").unwrap_err().contains("RFC 3339"));
+}
+
+#[test]
+fn every_command_takes_every_output_format() {
+    for format in ["text", "wide", "json", "yaml"] {
+        let cli = parse(&["status", "--flow", "dr", "-o", format]).unwrap();
+        assert!(matches!(cli.command, Command::Status { flow: Some(ref flow), .. } if flow == "dr"));
+        parse(&["flow", "list", "-o", format]).unwrap();
+        parse(&["-o", format, "members"]).unwrap();
+        parse(&["cluster", "list", "--output", format]).unwrap();
+    }
+    let error = parse(&["status", "-o", "xml"]).unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+}
+
+#[test]
+fn the_coordinator_flag_works_before_or_after_the_command() {
+    let cli = parse(&["members", "--coordinator", "10.0.0.1:7070"]).unwrap();
+    assert_eq!(cli.coordinator, "10.0.0.1:7070");
+    let cli = parse(&["--coordinator", "http://c:1", "flow", "list"]).unwrap();
+    assert_eq!(cli.coordinator, "http://c:1");
+}
+
+#[test]
+fn a_bare_host_and_port_gets_a_scheme() {
+    assert_eq!(coordinator_uri("127.0.0.1:7070"), "http://127.0.0.1:7070");
+    assert_eq!(coordinator_uri("http://c:7070"), "http://c:7070");
+    assert_eq!(coordinator_uri("https://c:7070"), "https://c:7070");
+}
+
+#[test]
+fn failures_print_what_and_cause_on_one_line() {
+    let status = Status::already_exists("flow dr already exists");
+    let failure = Failure {
+        what: "cannot create flow dr".to_string(),
+        cause: status_cause(&status, "http://127.0.0.1:7070"),
+    };
+    assert_eq!(
+        failure.to_string(),
+        "error: cannot create flow dr: flow dr already exists"
+    );
+}
+
+#[test]
+fn a_coordinator_unavailable_answer_is_not_a_connection_failure() {
+    let status = Status::unavailable("cannot reach cluster src at 127.0.0.1:1: timed out");
+    assert_eq!(
+        status_cause(&status, "http://127.0.0.1:7070"),
+        "cannot reach cluster src at 127.0.0.1:1: timed out"
+    );
+}
+
+#[test]
+fn every_subcommand_has_examples() {
+    let command = Cli::command();
+    let mut missing = Vec::new();
+    for group in command.get_subcommands() {
+        let leaves: Vec<&clap::Command> = if group.has_subcommands() {
+            group.get_subcommands().collect()
+        } else {
+            vec![group]
+        };
+        for leaf in leaves {
+            let examples = leaf
+                .get_after_help()
+                .map(|help| help.to_string().contains("Examples:"))
+                .unwrap_or(false);
+            if !examples {
+                missing.push(leaf.get_name().to_string());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no examples for {missing:?}");
+}
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "kmirrorctl", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("rebalance"), "{shell}");
+    }
+}

@@ -1,0 +1,8 @@
+//! kmirror's command-line tools: `kmirrorctl`, which manages a fleet through a
+//! coordinator's admin API, and `kmirror`, which mirrors like Kafka's MirrorMaker
+//! in one process (coordinator, fetchers and writers on the fleet's code paths).
+#![forbid(unsafe_code)]
+
+pub mod ctl;
+pub mod output;
+pub mod progress;

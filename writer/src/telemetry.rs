@@ -1,0 +1,254 @@
+//! What the writer tells about the batches it produces: one producer span per batch
+//! (a child of the fetcher's span, whose W3C context the batch carries, and linked
+//! to the traces of source records that carry a `traceparent` header), and the
+//! throughput, latency, error and in-flight metrics.
+//!
+//! Work is per batch: a pass adding up record sizes, and a look at record headers
+//! for trace parents only while traces are exported.
+
+use kmirror_common::metrics::{error_kind_label, metrics};
+use kmirror_common::telemetry::{link_traceparent, set_error, set_remote_parent, SPAN_TARGET};
+use kmirror_common::PartitionKey;
+use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, Record, WriteError};
+use tracing::Span;
+
+/// Most links from one batch's span to the traces of its records.
+const MAX_RECORD_LINKS: usize = 32;
+
+/// A batch handed to the producer, from its first record to its acknowledgement.
+pub struct BatchTelemetry {
+    span: Span,
+    records: u64,
+    bytes: u64,
+    oldest_timestamp_ms: Option<i64>,
+}
+
+impl BatchTelemetry {
+    /// Opens the batch's span and counts it as being produced.
+    pub fn start(batch: &Batch, partition: &PartitionKey) -> Self {
+        let (records, bytes) = totals(&batch.records);
+        let first_offset = batch
+            .records
+            .first()
+            .map_or(batch.next_offset, |record| record.offset);
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            parent: None,
+            "send",
+            otel.name = %format_args!("send {}", batch.dest_topic),
+            otel.kind = "producer",
+            "messaging.system" = "kafka",
+            "messaging.operation.type" = "send",
+            "messaging.operation.name" = "send",
+            "messaging.destination.name" = %batch.dest_topic,
+            "messaging.destination.partition.id" = tracing::field::Empty,
+            "messaging.batch.message_count" = batch.records.len() as i64,
+            "messaging.kafka.offset" = tracing::field::Empty,
+            "kmirror.flow" = %partition.flow,
+            "kmirror.source.topic" = %partition.topic,
+            "kmirror.source.partition" = partition.partition,
+            "kmirror.source.first_offset" = first_offset,
+            "kmirror.batch.next_offset" = batch.next_offset,
+            "kmirror.batch.seq" = batch.seq as i64,
+            "kmirror.batch.bytes" = bytes as i64,
+            "kmirror.epoch" = batch.epoch as i64,
+        );
+        if !span.is_disabled() {
+            set_remote_parent(&span, &batch.trace_context);
+            link_record_traces(&span, &batch.records);
+        }
+        let metrics = metrics();
+        metrics.producing_batches.inc();
+        metrics.producing_bytes.inc_by(bytes as i64);
+        Self {
+            span,
+            records,
+            bytes,
+            oldest_timestamp_ms: batch
+                .records
+                .iter()
+                .filter_map(|record| record.timestamp_ms)
+                .min(),
+        }
+    }
+
+    /// The batch was cut short before the record at `offset`: only the records
+    /// before it count.
+    pub fn cut_at(&mut self, batch: &Batch, offset: i64) {
+        let produced: Vec<&Record> = batch
+            .records
+            .iter()
+            .take_while(|record| record.offset < offset)
+            .collect();
+        let bytes: usize = produced.iter().map(|record| record_bytes(record)).sum();
+        metrics()
+            .producing_bytes
+            .dec_by(self.bytes as i64 - bytes as i64);
+        self.records = produced.len() as u64;
+        self.bytes = bytes as u64;
+    }
+
+    /// The batch's outcome is known: `committed_offset` is -1 when nothing of it
+    /// counts as written, `error_opt` says why it failed or was cut short.
+    pub fn finish(
+        self,
+        partition: &PartitionKey,
+        committed_offset: i64,
+        error_opt: Option<&WriteError>,
+        dest_partition: i32,
+        dest_offset: i64,
+    ) {
+        let metrics = metrics();
+        if committed_offset >= 0 && self.records > 0 {
+            let labels = metrics.partition_labels(partition);
+            metrics
+                .produced_records
+                .get_or_create(&labels)
+                .inc_by(self.records);
+            metrics
+                .produced_bytes
+                .get_or_create(&labels)
+                .inc_by(self.bytes);
+            if let Some(oldest) = self.oldest_timestamp_ms {
+                let latency_ms = (kmirror_common::now_ms() - oldest).max(0);
+                metrics
+                    .replication_latency
+                    .get_or_create(&metrics.topic_labels(partition.flow.as_str(), &partition.topic))
+                    .observe(latency_ms as f64 / 1000.0);
+            }
+        }
+        if dest_partition >= 0 {
+            self.span.record(
+                "messaging.destination.partition.id",
+                dest_partition.to_string(),
+            );
+            self.span.record("messaging.kafka.offset", dest_offset);
+        }
+        if let Some(error) = error_opt {
+            set_error(&self.span, &kind_label(error.kind), &error.message);
+        }
+    }
+}
+
+impl Drop for BatchTelemetry {
+    fn drop(&mut self) {
+        let metrics = metrics();
+        metrics.producing_batches.dec();
+        metrics.producing_bytes.dec_by(self.bytes as i64);
+    }
+}
+
+/// Counts a batch refused or failed, by kind.
+pub fn count_ack(ack: &BatchAck) {
+    let (Some(error), Some(source)) = (&ack.error, &ack.source) else {
+        return;
+    };
+    let metrics = metrics();
+    let mut labels = metrics.topic_labels(&source.flow, &source.topic);
+    labels.push(("kind", kind_label(error.kind)));
+    metrics.produce_errors.get_or_create(&labels).inc();
+}
+
+fn kind_label(kind: i32) -> String {
+    let kind = ErrorKind::try_from(kind).unwrap_or(ErrorKind::Unspecified);
+    error_kind_label(&format!("{kind:?}"))
+}
+
+/// Links the span to the traces named by the records' `traceparent` headers (the
+/// headers themselves are mirrored unchanged).
+fn link_record_traces(span: &Span, records: &[Record]) {
+    let mut links = 0;
+    for record in records {
+        for header in &record.headers {
+            if header.key != "traceparent" {
+                continue;
+            }
+            if let Some(value) = &header.value {
+                if link_traceparent(span, value) {
+                    links += 1;
+                    if links == MAX_RECORD_LINKS {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn totals(records: &[Record]) -> (u64, u64) {
+    let bytes: usize = records.iter().map(record_bytes).sum();
+    (records.len() as u64, bytes as u64)
+}
+
+/// Bytes of a record's key, value and headers.
+fn record_bytes(record: &Record) -> usize {
+    let optional = |bytes: &Option<bytes::Bytes>| bytes.as_ref().map_or(0, |bytes| bytes.len());
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|header| header.key.len() + optional(&header.value))
+        .sum();
+    optional(&record.key) + optional(&record.value) + headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmirror_common::FlowName;
+    use kmirror_proto::v1::{Header, SourcePartition};
+
+    fn batch() -> Batch {
+        let record = |offset: i64| Record {
+            offset,
+            key: Some(bytes::Bytes::from_static(b"k")),
+            value: Some(bytes::Bytes::from_static(b"value")),
+            headers: vec![Header {
+                key: "traceparent".to_string(),
+                value: Some(bytes::Bytes::from_static(
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )),
+            }],
+            timestamp_ms: Some(1_000 + offset),
+        };
+        Batch {
+            source: Some(SourcePartition {
+                flow: "dr".to_string(),
+                topic: "orders".to_string(),
+                partition: 0,
+            }),
+            dest_topic: "orders".to_string(),
+            next_offset: 13,
+            records: (10..13).map(record).collect(),
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn a_cut_short_batch_counts_only_the_records_before_the_cut() {
+        let batch = batch();
+        let partition = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
+        let mut telemetry = BatchTelemetry::start(&batch, &partition);
+        // key 1 + value 5 + header "traceparent" (11) and its 55-byte value
+        assert_eq!((telemetry.records, telemetry.bytes), (3, 3 * 72));
+        telemetry.cut_at(&batch, 12);
+        assert_eq!((telemetry.records, telemetry.bytes), (2, 2 * 72));
+        telemetry.finish(&partition, 12, None, 0, 41);
+    }
+
+    #[test]
+    fn errors_are_counted_by_kind() {
+        let ack = BatchAck {
+            source: batch().source,
+            error: Some(WriteError {
+                kind: ErrorKind::RecordTooLarge as i32,
+                ..WriteError::default()
+            }),
+            ..BatchAck::default()
+        };
+        count_ack(&ack);
+        let metrics = metrics();
+        let mut labels = metrics.topic_labels("dr", "orders");
+        labels.push(("kind", "record_too_large".to_string()));
+        assert!(metrics.produce_errors.get(&labels).unwrap().get() >= 1);
+    }
+}
