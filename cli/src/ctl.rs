@@ -77,7 +77,8 @@ pub enum Command {
     #[command(subcommand)]
     Flow(FlowCommand),
     /// Mirroring progress per flow and source partition; exits 1 when degraded.
-    #[command(after_help = "The partition table uses kafka-consumer-groups' columns: \
+    #[command(
+        after_help = "The partition table uses kafka-consumer-groups' columns: \
 CURRENT-OFFSET is the next source offset to mirror (the checkpoint), LOG-END-OFFSET the \
 source's, LAG the records between them. The exit code is 1 when the fleet is degraded \
 (a partition stopped, a flow failing, no leader), so probes and scripts can use it.\n\n\
@@ -85,7 +86,8 @@ Examples:\n  \
         kmirrorctl status\n  \
         kmirrorctl status --flow dr -o wide\n  \
         kmirrorctl status --watch --interval 5s\n  \
-        kmirrorctl status --flow dr -o json | jq '.flows[0].total_lag'")]
+        kmirrorctl status --flow dr -o json | jq '.flows[0].total_lag'"
+    )]
     Status {
         /// Only this flow.
         #[arg(long)]
@@ -117,12 +119,14 @@ Examples:\n  \
         interval: Duration,
     },
     /// Coordinators, fetchers and writers registered in the fleet.
-    #[command(after_help = "LEASE is the time left on the member's etcd lease; RATE the \
+    #[command(
+        after_help = "LEASE is the time left on the member's etcd lease; RATE the \
 records/s of its partitions as the fetchers measure them.\n\n\
 Examples:\n  \
         kmirrorctl members\n  \
         kmirrorctl members -o wide\n  \
-        kmirrorctl members -o json")]
+        kmirrorctl members -o json"
+    )]
     Members,
     /// Which fetcher and writer work on each source partition.
     #[command(after_help = "Examples:\n  \
@@ -134,11 +138,13 @@ Examples:\n  \
         flow: Option<String>,
     },
     /// Move a member's partitions away and give it nothing new; then it may stop.
-    #[command(after_help = "A drained member stays drained until `kmirrorctl undrain` or \
+    #[command(
+        after_help = "A drained member stays drained until `kmirrorctl undrain` or \
 until it leaves the fleet.\n\n\
 Examples:\n  \
         kmirrorctl drain fetcher-2\n  \
-        kmirrorctl drain writer-1 --no-wait")]
+        kmirrorctl drain writer-1 --no-wait"
+    )]
     Drain {
         /// Member id (see `kmirrorctl members`).
         member: String,
@@ -157,25 +163,54 @@ Examples:\n  \
         member: String,
     },
     /// Even out the load of running partitions (tolerance 0); --dry-run prints the moves.
-    #[command(after_help = "Every reconcile keeps members within 10 % of the mean load \
+    #[command(
+        after_help = "Every reconcile keeps members within 10 % of the mean load \
 (or one partition's weight); a rebalance evens out what that tolerance allowed. Each \
 move is a handover: the partition's in-flight batches may be sent again.\n\n\
 Examples:\n  \
         kmirrorctl rebalance --dry-run\n  \
-        kmirrorctl rebalance")]
+        kmirrorctl rebalance"
+    )]
     Rebalance {
         /// Only print the moves.
         #[arg(long)]
         dry_run: bool,
     },
+    /// Create clusters and flows from another tool's config.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Create or update the clusters and flows of a kmirror.yaml (shaped like
+    /// Strimzi's KafkaMirrorMaker2).
+    #[command(
+        after_help = "kmirror.yaml follows Strimzi's KafkaMirrorMaker2 resource: \
+spec.target (alias, bootstrapServers, config, configFile), spec.clusters (the source \
+clusters), spec.mirrors (sourceCluster, targetCluster, topicsPattern, \
+topicsExcludePattern as MirrorMaker 2's comma-separated regex lists, \
+sourceConnector.config with replication.policy.class, replication.policy.separator, \
+sync.topic.configs.enabled, config.properties.exclude; and kmirror's startPosition, \
+untilCaughtUp). configFile points at a standard .properties client file. Settings \
+kmirror cannot map are listed with the reason.\n\n\
+Examples:\n  \
+        kmirrorctl apply -f kmirror.yaml --dry-run\n  \
+        kmirrorctl apply -f kmirror.yaml"
+    )]
+    Apply {
+        /// The kmirror.yaml file.
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// Only print what would be created or updated.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check or show configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         kmirrorctl completion bash > /etc/bash_completion.d/kmirrorctl\n  \
         kmirrorctl completion zsh > \"${fpath[1]}/_kmirrorctl\"\n  \
         kmirrorctl completion fish > ~/.config/fish/completions/kmirrorctl.fish")]
-    Completion {
-        shell: clap_complete::Shell,
-    },
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +242,46 @@ pub enum ClusterCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Create the clusters and flows of a MirrorMaker 2 config (mm2.properties).
+    #[command(
+        after_help = "Reads clusters, A.bootstrap.servers, per-cluster client \
+settings (A.<key>, A.consumer.*, A.producer.*, A.admin.*), A->B.enabled, A->B.topics, \
+topics.exclude, replication.policy.class and .separator, sync.topic.configs.enabled \
+and config.properties.exclude. Each enabled A->B becomes flow A-to-B; \
+DefaultReplicationPolicy names destination topics A.<topic>. Prints what it created \
+and every setting it could not map, with the reason.\n\n\
+Examples:\n  \
+        kmirrorctl import mm2 mm2.properties --dry-run\n  \
+        kmirrorctl import mm2 mm2.properties"
+    )]
+    Mm2 {
+        file: std::path::PathBuf,
+        /// Only print what would be created.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a kmirror.yaml without applying it.
+    #[command(after_help = "Examples:\n  \
+        kmirrorctl config validate kmirror.yaml")]
+    Validate { file: std::path::PathBuf },
+    /// Print the effective config with secrets masked: the fleet's (as a
+    /// kmirror.yaml), or a file's with -f.
+    #[command(after_help = "Examples:\n  \
+        kmirrorctl config show\n  \
+        kmirrorctl config show -f kmirror.yaml -o json")]
+    Show {
+        /// Show this file's effective config instead of the fleet's.
+        #[arg(short = 'f', long = "file")]
+        file: Option<std::path::PathBuf>,
+    },
+}
+
 /// How destination topics are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RenameArg {
@@ -221,7 +296,8 @@ pub enum RenameArg {
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
     /// Start mirroring the source topics matching --include (and not --exclude).
-    #[command(after_help = "Regular expressions must match the whole topic name; topics \
+    #[command(
+        after_help = "Regular expressions must match the whole topic name; topics \
 starting with \"__\" are never mirrored. Missing destination topics are created with \
 the source's partition count and configs; later config changes in the source follow \
 (unless --no-sync-topic-configs). --start applies to partitions without a checkpoint \
@@ -232,7 +308,8 @@ Examples:\n  \
         kmirrorctl flow create all --source source --dest dest --include '.*' --exclude '.*-dlq'\n  \
         kmirrorctl flow create east --source east --dest central --include '.*' --rename prefix\n  \
         kmirrorctl flow create tail --source a --dest b --include 'logs' --start latest\n  \
-        kmirrorctl flow create move --source old --dest new --include '.*' --until-caught-up")]
+        kmirrorctl flow create move --source old --dest new --include '.*' --until-caught-up"
+    )]
     Create {
         name: String,
         /// Cluster to read from.
@@ -299,12 +376,14 @@ Examples:\n  \
         kmirrorctl flow resume dr")]
     Resume { name: String },
     /// Wait until a migration completes (or a continuous flow has no lag), with progress.
-    #[command(after_help = "Shows records done, throughput and ETA: a bar on a terminal, \
+    #[command(
+        after_help = "Shows records done, throughput and ETA: a bar on a terminal, \
 plain lines otherwise. Exits 0 when the flow completes, 1 with the reason when it is \
 deleted, failing or degraded for longer than --fail-after, or --timeout passes.\n\n\
 Examples:\n  \
         kmirrorctl flow wait move\n  \
-        kmirrorctl flow wait move --timeout 2h --interval 10s")]
+        kmirrorctl flow wait move --timeout 2h --interval 10s"
+    )]
     Wait {
         name: String,
         /// Give up after this long [default: never].
@@ -461,6 +540,9 @@ impl From<String> for Outcome {
     }
 }
 
+/// Each partition's mirrored offset, keyed like [`Rates`].
+type Offsets = BTreeMap<(String, String, i32), i64>;
+
 /// A connected admin client.
 pub struct Ctl {
     pub client: AdminClient<Channel>,
@@ -576,7 +658,10 @@ impl Ctl {
                 member,
                 no_wait,
                 timeout,
-            } => self.drain(member, no_wait, timeout).await.map(Outcome::from),
+            } => self
+                .drain(member, no_wait, timeout)
+                .await
+                .map(Outcome::from),
             Command::Undrain { member } => {
                 let answer = self
                     .client
@@ -585,7 +670,9 @@ impl Ctl {
                         undo: true,
                     })
                     .await
-                    .map_err(|status| self.failure(format!("cannot undrain member {member}"), status))?
+                    .map_err(|status| {
+                        self.failure(format!("cannot undrain member {member}"), status)
+                    })?
                     .into_inner();
                 Ok(self.done(&answer.role, &member, "undrained").into())
             }
@@ -605,12 +692,86 @@ impl Ctl {
                 })
                 .into())
             }
+            Command::Import(ImportCommand::Mm2 { file, dry_run }) => {
+                let text = std::fs::read_to_string(&file).map_err(|error| Failure {
+                    what: format!("cannot import {}", file.display()),
+                    cause: error.to_string(),
+                })?;
+                let plan = crate::manifest::import_mm2(&text).map_err(|error| Failure {
+                    what: format!("cannot import {}", file.display()),
+                    cause: error.0,
+                })?;
+                self.apply_plan(&plan, dry_run).await.map(Outcome::from)
+            }
+            Command::Apply { file, dry_run } => {
+                let plan = crate::manifest::load_manifest(&file).map_err(|error| Failure {
+                    what: format!("cannot apply {}", file.display()),
+                    cause: error.0,
+                })?;
+                self.apply_plan(&plan, dry_run).await.map(Outcome::from)
+            }
+            Command::Config(ConfigCommand::Show { file: None }) => {
+                let clusters = self
+                    .client
+                    .list_clusters(ListClustersRequest {})
+                    .await
+                    .map_err(|status| self.failure("cannot list clusters", status))?
+                    .into_inner()
+                    .clusters;
+                let flows = self.list_flows().await?;
+                Ok(show_manifest(&clusters, &flows, self.format).into())
+            }
+            Command::Config(_) => Err(Failure {
+                what: "config".to_string(),
+                cause: "this config command needs no coordinator".to_string(),
+            }),
             Command::Completion { shell } => {
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "kmirrorctl", &mut script);
                 Ok(String::from_utf8_lossy(&script).into_owned().into())
             }
         }
+    }
+
+    /// Creates or updates a plan's clusters, then its flows.
+    async fn apply_plan(
+        &mut self,
+        plan: &crate::manifest::ImportPlan,
+        dry_run: bool,
+    ) -> Result<String, Failure> {
+        if !dry_run {
+            for cluster in &plan.clusters {
+                self.client
+                    .add_cluster(AddClusterRequest {
+                        cluster: Some(cluster.clone()),
+                        replace: true,
+                    })
+                    .await
+                    .map_err(|status| {
+                        self.failure(format!("cannot store cluster {}", cluster.name), status)
+                    })?;
+            }
+            for flow in &plan.flows {
+                self.client
+                    .create_flow(CreateFlowRequest {
+                        flow: Some(flow.clone()),
+                        replace: true,
+                    })
+                    .await
+                    .map_err(|status| {
+                        self.failure(format!("cannot store flow {}", flow.name), status)
+                    })?;
+            }
+        }
+        let verb = if dry_run {
+            "would be stored (dry run)"
+        } else {
+            "stored"
+        };
+        let json = PlanJson::new(plan, !dry_run);
+        Ok(render(self.format, &json, |_| {
+            crate::manifest::plan_text(plan, verb)
+        }))
     }
 
     async fn cluster(&mut self, command: ClusterCommand) -> Result<String, Failure> {
@@ -756,7 +917,10 @@ impl Ctl {
     }
 
     /// The leader's id and the flows' status.
-    pub async fn status(&mut self, flow: Option<String>) -> Result<(String, Vec<FlowStatus>), Failure> {
+    pub async fn status(
+        &mut self,
+        flow: Option<String>,
+    ) -> Result<(String, Vec<FlowStatus>), Failure> {
         let what = match &flow {
             Some(flow) => format!("cannot get the status of flow {flow}"),
             None => "cannot get the status".to_string(),
@@ -798,16 +962,20 @@ impl Ctl {
         top_limit_opt: Option<usize>,
     ) -> Result<Outcome, Failure> {
         let terminal = std::io::stdout().is_terminal();
-        let mut previous_opt: Option<(Instant, BTreeMap<(String, String, i32), i64>)> = None;
+        let mut previous_opt: Option<(Instant, Offsets)> = None;
         loop {
             let (leader, flows) = self.status(flow.clone()).await?;
             let now = Instant::now();
-            let offsets: BTreeMap<(String, String, i32), i64> = flows
+            let offsets: Offsets = flows
                 .iter()
                 .flat_map(|flow| {
                     flow.partitions.iter().map(move |partition| {
                         (
-                            (flow.name.clone(), partition.topic.clone(), partition.partition),
+                            (
+                                flow.name.clone(),
+                                partition.topic.clone(),
+                                partition.partition,
+                            ),
                             partition.mirrored_offset,
                         )
                     })
@@ -819,9 +987,9 @@ impl Ctl {
                     offsets
                         .iter()
                         .filter_map(|(key, offset)| {
-                            before
-                                .get(key)
-                                .map(|earlier| (key.clone(), ((offset - earlier).max(0)) as f64 / seconds))
+                            before.get(key).map(|earlier| {
+                                (key.clone(), ((offset - earlier).max(0)) as f64 / seconds)
+                            })
                         })
                         .collect()
                 }
@@ -831,16 +999,23 @@ impl Ctl {
                 Some(limit) => top_text(&flows, limit, Some(&rates)),
                 None => match self.format {
                     OutputFormat::Json | OutputFormat::Yaml => {
-                        render(self.format, &StatusJson::new(&leader, &flows), |_| String::new())
+                        render(self.format, &StatusJson::new(&leader, &flows), |_| {
+                            String::new()
+                        })
                     }
-                    format => status_text(&leader, &flows, format == OutputFormat::Wide, Some(&rates)),
+                    format => {
+                        status_text(&leader, &flows, format == OutputFormat::Wide, Some(&rates))
+                    }
                 },
             };
             let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             let mut stdout = std::io::stdout();
             let frame = if terminal {
                 // Clear the screen and go home, like watch(1).
-                format!("\x1b[2J\x1b[H{stamp}  every {}\n\n{body}", humantime::format_duration(interval))
+                format!(
+                    "\x1b[2J\x1b[H{stamp}  every {}\n\n{body}",
+                    humantime::format_duration(interval)
+                )
             } else {
                 format!("--- {stamp}\n{body}\n")
             };
@@ -854,7 +1029,12 @@ impl Ctl {
         }
     }
 
-    async fn drain(&mut self, member: String, no_wait: bool, timeout: Duration) -> Result<String, Failure> {
+    async fn drain(
+        &mut self,
+        member: String,
+        no_wait: bool,
+        timeout: Duration,
+    ) -> Result<String, Failure> {
         let answer = self
             .client
             .drain_member(DrainMemberRequest {
@@ -865,7 +1045,11 @@ impl Ctl {
             .map_err(|status| self.failure(format!("cannot drain member {member}"), status))?
             .into_inner();
         if no_wait {
-            return Ok(self.done(&answer.role, &member, "drained (its partitions are moving away)"));
+            return Ok(self.done(
+                &answer.role,
+                &member,
+                "drained (its partitions are moving away)",
+            ));
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -956,7 +1140,10 @@ impl Ctl {
                     if terminal {
                         let _ = writeln!(stderr);
                     }
-                    return Err(Failure { what, cause: reason });
+                    return Err(Failure {
+                        what,
+                        cause: reason,
+                    });
                 }
                 Verdict::Waiting => {}
             }
@@ -976,6 +1163,108 @@ impl Ctl {
     }
 }
 
+/// The outcome of an import or apply, for `-o json|yaml`.
+#[derive(serde::Serialize)]
+struct PlanJson {
+    applied: bool,
+    clusters: Vec<crate::output::ClusterJson>,
+    flows: Vec<FlowJson>,
+    not_mapped: Vec<NotMappedJson>,
+    notes: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct NotMappedJson {
+    setting: String,
+    reason: String,
+}
+
+impl PlanJson {
+    fn new(plan: &crate::manifest::ImportPlan, applied: bool) -> Self {
+        Self {
+            applied,
+            clusters: plan
+                .clusters
+                .iter()
+                .map(|cluster| {
+                    let mut json = ClusterJson::from(cluster);
+                    json.properties = kmirror_common::kafka::masked(&json.properties);
+                    json
+                })
+                .collect(),
+            flows: plan.flows.iter().map(FlowJson::from).collect(),
+            not_mapped: plan
+                .unmapped
+                .iter()
+                .map(|(setting, reason)| NotMappedJson {
+                    setting: setting.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            notes: plan.notes.clone(),
+        }
+    }
+}
+
+/// `config validate FILE`: the plan a file makes, or what is wrong with it.
+fn validate_file(file: &std::path::Path, format: OutputFormat) -> Result<String, Failure> {
+    let plan = crate::manifest::load_manifest(file).map_err(|error| Failure {
+        what: format!("{} is not valid", file.display()),
+        cause: error.0,
+    })?;
+    let json = PlanJson::new(&plan, false);
+    Ok(render(format, &json, |_| {
+        format!(
+            "{} is valid: {} cluster(s), {} flow(s)\n{}",
+            file.display(),
+            plan.clusters.len(),
+            plan.flows.len(),
+            crate::manifest::plan_text(&plan, "defined")
+        )
+    }))
+}
+
+/// `config show -f FILE`: the file's effective config, secrets masked.
+fn show_file(file: &std::path::Path, format: OutputFormat) -> Result<String, Failure> {
+    let plan = crate::manifest::load_manifest(file).map_err(|error| Failure {
+        what: format!("cannot read {}", file.display()),
+        cause: error.0,
+    })?;
+    Ok(show_manifest(&plan.clusters, &plan.flows, format))
+}
+
+fn show_manifest(clusters: &[Cluster], flows: &[Flow], format: OutputFormat) -> String {
+    let masked: Vec<Cluster> = clusters
+        .iter()
+        .map(|cluster| Cluster {
+            properties: kmirror_common::kafka::masked(
+                &cluster.properties.clone().into_iter().collect(),
+            )
+            .into_iter()
+            .collect(),
+            ..cluster.clone()
+        })
+        .collect();
+    let manifest = crate::manifest::manifest_of(&masked, flows);
+    match format {
+        OutputFormat::Json => crate::output::to_json(&manifest) + "\n",
+        _ => crate::output::to_yaml(&manifest),
+    }
+}
+
+fn report(result: Result<String, Failure>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs `kmirrorctl` with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
     // Usage errors exit with 2 inside `parse`.
@@ -990,8 +1279,22 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Completion { shell } = &cli.command {
         // Needs no coordinator.
-        clap_complete::generate(*shell, &mut Cli::command(), "kmirrorctl", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "kmirrorctl",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
+    }
+    match &cli.command {
+        Command::Config(ConfigCommand::Validate { file }) => {
+            return report(validate_file(file, cli.output));
+        }
+        Command::Config(ConfigCommand::Show { file: Some(file) }) => {
+            return report(show_file(file, cli.output));
+        }
+        _ => {}
     }
     let result = async {
         let mut ctl = Ctl::connect(&cli.coordinator, cli.output).await?;

@@ -4,5 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod ctl;
+pub mod manifest;
+pub mod mirror;
 pub mod output;
 pub mod progress;
+pub mod properties;

@@ -260,13 +260,8 @@ pub struct FlowsJson {
 #[serde(tag = "policy", rename_all = "lowercase")]
 pub enum RenameJson {
     Identity,
-    Prefix {
-        alias: String,
-        separator: String,
-    },
-    Map {
-        topics: BTreeMap<String, String>,
-    },
+    Prefix { alias: String, separator: String },
+    Map { topics: BTreeMap<String, String> },
 }
 
 #[derive(Debug, Serialize)]
@@ -446,7 +441,11 @@ pub fn human_rate(value: f64) -> String {
 /// Bytes per second: `0 B/s`, `12.3 kB/s`, `4.5 MB/s`.
 pub fn human_bytes_rate(value: f64) -> String {
     let text = human_number(value, "B");
-    if text.chars().last().is_some_and(|last| last.is_ascii_digit()) {
+    if text
+        .chars()
+        .last()
+        .is_some_and(|last| last.is_ascii_digit())
+    {
         format!("{text} B/s")
     } else {
         format!("{text}/s")
@@ -493,7 +492,12 @@ pub type Rates = BTreeMap<(String, String, i32), f64>;
 /// The status as two tables: one row per partition (the columns of
 /// kafka-consumer-groups), then one row per flow with its TOTAL-LAG. `rates_opt`
 /// adds a RATE column (records/s measured between refreshes of `--watch`).
-pub fn status_text(leader: &str, flows: &[FlowStatus], wide: bool, rates_opt: Option<&Rates>) -> String {
+pub fn status_text(
+    leader: &str,
+    flows: &[FlowStatus],
+    wide: bool,
+    rates_opt: Option<&Rates>,
+) -> String {
     let mut output = String::new();
     if flows.is_empty() {
         output.push_str("no flows\n");
@@ -644,7 +648,11 @@ pub fn degraded_reasons(leader: &str, flows: &[FlowStatus]) -> Vec<String> {
 pub fn top_text(flows: &[FlowStatus], limit: usize, rates_opt: Option<&Rates>) -> String {
     let mut partitions: Vec<(&FlowStatus, &PartitionStatus)> = flows
         .iter()
-        .flat_map(|flow| flow.partitions.iter().map(move |partition| (flow, partition)))
+        .flat_map(|flow| {
+            flow.partitions
+                .iter()
+                .map(move |partition| (flow, partition))
+        })
         .collect();
     partitions.sort_by(|left, right| {
         right
@@ -818,7 +826,14 @@ pub fn flows_text(flows: &[Flow], wide: bool) -> String {
                 };
                 row.push(rename_cell(flow));
                 row.push(start);
-                row.push(if flow.until_caught_up { "migration" } else { "continuous" }.to_string());
+                row.push(
+                    if flow.until_caught_up {
+                        "migration"
+                    } else {
+                        "continuous"
+                    }
+                    .to_string(),
+                );
                 row.push(
                     if flow.sync_topic_configs.unwrap_or(true) {
                         "yes"

@@ -40,7 +40,10 @@ pub struct Tracker {
 pub fn done_and_total(flow: &FlowStatus) -> (i64, Option<i64>) {
     if flow.until_caught_up && flow.target_records >= 0 {
         let remaining = flow.remaining_records.max(0);
-        ((flow.target_records - remaining).max(0), Some(flow.target_records))
+        (
+            (flow.target_records - remaining).max(0),
+            Some(flow.target_records),
+        )
     } else {
         let mirrored: i64 = flow
             .partitions
@@ -230,7 +233,10 @@ mod tests {
             "flow move: 400/1000 records (40.0%), 200 records/s, 0 B/s, ETA 3s, state running"
         );
         let bar = tracker.line(&status, true);
-        assert!(bar.starts_with("move [############------------------]  40.0%"), "{bar}");
+        assert!(
+            bar.starts_with("move [############------------------]  40.0%"),
+            "{bar}"
+        );
     }
 
     #[test]
@@ -248,6 +254,9 @@ mod tests {
         let Verdict::Failed(reason) = verdict else {
             panic!("{verdict:?}");
         };
-        assert!(reason.contains("source cluster src is not defined"), "{reason}");
+        assert!(
+            reason.contains("source cluster src is not defined"),
+            "{reason}"
+        );
     }
 }

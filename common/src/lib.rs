@@ -3,6 +3,7 @@
 //! set-up and the shutdown signal.
 #![forbid(unsafe_code)]
 
+pub mod config_file;
 pub mod etcd;
 pub mod health;
 pub mod http;

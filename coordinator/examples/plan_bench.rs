@@ -31,7 +31,11 @@ fn partitions() -> Vec<WantedPartition> {
             seed ^= seed << 17;
             let topic = format!("topic-{:03}", index / 100);
             WantedPartition {
-                key: kmirror_common::PartitionKey::new(flow.clone(), topic.clone(), (index % 100) as i32),
+                key: kmirror_common::PartitionKey::new(
+                    flow.clone(),
+                    topic.clone(),
+                    (index % 100) as i32,
+                ),
                 dest_topic: topic,
                 dest_partitions: 100,
                 source_partitions: 100,
@@ -85,7 +89,9 @@ fn main() {
     let mut lost = again.clone();
     let gone = lost.live_fetchers.iter().next().cloned().expect("members");
     lost.live_fetchers.remove(&gone);
-    time("one fetcher lost", || plan(&lost, &first.assignments).changed.len());
+    time("one fetcher lost", || {
+        plan(&lost, &first.assignments).changed.len()
+    });
     let mut grown = again.clone();
     grown
         .live_fetchers

@@ -20,8 +20,8 @@ use kmirror_proto::v1::{
     DrainMemberResponse, Flow, FlowStatus, ListAssignmentsRequest, ListAssignmentsResponse,
     ListClustersRequest, ListClustersResponse, ListFlowsRequest, ListFlowsResponse,
     ListMembersRequest, ListMembersResponse, Member, PartitionMove, PauseFlowRequest,
-    PauseFlowResponse, RebalanceRequest, RebalanceResponse, ResumeFlowRequest,
-    ResumeFlowResponse, StatusRequest, StatusResponse,
+    PauseFlowResponse, RebalanceRequest, RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse,
+    StatusRequest, StatusResponse,
 };
 use tracing::info;
 
@@ -222,10 +222,13 @@ impl AdminService {
             let mut spec: FlowSpec =
                 decode(kv.key(), kv.value()).map_err(kmirror_common::etcd::EtcdError::from)?;
             spec.paused = paused;
-            let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision());
-            let txn = Txn::new()
-                .when([unchanged])
-                .and_then([TxnOp::put(key.as_str(), encode(&spec), None)]);
+            let unchanged =
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision());
+            let txn = Txn::new().when([unchanged]).and_then([TxnOp::put(
+                key.as_str(),
+                encode(&spec),
+                None,
+            )]);
             if client.txn(txn).await?.succeeded() {
                 info!(flow = %name, paused, "flow pause state set");
                 return Ok(flow_message(&spec, None));
@@ -472,8 +475,7 @@ impl AdminService {
                     role: info.role.to_string(),
                     address: info.address.clone(),
                     version: info.version.clone(),
-                    leader: info.role == Role::Coordinator
-                        && leader_opt.as_ref() == Some(&info.id),
+                    leader: info.role == Role::Coordinator && leader_opt.as_ref() == Some(&info.id),
                     partitions,
                     lease_remaining_ms: lease_remaining
                         .get(&(info.role, info.id.clone()))
@@ -881,7 +883,11 @@ impl Admin for AdminService {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let flows = AdminService::status(self, request.into_inner()).await?;
-        let leader = self.leader().await.map(|id| id.to_string()).unwrap_or_default();
+        let leader = self
+            .leader()
+            .await
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         Ok(Response::new(StatusResponse { flows, leader }))
     }
 

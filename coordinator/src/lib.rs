@@ -51,9 +51,23 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 #[command(
     name = "kmirror-coordinator",
     version,
-    about = "Control plane of a kmirror fleet: elects a leader that assigns source partitions, serves the admin API"
+    about = "Control plane of a kmirror fleet: elects a leader that assigns source partitions, serves the admin API",
+    after_help = "Settings come from flags, then KMIRROR_* environment variables, then the \
+config file (--config or KMIRROR_CONFIG), then the defaults. The config file is YAML:\n\n  \
+apiVersion: kmirror.io/v1\n  \
+kind: Coordinator\n  \
+spec:\n    \
+etcd: [http://10.0.0.5:2379]\n    \
+fleet: prod\n    \
+refreshInterval: 5s\n\n\
+Example:\n  \
+kmirror-coordinator --etcd http://10.0.0.5:2379 --fleet prod --listen 0.0.0.0:7070 --advertise coordinator-a.internal:7070"
 )]
 pub struct CoordinatorArgs {
+    /// YAML config file whose settings are these flags by name (see below).
+    #[arg(long, env = "KMIRROR_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub member: MemberArgs,
 

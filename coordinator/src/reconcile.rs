@@ -269,17 +269,24 @@ impl Reconciler {
                 discovery.partitions.clear();
                 continue;
             }
-            discovery.partitions.retain(|partition| {
-                state
-                    .targets
-                    .get(&partition.key.topic)
-                    .is_some_and(|targets| targets.contains_key(&partition.key.partition))
-            });
             let checkpoint_of = |key: &PartitionKey| {
                 initial_checkpoints
                     .get(key)
                     .or_else(|| snapshot.checkpoints.get(key))
             };
+            // A partition that reached its target stops at once; the others go on.
+            discovery.partitions.retain(|partition| {
+                state
+                    .targets
+                    .get(&partition.key.topic)
+                    .and_then(|targets| targets.get(&partition.key.partition))
+                    .is_some_and(|range| {
+                        let position = checkpoint_of(&partition.key)
+                            .map(|checkpoint| checkpoint.next_offset)
+                            .unwrap_or(range.start);
+                        position < range.end
+                    })
+            });
             if migration_remaining(&flow.name, &state.targets, checkpoint_of) == 0 {
                 info!(flow = %flow.name, "migration complete: every partition reached its target");
                 state.phase = FlowPhase::Completed;
@@ -985,6 +992,9 @@ async fn start_flow(
     Ok(start)
 }
 
+/// Topic configs by name.
+type Configs = BTreeMap<String, String>;
+
 /// Carries changed source topic configs to the destination. Returns, per source
 /// topic, the configs now copied (to remember), or why they could not be.
 async fn sync_topic_configs(
@@ -995,11 +1005,8 @@ async fn sync_topic_configs(
     kafka: &KafkaClients,
 ) -> Vec<(String, Result<BTreeMap<String, String>, String>)> {
     let mut outcomes = Vec::new();
-    let mut changed: Vec<(
-        &String,
-        &BTreeMap<String, String>,
-        &BTreeMap<String, String>,
-    )> = Vec::new();
+    // (source topic, configs last copied, configs now)
+    let mut changed: Vec<(&String, &Configs, &Configs)> = Vec::new();
     for (topic, current) in &discovery.source_configs {
         match state.source_configs.get(topic) {
             // Seen for the first time (created now with these configs, or a

@@ -318,6 +318,56 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_reports_its_targets_and_what_remains() {
+        let mut migration = flow();
+        migration.until_caught_up = true;
+        let state = FlowState {
+            started_ms: Some(1),
+            targets: BTreeMap::from([(
+                "orders".to_string(),
+                BTreeMap::from([
+                    (
+                        0,
+                        kmirror_common::schema::OffsetRange { start: 0, end: 100 },
+                    ),
+                    (
+                        1,
+                        kmirror_common::schema::OffsetRange { start: 10, end: 50 },
+                    ),
+                ]),
+            )]),
+            ..FlowState::default()
+        };
+        let key = |partition| PartitionKey::new(FlowName::new("dr").unwrap(), "orders", partition);
+        let checkpoints = BTreeMap::from([(key(0), checkpoint(60))]);
+        let rows = vec![
+            partition_status(
+                &migration,
+                &key(0),
+                Some((0, 120)),
+                None,
+                checkpoints.get(&key(0)),
+                None,
+            ),
+            partition_status(&migration, &key(1), Some((0, 50)), None, None, None),
+        ];
+        let status = flow_status(&migration, Some(&state), &checkpoints, rows);
+        assert_eq!(status.target_records, 140);
+        // Partition 0: 40 left; partition 1 has no checkpoint: 40 from its start.
+        assert_eq!(status.remaining_records, 80);
+        assert_eq!(status.partitions[0].target_offset, 100);
+        assert_eq!(status.state, STATE_RUNNING);
+
+        let done = FlowState {
+            completed_ms: Some(2),
+            ..state
+        };
+        let status = flow_status(&migration, Some(&done), &checkpoints, vec![]);
+        assert_eq!(status.state, STATE_COMPLETED);
+        assert_eq!(status.remaining_records, 0);
+    }
+
+    #[test]
     fn status_rows_skip_checkpoints_of_topics_no_longer_mirrored() {
         let flow_name = FlowName::new("dr").unwrap();
         let other_flow = FlowName::new("other").unwrap();

@@ -219,7 +219,9 @@ fn flow(name: &str, source: &str, dest: &str, include: &str) -> CreateFlowReques
             dest_cluster: dest.to_string(),
             include: include.to_string(),
             exclude: String::new(),
+            ..Flow::default()
         }),
+        replace: false,
     }
 }
 

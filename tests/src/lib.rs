@@ -21,6 +21,7 @@ pub mod data;
 pub mod fleet;
 pub mod kafka;
 pub mod kcat;
+pub mod mirror_process;
 pub mod murmur2;
 pub mod observability;
 pub mod ordering;

@@ -127,7 +127,10 @@ fn flow_create_takes_rename_start_and_migration_options() {
 #[test]
 fn start_positions_parse() {
     assert_eq!(parse_start("latest"), Ok(StartArg::Latest));
-    assert_eq!(parse_start("1700000000000"), Ok(StartArg::Timestamp(1_700_000_000_000)));
+    assert_eq!(
+        parse_start("1700000000000"),
+        Ok(StartArg::Timestamp(1_700_000_000_000))
+    );
     assert!(parse_start("yesterday").unwrap_err().contains("RFC 3339"));
 }
 
@@ -135,7 +138,9 @@ fn start_positions_parse() {
 fn every_command_takes_every_output_format() {
     for format in ["text", "wide", "json", "yaml"] {
         let cli = parse(&["status", "--flow", "dr", "-o", format]).unwrap();
-        assert!(matches!(cli.command, Command::Status { flow: Some(ref flow), .. } if flow == "dr"));
+        assert!(
+            matches!(cli.command, Command::Status { flow: Some(ref flow), .. } if flow == "dr")
+        );
         parse(&["flow", "list", "-o", format]).unwrap();
         parse(&["-o", format, "members"]).unwrap();
         parse(&["cluster", "list", "--output", format]).unwrap();

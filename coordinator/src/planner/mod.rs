@@ -363,7 +363,11 @@ impl Loads {
         let mut moves = Vec::new();
         // Each move lowers the sum of squared loads, so this ends; the cap only
         // guards against float noise.
-        let max_moves = 4 * self.partitions_by_member.values().map(BTreeSet::len).sum::<usize>();
+        let max_moves = 4 * self
+            .partitions_by_member
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>();
         while moves.len() < max_moves {
             let (Some((Ordered(low), to)), Some((Ordered(high), from))) =
                 (self.by_load.first().cloned(), self.by_load.last().cloned())

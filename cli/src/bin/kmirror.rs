@@ -1,0 +1,28 @@
+//! `kmirror`: mirror like Kafka's MirrorMaker, in one process.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kmirror_cli::mirror::{KmirrorCli, KmirrorCommand, MirrorError};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Usage errors exit with 2 inside `parse`.
+    let cli = KmirrorCli::parse();
+    let telemetry = kmirror_common::telemetry::init("kmirror");
+    let shutdown = kmirror_common::shutdown::on_signal();
+    let KmirrorCommand::Mirror(args) = cli.command;
+    let outcome = kmirror_cli::mirror::run(args, shutdown).await;
+    telemetry.shutdown().await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            match error {
+                MirrorError::Config(_) => ExitCode::from(2),
+                MirrorError::Failed(_) => ExitCode::from(1),
+            }
+        }
+    }
+}

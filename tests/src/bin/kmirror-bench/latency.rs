@@ -1,0 +1,230 @@
+//! W4, end-to-end latency: `open-loop` sends records on a fixed schedule and
+//! stamps each with its *intended* send time (as CreateTime, and as CLOCK_MONOTONIC
+//! nanoseconds in a header), so a late send shows as latency instead of hiding it;
+//! `latency` reads a topic and records, per record, now minus the intended time in
+//! an HdrHistogram.
+//!
+//! Both take the same schedule: it starts at `--start-at-ns` (CLOCK_MONOTONIC), runs
+//! a warm-up, then the measured window. Only records intended inside the window are
+//! measured.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::clients::{partition_count, plain_consumer, CountingContext};
+use crate::records::{monotonic_ns, wall_ms, RecordFactory, INTENDED_HEADER};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Schedule {
+    /// Records per second.
+    #[arg(long)]
+    pub rate: f64,
+    /// CLOCK_MONOTONIC nanoseconds of the first intended send.
+    #[arg(long)]
+    pub start_at_ns: u64,
+    #[arg(long)]
+    pub warmup_s: f64,
+    #[arg(long)]
+    pub measure_s: f64,
+}
+
+impl Schedule {
+    fn total(&self) -> u64 {
+        (self.rate * (self.warmup_s + self.measure_s)).floor() as u64
+    }
+
+    fn intended_ns(&self, index: u64) -> u64 {
+        self.start_at_ns + (index as f64 * 1e9 / self.rate) as u64
+    }
+
+    fn window(&self) -> (u64, u64) {
+        let start = self.start_at_ns + (self.warmup_s * 1e9) as u64;
+        (start, start + (self.measure_s * 1e9) as u64)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OpenLoopArgs {
+    #[arg(long)]
+    pub bootstrap: String,
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    #[command(flatten)]
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LatencyArgs {
+    #[arg(long)]
+    pub bootstrap: String,
+    #[arg(long)]
+    pub topic: String,
+    #[command(flatten)]
+    pub schedule: Schedule,
+    /// Seconds to wait for stragglers after the schedule's end.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_s: f64,
+}
+
+pub fn open_loop(args: OpenLoopArgs) -> Result<()> {
+    let producer: BaseProducer<CountingContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "0")
+        .set("partitioner", "murmur2_random")
+        .create_with_context(CountingContext::default())
+        .with_context(|| format!("cannot create a producer for {}", args.bootstrap))?;
+    let schedule = &args.schedule;
+    let total = schedule.total();
+    let (window_start, window_end) = schedule.window();
+    // Wall-clock time of the schedule's start, for CreateTime.
+    let wall_at_start_ms =
+        wall_ms() as f64 - (monotonic_ns() as f64 - schedule.start_at_ns as f64) / 1e6;
+    let mut factory = RecordFactory::new(args.value_size, 4);
+    let mut sent_in_window = 0u64;
+    let mut latest_send_lag_ns = 0u64;
+    let mut index = 0u64;
+    while index < total {
+        let now = monotonic_ns();
+        while index < total && schedule.intended_ns(index) <= now {
+            let intended = schedule.intended_ns(index);
+            let intended_bytes = intended.to_be_bytes();
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: INTENDED_HEADER,
+                value: Some(&intended_bytes[..]),
+            });
+            let key = factory.next_key();
+            let timestamp =
+                (wall_at_start_ms + (intended - schedule.start_at_ns) as f64 / 1e6) as i64;
+            let mut record = BaseRecord::to(&args.topic)
+                .key(&key[..])
+                .payload(factory.next_value())
+                .headers(headers)
+                .timestamp(timestamp);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((error, _)) => {
+                        return Err(error)
+                            .with_context(|| format!("cannot produce to {}", args.topic))
+                    }
+                }
+            }
+            let sent_at = monotonic_ns();
+            if (window_start..window_end).contains(&sent_at) {
+                sent_in_window += 1;
+            }
+            latest_send_lag_ns = latest_send_lag_ns.max(sent_at.saturating_sub(intended));
+            index += 1;
+        }
+        producer.poll(Duration::ZERO);
+        if index < total {
+            let wait = schedule.intended_ns(index).saturating_sub(monotonic_ns());
+            if wait > 50_000 {
+                std::thread::sleep(Duration::from_nanos(wait));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    producer.context().check(&args.topic)?;
+    println!(
+        "{}",
+        json!({
+            "target_rate": schedule.rate,
+            "achieved_rate": sent_in_window as f64 / schedule.measure_s,
+            "sent": total,
+            "max_send_lag_ms": latest_send_lag_ns as f64 / 1e6,
+        })
+    );
+    Ok(())
+}
+
+pub fn latency(args: LatencyArgs) -> Result<()> {
+    let consumer = plain_consumer(&args.bootstrap, &[("fetch.wait.max.ms", "100")])?;
+    let partitions = partition_count(&consumer, &args.topic, Duration::from_secs(60))?;
+    // Start at the current ends, so only the generator's records are read.
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) =
+            consumer.fetch_watermarks(&args.topic, partition, Duration::from_secs(10))?;
+        list.add_partition_offset(&args.topic, partition, Offset::Offset(high))?;
+    }
+    consumer.assign(&list)?;
+    // The harness starts the generator once this line is out.
+    println!("ready");
+    std::io::stdout().flush()?;
+
+    let schedule = &args.schedule;
+    let total = schedule.total();
+    let (window_start, window_end) = schedule.window();
+    let deadline = Instant::now()
+        + Duration::from_nanos(schedule.intended_ns(total).saturating_sub(monotonic_ns()))
+        + Duration::from_secs_f64(args.drain_s);
+    // Microseconds, from 1 µs to an hour, three significant digits.
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut seen = 0u64;
+    while seen < total {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = result.with_context(|| format!("cannot read {}", args.topic))?;
+        let now = monotonic_ns();
+        seen += 1;
+        let intended = message
+            .headers()
+            .and_then(|headers| headers.iter().find(|header| header.key == INTENDED_HEADER))
+            .and_then(|header| header.value)
+            .and_then(|value| <[u8; 8]>::try_from(value).ok())
+            .map(u64::from_be_bytes);
+        let Some(intended) = intended else {
+            bail!(
+                "a record of {} lacks the {INTENDED_HEADER} header",
+                args.topic
+            );
+        };
+        if (window_start..window_end).contains(&intended) {
+            histogram.saturating_record(now.saturating_sub(intended) / 1_000);
+        }
+    }
+    let to_ms = |micros: u64| micros as f64 / 1_000.0;
+    println!(
+        "{}",
+        json!({
+            "seen": seen,
+            "expected": total,
+            "measured": histogram.len(),
+            "p50_ms": to_ms(histogram.value_at_quantile(0.50)),
+            "p99_ms": to_ms(histogram.value_at_quantile(0.99)),
+            "p999_ms": to_ms(histogram.value_at_quantile(0.999)),
+            "max_ms": to_ms(histogram.max()),
+        })
+    );
+    if seen < total {
+        bail!(
+            "only {seen} of {total} records reached {} in time",
+            args.topic
+        );
+    }
+    Ok(())
+}

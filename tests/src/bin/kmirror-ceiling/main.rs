@@ -1,0 +1,158 @@
+//! `kmirror-ceiling`: the benchmark's ceiling. One process, one thread: consume
+//! every partition of a source topic and produce each record, with its key,
+//! headers and timestamp, to the same partition of the destination topic. The
+//! librdkafka settings are kmirror's own (the fetcher's consumer defaults and the
+//! writer's producer defaults); there is no gRPC hop, no checkpoint, no
+//! coordination. It is the most any client-side mirror can move on this machine.
+//!
+//! It runs until it is killed; the harness watches the destination.
+
+#![forbid(unsafe_code)]
+
+mod settings;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use kmirror_writer::producer::PRODUCER_DEFAULTS;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::settings::{FailFast, CONSUMER_SETTINGS};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmirror-ceiling",
+    about = "Single-process consume-then-produce loop"
+)]
+struct Args {
+    #[arg(long)]
+    source: String,
+    #[arg(long)]
+    dest: String,
+    /// Source topics (repeatable); each is written to the destination topic of
+    /// the same name.
+    #[arg(long = "topic", required = true)]
+    topics: Vec<String>,
+    /// librdkafka producer overrides, `key=value` (repeatable), as the writer's
+    /// `--producer-property`.
+    #[arg(long = "producer-property", value_parser = parse_key_value)]
+    producer_properties: Vec<(String, String)>,
+    /// librdkafka consumer overrides, `key=value` (repeatable), for trying settings.
+    #[arg(long = "consumer-property", value_parser = parse_key_value)]
+    consumer_properties: Vec<(String, String)>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got '{text}'"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let mut consumer_config = ClientConfig::new();
+    consumer_config.set("bootstrap.servers", &args.source);
+    for (key, value) in CONSUMER_SETTINGS {
+        consumer_config.set(*key, *value);
+    }
+    for (key, value) in &args.consumer_properties {
+        consumer_config.set(key, value);
+    }
+    let consumer: BaseConsumer = consumer_config.create()?;
+    let mut producer_config = ClientConfig::new();
+    producer_config.set("bootstrap.servers", &args.dest);
+    for (key, value) in PRODUCER_DEFAULTS {
+        producer_config.set(*key, *value);
+    }
+    for (key, value) in &args.producer_properties {
+        producer_config.set(key, value);
+    }
+    let producer: BaseProducer<FailFast> =
+        producer_config.create_with_context(Default::default())?;
+
+    let mut list = TopicPartitionList::new();
+    for topic in &args.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|entry| entry.name() == topic)
+            .map(|entry| entry.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            bail!("topic {topic} has no partitions at {}", args.source);
+        }
+        for partition in 0..i32::try_from(partitions)? {
+            list.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&list)?;
+
+    let mut since_poll = 0u32;
+    loop {
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                producer.poll(Duration::ZERO);
+                producer.context().check()?;
+                continue;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(error)) => {
+                eprintln!("warning: source consumer error: {error}");
+                continue;
+            }
+            Some(Ok(message)) => message,
+        };
+        let headers = message.headers().map(|headers| headers.detach());
+        let mut record = BaseRecord::to(message.topic()).partition(message.partition());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        if let Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) = message.timestamp() {
+            record = record.timestamp(ms);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    return Err(error)
+                        .with_context(|| format!("cannot produce to {}", message.topic()))
+                }
+            }
+        }
+        since_poll += 1;
+        if since_poll >= 1024 {
+            since_poll = 0;
+            producer.poll(Duration::ZERO);
+            producer.context().check()?;
+        }
+    }
+}

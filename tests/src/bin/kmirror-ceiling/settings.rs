@@ -1,0 +1,57 @@
+//! The ceiling's librdkafka settings and delivery check.
+
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::ClientContext;
+
+/// The fetcher's consumer settings (`fetcher/src/consumer.rs`, `CONSUMER_DEFAULTS`,
+/// which is private to the fetcher: keep the two lists equal).
+pub const CONSUMER_SETTINGS: &[(&str, &str)] = &[
+    ("group.id", "kmirror-ceiling"),
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "true"),
+    ("isolation.level", "read_committed"),
+    ("auto.offset.reset", "earliest"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.max.bytes", "16777216"),
+    ("fetch.wait.max.ms", "100"),
+    ("statistics.interval.ms", "1000"),
+];
+
+/// Keeps the first failed delivery: the ceiling does not retry around librdkafka
+/// (whose idempotent producer already retries what can be retried), it stops.
+#[derive(Default)]
+pub struct FailFast {
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for FailFast {
+    /// librdkafka's statistics, when `statistics.interval.ms` is set, go to stderr
+    /// as JSON lines: the place to look for produce latencies while tuning.
+    fn stats_raw(&self, statistics: &[u8]) {
+        eprintln!("{}", String::from_utf8_lossy(statistics));
+    }
+}
+
+impl ProducerContext for FailFast {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, _)) = result {
+            let mut failure = self.failure.lock().expect("not poisoned");
+            failure.get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+impl FailFast {
+    pub fn check(&self) -> Result<()> {
+        if let Some(failure) = self.failure.lock().expect("not poisoned").as_ref() {
+            bail!("a delivery failed: {failure}");
+        }
+        Ok(())
+    }
+}
