@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use kmirror_fetcher::{Fetcher, FetcherConfig};
 
 /// kmirror fetcher: reads the source partitions the coordinator assigns it and
@@ -12,13 +12,31 @@ use kmirror_fetcher::{Fetcher, FetcherConfig};
     after_help = "Example:\n  kmirror-fetcher --etcd http://10.0.0.5:2379 --fleet prod --id fetcher-a --listen 0.0.0.0:7091 --advertise http://fetcher-a.internal:7091"
 )]
 struct Cli {
+    /// YAML config file whose settings are these flags by name (`kind: Fetcher`).
+    /// Precedence: flags, then KMIRROR_* environment variables, then the file,
+    /// then the defaults.
+    #[arg(long = "config", env = "KMIRROR_CONFIG", value_name = "FILE")]
+    config_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     config: FetcherConfig,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let environment = |name: &str| std::env::var(name).ok();
+    let args = match kmirror_common::config_file::merge_config_file(
+        &Cli::command(),
+        std::env::args_os().collect(),
+        &environment,
+    ) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let telemetry = kmirror_common::telemetry::init("kmirror-fetcher");
     let exit_code = serve(cli.config).await;
     telemetry.shutdown().await;

@@ -363,7 +363,10 @@ impl Session {
             (Some(failure), _) => {
                 let class = classify(&failure);
                 self.halted.insert(pending.partition.clone());
-                if matches!(class, FailureClass::DeliveryFailed | FailureClass::DestinationMissing) {
+                if matches!(
+                    class,
+                    FailureClass::DeliveryFailed | FailureClass::DestinationMissing
+                ) {
                     self.replace_producer(&pending.cluster);
                 }
                 if class == FailureClass::RecordTooLarge {
