@@ -37,8 +37,9 @@ pub enum CheckpointCommand {
 #[derive(Debug, Default)]
 pub struct CheckpointOutcome {
     pub written: Vec<(PartitionKey, Checkpoint)>,
-    /// Partitions whose assignment changed under the fetcher.
-    pub fenced: Vec<PartitionKey>,
+    /// Partitions whose assignment changed under the fetcher, with the assignment
+    /// bytes the refused write compared.
+    pub fenced: Vec<(PartitionKey, Vec<u8>)>,
 }
 
 pub struct Checkpointer {
@@ -89,7 +90,9 @@ impl Checkpointer {
                             Ok(true) => outcome
                                 .written
                                 .push((entry.partition.clone(), entry.checkpoint)),
-                            Ok(false) => outcome.fenced.push(entry.partition.clone()),
+                            Ok(false) => outcome
+                                .fenced
+                                .push((entry.partition.clone(), entry.assignment_raw.clone())),
                             Err(error) => {
                                 warn!(partition = %entry.partition, %error, "cannot write checkpoint")
                             }

@@ -785,7 +785,17 @@ impl Core {
                 state.written = Some(checkpoint.next_offset);
             }
         }
-        for partition in outcome.fenced {
+        for (partition, refused_raw) in outcome.fenced {
+            // The watcher may already have delivered the new assignment, and the
+            // partition restarted under it: only the assignment the write
+            // compared is stale.
+            let still_held = self
+                .partitions
+                .get(&partition)
+                .is_some_and(|state| state.held.raw == refused_raw);
+            if !still_held {
+                continue;
+            }
             warn!(%partition, "checkpoint refused: the partition's assignment changed; stopping it");
             self.stop(&partition);
             if let Some(state) = self.partitions.get_mut(&partition) {
