@@ -226,6 +226,24 @@ fn settings_as_args(
     Ok(injected)
 }
 
+/// Parses a service's command line with its config file merged in (flags, then
+/// `KMIRROR_*` environment variables, then the file, then the defaults). A config
+/// file that cannot be used is reported and the process exits with code 2.
+pub fn parse_service_args<Args: clap::Parser>() -> Args {
+    let environment = |name: &str| std::env::var(name).ok();
+    match merge_config_file(
+        &Args::command(),
+        std::env::args_os().collect(),
+        &environment,
+    ) {
+        Ok(args) => Args::parse_from(args),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,25 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
 use kmirror_coordinator::{Config, Coordinator, CoordinatorArgs};
 use tracing::error;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let raw_args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let environment = |name: &str| std::env::var(name).ok();
-    let args = match kmirror_common::config_file::merge_config_file(
-        &CoordinatorArgs::command(),
-        raw_args,
-        &environment,
-    ) {
-        Ok(args) => CoordinatorArgs::parse_from(args),
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
+    let args: CoordinatorArgs = kmirror_common::config_file::parse_service_args();
     let telemetry = kmirror_common::telemetry::init("kmirror-coordinator");
     let shutdown = kmirror_common::shutdown::on_signal();
     let result = async {

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use kmirror_fetcher::{Fetcher, FetcherConfig};
 
 /// kmirror fetcher: reads the source partitions the coordinator assigns it and
@@ -24,19 +24,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let environment = |name: &str| std::env::var(name).ok();
-    let args = match kmirror_common::config_file::merge_config_file(
-        &Cli::command(),
-        std::env::args_os().collect(),
-        &environment,
-    ) {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let cli = Cli::parse_from(args);
+    let cli: Cli = kmirror_common::config_file::parse_service_args();
     let telemetry = kmirror_common::telemetry::init("kmirror-fetcher");
     let exit_code = serve(cli.config).await;
     telemetry.shutdown().await;
