@@ -373,8 +373,15 @@ impl Reconciler {
             .values()
             .flat_map(|discovery| discovery.partitions.iter().cloned())
             .collect();
-        for partition in &mut partitions {
-            partition.bytes_per_sec = current_rate(snapshot.checkpoints.get(&partition.key), now);
+        // Measured rates drive an explicit rebalance only. Every move makes the new
+        // owner resend what the old one had in flight, so routine rounds balance
+        // by partition count, which stays put while rates fluctuate: partitions
+        // move when members come and go, not with the traffic.
+        if snapshot.rebalance_opt.is_some() {
+            for partition in &mut partitions {
+                partition.bytes_per_sec =
+                    current_rate(snapshot.checkpoints.get(&partition.key), now);
+            }
         }
         let problem = Problem {
             partitions,
