@@ -274,18 +274,15 @@ impl Reconciler {
                     .get(key)
                     .or_else(|| snapshot.checkpoints.get(key))
             };
-            // A partition that reached its target stops at once; the others go on.
+            // Every captured partition keeps its assignment until the whole
+            // migration is done: unassigning the ones that finished first would
+            // leave the plan uneven, and evening it out would move (and resend)
+            // partitions still copying.
             discovery.partitions.retain(|partition| {
                 state
                     .targets
                     .get(&partition.key.topic)
-                    .and_then(|targets| targets.get(&partition.key.partition))
-                    .is_some_and(|range| {
-                        let position = checkpoint_of(&partition.key)
-                            .map(|checkpoint| checkpoint.next_offset)
-                            .unwrap_or(range.start);
-                        position < range.end
-                    })
+                    .is_some_and(|targets| targets.contains_key(&partition.key.partition))
             });
             if migration_remaining(&flow.name, &state.targets, checkpoint_of) == 0 {
                 info!(flow = %flow.name, "migration complete: every partition reached its target");
