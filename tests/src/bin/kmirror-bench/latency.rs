@@ -60,6 +60,9 @@ pub struct OpenLoopArgs {
     pub topic: String,
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
+    /// The generator producer's `linger.ms`.
+    #[arg(long, default_value = "5")]
+    pub linger_ms: String,
     #[command(flatten)]
     pub schedule: Schedule,
 }
@@ -82,7 +85,7 @@ pub fn open_loop(args: OpenLoopArgs) -> Result<()> {
         .set("bootstrap.servers", &args.bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "false")
-        .set("linger.ms", "0")
+        .set("linger.ms", &args.linger_ms)
         .set("partitioner", "murmur2_random")
         .create_with_context(CountingContext::default())
         .with_context(|| format!("cannot create a producer for {}", args.bootstrap))?;
