@@ -56,3 +56,13 @@ impl MemberArgs {
         }
     }
 }
+
+/// HTTP/2 flow-control window of one replicate stream, on both ends. The protocol's
+/// default (64 KiB) lets a fetcher send only that much before waiting a round trip
+/// for the writer's window update, which caps a stream far below what Kafka
+/// delivers; a few batches' worth keeps the stream busy without letting one
+/// connection buffer without bound.
+pub const REPLICATE_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control window of one fetcher-to-writer connection (all its streams).
+pub const REPLICATE_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;

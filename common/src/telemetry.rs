@@ -210,6 +210,9 @@ fn trace_export(env: impl Fn(&str) -> Option<String>) -> TraceExport {
     }
 }
 
+/// Names of the W3C trace context fields, as they travel in gRPC metadata.
+pub const TRACE_CONTEXT_FIELDS: [&str; 2] = ["traceparent", "tracestate"];
+
 /// W3C trace context (`traceparent`, `tracestate`) of `span`, to send along with
 /// the work it covers. Empty (no allocation) when the span is not recorded.
 pub fn trace_context(span: &Span) -> HashMap<String, String> {
@@ -221,16 +224,66 @@ pub fn trace_context(span: &Span) -> HashMap<String, String> {
     carrier
 }
 
-/// Makes `span` a child of the span whose W3C trace context `carrier` holds (the
-/// sender's). Must be called before the span is entered or its context read.
-pub fn set_remote_parent(span: &Span, carrier: &HashMap<String, String>) {
-    if span.is_disabled() || carrier.is_empty() {
+/// Hands the W3C trace context fields of `span` to `set` (a gRPC metadata map,
+/// say), by their names in [`TRACE_CONTEXT_FIELDS`]. Does nothing when the span
+/// is not recorded.
+pub fn inject_trace_context(span: &Span, mut set: impl FnMut(&'static str, &str)) {
+    if span.is_disabled() {
         return;
     }
-    let parent = TraceContextPropagator::new().extract(carrier);
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    let carrier = trace_context(span);
+    for name in TRACE_CONTEXT_FIELDS {
+        if let Some(value) = carrier.get(name) {
+            set(name, value);
+        }
     }
+}
+
+/// The W3C trace context fields `get` finds by name (in gRPC metadata, say), as
+/// a carrier for [`set_remote_parent`] or [`link_remote`].
+pub fn read_trace_context(get: impl Fn(&'static str) -> Option<String>) -> HashMap<String, String> {
+    TRACE_CONTEXT_FIELDS
+        .into_iter()
+        .filter_map(|name| get(name).map(|value| (name.to_string(), value)))
+        .collect()
+}
+
+/// Makes `span` a child of the span whose W3C trace context `carrier` holds (the
+/// sender's). Must be called before the span is entered or its context read.
+/// Returns whether `carrier` named a valid parent (and the span is recorded).
+pub fn set_remote_parent(span: &Span, carrier: &HashMap<String, String>) -> bool {
+    if span.is_disabled() || carrier.is_empty() {
+        return false;
+    }
+    let parent = TraceContextPropagator::new().extract(carrier);
+    if !parent.span().span_context().is_valid() {
+        return false;
+    }
+    span.set_parent(parent).is_ok()
+}
+
+/// Makes `span` a child of `parent`, a span of this process. Must be called
+/// before `span` is entered or its context read.
+pub fn set_parent_span(span: &Span, parent: &Span) {
+    if span.is_disabled() || parent.is_disabled() {
+        return;
+    }
+    let _ = span.set_parent(parent.context());
+}
+
+/// Links `span` to the span whose W3C trace context `carrier` holds (a peer's
+/// span that is neither its parent nor its child). Returns whether it did.
+pub fn link_remote(span: &Span, carrier: &HashMap<String, String>) -> bool {
+    if span.is_disabled() || carrier.is_empty() {
+        return false;
+    }
+    let context = TraceContextPropagator::new().extract(carrier);
+    let span_context = context.span().span_context().clone();
+    if !span_context.is_valid() {
+        return false;
+    }
+    span.add_link(span_context);
+    true
 }
 
 /// Links `span` to the trace a W3C `traceparent` value names (a record header,
@@ -319,7 +372,70 @@ mod tests {
         let span = tracing::info_span!(target: SPAN_TARGET, "unrecorded");
         assert!(trace_context(&span).is_empty());
         assert!(!link_traceparent(&span, b"not a traceparent"));
-        set_remote_parent(&span, &HashMap::new());
+        assert!(!set_remote_parent(&span, &HashMap::new()));
         set_error(&span, "kind", "description");
+        let mut injected = Vec::new();
+        inject_trace_context(&span, |name, value| {
+            injected.push((name, value.to_string()))
+        });
+        assert!(injected.is_empty());
+        let carrier = HashMap::from([(
+            "traceparent".to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        )]);
+        assert!(!link_remote(&span, &carrier));
+        assert!(!set_remote_parent(&span, &carrier));
+        set_parent_span(&span, &tracing::info_span!(target: SPAN_TARGET, "parent"));
+    }
+
+    #[test]
+    fn a_context_sent_through_metadata_makes_the_receiving_span_its_child() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(Targets::new().with_target(SPAN_TARGET, LevelFilter::TRACE)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let sender = tracing::info_span!(target: SPAN_TARGET, "sender");
+            let mut metadata = HashMap::new();
+            inject_trace_context(&sender, |name, value| {
+                metadata.insert(name, value.to_string());
+            });
+            assert!(metadata.contains_key("traceparent"));
+            let carrier = read_trace_context(|name| metadata.get(name).cloned());
+
+            let receiver = tracing::info_span!(target: SPAN_TARGET, parent: None, "receiver");
+            assert!(set_remote_parent(&receiver, &carrier));
+            let sender_context = sender.context().span().span_context().clone();
+            let receiver_context = receiver.context().span().span_context().clone();
+            assert_eq!(receiver_context.trace_id(), sender_context.trace_id());
+            assert_ne!(receiver_context.span_id(), sender_context.span_id());
+
+            let local_child = tracing::info_span!(target: SPAN_TARGET, parent: None, "child");
+            set_parent_span(&local_child, &receiver);
+            assert_eq!(
+                local_child.context().span().span_context().trace_id(),
+                sender_context.trace_id()
+            );
+            let unrelated = tracing::info_span!(target: SPAN_TARGET, parent: None, "unrelated");
+            assert!(link_remote(&unrelated, &carrier));
+            assert!(!link_remote(&unrelated, &HashMap::new()));
+        });
+    }
+
+    #[test]
+    fn trace_context_fields_are_read_by_their_w3c_names() {
+        let metadata = HashMap::from([
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("other", "ignored"),
+        ]);
+        let carrier = read_trace_context(|name| metadata.get(name).map(|value| value.to_string()));
+        assert_eq!(carrier.len(), 1);
+        assert_eq!(carrier["traceparent"], metadata["traceparent"]);
+        assert!(read_trace_context(|_| None).is_empty());
     }
 }

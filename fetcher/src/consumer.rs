@@ -27,6 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
 
 /// Most bytes of record data one poll round hands to the core.
@@ -35,11 +36,15 @@ const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
 const MAX_BATCH_RECORDS: usize = 5_000;
 /// Most bytes in one batch (the gRPC message stays a few MiB).
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Memory a record takes beyond its data while in flight (its `Record` and header
+/// structures, the encoded message), counted in the in-flight budget so small
+/// records do not overrun it.
+const RECORD_OVERHEAD_BYTES: usize = 128;
 
 /// Settings of every source consumer (before the cluster's own properties).
 /// `read_committed` so aborted transactions are never mirrored; offsets are never
 /// committed to Kafka (checkpoints live in etcd).
-const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("group.id", "kmirror"),
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
@@ -47,8 +52,16 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
     ("auto.offset.reset", "earliest"),
     ("queued.max.messages.kbytes", "16384"),
+    // librdkafka keeps up to this many records per partition prefetched (default
+    // 100 000); each costs a few hundred bytes beyond its data, which for small
+    // records would outweigh the 16 MiB cap above.
+    ("queued.min.messages", "20000"),
     ("fetch.max.bytes", "16777216"),
     ("fetch.wait.max.ms", "100"),
+    // When the fetch queue is full, librdkafka waits this long before fetching
+    // again (default 1 s): the partition would stall for a second whenever the
+    // writers lag a moment behind.
+    ("fetch.queue.backoff.ms", "10"),
     // Source ends for the lag metrics, taken from the statistics (no requests).
     ("statistics.interval.ms", "1000"),
 ];
@@ -82,6 +95,8 @@ pub enum Fetched {
         generation: u64,
         records: Vec<Record>,
         next_offset: i64,
+        /// The batch's bytes in the fetcher's in-flight budget.
+        reservation: Reservation,
     },
     /// The partition's position moved past offsets that hold no record
     /// (transaction markers, aborted records).
@@ -113,6 +128,7 @@ pub fn spawn(
     flow: FlowName,
     cluster: ClusterSpec,
     fetched_tx: mpsc::Sender<Fetched>,
+    budget: InFlightBudget,
 ) -> Result<ConsumerHandle, KafkaError> {
     let ends = SourceEnds::default();
     let context = SourceContext {
@@ -127,6 +143,7 @@ pub fn spawn(
         consumer,
         command_rx,
         fetched_tx,
+        budget,
         generations: HashMap::new(),
         positions: HashMap::new(),
     };
@@ -199,6 +216,12 @@ impl Gathering {
         self.data.len() - size_before
     }
 
+    /// Bytes the batch holds until acknowledged: its data and, per record, the
+    /// message structures on both sides of the gRPC hop.
+    fn footprint(&self) -> usize {
+        self.data.len() + self.records.len() * RECORD_OVERHEAD_BYTES
+    }
+
     fn into_records(self) -> (Vec<Record>, i64) {
         let data: Bytes = self.data.freeze();
         let slice = |range: Option<(usize, usize)>| {
@@ -255,6 +278,7 @@ struct Poller {
     consumer: BaseConsumer<SourceContext>,
     command_rx: std_mpsc::Receiver<ConsumerCommand>,
     fetched_tx: mpsc::Sender<Fetched>,
+    budget: InFlightBudget,
     generations: HashMap<(String, i32), u64>,
     /// Offset after the last record handed to the core, per partition.
     positions: HashMap<(String, i32), i64>,
@@ -397,6 +421,9 @@ impl Poller {
                 continue;
             };
             for batch in batches {
+                // Waits while the fetcher's in-flight budget is spent: the source
+                // is then read no further than the writers keep up with.
+                let reservation = self.budget.reserve_blocking(batch.footprint());
                 let (records, next_offset) = batch.into_records();
                 self.positions
                     .insert((topic.clone(), partition), next_offset);
@@ -405,6 +432,7 @@ impl Poller {
                     generation,
                     records,
                     next_offset,
+                    reservation,
                 };
                 if self.fetched_tx.blocking_send(fetched).is_err() {
                     return false;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::budget::{InFlightBudget, Reservation};
 use crate::checkpointer::{CheckpointCommand, CheckpointEntry, CheckpointOutcome};
 use crate::consumer::{self, ConsumerCommand, ConsumerHandle, Fetched};
 use crate::link::{Link, LinkEvent};
@@ -30,6 +31,8 @@ const DELIVERY_RETRY: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
     pub max_in_flight_batches: usize,
+    /// Bytes of record data read and not yet acknowledged, over all partitions.
+    pub max_in_flight_bytes: usize,
     pub checkpoint_interval: Duration,
     pub retry_backoff: Duration,
     pub shutdown_grace: Duration,
@@ -121,6 +124,7 @@ pub struct Core {
     sources: HashMap<FlowName, ClusterSpec>,
     pending_checkpoint: Option<oneshot::Receiver<CheckpointOutcome>>,
     telemetry: crate::telemetry::FetcherTelemetry,
+    budget: InFlightBudget,
 }
 
 impl Core {
@@ -139,7 +143,6 @@ impl Core {
     ) -> Self {
         Self {
             me,
-            settings,
             desired_rx,
             fetched_rx,
             fetched_tx,
@@ -155,6 +158,8 @@ impl Core {
             sources: HashMap::new(),
             pending_checkpoint: None,
             telemetry: Default::default(),
+            budget: InFlightBudget::new(settings.max_in_flight_bytes),
+            settings,
         }
     }
 
@@ -389,7 +394,12 @@ impl Core {
                 warn!(%partition, "flow or its source cluster is unknown; retrying later");
                 return;
             };
-            match consumer::spawn(partition.flow.clone(), cluster, self.fetched_tx.clone()) {
+            match consumer::spawn(
+                partition.flow.clone(),
+                cluster,
+                self.fetched_tx.clone(),
+                self.budget.clone(),
+            ) {
                 Ok(handle) => {
                     self.consumers.insert(partition.flow.clone(), handle);
                 }
@@ -468,8 +478,9 @@ impl Core {
                 generation,
                 records,
                 next_offset,
+                reservation,
             } => {
-                self.send_batch(partition, generation, records, next_offset)
+                self.send_batch(partition, generation, records, next_offset, reservation)
                     .await
             }
         }
@@ -481,6 +492,7 @@ impl Core {
         generation: u64,
         records: Vec<kmirror_proto::v1::Record>,
         next_offset: i64,
+        reservation: Reservation,
     ) {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
@@ -505,7 +517,7 @@ impl Core {
         };
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.window.push(seq, next_offset);
+        state.window.push(seq, next_offset, reservation);
         let bytes: usize = records
             .iter()
             .map(|record| {
@@ -610,7 +622,8 @@ impl Core {
         let Some(partition) = partition_key(ack.source.as_ref()) else {
             return;
         };
-        self.telemetry.batch_acked(&partition, &ack);
+        // Ends when the ack is handled: the span covers settling the batch.
+        let _settle_span = self.telemetry.batch_acked(&partition, &ack);
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };

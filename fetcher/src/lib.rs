@@ -3,6 +3,7 @@
 //! checkpointing in etcd only what the writers acknowledged.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod checkpointer;
 pub mod consumer;
 pub mod core;
@@ -43,8 +44,15 @@ pub struct FetcherConfig {
     pub checkpoint_interval: Duration,
 
     /// Unacknowledged batches per partition before the partition is paused.
-    #[arg(long, env = "KMIRROR_MAX_IN_FLIGHT_BATCHES", default_value_t = 8)]
+    #[arg(long, env = "KMIRROR_MAX_IN_FLIGHT_BATCHES", default_value_t = 64)]
     pub max_in_flight_batches: usize,
+
+    /// MiB of record data read from the source and not yet acknowledged by a
+    /// writer, over all partitions of this fetcher. Reading pauses while it is
+    /// spent, so memory stays bounded whatever the backlog; the default keeps a
+    /// fast stream busy.
+    #[arg(long, env = "KMIRROR_MAX_IN_FLIGHT_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_mib: u32,
 
     /// Wait before retrying a partition that could not progress (record too large,
     /// destination topic missing, ...).
@@ -255,6 +263,7 @@ impl Session<'_> {
 
         let settings = core::CoreSettings {
             max_in_flight_batches: self.config.max_in_flight_batches.max(1),
+            max_in_flight_bytes: self.config.max_in_flight_mib as usize * 1024 * 1024,
             checkpoint_interval: self.config.checkpoint_interval,
             retry_backoff: self.config.retry_backoff,
             shutdown_grace: self.config.member.shutdown_grace,

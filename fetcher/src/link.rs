@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
+use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
-use kmirror_proto::tonic::transport::Endpoint;
+use kmirror_proto::tonic::transport::{Channel, Endpoint};
+use kmirror_proto::tonic::Request;
 use kmirror_proto::v1::writer_client::WriterClient;
 use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Span};
 
 use crate::MAX_BATCH_MESSAGE_BYTES;
 
@@ -70,16 +72,34 @@ impl Link {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(REPLICATE_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
             .connect()
             .await?;
-        let mut client = WriterClient::new(channel)
+        let client = WriterClient::new(channel)
             .max_decoding_message_size(MAX_BATCH_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_BATCH_MESSAGE_BYTES);
+        let stream_span = crate::telemetry::replicate_stream_span(&self.writer, &self.address);
+        let outcome = self.stream(client, &stream_span).await;
+        if let Err(error) = &outcome {
+            crate::telemetry::stream_failed(&stream_span, error.as_ref());
+        }
+        outcome
+    }
+
+    /// One replicate stream, under `stream_span`: its trace context goes to the
+    /// writer in the request metadata, the writer's comes back in the response's.
+    async fn stream(
+        &self,
+        mut client: WriterClient<Channel>,
+        stream_span: &Span,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (batch_tx, batch_rx) = mpsc::channel(LINK_QUEUE);
-        let mut acks = client
-            .replicate(ReceiverStream::new(batch_rx))
-            .await?
-            .into_inner();
+        let mut request = Request::new(ReceiverStream::new(batch_rx));
+        crate::telemetry::inject_stream_context(stream_span, request.metadata_mut());
+        let response = client.replicate(request).await?;
+        crate::telemetry::link_writer_stream(stream_span, response.metadata());
+        let mut acks = response.into_inner();
         info!(writer = %self.writer, address = %self.address, "replicate stream open");
         let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         if self

@@ -1,7 +1,10 @@
-//! What the fetcher tells about its partitions: one span per batch, from the core
-//! receiving it until the writer's acknowledgement (its W3C context travels in the
-//! batch, so the writer's produce span joins the same trace), and the partition
-//! metrics: throughput, lag in records and seconds, batches and bytes in flight.
+//! What the fetcher tells about its partitions and streams: one span per batch,
+//! from the core receiving it until the writer's acknowledgement (its W3C context
+//! travels in the batch, so the writer's produce span joins the same trace), one
+//! span for the handling of each acknowledgement (a child of the writer's span,
+//! whose context travels in the ack), one span per replicate stream (its context
+//! travels in the request metadata), and the partition metrics: throughput, lag in
+//! records and seconds, batches and bytes in flight.
 //!
 //! Everything here works per batch, never per record beyond adding up sizes. The
 //! source end offsets come from librdkafka's statistics (emitted on the consumer
@@ -12,8 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kmirror_common::metrics::{metrics, Counter, Histogram, PartitionReading};
-use kmirror_common::telemetry::{set_error, trace_context, SPAN_TARGET};
-use kmirror_common::PartitionKey;
+use kmirror_common::telemetry::{
+    inject_trace_context, link_remote, read_trace_context, set_error, set_parent_span,
+    set_remote_parent, trace_context, SPAN_TARGET,
+};
+use kmirror_common::{MemberId, PartitionKey};
+use kmirror_proto::tonic::metadata::MetadataMap;
+use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{BatchAck, ErrorKind, Record};
 use rdkafka::statistics::Statistics;
 use tracing::Span;
@@ -66,6 +74,8 @@ impl SourceEnds {
 /// A batch sent to a writer whose records are not all mirrored yet.
 struct SentBatch {
     seq: u64,
+    first_offset: i64,
+    record_count: i64,
     next_offset: i64,
     oldest_timestamp_ms: Option<i64>,
     newest_timestamp_ms: Option<i64>,
@@ -245,6 +255,8 @@ impl FetcherTelemetry {
         let context = trace_context(&span);
         telemetry.sent.push_back(SentBatch {
             seq,
+            first_offset,
+            record_count: records.len() as i64,
             next_offset,
             oldest_timestamp_ms,
             newest_timestamp_ms,
@@ -256,37 +268,40 @@ impl FetcherTelemetry {
         context
     }
 
-    /// The writer answered a batch: its span ends, with the error if any.
-    pub fn batch_acked(&mut self, partition: &PartitionKey, ack: &BatchAck) {
-        let Some(telemetry) = self.partitions.get_mut(partition) else {
-            return;
+    /// The writer answered a batch: its `process` span ends, with the error if any,
+    /// and the returned `settle` span, a child of the writer's span for the batch
+    /// (whose context the ack carries), covers the handling of the answer until it
+    /// is dropped. A disabled span when traces are off.
+    pub fn batch_acked(&mut self, partition: &PartitionKey, ack: &BatchAck) -> Span {
+        let batch_opt = self.partitions.get_mut(partition).and_then(|telemetry| {
+            let batch = telemetry
+                .sent
+                .iter_mut()
+                .find(|batch| batch.seq == ack.seq && !batch.acked)?;
+            batch.acked = true;
+            telemetry
+                .round_trip
+                .observe(batch.sent_at.elapsed().as_secs_f64());
+            Some(batch)
+        });
+        let Some(batch) = batch_opt else {
+            // An ack from before the partition restarted: its process span is gone,
+            // the writer's span (if any) is the settle span's only relative.
+            return settle_span(partition, ack, None);
         };
-        let Some(batch) = telemetry
-            .sent
-            .iter_mut()
-            .find(|batch| batch.seq == ack.seq && !batch.acked)
-        else {
-            return;
-        };
-        batch.acked = true;
-        telemetry
-            .round_trip
-            .observe(batch.sent_at.elapsed().as_secs_f64());
-        let span = std::mem::replace(&mut batch.span, Span::none());
+        let process_span = std::mem::replace(&mut batch.span, Span::none());
+        let settle_span = settle_span(partition, ack, Some((&*batch, &process_span)));
         match &ack.error {
             None => {
-                span.record("kmirror.dest.partition", ack.dest_partition);
-                span.record("kmirror.dest.offset", ack.dest_offset);
+                process_span.record("kmirror.dest.partition", ack.dest_partition);
+                process_span.record("kmirror.dest.offset", ack.dest_offset);
             }
             Some(error) => {
-                let kind = ErrorKind::try_from(error.kind).unwrap_or(ErrorKind::Unspecified);
-                set_error(
-                    &span,
-                    &kmirror_common::metrics::error_kind_label(&format!("{kind:?}")),
-                    &error.message,
-                );
+                let kind = error_kind_label(error.kind);
+                set_error(&process_span, &kind, &error.message);
             }
         }
+        settle_span
     }
 
     /// Publishes the partition gauges: `partitions` gives each held partition with
@@ -309,6 +324,119 @@ impl FetcherTelemetry {
         }
         metrics().publish_partition_gauges(readings);
     }
+}
+
+/// The span covering the handling of `ack`: kind client (the settle operation of
+/// the messaging conventions), a child of the writer's span for the batch when the
+/// ack names it, else of the batch's `process` span. None at all (a disabled span)
+/// when neither is recorded, so nothing is built while traces are off.
+fn settle_span(
+    partition: &PartitionKey,
+    ack: &BatchAck,
+    batch_opt: Option<(&SentBatch, &Span)>,
+) -> Span {
+    let process_span_opt = batch_opt
+        .map(|(_, span)| span)
+        .filter(|span| !span.is_disabled());
+    if ack.trace_context.is_empty() && process_span_opt.is_none() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "settle",
+        otel.name = %format_args!("settle {}", partition.topic),
+        otel.kind = "client",
+        "messaging.system" = "kafka",
+        "messaging.operation.type" = "settle",
+        "messaging.operation.name" = "settle",
+        "messaging.destination.name" = %partition.topic,
+        "messaging.destination.partition.id" = %partition.partition,
+        "messaging.batch.message_count" = tracing::field::Empty,
+        "messaging.kafka.offset" = tracing::field::Empty,
+        "kmirror.flow" = %partition.flow,
+        "kmirror.batch.seq" = ack.seq as i64,
+        "kmirror.epoch" = ack.epoch as i64,
+        "kmirror.committed_offset" = ack.committed_offset,
+        "kmirror.dest.partition" = ack.dest_partition,
+        "kmirror.dest.offset" = ack.dest_offset,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if !set_remote_parent(&span, &ack.trace_context) {
+        if let Some(process_span) = process_span_opt {
+            set_parent_span(&span, process_span);
+        }
+    }
+    if let Some((batch, _)) = batch_opt {
+        span.record("messaging.batch.message_count", batch.record_count);
+        span.record("messaging.kafka.offset", batch.first_offset);
+    }
+    if let Some(error) = &ack.error {
+        set_error(&span, &error_kind_label(error.kind), &error.message);
+    }
+    span
+}
+
+/// The span of one replicate stream to `writer`, from its opening to its end:
+/// kind client, its W3C context sent in the request metadata so that the writer's
+/// span for the stream is its child.
+pub fn replicate_stream_span(writer: &MemberId, address: &str) -> Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "replicate stream",
+        otel.name = "kmirror.v1.Writer/Replicate",
+        otel.kind = "client",
+        "rpc.system" = "grpc",
+        "rpc.service" = "kmirror.v1.Writer",
+        "rpc.method" = "Replicate",
+        "server.address" = %address,
+        "kmirror.writer" = %writer,
+    )
+}
+
+/// Puts the stream span's W3C context (`traceparent`, `tracestate`) in the
+/// request metadata. Nothing when traces are off.
+pub fn inject_stream_context(stream_span: &Span, metadata: &mut MetadataMap) {
+    inject_trace_context(stream_span, |name, value| {
+        if let Ok(value) = value.parse() {
+            metadata.insert(name, value);
+        }
+    });
+}
+
+/// Links the stream span to the writer's span for the stream, whose W3C context
+/// the response's initial metadata carries.
+pub fn link_writer_stream(stream_span: &Span, metadata: &MetadataMap) {
+    if stream_span.is_disabled() {
+        return;
+    }
+    let writer_context = read_trace_context(|name| {
+        metadata
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    });
+    link_remote(stream_span, &writer_context);
+}
+
+/// The stream ended on an error: its span says so.
+pub fn stream_failed(stream_span: &Span, error: &(dyn std::error::Error + 'static)) {
+    if stream_span.is_disabled() {
+        return;
+    }
+    let kind = match error.downcast_ref::<Status>() {
+        Some(status) => format!("{:?}", status.code()),
+        None => "transport".to_string(),
+    };
+    set_error(stream_span, &kind, &error.to_string());
+}
+
+fn error_kind_label(kind: i32) -> String {
+    let kind = ErrorKind::try_from(kind).unwrap_or(ErrorKind::Unspecified);
+    kmirror_common::metrics::error_kind_label(&format!("{kind:?}"))
 }
 
 /// Bytes of a record's key, value and headers.
@@ -361,7 +489,8 @@ mod tests {
         let now = kmirror_common::now_ms();
         telemetry.batch_sent(&key, 1, 7, &records(0, 10, now - 60_000), 10);
         telemetry.batch_sent(&key, 2, 7, &records(10, 10, now - 30_000), 20);
-        telemetry.batch_acked(&key, &ack(1));
+        let settle_span = telemetry.batch_acked(&key, &ack(1));
+        assert!(settle_span.is_disabled(), "traces are off in unit tests");
 
         let state = telemetry.partitions.get_mut(&key).unwrap();
         state.source_end = Some(SourceEnd { low: 0, end: 25 });

@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use crate::budget::Reservation;
+
 /// Where the contiguous acknowledged prefix ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -24,6 +26,8 @@ struct Entry {
     next_offset: i64,
     /// Destination position when acknowledged; `None` while in flight.
     acked: Option<(i32, i64)>,
+    /// The batch's share of the in-flight budget, released once acknowledged.
+    reservation: Reservation,
 }
 
 #[derive(Debug)]
@@ -60,11 +64,12 @@ impl Window {
             .map_or(self.committed.next_offset, |entry| entry.next_offset)
     }
 
-    pub fn push(&mut self, seq: u64, next_offset: i64) {
+    pub fn push(&mut self, seq: u64, next_offset: i64, reservation: Reservation) {
         self.entries.push_back(Entry {
             seq,
             next_offset,
             acked: None,
+            reservation,
         });
     }
 
@@ -81,6 +86,7 @@ impl Window {
                 seq: u64::MAX,
                 next_offset,
                 acked: Some((dest_partition, dest_offset)),
+                reservation: Reservation::none(),
             }),
         }
     }
@@ -91,6 +97,8 @@ impl Window {
             return false;
         };
         entry.acked = Some((dest_partition, dest_offset));
+        // The writer holds nothing of an acknowledged batch any more.
+        entry.reservation = Reservation::none();
         self.pop_acked_prefix()
     }
 
@@ -153,9 +161,9 @@ mod tests {
     #[test]
     fn a_later_ack_moves_nothing_until_the_earlier_one_arrives() {
         let mut window = window_at(0);
-        window.push(1, 10);
-        window.push(2, 20);
-        window.push(3, 30);
+        window.push(1, 10, Reservation::none());
+        window.push(2, 20, Reservation::none());
+        window.push(3, 30, Reservation::none());
         assert!(!window.ack(2, 0, 19));
         assert_eq!(window.committed().next_offset, 0);
         assert!(window.ack(1, 0, 9));
@@ -170,7 +178,7 @@ mod tests {
     #[test]
     fn unknown_or_repeated_acks_are_ignored() {
         let mut window = window_at(5);
-        window.push(1, 10);
+        window.push(1, 10, Reservation::none());
         assert!(!window.ack(7, 0, 1));
         assert!(window.ack(1, 0, 9));
         assert!(!window.ack(1, 0, 9));
@@ -180,15 +188,15 @@ mod tests {
     #[test]
     fn a_partial_failure_counts_only_when_everything_before_it_is_acked() {
         let mut window = window_at(0);
-        window.push(1, 10);
-        window.push(2, 20);
+        window.push(1, 10, Reservation::none());
+        window.push(2, 20, Reservation::none());
         window.fail(2, 15, 0, 14);
         assert_eq!(window.committed().next_offset, 0, "batch 1 is not acked");
         assert!(window.is_empty());
 
         let mut window = window_at(0);
-        window.push(1, 10);
-        window.push(2, 20);
+        window.push(1, 10, Reservation::none());
+        window.push(2, 20, Reservation::none());
         window.ack(1, 0, 9);
         window.fail(2, 15, 0, 14);
         assert_eq!(window.committed().next_offset, 15);
@@ -200,7 +208,7 @@ mod tests {
         let mut window = window_at(0);
         window.skip_to(3);
         assert_eq!(window.committed().next_offset, 3);
-        window.push(1, 10);
+        window.push(1, 10, Reservation::none());
         window.skip_to(12);
         assert_eq!(window.committed().next_offset, 3);
         window.ack(1, 0, 6);

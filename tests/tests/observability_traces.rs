@@ -1,8 +1,11 @@
 //! Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, every member exports spans over
-//! OTLP/gRPC, and one batch is one trace across the gRPC hop: the writer's produce
-//! span is a child of the fetcher's span for the same batch, both with the
-//! messaging attributes, and linked to the trace a source record names in its
-//! `traceparent` header (which is mirrored unchanged).
+//! OTLP/gRPC, and one batch is one trace across the gRPC hop, both ways: the
+//! writer's produce span is a child of the fetcher's span for the same batch, the
+//! fetcher's span for the acknowledgement a child of the writer's, all with the
+//! messaging attributes, and the produce span linked to the trace a source record
+//! names in its `traceparent` header (which is mirrored unchanged). The replicate
+//! stream's context crosses in the gRPC metadata: the writer's span for the stream
+//! is a child of the fetcher's, which links back to it.
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ const SOURCE_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// OTLP span kinds (opentelemetry.proto.trace.v1.Span.SpanKind).
 const KIND_INTERNAL: i32 = 1;
+const KIND_SERVER: i32 = 2;
 const KIND_CLIENT: i32 = 3;
 const KIND_PRODUCER: i32 = 4;
 const KIND_CONSUMER: i32 = 5;
@@ -126,6 +130,77 @@ async fn one_batch_is_one_trace_from_the_fetcher_to_the_writer() -> Result<()> {
         "the writer names the source partition the fetcher read"
     );
 
+    // The acknowledgement comes back into the same trace: the fetcher's settle
+    // span is a child of the writer's send span, whose context the ack carried.
+    let settle_name = format!("settle {topic}");
+    let mut settle_opt: Option<ReceivedSpan> = None;
+    let waited = wait_until(
+        Duration::from_secs(30),
+        "the fetcher's settle span under the writer's send span",
+        || {
+            let spans = receiver.spans();
+            settle_opt = spans
+                .iter()
+                .find(|span| {
+                    span.service == "kmirror-fetcher"
+                        && span.span.name == settle_name
+                        && span.parent_span_id() == writer_span.span_id()
+                })
+                .cloned();
+            let settle_names: Vec<String> = spans
+                .iter()
+                .filter(|span| span.span.name.starts_with("settle"))
+                .map(|span| format!("{} (parent {})", span.span.name, span.parent_span_id()))
+                .take(5)
+                .collect();
+            let found = settle_opt.is_some();
+            let send_span_id = writer_span.span_id();
+            async move {
+                found.then_some(()).ok_or_else(|| {
+                    format!(
+                        "no settle span with parent {send_span_id} yet; settle spans seen: {settle_names:?}"
+                    )
+                })
+            }
+        },
+    )
+    .await;
+    if let Err(error) = waited {
+        panic!("{error}\n{}", fleet.log_paths());
+    }
+    let settle_span = settle_opt.expect("found");
+    assert_eq!(settle_span.span.kind, KIND_CLIENT);
+    assert_eq!(settle_span.trace_id(), fetcher_span.trace_id());
+    assert_eq!(settle_span.trace_id(), writer_span.trace_id());
+    assert_eq!(settle_span.parent_span_id(), writer_span.span_id());
+    for (key, expected) in [
+        ("messaging.system", "kafka"),
+        ("messaging.operation.type", "settle"),
+        ("messaging.operation.name", "settle"),
+        ("messaging.destination.name", topic.as_str()),
+    ] {
+        assert_eq!(
+            settle_span.attribute(key).as_deref(),
+            Some(expected),
+            "{key} of the settle span"
+        );
+    }
+    for key in [
+        "messaging.destination.partition.id",
+        "messaging.batch.message_count",
+        "messaging.kafka.offset",
+    ] {
+        assert!(
+            settle_span.attribute(key).is_some(),
+            "{key} of the settle span"
+        );
+        assert_eq!(
+            settle_span.attribute(key),
+            fetcher_span.attribute(key),
+            "{key}: the settle span names the batch the process span covered"
+        );
+    }
+
     // The source record's own trace is linked from the span that produced it.
     wait_until(
         Duration::from_secs(30),
@@ -176,7 +251,89 @@ async fn one_batch_is_one_trace_from_the_fetcher_to_the_writer() -> Result<()> {
     )
     .await
     .unwrap_or_else(|error| panic!("{error}"));
+
+    // The stream's context crosses in the gRPC metadata. A stream's spans end with
+    // the stream: deleting the flow leaves the fetcher nothing for the writer, so
+    // it closes the stream while both stay up and export.
+    fleet
+        .ctl(["flow", "delete", flow.as_str()])
+        .await
+        .assert_success();
+    let mut streams_opt: Option<(ReceivedSpan, ReceivedSpan)> = None;
+    let waited = wait_until(
+        Duration::from_secs(60),
+        "the writer's stream span under the fetcher's",
+        || {
+            let spans = receiver.spans();
+            streams_opt = stream_pair(&spans);
+            let stream_spans: Vec<String> = spans
+                .iter()
+                .filter(|span| span.span.name == STREAM_SPAN_NAME)
+                .map(|span| {
+                    format!(
+                        "{} kind {} span {} parent {}",
+                        span.service,
+                        span.span.kind,
+                        span.span_id(),
+                        span.parent_span_id()
+                    )
+                })
+                .collect();
+            let found = streams_opt.is_some();
+            async move {
+                found
+                    .then_some(())
+                    .ok_or_else(|| format!("stream spans so far: {stream_spans:?}"))
+            }
+        },
+    )
+    .await;
+    if let Err(error) = waited {
+        panic!("{error}\n{}", fleet.log_paths());
+    }
+    let (fetcher_stream, writer_stream) = streams_opt.expect("found");
+    assert_eq!(fetcher_stream.span.kind, KIND_CLIENT);
+    assert_eq!(writer_stream.span.kind, KIND_SERVER);
+    assert_eq!(writer_stream.trace_id(), fetcher_stream.trace_id());
+    assert_eq!(writer_stream.parent_span_id(), fetcher_stream.span_id());
+    for span in [&fetcher_stream, &writer_stream] {
+        assert_eq!(span.attribute("rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(
+            span.attribute("rpc.service").as_deref(),
+            Some("kmirror.v1.Writer")
+        );
+        assert_eq!(span.attribute("rpc.method").as_deref(), Some("Replicate"));
+    }
+    // The writer's context came back in the response metadata.
+    assert!(
+        fetcher_stream.span.links.iter().any(|link| {
+            hex(&link.trace_id) == writer_stream.trace_id()
+                && hex(&link.span_id) == writer_stream.span_id()
+        }),
+        "the fetcher's stream span links to the writer's: {:?}",
+        fetcher_stream.span.links
+    );
     Ok(())
+}
+
+/// Name of both ends' spans for a replicate stream (`{rpc.service}/{rpc.method}`).
+const STREAM_SPAN_NAME: &str = "kmirror.v1.Writer/Replicate";
+
+/// A fetcher's stream span and the writer's stream span whose parent it is.
+fn stream_pair(spans: &[ReceivedSpan]) -> Option<(ReceivedSpan, ReceivedSpan)> {
+    spans
+        .iter()
+        .filter(|span| span.service == "kmirror-writer" && span.span.name == STREAM_SPAN_NAME)
+        .find_map(|writer_span| {
+            spans
+                .iter()
+                .find(|span| {
+                    span.service == "kmirror-fetcher"
+                        && span.span.name == STREAM_SPAN_NAME
+                        && span.span_id() == writer_span.parent_span_id()
+                })
+                .map(|fetcher_span| (fetcher_span.clone(), writer_span.clone()))
+        })
 }
 
 /// A fetcher span of `topic` and the writer span whose parent it is.

@@ -19,7 +19,9 @@ use clap::Args;
 use etcd_client::Client;
 use kmirror_common::membership::{register, register_again, LeaseGuard, Registration};
 use kmirror_common::schema::{ClusterSpec, MemberInfo};
-use kmirror_common::service::MemberArgs;
+use kmirror_common::service::{
+    MemberArgs, REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES,
+};
 use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status, Streaming};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
@@ -96,8 +98,9 @@ impl WriterShared {
     pub fn create_producer(
         &self,
         cluster: &ClusterSpec,
+        batch_size: i64,
     ) -> Result<DestinationProducer, rdkafka::error::KafkaError> {
-        session::build_producer(cluster, &self.producer_overrides)
+        session::build_producer(cluster, batch_size, &self.producer_overrides)
     }
 }
 
@@ -204,6 +207,8 @@ impl Writer {
         };
         let stop_serving = CancellationToken::new();
         let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(REPLICATE_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
             .add_service(health_service)
             .add_service(
                 WriterServer::new(endpoint)
@@ -326,12 +331,17 @@ impl WriterService for WriterEndpoint {
         &self,
         request: Request<Streaming<Batch>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
+        // Trace context crosses here once per stream (metadata); each batch's own
+        // travels in the batch and its ack.
+        let stream_span = telemetry::stream_span(request.metadata(), request.remote_addr());
         let inbound = request.into_inner();
         // Acks are small; the bound only keeps a stalled reader from growing memory.
         let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(1024);
-        let session = session::Session::new(self.shared.clone(), ack_tx);
+        let mut response = Response::new(ReceiverStream::new(ack_rx));
+        telemetry::inject_stream_context(&stream_span, response.metadata_mut());
+        let session = session::Session::new(self.shared.clone(), ack_tx, stream_span);
         tokio::spawn(session.run(inbound));
-        Ok(Response::new(ReceiverStream::new(ack_rx)))
+        Ok(response)
     }
 }
 

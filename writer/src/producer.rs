@@ -19,21 +19,44 @@ pub type DestinationProducer = ThreadedProducer<DeliveryContext>;
 /// Settings every destination producer gets (before the operator's overrides).
 ///
 /// Idempotence with acks=all keeps each partition's order across retries.
-/// `batch.size` stays well under Kafka's default `max.message.bytes` (1 MiB),
-/// because the broker checks that limit against whole record batches.
+/// `batch.size` is not here: it depends on the destination topic's limit, see
+/// [`batch_size_for`]. The queue caps bound the memory a producer holds (librdkafka
+/// would buffer up to 1 GiB) while leaving room for a full batch per partition.
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
     ("max.in.flight.requests.per.connection", "5"),
     ("linger.ms", "5"),
-    ("batch.size", "65536"),
     ("batch.num.messages", "10000"),
     ("message.max.bytes", "33554432"),
-    ("queue.buffering.max.kbytes", "65536"),
-    ("queue.buffering.max.messages", "200000"),
+    ("queue.buffering.max.kbytes", "32768"),
+    ("queue.buffering.max.messages", "100000"),
     ("message.timeout.ms", "120000"),
     ("compression.type", "none"),
 ];
+
+/// `batch.size` when the destination topic has Kafka's default limit
+/// (`max.message.bytes` 1 048 588) or more: large batches cut the produce requests,
+/// and the broker's work, per record.
+pub const LARGE_BATCH_BYTES: i64 = 1_000_000;
+
+/// `batch.size` when the destination topic's limit could not be read.
+pub const CAUTIOUS_BATCH_BYTES: i64 = 65_536;
+
+/// Room left under a topic's limit for the record batch's framing.
+const BATCH_FRAMING_BYTES: i64 = 1_024;
+
+/// The `batch.size` of the producer that writes to a destination topic whose
+/// `max.message.bytes` is `limit`: the broker checks that limit against whole
+/// record batches, so a batch must never grow past it (a single record larger than
+/// `batch.size` still goes alone, and the writer checks records against the limit
+/// before producing them).
+pub fn batch_size_for(limit: Option<i64>) -> i64 {
+    match limit {
+        Some(limit) => (limit - BATCH_FRAMING_BYTES).clamp(BATCH_FRAMING_BYTES, LARGE_BATCH_BYTES),
+        None => CAUTIOUS_BATCH_BYTES,
+    }
+}
 
 /// Outcome of one batch, sent to the stream session when its last delivery ends.
 #[derive(Debug)]
@@ -209,6 +232,14 @@ pub fn record_batch_size_estimate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_never_outgrow_the_destination_topics_limit() {
+        assert_eq!(batch_size_for(Some(1_048_588)), LARGE_BATCH_BYTES);
+        assert_eq!(batch_size_for(Some(100_000)), 98_976);
+        assert_eq!(batch_size_for(Some(10)), 1_024);
+        assert_eq!(batch_size_for(None), CAUTIOUS_BATCH_BYTES);
+    }
 
     #[test]
     fn produce_errors_are_sorted_by_what_the_partition_must_do() {

@@ -20,12 +20,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Span};
 
 use crate::partitioner::PartitionMapping;
 use crate::producer::{
-    classify, record_batch_size_estimate, BatchTracker, Completion, DeliveryContext,
-    DestinationProducer, FailureClass, PRODUCER_DEFAULTS,
+    batch_size_for, classify, record_batch_size_estimate, BatchTracker, Completion,
+    DeliveryContext, DestinationProducer, FailureClass, PRODUCER_DEFAULTS,
 };
 use crate::WriterShared;
 
@@ -36,6 +36,8 @@ struct PendingBatch {
     epoch: u64,
     seq: u64,
     cluster: ClusterName,
+    /// The producer it went through (see [`ProducerKey`]).
+    producer: ProducerKey,
     dest_topic: String,
     /// Offset acknowledged as committed when every delivery succeeds.
     committed_on_success: i64,
@@ -44,29 +46,46 @@ struct PendingBatch {
     telemetry: crate::telemetry::BatchTelemetry,
 }
 
+/// A destination cluster and the `batch.size` of its producer: topics whose limit
+/// (`max.message.bytes`) is below the usual batch size get a producer of their own
+/// with smaller batches.
+type ProducerKey = (ClusterName, i64);
+
 pub struct Session {
     shared: Arc<WriterShared>,
-    producers: HashMap<ClusterName, DestinationProducer>,
+    producers: HashMap<ProducerKey, DestinationProducer>,
+    /// The producer each partition goes through. It changes only when the
+    /// partition restarts from its checkpoint, so one partition's records are
+    /// never split between two producers' queues (which could reorder them).
+    partition_producers: HashMap<PartitionKey, ProducerKey>,
     halted: HashSet<PartitionKey>,
     pending: HashMap<u64, PendingBatch>,
     next_token: u64,
     completion_tx: mpsc::UnboundedSender<Completion>,
     completion_rx: mpsc::UnboundedReceiver<Completion>,
     ack_tx: mpsc::Sender<Result<BatchAck, Status>>,
+    /// Covers the stream until the session ends (see `telemetry::stream_span`).
+    stream_span: Span,
 }
 
 impl Session {
-    pub fn new(shared: Arc<WriterShared>, ack_tx: mpsc::Sender<Result<BatchAck, Status>>) -> Self {
+    pub fn new(
+        shared: Arc<WriterShared>,
+        ack_tx: mpsc::Sender<Result<BatchAck, Status>>,
+        stream_span: Span,
+    ) -> Self {
         let (completion_tx, completion_rx) = mpsc::unbounded_channel();
         Self {
             shared,
             producers: HashMap::new(),
+            partition_producers: HashMap::new(),
             halted: HashSet::new(),
             pending: HashMap::new(),
             next_token: 0,
             completion_tx,
             completion_rx,
             ack_tx,
+            stream_span,
         }
     }
 
@@ -83,6 +102,7 @@ impl Session {
                     Ok(None) => break,
                     Err(status) => {
                         debug!(%status, "replicate stream ended with an error");
+                        crate::telemetry::stream_failed(&self.stream_span, &status);
                         break;
                     }
                 },
@@ -125,6 +145,7 @@ impl Session {
     }
 
     async fn refuse(&self, batch: &Batch, error: WriteError) -> Result<(), ()> {
+        let trace_context = crate::telemetry::refused(batch, &error);
         self.ack(BatchAck {
             source: batch.source.clone(),
             epoch: batch.epoch,
@@ -133,6 +154,7 @@ impl Session {
             dest_partition: -1,
             dest_offset: -1,
             error: Some(error),
+            trace_context,
         })
         .await
     }
@@ -193,7 +215,16 @@ impl Session {
                     .await;
             }
         };
-        if let Err(error) = self.ensure_producer(&cluster) {
+        let limit = self
+            .shared
+            .routes
+            .topic_limit(&cluster, &batch.dest_topic)
+            .await;
+        let producer_key = match self.partition_producers.get(&partition) {
+            Some(key) if !batch.restart && key.0 == cluster.name => key.clone(),
+            _ => (cluster.name.clone(), batch_size_for(limit)),
+        };
+        if let Err(error) = self.ensure_producer(&cluster, &producer_key) {
             self.halted.insert(partition);
             return self
                 .refuse(
@@ -202,17 +233,14 @@ impl Session {
                 )
                 .await;
         }
-        let limit = self
-            .shared
-            .routes
-            .topic_limit(&cluster, &batch.dest_topic)
-            .await;
+        self.partition_producers
+            .insert(partition.clone(), producer_key.clone());
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
         let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &partition);
         let cut_short = self
-            .produce(&batch, &partition, &cluster, limit, &tracker)
+            .produce(&batch, &partition, &producer_key, limit, &tracker)
             .await;
         tracker.finish_sending();
         if let Some(error) = &cut_short {
@@ -228,7 +256,7 @@ impl Session {
             if error.kind() == ErrorKind::DestinationMissing {
                 // The producer's view of the topic may be stale (partitions added
                 // since): the retry goes through a fresh one, with fresh metadata.
-                self.replace_producer(&cluster.name);
+                self.replace_producer(&producer_key);
             }
         }
         let committed_on_success = cut_short
@@ -243,6 +271,7 @@ impl Session {
                 epoch: batch.epoch,
                 seq: batch.seq,
                 cluster: cluster.name.clone(),
+                producer: producer_key,
                 dest_topic: batch.dest_topic.clone(),
                 committed_on_success,
                 cut_short,
@@ -258,7 +287,7 @@ impl Session {
         &mut self,
         batch: &Batch,
         partition: &PartitionKey,
-        cluster: &ClusterSpec,
+        producer_key: &ProducerKey,
         limit: Option<i64>,
         tracker: &Arc<BatchTracker>,
     ) -> Option<WriteError> {
@@ -267,7 +296,8 @@ impl Session {
             batch.source_partition_count,
             batch.dest_partition_count,
         );
-        let producer = self.producers.get(&cluster.name).expect("producer ensured");
+        let producer = self.producers.get(producer_key).expect("producer ensured");
+        let cluster = &producer_key.0;
         let mut header_sizes: Vec<(usize, usize)> = Vec::new();
         for record in &batch.records {
             let key = record.key.as_deref();
@@ -286,9 +316,7 @@ impl Session {
                     &header_sizes,
                 ) as i64;
                 if size > limit {
-                    self.shared
-                        .routes
-                        .forget_limit(&cluster.name, &batch.dest_topic);
+                    self.shared.routes.forget_limit(cluster, &batch.dest_topic);
                     let message = format!(
                         "record at offset {} of {}/{} is {size} bytes, larger than destination topic {} accepts (max.message.bytes={limit}); raise the limit to resume",
                         record.offset, partition.topic, partition.partition, batch.dest_topic
@@ -367,7 +395,7 @@ impl Session {
                     class,
                     FailureClass::DeliveryFailed | FailureClass::DestinationMissing
                 ) {
-                    self.replace_producer(&pending.cluster);
+                    self.replace_producer(&pending.producer);
                 }
                 if class == FailureClass::RecordTooLarge {
                     self.shared
@@ -383,7 +411,7 @@ impl Session {
             }
             (None, cut_short) => (pending.committed_on_success, cut_short),
         };
-        pending.telemetry.finish(
+        let trace_context = pending.telemetry.finish(
             &pending.partition,
             committed_offset,
             error.as_ref(),
@@ -398,24 +426,29 @@ impl Session {
             dest_partition: completion.dest_partition,
             dest_offset: completion.dest_offset,
             error,
+            trace_context,
         })
         .await
     }
 
-    fn ensure_producer(&mut self, cluster: &ClusterSpec) -> Result<(), KafkaError> {
-        if self.producers.contains_key(&cluster.name) {
+    fn ensure_producer(
+        &mut self,
+        cluster: &ClusterSpec,
+        key: &ProducerKey,
+    ) -> Result<(), KafkaError> {
+        if self.producers.contains_key(key) {
             return Ok(());
         }
-        let producer = self.shared.create_producer(cluster)?;
-        self.producers.insert(cluster.name.clone(), producer);
+        let producer = self.shared.create_producer(cluster, key.1)?;
+        self.producers.insert(key.clone(), producer);
         Ok(())
     }
 
     /// A producer whose delivery failed may hold a broken idempotence state: the
     /// partition is resent from its checkpoint through a fresh one.
-    fn replace_producer(&mut self, cluster: &ClusterName) {
-        if let Some(producer) = self.producers.remove(cluster) {
-            info!(%cluster, "replacing destination producer after a delivery failure");
+    fn replace_producer(&mut self, key: &ProducerKey) {
+        if let Some(producer) = self.producers.remove(key) {
+            info!(cluster = %key.0, batch_size = key.1, "replacing destination producer after a delivery failure");
             kmirror_common::metrics::metrics()
                 .producer_replacements
                 .inc();
@@ -465,9 +498,11 @@ fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
 /// then the operator's `--producer-property` overrides.
 pub fn build_producer(
     cluster: &ClusterSpec,
+    batch_size: i64,
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
     let mut config = client_config(cluster, PRODUCER_DEFAULTS);
+    config.set("batch.size", batch_size.to_string());
     for (key, value) in &cluster.properties {
         config.set(key, value);
     }

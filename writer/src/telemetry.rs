@@ -1,14 +1,23 @@
 //! What the writer tells about the batches it produces: one producer span per batch
 //! (a child of the fetcher's span, whose W3C context the batch carries, and linked
-//! to the traces of source records that carry a `traceparent` header), and the
+//! to the traces of source records that carry a `traceparent` header; its own
+//! context goes back in the batch's ack), one server span per replicate stream (a
+//! child of the fetcher's, whose context the request metadata carries), and the
 //! throughput, latency, error and in-flight metrics.
 //!
 //! Work is per batch: a pass adding up record sizes, and a look at record headers
 //! for trace parents only while traces are exported.
 
 use kmirror_common::metrics::{error_kind_label, metrics};
-use kmirror_common::telemetry::{link_traceparent, set_error, set_remote_parent, SPAN_TARGET};
+use std::collections::HashMap;
+
+use kmirror_common::telemetry::{
+    inject_trace_context, link_traceparent, read_trace_context, set_error, set_remote_parent,
+    trace_context, SPAN_TARGET,
+};
 use kmirror_common::PartitionKey;
+use kmirror_proto::tonic::metadata::MetadataMap;
+use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, Record, WriteError};
 use tracing::Span;
 
@@ -89,7 +98,8 @@ impl BatchTelemetry {
     }
 
     /// The batch's outcome is known: `committed_offset` is -1 when nothing of it
-    /// counts as written, `error_opt` says why it failed or was cut short.
+    /// counts as written, `error_opt` says why it failed or was cut short. The span
+    /// ends; its W3C context is returned for the ack (empty when traces are off).
     pub fn finish(
         self,
         partition: &PartitionKey,
@@ -97,7 +107,7 @@ impl BatchTelemetry {
         error_opt: Option<&WriteError>,
         dest_partition: i32,
         dest_offset: i64,
-    ) {
+    ) -> HashMap<String, String> {
         let metrics = metrics();
         if committed_offset >= 0 && self.records > 0 {
             let labels = metrics.partition_labels(partition);
@@ -127,7 +137,91 @@ impl BatchTelemetry {
         if let Some(error) = error_opt {
             set_error(&self.span, &kind_label(error.kind), &error.message);
         }
+        trace_context(&self.span)
     }
+}
+
+/// The span of a batch refused before it reached a producer (stale epoch, halted
+/// partition, ...): a `send` span like a produced batch's, a child of the fetcher's
+/// span, failed with the refusal and ended at once. Returns its W3C context for the
+/// ack (empty when traces are off).
+pub fn refused(batch: &Batch, error: &WriteError) -> HashMap<String, String> {
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "send",
+        otel.name = %format_args!("send {}", batch.dest_topic),
+        otel.kind = "producer",
+        "messaging.system" = "kafka",
+        "messaging.operation.type" = "send",
+        "messaging.operation.name" = "send",
+        "messaging.destination.name" = %batch.dest_topic,
+        "messaging.batch.message_count" = batch.records.len() as i64,
+        "kmirror.flow" = batch.source.as_ref().map_or("", |source| source.flow.as_str()),
+        "kmirror.source.topic" = batch.source.as_ref().map_or("", |source| source.topic.as_str()),
+        "kmirror.source.partition" = batch.source.as_ref().map_or(-1, |source| source.partition),
+        "kmirror.batch.next_offset" = batch.next_offset,
+        "kmirror.batch.seq" = batch.seq as i64,
+        "kmirror.epoch" = batch.epoch as i64,
+    );
+    if span.is_disabled() {
+        return HashMap::new();
+    }
+    set_remote_parent(&span, &batch.trace_context);
+    set_error(&span, &kind_label(error.kind), &error.message);
+    trace_context(&span)
+}
+
+/// The span of one replicate stream, from the call until the stream ends: kind
+/// server, a child of the fetcher's span for the stream when the request metadata
+/// carries its W3C context.
+pub fn stream_span(metadata: &MetadataMap, peer_opt: Option<std::net::SocketAddr>) -> Span {
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "replicate stream",
+        otel.name = "kmirror.v1.Writer/Replicate",
+        otel.kind = "server",
+        "rpc.system" = "grpc",
+        "rpc.service" = "kmirror.v1.Writer",
+        "rpc.method" = "Replicate",
+        "client.address" = tracing::field::Empty,
+        "client.port" = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(peer) = peer_opt {
+        span.record("client.address", peer.ip().to_string());
+        span.record("client.port", i64::from(peer.port()));
+    }
+    let fetcher_context = read_trace_context(|name| {
+        metadata
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    });
+    set_remote_parent(&span, &fetcher_context);
+    span
+}
+
+/// Puts the stream span's W3C context in the response's initial metadata, for the
+/// fetcher's span to link to. Nothing when traces are off.
+pub fn inject_stream_context(stream_span: &Span, metadata: &mut MetadataMap) {
+    inject_trace_context(stream_span, |name, value| {
+        if let Ok(value) = value.parse() {
+            metadata.insert(name, value);
+        }
+    });
+}
+
+/// The stream ended on an error: its span says so.
+pub fn stream_failed(stream_span: &Span, status: &Status) {
+    set_error(
+        stream_span,
+        &format!("{:?}", status.code()),
+        status.message(),
+    );
 }
 
 impl Drop for BatchTelemetry {
@@ -232,7 +326,29 @@ mod tests {
         assert_eq!((telemetry.records, telemetry.bytes), (3, 3 * 72));
         telemetry.cut_at(&batch, 12);
         assert_eq!((telemetry.records, telemetry.bytes), (2, 2 * 72));
-        telemetry.finish(&partition, 12, None, 0, 41);
+        let context = telemetry.finish(&partition, 12, None, 0, 41);
+        assert!(context.is_empty(), "traces are off in unit tests");
+    }
+
+    #[test]
+    fn without_traces_nothing_is_built_for_refusals_and_streams() {
+        let error = WriteError {
+            kind: ErrorKind::StaleEpoch as i32,
+            ..WriteError::default()
+        };
+        assert!(refused(&batch(), &error).is_empty());
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let span = stream_span(&metadata, None);
+        assert!(span.is_disabled());
+        let mut response_metadata = MetadataMap::new();
+        inject_stream_context(&span, &mut response_metadata);
+        assert!(response_metadata.is_empty());
     }
 
     #[test]

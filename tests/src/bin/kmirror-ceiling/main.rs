@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use kmirror_writer::producer::PRODUCER_DEFAULTS;
+use kmirror_fetcher::consumer::CONSUMER_DEFAULTS;
+use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::settings::{FailFast, CONSUMER_SETTINGS};
+use crate::settings::FailFast;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,9 +69,10 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     let mut consumer_config = ClientConfig::new();
     consumer_config.set("bootstrap.servers", &args.source);
-    for (key, value) in CONSUMER_SETTINGS {
+    for (key, value) in CONSUMER_DEFAULTS {
         consumer_config.set(*key, *value);
     }
+    consumer_config.set("group.id", "kmirror-ceiling");
     for (key, value) in &args.consumer_properties {
         consumer_config.set(key, value);
     }
@@ -80,6 +82,8 @@ fn run(args: Args) -> Result<()> {
     for (key, value) in PRODUCER_DEFAULTS {
         producer_config.set(*key, *value);
     }
+    // What a writer picks for a destination topic with Kafka's default limit.
+    producer_config.set("batch.size", LARGE_BATCH_BYTES.to_string());
     for (key, value) in &args.producer_properties {
         producer_config.set(key, value);
     }

@@ -6,21 +6,6 @@ use anyhow::{bail, Result};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
-/// The fetcher's consumer settings (`fetcher/src/consumer.rs`, `CONSUMER_DEFAULTS`,
-/// which is private to the fetcher: keep the two lists equal).
-pub const CONSUMER_SETTINGS: &[(&str, &str)] = &[
-    ("group.id", "kmirror-ceiling"),
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    ("enable.partition.eof", "true"),
-    ("isolation.level", "read_committed"),
-    ("auto.offset.reset", "earliest"),
-    ("queued.max.messages.kbytes", "16384"),
-    ("fetch.max.bytes", "16777216"),
-    ("fetch.wait.max.ms", "100"),
-    ("statistics.interval.ms", "1000"),
-];
-
 /// Keeps the first failed delivery: the ceiling does not retry around librdkafka
 /// (whose idempotent producer already retries what can be retried), it stops.
 #[derive(Default)]
