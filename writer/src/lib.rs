@@ -30,7 +30,8 @@ use kmirror_proto::v1::{
     Batch, BatchAck, SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -217,7 +218,9 @@ impl Writer {
             )
             .add_service(WorkerServer::new(status))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                // Acks are small: without TCP_NODELAY each could wait for the
+                // fetcher's delayed TCP acknowledgement.
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 stop_serving.clone().cancelled_owned(),
             );
         tokio::pin!(server);
