@@ -12,11 +12,10 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{FlowName, PartitionKey};
-use kmirror_proto::v1::{Header, Record};
+use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::client::ClientContext;
@@ -34,12 +33,10 @@ use crate::telemetry::SourceEnds;
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
 /// Most records in one batch.
 const MAX_BATCH_RECORDS: usize = 5_000;
-/// Most bytes in one batch (the gRPC message stays a few MiB).
+/// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Memory a record takes beyond its data while in flight (its `Record` and header
-/// structures, the encoded message), counted in the in-flight budget so small
-/// records do not overrun it.
-const RECORD_OVERHEAD_BYTES: usize = 128;
+/// Room a batch's buffer starts with; it doubles as records come.
+const INITIAL_BATCH_BYTES: usize = 64 * 1024;
 
 /// Settings of every source consumer (before the cluster's own properties).
 /// `read_committed` so aborted transactions are never mirrored; offsets are never
@@ -93,7 +90,8 @@ pub enum Fetched {
     Batch {
         partition: PartitionKey,
         generation: u64,
-        records: Vec<Record>,
+        /// The records, packed, with their figures (count, bytes, timestamps).
+        packed: PackedBatch,
         next_offset: i64,
         /// The batch's bytes in the fetcher's in-flight budget.
         reservation: Reservation,
@@ -158,94 +156,97 @@ pub fn spawn(
     })
 }
 
-/// A batch being gathered: record data is appended to one buffer and sliced out
-/// when the batch is sent, so the records of a batch share one allocation.
+/// A batch being gathered: each record is packed into the batch's one buffer
+/// straight from librdkafka's message (the only copy of its data on the way to
+/// the writer), with nothing allocated per record.
 struct Gathering {
-    data: BytesMut,
-    records: Vec<GatheredRecord>,
+    packed: PackedBuilder,
     next_offset: i64,
-}
-
-struct GatheredRecord {
-    offset: i64,
-    key: Option<(usize, usize)>,
-    value: Option<(usize, usize)>,
-    headers: Vec<(String, Option<(usize, usize)>)>,
-    timestamp_ms: Option<i64>,
 }
 
 impl Gathering {
     fn new() -> Self {
         Self {
-            data: BytesMut::with_capacity(64 * 1024),
-            records: Vec::new(),
+            packed: PackedBuilder::with_capacity(INITIAL_BATCH_BYTES),
             next_offset: 0,
         }
     }
 
-    fn append(&mut self, bytes: Option<&[u8]>) -> Option<(usize, usize)> {
-        let bytes = bytes?;
-        let start = self.data.len();
-        self.data.extend_from_slice(bytes);
-        Some((start, bytes.len()))
+    fn is_full(&self) -> bool {
+        self.packed.record_count() as usize >= MAX_BATCH_RECORDS
+            || self.packed.encoded_len() >= MAX_BATCH_BYTES
     }
 
-    fn add(&mut self, message: &BorrowedMessage<'_>) -> usize {
-        let size_before = self.data.len();
-        let key = self.append(message.key());
-        let value = self.append(message.payload());
-        let headers = match message.headers() {
-            Some(headers) => headers
-                .iter()
-                .map(|header| (header.key.to_string(), self.append(header.value)))
-                .collect(),
-            None => Vec::new(),
-        };
+    /// Packs the message; returns the bytes it added.
+    fn add(&mut self, message: &BorrowedMessage<'_>) -> Result<usize, PushError> {
+        let size_before = self.packed.encoded_len();
         let timestamp_ms = match message.timestamp() {
             Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
             Timestamp::NotAvailable => None,
         };
-        self.records.push(GatheredRecord {
-            offset: message.offset(),
-            key,
-            value,
+        let headers = message
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value));
+        self.packed.push(
+            message.offset(),
+            message.key(),
+            message.payload(),
             headers,
             timestamp_ms,
-        });
+        )?;
         self.next_offset = message.offset() + 1;
-        self.data.len() - size_before
+        Ok(self.packed.encoded_len() - size_before)
     }
 
-    /// Bytes the batch holds until acknowledged: its data and, per record, the
-    /// message structures on both sides of the gRPC hop.
+    /// Bytes the batch holds until acknowledged: its packed records, which are
+    /// also what the gRPC message carries. A record's framing in the packed layout
+    /// is all it costs beyond its data: kmirror builds no structure per record on
+    /// either side of the hop (librdkafka's own per-message memory is capped by
+    /// its queue settings).
     fn footprint(&self) -> usize {
-        self.data.len() + self.records.len() * RECORD_OVERHEAD_BYTES
+        self.packed.encoded_len()
     }
 
-    fn into_records(self) -> (Vec<Record>, i64) {
-        let data: Bytes = self.data.freeze();
-        let slice = |range: Option<(usize, usize)>| {
-            range.map(|(start, len)| data.slice(start..start + len))
-        };
-        let records = self
-            .records
-            .into_iter()
-            .map(|gathered| Record {
-                offset: gathered.offset,
-                key: slice(gathered.key),
-                value: slice(gathered.value),
-                headers: gathered
-                    .headers
-                    .into_iter()
-                    .map(|(key, value)| Header {
-                        key,
-                        value: slice(value),
-                    })
-                    .collect(),
-                timestamp_ms: gathered.timestamp_ms,
-            })
-            .collect();
-        (records, self.next_offset)
+    fn finish(self) -> (PackedBatch, i64) {
+        (self.packed.finish(), self.next_offset)
+    }
+}
+
+/// The batches one poll round gathers for one partition.
+struct PartitionGathering {
+    topic: String,
+    partition: i32,
+    generation: u64,
+    batches: Vec<Gathering>,
+}
+
+impl PartitionGathering {
+    fn is(&self, topic: &str, partition: i32) -> bool {
+        self.partition == partition && self.topic == topic
+    }
+
+    fn add(&mut self, message: &BorrowedMessage<'_>) -> usize {
+        if self.batches.last().is_none_or(Gathering::is_full) {
+            self.batches.push(Gathering::new());
+        }
+        let batch = self.batches.last_mut().expect("a batch was pushed");
+        match batch.add(message) {
+            Ok(added) => added,
+            Err(error) => {
+                // librdkafka hands a partition's records over in order; should it
+                // not, the record starts a batch of its own.
+                warn!(topic = %self.topic, partition = self.partition, %error, "source record out of order");
+                let mut batch = Gathering::new();
+                // A batch's first record is always accepted.
+                let added = batch.add(message).unwrap_or(0);
+                if !batch.packed.is_empty() {
+                    self.batches.push(batch);
+                }
+                added
+            }
+        }
     }
 }
 
@@ -381,7 +382,10 @@ impl Poller {
     /// One poll (waiting briefly for the first record), then whatever else is
     /// already fetched, handed to the core. False once the core is gone.
     fn poll_round(&mut self) -> bool {
-        let mut gathering: HashMap<(String, i32), Vec<Gathering>> = HashMap::new();
+        let mut gathering: Vec<PartitionGathering> = Vec::new();
+        // Where the previous record went: librdkafka hands records over in runs
+        // per partition, so most records find their batch without a lookup.
+        let mut current_opt: Option<usize> = None;
         let mut round_bytes = 0;
         let mut wait = Duration::from_millis(100);
         while round_bytes < MAX_ROUND_BYTES {
@@ -391,19 +395,31 @@ impl Poller {
             wait = Duration::ZERO;
             match result {
                 Ok(message) => {
-                    let key = (message.topic().to_string(), message.partition());
-                    if !self.generations.contains_key(&key) {
-                        continue;
-                    }
-                    let batches = gathering.entry(key).or_default();
-                    let full = batches.last().is_none_or(|batch| {
-                        batch.records.len() >= MAX_BATCH_RECORDS
-                            || batch.data.len() >= MAX_BATCH_BYTES
-                    });
-                    if full {
-                        batches.push(Gathering::new());
-                    }
-                    round_bytes += batches.last_mut().expect("pushed").add(&message);
+                    let (topic, partition) = (message.topic(), message.partition());
+                    let index = match current_opt
+                        .filter(|&index| gathering[index].is(topic, partition))
+                        .or_else(|| {
+                            gathering
+                                .iter()
+                                .position(|gathered| gathered.is(topic, partition))
+                        }) {
+                        Some(index) => index,
+                        None => {
+                            let key = (topic.to_string(), partition);
+                            let Some(&generation) = self.generations.get(&key) else {
+                                continue;
+                            };
+                            gathering.push(PartitionGathering {
+                                topic: key.0,
+                                partition,
+                                generation,
+                                batches: Vec::new(),
+                            });
+                            gathering.len() - 1
+                        }
+                    };
+                    current_opt = Some(index);
+                    round_bytes += gathering[index].add(&message);
                 }
                 Err(KafkaError::PartitionEOF(_)) => self
                     .consumer
@@ -416,21 +432,24 @@ impl Poller {
                 }
             }
         }
-        for ((topic, partition), batches) in gathering {
-            let Some(&generation) = self.generations.get(&(topic.clone(), partition)) else {
-                continue;
-            };
+        for PartitionGathering {
+            topic,
+            partition,
+            generation,
+            batches,
+        } in gathering
+        {
             for batch in batches {
                 // Waits while the fetcher's in-flight budget is spent: the source
                 // is then read no further than the writers keep up with.
                 let reservation = self.budget.reserve_blocking(batch.footprint());
-                let (records, next_offset) = batch.into_records();
+                let (packed, next_offset) = batch.finish();
                 self.positions
                     .insert((topic.clone(), partition), next_offset);
                 let fetched = Fetched::Batch {
                     partition: PartitionKey::new(self.flow.clone(), topic.clone(), partition),
                     generation,
-                    records,
+                    packed,
                     next_offset,
                     reservation,
                 };

@@ -12,6 +12,7 @@ use std::time::Duration;
 use kmirror_common::membership::LeaseGuard;
 use kmirror_common::schema::{Checkpoint, ClusterSpec, PartitionError};
 use kmirror_common::{FlowName, MemberId, PartitionKey};
+use kmirror_proto::packed::PackedBatch;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WorkerPartition};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -476,11 +477,11 @@ impl Core {
             Fetched::Batch {
                 partition,
                 generation,
-                records,
+                packed,
                 next_offset,
                 reservation,
             } => {
-                self.send_batch(partition, generation, records, next_offset, reservation)
+                self.send_batch(partition, generation, packed, next_offset, reservation)
                     .await
             }
         }
@@ -490,7 +491,7 @@ impl Core {
         &mut self,
         partition: PartitionKey,
         generation: u64,
-        records: Vec<kmirror_proto::v1::Record>,
+        packed: PackedBatch,
         next_offset: i64,
         reservation: Reservation,
     ) {
@@ -518,17 +519,14 @@ impl Core {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.window.push(seq, next_offset, reservation);
-        let bytes: usize = records
-            .iter()
-            .map(|record| {
-                record.key.as_ref().map_or(0, |key| key.len())
-                    + record.value.as_ref().map_or(0, |value| value.len())
-            })
-            .sum();
-        state.meter.add(records.len(), bytes);
+        let summary = &packed.summary;
+        state.meter.add(
+            summary.record_count as usize,
+            summary.key_value_bytes as usize,
+        );
         let trace_context =
             self.telemetry
-                .batch_sent(&partition, seq, assignment.epoch.0, &records, next_offset);
+                .batch_sent(&partition, seq, assignment.epoch.0, summary, next_offset);
         let batch = Batch {
             source: Some(SourcePartition {
                 flow: partition.flow.to_string(),
@@ -540,7 +538,9 @@ impl Core {
             seq,
             restart: std::mem::take(&mut state.restart_pending),
             next_offset,
-            records,
+            records: packed.records,
+            base_offset: packed.base_offset,
+            record_count: packed.record_count,
             trace_context,
             source_partition_count: assignment.source_partitions,
             dest_partition_count: assignment.dest_partitions,

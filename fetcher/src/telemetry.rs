@@ -6,7 +6,8 @@
 //! travels in the request metadata), and the partition metrics: throughput, lag in
 //! records and seconds, batches and bytes in flight.
 //!
-//! Everything here works per batch, never per record beyond adding up sizes. The
+//! Everything here works per batch, never per record: the figures of a batch's
+//! records (count, bytes, timestamps) are taken while it is gathered. The
 //! source end offsets come from librdkafka's statistics (emitted on the consumer
 //! thread's poll, see [`SourceEnds`]), so measuring lag costs no request.
 
@@ -20,9 +21,10 @@ use kmirror_common::telemetry::{
     set_remote_parent, trace_context, SPAN_TARGET,
 };
 use kmirror_common::{MemberId, PartitionKey};
+use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::metadata::MetadataMap;
 use kmirror_proto::tonic::Status;
-use kmirror_proto::v1::{BatchAck, ErrorKind, Record};
+use kmirror_proto::v1::{BatchAck, ErrorKind};
 use rdkafka::statistics::Statistics;
 use tracing::Span;
 
@@ -211,26 +213,23 @@ impl FetcherTelemetry {
         partition: &PartitionKey,
         seq: u64,
         epoch: u64,
-        records: &[Record],
+        records: &PackedSummary,
         next_offset: i64,
     ) -> HashMap<String, String> {
         let telemetry = self.partition(partition);
-        let bytes: usize = records.iter().map(record_bytes).sum();
-        let oldest_timestamp_ms = records
-            .iter()
-            .filter_map(|record| record.timestamp_ms)
-            .min();
-        let newest_timestamp_ms = records
-            .iter()
-            .filter_map(|record| record.timestamp_ms)
-            .max();
-        telemetry.fetched_records.inc_by(records.len() as u64);
-        telemetry.fetched_bytes.inc_by(bytes as u64);
+        let bytes = records.data_bytes();
+        let oldest_timestamp_ms = records.oldest_timestamp_ms;
+        let newest_timestamp_ms = records.newest_timestamp_ms;
+        let record_count = i64::from(records.record_count);
+        telemetry
+            .fetched_records
+            .inc_by(u64::from(records.record_count));
+        telemetry.fetched_bytes.inc_by(bytes);
         if let Some(oldest) = oldest_timestamp_ms {
             let age_ms = (kmirror_common::now_ms() - oldest).max(0);
             telemetry.record_age.observe(age_ms as f64 / 1000.0);
         }
-        let first_offset = records.first().map_or(next_offset, |record| record.offset);
+        let first_offset = records.first_offset.unwrap_or(next_offset);
         let span = tracing::info_span!(
             target: SPAN_TARGET,
             parent: None,
@@ -242,7 +241,7 @@ impl FetcherTelemetry {
             "messaging.operation.name" = "process",
             "messaging.destination.name" = %partition.topic,
             "messaging.destination.partition.id" = %partition.partition,
-            "messaging.batch.message_count" = records.len() as i64,
+            "messaging.batch.message_count" = record_count,
             "messaging.kafka.offset" = first_offset,
             "kmirror.flow" = %partition.flow,
             "kmirror.batch.seq" = seq as i64,
@@ -256,7 +255,7 @@ impl FetcherTelemetry {
         telemetry.sent.push_back(SentBatch {
             seq,
             first_offset,
-            record_count: records.len() as i64,
+            record_count,
             next_offset,
             oldest_timestamp_ms,
             newest_timestamp_ms,
@@ -439,17 +438,6 @@ fn error_kind_label(kind: i32) -> String {
     kmirror_common::metrics::error_kind_label(&format!("{kind:?}"))
 }
 
-/// Bytes of a record's key, value and headers.
-fn record_bytes(record: &Record) -> usize {
-    let optional = |bytes: &Option<bytes::Bytes>| bytes.as_ref().map_or(0, |bytes| bytes.len());
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|header| header.key.len() + optional(&header.value))
-        .sum();
-    optional(&record.key) + optional(&record.value) + headers
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,16 +447,20 @@ mod tests {
         PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0)
     }
 
-    fn records(first_offset: i64, count: i64, timestamp_ms: i64) -> Vec<Record> {
-        (first_offset..first_offset + count)
-            .map(|offset| Record {
-                offset,
-                key: Some(bytes::Bytes::from_static(b"key")),
-                value: Some(bytes::Bytes::from_static(b"value")),
-                headers: Vec::new(),
-                timestamp_ms: Some(timestamp_ms + offset),
-            })
-            .collect()
+    fn records(first_offset: i64, count: i64, timestamp_ms: i64) -> PackedSummary {
+        let mut builder = kmirror_proto::packed::PackedBuilder::default();
+        for offset in first_offset..first_offset + count {
+            builder
+                .push(
+                    offset,
+                    Some(&b"key"[..]),
+                    Some(&b"value"[..]),
+                    [],
+                    Some(timestamp_ms + offset),
+                )
+                .unwrap();
+        }
+        *builder.summary()
     }
 
     fn ack(seq: u64) -> BatchAck {

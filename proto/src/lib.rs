@@ -7,6 +7,8 @@ pub use prost;
 pub use tonic;
 pub use tonic_health;
 
+pub mod packed;
+
 pub mod v1 {
     tonic::include_proto!("kmirror.v1");
 }

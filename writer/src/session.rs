@@ -14,6 +14,7 @@ use std::time::Duration;
 use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
+use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::{Status, Streaming};
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
 use rdkafka::error::KafkaError;
@@ -198,6 +199,14 @@ impl Session {
                 .refuse(&batch, write_error(ErrorKind::PartitionHalted, message, -1))
                 .await;
         }
+        let summary = match read_records(&batch, &partition) {
+            Ok(summary) => summary,
+            Err(error) => {
+                warn!(%partition, seq = batch.seq, error = %error.message, "refusing a malformed batch");
+                self.halted.insert(partition);
+                return self.refuse(&batch, error).await;
+            }
+        };
         let cluster = match self
             .shared
             .routes
@@ -238,7 +247,7 @@ impl Session {
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
-        let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &partition);
+        let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &summary, &partition);
         let cut_short = self
             .produce(&batch, &partition, &producer_key, limit, &tracker)
             .await;
@@ -299,17 +308,31 @@ impl Session {
         let producer = self.producers.get(producer_key).expect("producer ensured");
         let cluster = &producer_key.0;
         let mut header_sizes: Vec<(usize, usize)> = Vec::new();
-        for record in &batch.records {
-            let key = record.key.as_deref();
-            let value = record.value.as_deref();
+        // Offset after the last record handed to the producer.
+        let mut produced_until_opt: Option<i64> = None;
+        for record in batch.packed() {
+            let record = match record {
+                Ok(record) => record,
+                // The batch was validated when it arrived: this cannot happen, but
+                // should it, what was produced counts and the rest is refused.
+                Err(malformed) => {
+                    let message = format!(
+                        "batch {} of {partition} is malformed: {malformed}",
+                        batch.seq
+                    );
+                    let offset = produced_until_opt.unwrap_or(-1);
+                    return Some(write_error(ErrorKind::Rejected, message, offset));
+                }
+            };
+            let key = record.key;
+            let value = record.value;
             if let Some(limit) = limit {
                 header_sizes.clear();
-                header_sizes.extend(record.headers.iter().map(|header| {
-                    (
-                        header.key.len(),
-                        header.value.as_ref().map_or(0, |value| value.len()),
-                    )
-                }));
+                header_sizes.extend(
+                    record
+                        .headers()
+                        .map(|header| (header.key.len(), header.value.map_or(0, <[u8]>::len))),
+                );
                 let size = record_batch_size_estimate(
                     key.map_or(0, <[u8]>::len),
                     value.map_or(0, <[u8]>::len),
@@ -327,13 +350,13 @@ impl Session {
                     return Some(error);
                 }
             }
-            let headers = (!record.headers.is_empty()).then(|| {
-                record.headers.iter().fold(
-                    OwnedHeaders::new_with_capacity(record.headers.len()),
+            let headers = (record.header_count() > 0).then(|| {
+                record.headers().fold(
+                    OwnedHeaders::new_with_capacity(record.header_count()),
                     |headers, header| {
                         headers.insert(Header {
-                            key: header.key.as_str(),
-                            value: header.value.as_deref(),
+                            key: header.key,
+                            value: header.value,
                         })
                     },
                 )
@@ -356,7 +379,10 @@ impl Session {
             tracker.record_sent();
             loop {
                 match producer.send(base_record) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        produced_until_opt = Some(record.offset.saturating_add(1));
+                        break;
+                    }
                     Err((error, returned)) => match classify(&error) {
                         // Wait for deliveries to make room and send the same record
                         // again: nothing else of this partition is sent meanwhile.
@@ -484,6 +510,19 @@ fn error_kind(class: FailureClass) -> ErrorKind {
     }
 }
 
+/// Reads every record of the batch once, before any is produced, so that a
+/// malformed batch is refused whole rather than written in part. Returns the
+/// figures of its records.
+fn read_records(batch: &Batch, partition: &PartitionKey) -> Result<PackedSummary, WriteError> {
+    batch.packed().validate().map_err(|malformed| {
+        let message = format!(
+            "batch {} of {partition} is malformed, nothing of it was written: {malformed}",
+            batch.seq
+        );
+        write_error(ErrorKind::Rejected, message, -1)
+    })
+}
+
 fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
     WriteError {
         kind: kind as i32,
@@ -510,4 +549,55 @@ pub fn build_producer(
         config.set(key, value);
     }
     config.create_with_context(DeliveryContext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmirror_proto::packed::PackedBuilder;
+
+    fn batch(offsets: std::ops::Range<i64>) -> Batch {
+        let mut records = PackedBuilder::default();
+        for offset in offsets.clone() {
+            records
+                .push(offset, Some(b"key"), None, [("h", None)], Some(offset))
+                .unwrap();
+        }
+        let mut batch = Batch {
+            seq: 4,
+            next_offset: offsets.end,
+            ..Batch::default()
+        };
+        batch.set_packed(records.finish());
+        batch
+    }
+
+    #[test]
+    fn a_malformed_batch_is_refused_naming_the_partition_and_the_record() {
+        let partition = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 2);
+        let summary = read_records(&batch(10..13), &partition).unwrap();
+        assert_eq!((summary.record_count, summary.first_offset), (3, Some(10)));
+
+        let mut truncated = batch(10..13);
+        truncated.records.truncate(truncated.records.len() - 1);
+        let error = read_records(&truncated, &partition).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected);
+        assert_eq!(error.offset, -1);
+        assert_eq!(
+            error.message,
+            "batch 4 of dr:orders/2 is malformed, nothing of it was written: \
+             record 2: its header 0 value is cut off by the end of the packed records"
+        );
+
+        let mut miscounted = batch(10..13);
+        miscounted.record_count = 4;
+        let error = read_records(&miscounted, &partition).unwrap_err();
+        assert!(
+            error
+                .message
+                .ends_with("hold 3 records where the batch declares 4"),
+            "{}",
+            error.message
+        );
+    }
 }

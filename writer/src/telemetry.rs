@@ -5,8 +5,9 @@
 //! child of the fetcher's, whose context the request metadata carries), and the
 //! throughput, latency, error and in-flight metrics.
 //!
-//! Work is per batch: a pass adding up record sizes, and a look at record headers
-//! for trace parents only while traces are exported.
+//! Work is per batch: the figures of a batch's records come from the pass that
+//! validates it on arrival, and record headers are looked at for trace parents
+//! only while traces are exported.
 
 use kmirror_common::metrics::{error_kind_label, metrics};
 use std::collections::HashMap;
@@ -16,9 +17,10 @@ use kmirror_common::telemetry::{
     trace_context, SPAN_TARGET,
 };
 use kmirror_common::PartitionKey;
+use kmirror_proto::packed::{PackedRecords, PackedSummary};
 use kmirror_proto::tonic::metadata::MetadataMap;
 use kmirror_proto::tonic::Status;
-use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, Record, WriteError};
+use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, WriteError};
 use tracing::Span;
 
 /// Most links from one batch's span to the traces of its records.
@@ -33,13 +35,12 @@ pub struct BatchTelemetry {
 }
 
 impl BatchTelemetry {
-    /// Opens the batch's span and counts it as being produced.
-    pub fn start(batch: &Batch, partition: &PartitionKey) -> Self {
-        let (records, bytes) = totals(&batch.records);
-        let first_offset = batch
-            .records
-            .first()
-            .map_or(batch.next_offset, |record| record.offset);
+    /// Opens the batch's span and counts it as being produced; `summary` holds the
+    /// figures of its (validated) records.
+    pub fn start(batch: &Batch, summary: &PackedSummary, partition: &PartitionKey) -> Self {
+        let records = u64::from(summary.record_count);
+        let bytes = summary.data_bytes();
+        let first_offset = summary.first_offset.unwrap_or(batch.next_offset);
         let span = tracing::info_span!(
             target: SPAN_TARGET,
             parent: None,
@@ -51,7 +52,7 @@ impl BatchTelemetry {
             "messaging.operation.name" = "send",
             "messaging.destination.name" = %batch.dest_topic,
             "messaging.destination.partition.id" = tracing::field::Empty,
-            "messaging.batch.message_count" = batch.records.len() as i64,
+            "messaging.batch.message_count" = records as i64,
             "messaging.kafka.offset" = tracing::field::Empty,
             "kmirror.flow" = %partition.flow,
             "kmirror.source.topic" = %partition.topic,
@@ -64,7 +65,7 @@ impl BatchTelemetry {
         );
         if !span.is_disabled() {
             set_remote_parent(&span, &batch.trace_context);
-            link_record_traces(&span, &batch.records);
+            link_record_traces(&span, batch.packed());
         }
         let metrics = metrics();
         metrics.producing_batches.inc();
@@ -73,28 +74,26 @@ impl BatchTelemetry {
             span,
             records,
             bytes,
-            oldest_timestamp_ms: batch
-                .records
-                .iter()
-                .filter_map(|record| record.timestamp_ms)
-                .min(),
+            oldest_timestamp_ms: summary.oldest_timestamp_ms,
         }
     }
 
     /// The batch was cut short before the record at `offset`: only the records
     /// before it count.
     pub fn cut_at(&mut self, batch: &Batch, offset: i64) {
-        let produced: Vec<&Record> = batch
-            .records
+        let (records, bytes) = batch
+            .packed()
             .iter()
+            .map_while(Result::ok)
             .take_while(|record| record.offset < offset)
-            .collect();
-        let bytes: usize = produced.iter().map(|record| record_bytes(record)).sum();
+            .fold((0, 0), |(records, bytes), record| {
+                (records + 1, bytes + record.data_bytes() as u64)
+            });
         metrics()
             .producing_bytes
             .dec_by(self.bytes as i64 - bytes as i64);
-        self.records = produced.len() as u64;
-        self.bytes = bytes as u64;
+        self.records = records;
+        self.bytes = bytes;
     }
 
     /// The batch's outcome is known: `committed_offset` is -1 when nothing of it
@@ -156,7 +155,7 @@ pub fn refused(batch: &Batch, error: &WriteError) -> HashMap<String, String> {
         "messaging.operation.type" = "send",
         "messaging.operation.name" = "send",
         "messaging.destination.name" = %batch.dest_topic,
-        "messaging.batch.message_count" = batch.records.len() as i64,
+        "messaging.batch.message_count" = i64::from(batch.record_count),
         "kmirror.flow" = batch.source.as_ref().map_or("", |source| source.flow.as_str()),
         "kmirror.source.topic" = batch.source.as_ref().map_or("", |source| source.topic.as_str()),
         "kmirror.source.partition" = batch.source.as_ref().map_or(-1, |source| source.partition),
@@ -250,14 +249,14 @@ fn kind_label(kind: i32) -> String {
 
 /// Links the span to the traces named by the records' `traceparent` headers (the
 /// headers themselves are mirrored unchanged).
-fn link_record_traces(span: &Span, records: &[Record]) {
+fn link_record_traces(span: &Span, records: PackedRecords<'_>) {
     let mut links = 0;
-    for record in records {
-        for header in &record.headers {
+    for record in records.iter().map_while(Result::ok) {
+        for header in record.headers() {
             if header.key != "traceparent" {
                 continue;
             }
-            if let Some(value) = &header.value {
+            if let Some(value) = header.value {
                 if link_traceparent(span, value) {
                     links += 1;
                     if links == MAX_RECORD_LINKS {
@@ -269,42 +268,28 @@ fn link_record_traces(span: &Span, records: &[Record]) {
     }
 }
 
-fn totals(records: &[Record]) -> (u64, u64) {
-    let bytes: usize = records.iter().map(record_bytes).sum();
-    (records.len() as u64, bytes as u64)
-}
-
-/// Bytes of a record's key, value and headers.
-fn record_bytes(record: &Record) -> usize {
-    let optional = |bytes: &Option<bytes::Bytes>| bytes.as_ref().map_or(0, |bytes| bytes.len());
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|header| header.key.len() + optional(&header.value))
-        .sum();
-    optional(&record.key) + optional(&record.value) + headers
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use kmirror_common::FlowName;
-    use kmirror_proto::v1::{Header, SourcePartition};
+    use kmirror_proto::packed::PackedBuilder;
+    use kmirror_proto::v1::SourcePartition;
 
     fn batch() -> Batch {
-        let record = |offset: i64| Record {
-            offset,
-            key: Some(bytes::Bytes::from_static(b"k")),
-            value: Some(bytes::Bytes::from_static(b"value")),
-            headers: vec![Header {
-                key: "traceparent".to_string(),
-                value: Some(bytes::Bytes::from_static(
-                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                )),
-            }],
-            timestamp_ms: Some(1_000 + offset),
-        };
-        Batch {
+        let mut records = PackedBuilder::default();
+        for offset in 10..13 {
+            let traceparent: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            records
+                .push(
+                    offset,
+                    Some(b"k"),
+                    Some(b"value"),
+                    [("traceparent", Some(traceparent))],
+                    Some(1_000 + offset),
+                )
+                .unwrap();
+        }
+        let mut batch = Batch {
             source: Some(SourcePartition {
                 flow: "dr".to_string(),
                 topic: "orders".to_string(),
@@ -312,16 +297,18 @@ mod tests {
             }),
             dest_topic: "orders".to_string(),
             next_offset: 13,
-            records: (10..13).map(record).collect(),
             ..Batch::default()
-        }
+        };
+        batch.set_packed(records.finish());
+        batch
     }
 
     #[test]
     fn a_cut_short_batch_counts_only_the_records_before_the_cut() {
         let batch = batch();
+        let summary = batch.packed().validate().unwrap();
         let partition = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
-        let mut telemetry = BatchTelemetry::start(&batch, &partition);
+        let mut telemetry = BatchTelemetry::start(&batch, &summary, &partition);
         // key 1 + value 5 + header "traceparent" (11) and its 55-byte value
         assert_eq!((telemetry.records, telemetry.bytes), (3, 3 * 72));
         telemetry.cut_at(&batch, 12);

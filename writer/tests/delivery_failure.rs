@@ -6,12 +6,14 @@
 //! fails is acknowledged with an error and no committed offset, later batches of
 //! the partition are refused unproduced until the partition is restarted, and the
 //! restarted partition goes through a fresh producer with nothing lost or reordered.
+//! A malformed batch is refused whole and halts its partition the same way.
 
 use std::time::Duration;
 
 use clap::Parser;
+use kmirror_proto::packed::PackedBuilder;
 use kmirror_proto::v1::writer_client::WriterClient;
-use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, Header, Record, SourcePartition};
+use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition};
 use kmirror_writer::{Writer, WriterConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -32,19 +34,20 @@ fn etcd_endpoint() -> String {
 }
 
 fn batch(seq: u64, epoch: u64, restart: bool, offsets: std::ops::Range<i64>) -> Batch {
-    let records = offsets
-        .clone()
-        .map(|offset| Record {
-            offset,
-            key: Some(format!("key-{offset}").into_bytes().into()),
-            value: Some(format!("value-{offset}").into_bytes().into()),
-            headers: vec![Header {
-                key: "h".to_string(),
-                value: Some(vec![0, 1, offset as u8].into()),
-            }],
-            timestamp_ms: Some(1_700_000_000_000 + offset),
-        })
-        .collect();
+    let mut records = PackedBuilder::default();
+    for offset in offsets.clone() {
+        let header_value = [0, 1, offset as u8];
+        records
+            .push(
+                offset,
+                Some(format!("key-{offset}").as_bytes()),
+                Some(format!("value-{offset}").as_bytes()),
+                [("h", Some(&header_value[..]))],
+                Some(1_700_000_000_000 + offset),
+            )
+            .expect("offsets increase");
+    }
+    let records = records.finish();
     Batch {
         source: Some(SourcePartition {
             flow: "flow".to_string(),
@@ -56,7 +59,9 @@ fn batch(seq: u64, epoch: u64, restart: bool, offsets: std::ops::Range<i64>) -> 
         seq,
         restart,
         next_offset: offsets.end,
-        records,
+        records: records.records,
+        base_offset: records.base_offset,
+        record_count: records.record_count,
         trace_context: Default::default(),
         source_partition_count: 1,
         dest_partition_count: 1,
@@ -171,6 +176,28 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
         (6, None, 30)
     );
 
+    // A batch whose packed records are cut short is refused whole, and halts the
+    // partition like a failed delivery.
+    let mut malformed = batch(7, 3, false, 30..40);
+    malformed.records.truncate(malformed.records.len() - 1);
+    batch_tx.send(malformed).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!(
+        (ack.seq, kind(&ack), ack.committed_offset),
+        (7, Some(ErrorKind::Rejected), -1)
+    );
+    let message = &ack.error.as_ref().unwrap().message;
+    assert!(
+        message.contains("flow:orders/0") && message.contains("record 9"),
+        "{message}"
+    );
+    batch_tx.send(batch(8, 3, false, 30..40)).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.seq, kind(&ack)), (8, Some(ErrorKind::PartitionHalted)));
+    batch_tx.send(batch(9, 3, true, 30..40)).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.seq, kind(&ack), ack.committed_offset), (9, None, 40));
+
     drop(batch_tx);
     assert!(
         next_ack_or_end(&mut acks).await.is_none(),
@@ -193,7 +220,7 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
     consumer.assign(&assignment).unwrap();
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while seen.len() < 30 && std::time::Instant::now() < deadline {
+    while seen.len() < 40 && std::time::Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let header = message
                 .headers()
@@ -206,7 +233,7 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
             ));
         }
     }
-    let expected: Vec<_> = (0..30i64)
+    let expected: Vec<_> = (0..40i64)
         .map(|offset| {
             (
                 Some(format!("key-{offset}").into_bytes()),
