@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
@@ -31,6 +31,9 @@ use crate::telemetry::SourceEnds;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
+/// How often, at most, the consumer's positions are read to find offsets past
+/// the last record (transaction markers) at the end of a partition.
+const SKIP_REPORT_INTERVAL: Duration = Duration::from_millis(200);
 /// Most records in one batch.
 const MAX_BATCH_RECORDS: usize = 5_000;
 /// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
@@ -144,6 +147,7 @@ pub fn spawn(
         budget,
         generations: HashMap::new(),
         positions: HashMap::new(),
+        skips_reported_at: Instant::now(),
     };
     std::thread::Builder::new()
         .name("kmirror-consume".to_string())
@@ -283,6 +287,8 @@ struct Poller {
     generations: HashMap<(String, i32), u64>,
     /// Offset after the last record handed to the core, per partition.
     positions: HashMap<(String, i32), i64>,
+    /// When positions past the last record were last looked for.
+    skips_reported_at: Instant,
 }
 
 impl Poller {
@@ -458,12 +464,15 @@ impl Poller {
                 }
             }
         }
-        if self
-            .consumer
-            .context()
-            .end_reached
-            .swap(false, Ordering::AcqRel)
+        // Reading the positions waits for librdkafka's main thread, and a tailing
+        // consumer reaches the end of some partition on almost every round: at
+        // most one look per interval keeps that wait off the records' path.
+        let end_reached = &self.consumer.context().end_reached;
+        if end_reached.load(Ordering::Acquire)
+            && self.skips_reported_at.elapsed() >= SKIP_REPORT_INTERVAL
         {
+            end_reached.store(false, Ordering::Release);
+            self.skips_reported_at = Instant::now();
             return self.report_skips();
         }
         true
