@@ -22,7 +22,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -41,7 +41,7 @@ const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Room a batch's buffer starts with; it doubles as records come.
 const INITIAL_BATCH_BYTES: usize = 64 * 1024;
 
-/// Settings of every source consumer (before the cluster's own properties).
+/// Settings of every source consumer (the cluster's own properties override them).
 /// `read_committed` so aborted transactions are never mirrored; offsets are never
 /// committed to Kafka (checkpoints live in etcd).
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
@@ -65,6 +65,28 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // Source ends for the lag metrics, taken from the statistics (no requests).
     ("statistics.interval.ms", "1000"),
 ];
+
+/// Settings the fetcher's bookkeeping depends on: positions live in etcd, never in
+/// Kafka, and the end of a partition must be reported. They win over the cluster's
+/// properties.
+const CONSUMER_REQUIRED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "true"),
+];
+
+/// The source consumer's settings: the defaults, then the cluster's properties
+/// (the operator's tuning and security win), then what the fetcher requires.
+fn source_config(cluster: &ClusterSpec) -> ClientConfig {
+    let mut config = client_config(cluster, CONSUMER_DEFAULTS);
+    for (key, value) in &cluster.properties {
+        config.set(key, value);
+    }
+    for (key, value) in CONSUMER_REQUIRED {
+        config.set(*key, *value);
+    }
+    config
+}
 
 pub enum ConsumerCommand {
     Assign {
@@ -137,7 +159,7 @@ pub fn spawn(
         ends: ends.clone(),
     };
     let consumer: BaseConsumer<SourceContext> =
-        client_config(&cluster, CONSUMER_DEFAULTS).create_with_context(context)?;
+        source_config(&cluster).create_with_context(context)?;
     let (command_tx, command_rx) = std_mpsc::channel();
     let poller = Poller {
         flow,
