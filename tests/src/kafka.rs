@@ -17,8 +17,9 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
 use crate::stack::stack;
@@ -578,6 +579,29 @@ fn enqueue(
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err((error, _)) => bail!("cannot produce record #{record_index} to {topic}: {error}"),
+        }
+    }
+}
+
+/// Hands `record` to a `BaseProducer`, serving its delivery reports while its queue
+/// is full, so a fast loader waits for room instead of failing.
+pub fn send_waiting_for_room<K, P, C>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+    C: ProducerContext,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error),
         }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
+use kmirror_tests::kafka::send_waiting_for_room;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -114,24 +114,13 @@ pub fn open_loop(args: OpenLoopArgs) -> Result<()> {
             let key = factory.next_key();
             let timestamp =
                 (wall_at_start_ms + (intended - schedule.start_at_ns) as f64 / 1e6) as i64;
-            let mut record = BaseRecord::to(&args.topic)
+            let record = BaseRecord::to(&args.topic)
                 .key(&key[..])
                 .payload(factory.next_value())
                 .headers(headers)
                 .timestamp(timestamp);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        producer.poll(Duration::from_millis(1));
-                    }
-                    Err((error, _)) => {
-                        return Err(error)
-                            .with_context(|| format!("cannot produce to {}", args.topic))
-                    }
-                }
-            }
+            send_waiting_for_room(&producer, record)
+                .with_context(|| format!("cannot produce to {}", args.topic))?;
             let sent_at = monotonic_ns();
             if (window_start..window_end).contains(&sent_at) {
                 sent_in_window += 1;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use kmirror_tests::kafka::send_waiting_for_room;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
@@ -60,23 +60,13 @@ pub fn run(args: LoadArgs) -> Result<()> {
             key: SEQUENCE_HEADER,
             value: Some(&sequence_bytes),
         });
-        let mut record = BaseRecord::to(&args.topic)
+        let record = BaseRecord::to(&args.topic)
             .key(&key[..])
             .payload(factory.next_value())
             .headers(headers)
             .timestamp(wall_ms());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((error, _)) => {
-                    return Err(error).with_context(|| format!("cannot produce to {}", args.topic))
-                }
-            }
-        }
+        send_waiting_for_room(&producer, record)
+            .with_context(|| format!("cannot produce to {}", args.topic))?;
         if sequence % 4096 == 0 {
             producer.poll(Duration::ZERO);
             producer.context().check(&args.topic)?;

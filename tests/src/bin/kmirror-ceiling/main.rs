@@ -17,9 +17,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kmirror_fetcher::consumer::CONSUMER_DEFAULTS;
+use kmirror_tests::kafka::send_waiting_for_room;
 use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -139,19 +140,8 @@ fn run(args: Args) -> Result<()> {
         if let Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) = message.timestamp() {
             record = record.timestamp(ms);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((error, _)) => {
-                    return Err(error)
-                        .with_context(|| format!("cannot produce to {}", message.topic()))
-                }
-            }
-        }
+        send_waiting_for_room(&producer, record)
+            .with_context(|| format!("cannot produce to {}", message.topic()))?;
         since_poll += 1;
         if since_poll >= 1024 {
             since_poll = 0;
