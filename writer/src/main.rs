@@ -3,6 +3,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use kmirror_writer::{Writer, WriterConfig};
 
+/// mimalloc, built to replace `malloc` for librdkafka too: the producer allocates
+/// every record on the session's thread and frees it on the delivery thread, a
+/// pattern that costs glibc's allocator a lock and a cache miss per record (the
+/// writer spent about a fifth of its CPU there on 100-byte records).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// kmirror writer: produces the batches fetchers send it into the destination
 /// cluster (idempotent, acks=all) and acknowledges each once Kafka has it.
 #[derive(Debug, Parser)]

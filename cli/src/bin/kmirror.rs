@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use kmirror_cli::mirror::{KmirrorCli, KmirrorCommand, MirrorError};
 
+/// The writer's allocator (see `kmirror-writer`): this process produces too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Usage errors exit with 2 inside `parse`.

@@ -27,6 +27,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::settings::FailFast;
 
+/// The writer's allocator (see `kmirror-writer`), so that the ceiling's producer
+/// pays what kmirror's does per record.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kmirror-ceiling",
