@@ -340,6 +340,18 @@ impl<'a> PackedRecords<'a> {
             previous_offset: None,
             previous_timestamp_ms: 0,
             done: false,
+            header_keys_checked: false,
+        }
+    }
+
+    /// Records in order, of records that [`PackedRecords::validate`] accepted:
+    /// reading a record skips its header keys' UTF-8 check, which the headers'
+    /// iterator makes anyway (the layout is still checked, and reading still never
+    /// panics).
+    pub fn iter_validated(&self) -> PackedIter<'a> {
+        PackedIter {
+            header_keys_checked: true,
+            ..self.iter()
         }
     }
 
@@ -390,6 +402,11 @@ impl<'a> PackedRecord<'a> {
 
     pub fn header_count(&self) -> usize {
         self.headers.remaining as usize
+    }
+
+    /// Bytes of the header keys and values.
+    pub fn header_bytes(&self) -> usize {
+        self.header_bytes
     }
 
     /// Bytes of the key, value and headers.
@@ -449,6 +466,8 @@ pub struct PackedIter<'a> {
     previous_offset: Option<i64>,
     previous_timestamp_ms: i64,
     done: bool,
+    /// Set by [`PackedRecords::iter_validated`].
+    header_keys_checked: bool,
 }
 
 impl<'a> PackedIter<'a> {
@@ -495,8 +514,12 @@ impl<'a> PackedIter<'a> {
         let headers_start = cursor.position;
         let mut header_bytes = 0;
         for index in 0..header_count {
-            let header = read_header(&mut cursor, index)?;
-            header_bytes += header.key.len() + header.value.map_or(0, <[u8]>::len);
+            header_bytes += if self.header_keys_checked {
+                skip_header(&mut cursor, index)?
+            } else {
+                let header = read_header(&mut cursor, index)?;
+                header.key.len() + header.value.map_or(0, <[u8]>::len)
+            };
         }
         let headers = PackedHeaders {
             data: &self.data[headers_start..cursor.position],
@@ -587,6 +610,14 @@ fn read_header<'a>(cursor: &mut Cursor<'a>, index: u32) -> Result<PackedHeader<'
     let key = std::str::from_utf8(key).map_err(|_| RecordProblem::HeaderKeyNotUtf8(index))?;
     let value = cursor.nullable(RecordField::HeaderValue(index))?;
     Ok(PackedHeader { key, value })
+}
+
+/// Steps over a header whose key was checked before; returns its bytes.
+fn skip_header(cursor: &mut Cursor<'_>, index: u32) -> Result<usize, RecordProblem> {
+    let key_len = cursor.varint(RecordField::HeaderKey(index))?;
+    let key = cursor.bytes(key_len, RecordField::HeaderKey(index))?;
+    let value = cursor.nullable(RecordField::HeaderValue(index))?;
+    Ok(key.len() + value.map_or(0, <[u8]>::len))
 }
 
 struct Cursor<'a> {

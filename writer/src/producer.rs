@@ -217,19 +217,26 @@ pub fn classify(error: &KafkaError) -> FailureClass {
 
 /// Upper bound of the bytes a record takes in a Kafka record batch (v2 format),
 /// counting the batch header, as the broker compares it with `max.message.bytes`.
+/// `header_bytes` are the bytes of the header keys and values.
 pub fn record_batch_size_estimate(
     key_len: usize,
     value_len: usize,
-    headers: &[(usize, usize)],
+    header_count: usize,
+    header_bytes: usize,
 ) -> usize {
     const BATCH_HEADER: usize = 61;
     const RECORD_FIXED: usize = 1 + 10 + 5 + 5; // attributes, timestamp delta, offset delta, length
     const VARINT: usize = 5;
-    let header_bytes: usize = headers
-        .iter()
-        .map(|(key, value)| VARINT + key + VARINT + value)
-        .sum();
-    BATCH_HEADER + RECORD_FIXED + VARINT + key_len + VARINT + value_len + VARINT + header_bytes
+    // Each header: its key's and its value's length varints, then their bytes.
+    BATCH_HEADER
+        + RECORD_FIXED
+        + VARINT
+        + key_len
+        + VARINT
+        + value_len
+        + VARINT
+        + header_count * 2 * VARINT
+        + header_bytes
 }
 
 #[cfg(test)]

@@ -307,10 +307,9 @@ impl Session {
         );
         let producer = self.producers.get(producer_key).expect("producer ensured");
         let cluster = &producer_key.0;
-        let mut header_sizes: Vec<(usize, usize)> = Vec::new();
         // Offset after the last record handed to the producer.
         let mut produced_until_opt: Option<i64> = None;
-        for record in batch.packed() {
+        for record in batch.packed().iter_validated() {
             let record = match record {
                 Ok(record) => record,
                 // The batch was validated when it arrived: this cannot happen, but
@@ -327,16 +326,11 @@ impl Session {
             let key = record.key;
             let value = record.value;
             if let Some(limit) = limit {
-                header_sizes.clear();
-                header_sizes.extend(
-                    record
-                        .headers()
-                        .map(|header| (header.key.len(), header.value.map_or(0, <[u8]>::len))),
-                );
                 let size = record_batch_size_estimate(
                     key.map_or(0, <[u8]>::len),
                     value.map_or(0, <[u8]>::len),
-                    &header_sizes,
+                    record.header_count(),
+                    record.header_bytes(),
                 ) as i64;
                 if size > limit {
                     self.shared.routes.forget_limit(cluster, &batch.dest_topic);

@@ -1,6 +1,6 @@
 //! Fault injection at the writer: a destination that stops answering, simulated
 //! with librdkafka's mock cluster (the only place a mock Kafka is used), against a
-//! real etcd (the local stack's, or `KMIRROR_TEST_ETCD`).
+//! real etcd (the local stack's, on `KMIRROR_ETCD_PORT` like the stack script).
 //!
 //! Pins the contract the fetcher's checkpointing relies on: a batch whose delivery
 //! fails is acknowledged with an error and no committed offset, later batches of
@@ -30,7 +30,8 @@ struct Args {
 }
 
 fn etcd_endpoint() -> String {
-    std::env::var("KMIRROR_TEST_ETCD").unwrap_or_else(|_| "http://127.0.0.1:2379".to_string())
+    let port = std::env::var("KMIRROR_ETCD_PORT").unwrap_or_else(|_| "2379".to_string());
+    format!("http://127.0.0.1:{port}")
 }
 
 fn batch(seq: u64, epoch: u64, restart: bool, offsets: std::ops::Range<i64>) -> Batch {

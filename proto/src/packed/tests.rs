@@ -91,6 +91,28 @@ fn assert_round_trip(records: &[OwnedRecord]) {
     assert_eq!(batch.summary, expected);
     let read = PackedRecords::new(&batch.records, batch.base_offset, batch.record_count);
     assert_eq!(read.validate().unwrap(), expected);
+    // Once validated, records read the same without the keys' second check.
+    let validated: Vec<_> = read
+        .iter_validated()
+        .map(|record| {
+            let record = record.unwrap();
+            (record.header_bytes(), OwnedRecord::of(record))
+        })
+        .collect();
+    assert_eq!(
+        validated
+            .iter()
+            .map(|(_, record)| record.clone())
+            .collect::<Vec<_>>(),
+        records
+    );
+    assert_eq!(
+        validated
+            .iter()
+            .map(|(bytes, _)| *bytes as u64)
+            .sum::<u64>(),
+        expected.header_bytes
+    );
 }
 
 #[test]
@@ -601,6 +623,13 @@ fn every_cut_of_a_batch_is_refused_and_no_damage_panics() {
             for record in PackedRecords::new(&damaged, batch.base_offset, batch.record_count) {
                 let Ok(record) = record else { break };
                 assert_eq!(record.headers().count(), record.header_count());
+            }
+            // Reading damage as if validated misreads at worst, never panics.
+            for record in
+                PackedRecords::new(&damaged, batch.base_offset, batch.record_count).iter_validated()
+            {
+                let Ok(record) = record else { break };
+                assert!(record.headers().count() <= record.header_count());
             }
         }
     }
