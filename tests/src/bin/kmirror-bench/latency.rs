@@ -63,8 +63,8 @@ pub struct OpenLoopArgs {
     pub topic: String,
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
-    /// The generator producer's `linger.ms` (kmirror's writer's).
-    #[arg(long, default_value = "1")]
+    /// The generator producer's `linger.ms`.
+    #[arg(long, default_value = "5")]
     pub linger_ms: String,
     #[command(flatten)]
     pub schedule: Schedule,
