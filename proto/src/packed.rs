@@ -605,19 +605,26 @@ impl<'a> PackedIter<'a> {
 }
 
 fn read_header<'a>(cursor: &mut Cursor<'a>, index: u32) -> Result<PackedHeader<'a>, RecordProblem> {
-    let key_len = cursor.varint(RecordField::HeaderKey(index))?;
-    let key = cursor.bytes(key_len, RecordField::HeaderKey(index))?;
+    let (key, value) = read_header_bytes(cursor, index)?;
     let key = std::str::from_utf8(key).map_err(|_| RecordProblem::HeaderKeyNotUtf8(index))?;
-    let value = cursor.nullable(RecordField::HeaderValue(index))?;
     Ok(PackedHeader { key, value })
 }
 
 /// Steps over a header whose key was checked before; returns its bytes.
 fn skip_header(cursor: &mut Cursor<'_>, index: u32) -> Result<usize, RecordProblem> {
+    let (key, value) = read_header_bytes(cursor, index)?;
+    Ok(key.len() + value.map_or(0, <[u8]>::len))
+}
+
+/// A header's key and value as they are in the layout.
+fn read_header_bytes<'a>(
+    cursor: &mut Cursor<'a>,
+    index: u32,
+) -> Result<(&'a [u8], Option<&'a [u8]>), RecordProblem> {
     let key_len = cursor.varint(RecordField::HeaderKey(index))?;
     let key = cursor.bytes(key_len, RecordField::HeaderKey(index))?;
     let value = cursor.nullable(RecordField::HeaderValue(index))?;
-    Ok(key.len() + value.map_or(0, <[u8]>::len))
+    Ok((key, value))
 }
 
 struct Cursor<'a> {

@@ -21,10 +21,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::clients::{partition_count, plain_consumer, CountingContext};
+use crate::records::{monotonic_ns, wall_ms, RecordFactory, INTENDED_HEADER};
 
 /// Shortest sleep of the generator between sends (see `open_loop`).
 const MIN_SLEEP_NS: u64 = 1_000_000;
-use crate::records::{monotonic_ns, wall_ms, RecordFactory, INTENDED_HEADER};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Schedule {
