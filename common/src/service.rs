@@ -1,11 +1,18 @@
 //! Command-line settings every fleet member takes, with `KMIRROR_*` environment
-//! overrides.
+//! overrides, and how a worker (fetcher or writer) joins the fleet with them.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use etcd_client::Client;
+use tokio::net::TcpListener;
+use tracing::info;
 
-use crate::etcd::EtcdSettings;
+use crate::etcd::{EtcdError, EtcdSettings};
+use crate::membership::{register, Registration};
+use crate::schema::{Keys, MemberInfo};
+use crate::types::{InvalidName, MemberId, Role};
 
 /// Settings shared by the coordinator, the fetcher and the writer.
 #[derive(Debug, Clone, Args)]
@@ -55,6 +62,82 @@ impl MemberArgs {
             fleet: self.fleet.clone(),
         }
     }
+
+    /// Joins the fleet as a worker of `role`: connects to etcd, binds the gRPC
+    /// listener (`--listen`, else a free port on 127.0.0.1) and the metrics
+    /// endpoint, and registers the member under a lease of `--lease-ttl`.
+    pub async fn start(&self, role: Role) -> Result<StartedMember, StartError> {
+        let settings = self.etcd_settings();
+        let mut etcd = crate::etcd::connect(&settings).await?;
+        let keys = Keys::new(&settings.fleet);
+        let id = match &self.id {
+            Some(id) => MemberId::new(id.clone())?,
+            None => MemberId::generate(role),
+        };
+        let address = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listen_error = |source| StartError::Listen { address, source };
+        let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+        let bound = listener.local_addr().map_err(listen_error)?;
+        let advertised = match &self.advertise {
+            Some(advertised) => advertised.clone(),
+            None => format!("http://{bound}"),
+        };
+        let metrics_address = crate::http::start(
+            &self.metrics,
+            role,
+            keys.member(role, &id),
+            self.advertise.as_deref(),
+        )
+        .await?;
+        let info = MemberInfo {
+            id: id.clone(),
+            role,
+            address: advertised.clone(),
+            version: crate::VERSION.to_string(),
+            started_ms: crate::now_ms(),
+            metrics_address,
+        };
+        let registration = register(&mut etcd, &keys, &info, self.lease_ttl).await?;
+        info!(member = %id, listen = %bound, advertised, "{role} ready");
+        Ok(StartedMember {
+            etcd,
+            keys,
+            id,
+            listener,
+            info,
+            registration,
+        })
+    }
+}
+
+/// A worker registered in etcd, with its gRPC listener bound and its metrics
+/// served: what a fetcher or a writer holds before it starts serving.
+pub struct StartedMember {
+    pub etcd: Client,
+    pub keys: Keys,
+    pub id: MemberId,
+    pub listener: TcpListener,
+    pub info: MemberInfo,
+    pub registration: Registration,
+}
+
+/// Why a worker could not join the fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    InvalidId(#[from] InvalidName),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] crate::http::ListenError),
 }
 
 /// HTTP/2 flow-control window of one replicate stream, on both ends. The protocol's
@@ -66,3 +149,8 @@ pub const REPLICATE_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// HTTP/2 flow-control window of one fetcher-to-writer connection (all its streams).
 pub const REPLICATE_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Largest HTTP/2 DATA frame a writer accepts. The protocol's default (16 KiB) cuts
+/// a batch of a MiB into 64 frames, each decoded, copied and window-updated on its
+/// own; at 1 MiB most batches cross in one frame.
+pub const REPLICATE_MAX_FRAME_BYTES: u32 = 1024 * 1024;

@@ -12,14 +12,13 @@ pub mod telemetry;
 pub mod watcher;
 pub mod window;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
 use etcd_client::Client;
-use kmirror_common::membership::{register, register_again, Registration};
+use kmirror_common::membership::{register_again, Registration};
 use kmirror_common::schema::MemberInfo;
-use kmirror_common::service::MemberArgs;
+use kmirror_common::service::{MemberArgs, StartedMember};
 use kmirror_common::{Keys, MemberId, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
@@ -65,13 +64,7 @@ pub enum FetcherError {
     #[error(transparent)]
     Etcd(#[from] kmirror_common::etcd::EtcdError),
     #[error(transparent)]
-    InvalidId(#[from] kmirror_common::types::InvalidName),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    Start(#[from] kmirror_common::service::StartError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("the member's etcd lease was lost")]
@@ -91,48 +84,14 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub async fn build(config: FetcherConfig) -> Result<Self, FetcherError> {
-        let settings = config.member.etcd_settings();
-        let mut etcd = kmirror_common::etcd::connect(&settings).await?;
-        let keys = Keys::new(&settings.fleet);
-        let id = match &config.member.id {
-            Some(id) => MemberId::new(id.clone())?,
-            None => MemberId::generate(Role::Fetcher),
-        };
-        let address = config
-            .member
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| FetcherError::Listen { address, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| FetcherError::Listen { address, source })?;
-        let advertised = match &config.member.advertise {
-            Some(advertised) => advertised.clone(),
-            None => format!("http://{bound}"),
-        };
-        let metrics_address = kmirror_common::http::start(
-            &config.member.metrics,
-            Role::Fetcher,
-            keys.member(Role::Fetcher, &id),
-            config.member.advertise.as_deref(),
-        )
-        .await
-        .map_err(|error| FetcherError::Listen {
-            address: error.address,
-            source: error.source,
-        })?;
-        let info = MemberInfo {
-            id: id.clone(),
-            role: Role::Fetcher,
-            address: advertised.clone(),
-            version: kmirror_common::VERSION.to_string(),
-            started_ms: kmirror_common::now_ms(),
-            metrics_address,
-        };
-        let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
-        info!(member = %id, listen = %bound, advertised, "fetcher ready");
+        let StartedMember {
+            etcd,
+            keys,
+            id,
+            listener,
+            info,
+            registration,
+        } = config.member.start(Role::Fetcher).await?;
         Ok(Self {
             config,
             id,

@@ -20,12 +20,8 @@ pub enum WriterError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Start(#[from] kmirror_common::service::StartError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] kmirror_proto::tonic::transport::Error),
     #[error("the member's etcd lease was lost")]

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use clap::Args;
 use etcd_client::Client;
-use kmirror_common::membership::{register, register_again, LeaseGuard, Registration};
+use kmirror_common::membership::{register_again, LeaseGuard, Registration};
 use kmirror_common::schema::{ClusterSpec, MemberInfo};
 use kmirror_common::service::{
-    MemberArgs, REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES,
+    MemberArgs, StartedMember, REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_MAX_FRAME_BYTES,
+    REPLICATE_STREAM_WINDOW_BYTES,
 };
 use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status, Streaming};
@@ -119,49 +120,14 @@ pub struct Writer {
 
 impl Writer {
     pub async fn build(config: WriterConfig) -> Result<Self, WriterError> {
-        let settings = config.member.etcd_settings();
-        let mut etcd = kmirror_common::etcd::connect(&settings).await?;
-        let keys = Keys::new(&settings.fleet);
-        let id = match &config.member.id {
-            Some(id) => MemberId::new(id.clone()).map_err(|error| {
-                WriterError::Etcd(kmirror_common::etcd::EtcdError::Request(
-                    etcd_client::Error::InvalidArgs(error.to_string()),
-                ))
-            })?,
-            None => MemberId::generate(Role::Writer),
-        };
-        let address = config
-            .member
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| WriterError::Listen { address, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| WriterError::Listen { address, source })?;
-        let advertised = advertised_address(config.member.advertise.as_deref(), bound);
-        let metrics_address = kmirror_common::http::start(
-            &config.member.metrics,
-            Role::Writer,
-            keys.member(Role::Writer, &id),
-            config.member.advertise.as_deref(),
-        )
-        .await
-        .map_err(|error| WriterError::Listen {
-            address: error.address,
-            source: error.source,
-        })?;
-        let info = MemberInfo {
-            id: id.clone(),
-            role: Role::Writer,
-            address: advertised.clone(),
-            version: kmirror_common::VERSION.to_string(),
-            started_ms: kmirror_common::now_ms(),
-            metrics_address,
-        };
-        let registration = register(&mut etcd, &keys, &info, config.member.lease_ttl).await?;
-        info!(member = %id, listen = %bound, advertised, "writer ready");
+        let StartedMember {
+            etcd,
+            keys,
+            id,
+            listener,
+            info,
+            registration,
+        } = config.member.start(Role::Writer).await?;
         let shared = Arc::new(WriterShared {
             routes: Routes::new(etcd.clone(), keys.clone()),
             lease: Mutex::new(registration.guard()),
@@ -210,6 +176,7 @@ impl Writer {
         let server = tonic::transport::Server::builder()
             .initial_stream_window_size(REPLICATE_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(REPLICATE_MAX_FRAME_BYTES)
             .add_service(health_service)
             .add_service(
                 WriterServer::new(endpoint)
@@ -311,14 +278,6 @@ impl LeaseKeeper {
                 None => return registration,
             }
         }
-    }
-}
-
-/// The address to register: the explicit one, else the bound one.
-pub fn advertised_address(advertise: Option<&str>, bound: SocketAddr) -> String {
-    match advertise {
-        Some(address) => address.to_string(),
-        None => format!("http://{bound}"),
     }
 }
 
