@@ -1,9 +1,11 @@
-//! `kmirror-ceiling`: the benchmark's ceiling. One process, one thread: consume
+//! `kmirror-ceiling`: the benchmark's ceiling. One process, one loop: consume
 //! every partition of a source topic and produce each record, with its key,
 //! headers and timestamp, to the same partition of the destination topic. The
 //! librdkafka settings are kmirror's own (the fetcher's consumer defaults and the
-//! writer's producer defaults); there is no gRPC hop, no checkpoint, no
-//! coordination. It is the most any client-side mirror can move on this machine.
+//! writer's producer defaults), and so is the way the producer is driven: delivery
+//! reports served on a thread of their own, a full queue waited out 1 ms at a time.
+//! There is no gRPC hop, no checkpoint, no coordination. It is the most any
+//! client-side mirror can move on this machine.
 //!
 //! It runs until it is killed; the harness watches the destination.
 
@@ -12,17 +14,17 @@
 mod settings;
 
 use std::process::ExitCode;
+use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kmirror_fetcher::consumer::CONSUMER_DEFAULTS;
-use kmirror_tests::kafka::send_waiting_for_room;
 use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, Timestamp};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::settings::FailFast;
@@ -93,7 +95,7 @@ fn run(args: Args) -> Result<()> {
     for (key, value) in &args.producer_properties {
         producer_config.set(key, value);
     }
-    let producer: BaseProducer<FailFast> =
+    let producer: ThreadedProducer<FailFast> =
         producer_config.create_with_context(Default::default())?;
 
     let mut list = TopicPartitionList::new();
@@ -116,11 +118,10 @@ fn run(args: Args) -> Result<()> {
     }
     consumer.assign(&list)?;
 
-    let mut since_poll = 0u32;
+    let mut since_check = 0u32;
     loop {
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => {
-                producer.poll(Duration::ZERO);
                 producer.context().check()?;
                 continue;
             }
@@ -145,12 +146,25 @@ fn run(args: Args) -> Result<()> {
         if let Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) = message.timestamp() {
             record = record.timestamp(ms);
         }
-        send_waiting_for_room(&producer, record)
-            .with_context(|| format!("cannot produce to {}", message.topic()))?;
-        since_poll += 1;
-        if since_poll >= 1024 {
-            since_poll = 0;
-            producer.poll(Duration::ZERO);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                // As the writer does: the delivery thread makes room meanwhile.
+                // (Not `poll(1 ms)`, which rust-rdkafka ends by polling without
+                // blocking until the millisecond is over: a spinning core.)
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    return Err(error)
+                        .with_context(|| format!("cannot produce to {}", message.topic()))
+                }
+            }
+        }
+        since_check += 1;
+        if since_check >= 1024 {
+            since_check = 0;
             producer.context().check()?;
         }
     }
