@@ -8,6 +8,7 @@
 //! partition's assignment generation: batches fetched before a restart are dropped
 //! by the core.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -26,16 +26,18 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::batch_poll::{BatchConsumer, RawMessage};
 use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
-/// How often, at most, the consumer's positions are read to find offsets past
-/// the last record (transaction markers) at the end of a partition.
-const SKIP_REPORT_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the routed partitions are routed again (see `Poller::route_again`).
+const ROUTE_INTERVAL: Duration = Duration::from_millis(500);
 /// Most records in one batch.
 const MAX_BATCH_RECORDS: usize = 5_000;
+/// Most records taken from librdkafka in one call.
+pub const MAX_POLL_BATCH: usize = 1_000;
 /// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Room a batch's buffer starts with; it doubles as records come.
@@ -154,12 +156,10 @@ pub fn spawn(
     budget: InFlightBudget,
 ) -> Result<ConsumerHandle, KafkaError> {
     let ends = SourceEnds::default();
-    let context = SourceContext {
-        end_reached: AtomicBool::new(false),
-        ends: ends.clone(),
-    };
+    let context = SourceContext { ends: ends.clone() };
     let consumer: BaseConsumer<SourceContext> =
         source_config(&cluster).create_with_context(context)?;
+    let consumer = BatchConsumer::new(consumer);
     let (command_tx, command_rx) = std_mpsc::channel();
     let poller = Poller {
         flow,
@@ -169,7 +169,7 @@ pub fn spawn(
         budget,
         generations: HashMap::new(),
         positions: HashMap::new(),
-        skips_reported_at: Instant::now(),
+        routed_at: Instant::now(),
     };
     std::thread::Builder::new()
         .name("kmirror-consume".to_string())
@@ -203,26 +203,11 @@ impl Gathering {
             || self.packed.encoded_len() >= MAX_BATCH_BYTES
     }
 
-    /// Packs the message; returns the bytes it added.
-    fn add(&mut self, message: &BorrowedMessage<'_>) -> Result<usize, PushError> {
+    /// Packs the record; returns the bytes it added.
+    fn add(&mut self, record: &impl SourceRecord) -> Result<usize, PushError> {
         let size_before = self.packed.encoded_len();
-        let timestamp_ms = match message.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
-            Timestamp::NotAvailable => None,
-        };
-        let headers = message
-            .headers()
-            .into_iter()
-            .flat_map(|headers| headers.iter())
-            .map(|header| (header.key, header.value));
-        self.packed.push(
-            message.offset(),
-            message.key(),
-            message.payload(),
-            headers,
-            timestamp_ms,
-        )?;
-        self.next_offset = message.offset() + 1;
+        record.pack_into(&mut self.packed)?;
+        self.next_offset = record.offset() + 1;
         Ok(self.packed.encoded_len() - size_before)
     }
 
@@ -253,7 +238,7 @@ impl PartitionGathering {
         self.partition == partition && self.topic == topic
     }
 
-    fn add(&mut self, message: &BorrowedMessage<'_>) -> usize {
+    fn add(&mut self, message: &impl SourceRecord) -> usize {
         if self.batches.last().is_none_or(Gathering::is_full) {
             self.batches.push(Gathering::new());
         }
@@ -276,19 +261,102 @@ impl PartitionGathering {
     }
 }
 
-/// Notes the end of a partition, which librdkafka reports as an error event, and
-/// keeps it out of the logs.
+/// A fetched record, whichever queue it was taken from.
+trait SourceRecord {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    /// Appends the record (offset, key, value, headers, timestamp) to `packed`.
+    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError>;
+}
+
+impl SourceRecord for BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+
+    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
+        let timestamp_ms = match self.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
+            Timestamp::NotAvailable => None,
+        };
+        let headers = Message::headers(self)
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value));
+        packed.push(
+            Message::offset(self),
+            self.key(),
+            self.payload(),
+            headers,
+            timestamp_ms,
+        )
+    }
+}
+
+impl SourceRecord for RawMessage<'_> {
+    fn topic(&self) -> &str {
+        RawMessage::topic(self)
+    }
+
+    fn partition(&self) -> i32 {
+        RawMessage::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        RawMessage::offset(self)
+    }
+
+    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
+        let headers = self.headers();
+        if headers
+            .clone()
+            .all(|(key, _)| std::str::from_utf8(key).is_ok())
+        {
+            let headers =
+                headers.filter_map(|(key, value)| Some((std::str::from_utf8(key).ok()?, value)));
+            return packed.push(
+                self.offset(),
+                self.key(),
+                self.payload(),
+                headers,
+                self.timestamp_ms(),
+            );
+        }
+        // Header keys are strings; one that is not UTF-8 is read as Kafka's Java
+        // clients read it, with U+FFFD for each malformed sequence.
+        let lossy: Vec<(Cow<'_, str>, Option<&[u8]>)> = headers
+            .map(|(key, value)| (String::from_utf8_lossy(key), value))
+            .collect();
+        let headers = lossy.iter().map(|(key, value)| (key.as_ref(), *value));
+        packed.push(
+            self.offset(),
+            self.key(),
+            self.payload(),
+            headers,
+            self.timestamp_ms(),
+        )
+    }
+}
+
+/// Takes the source ends from the statistics, and keeps the end of a partition
+/// (an error event for librdkafka) out of the logs.
 struct SourceContext {
-    end_reached: AtomicBool,
     ends: SourceEnds,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
-                self.end_reached.store(true, Ordering::Release)
-            }
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
             error => warn!(%error, reason, "source client error"),
         }
     }
@@ -302,15 +370,15 @@ impl ConsumerContext for SourceContext {}
 
 struct Poller {
     flow: FlowName,
-    consumer: BaseConsumer<SourceContext>,
+    consumer: BatchConsumer<SourceContext>,
     command_rx: std_mpsc::Receiver<ConsumerCommand>,
     fetched_tx: mpsc::Sender<Fetched>,
     budget: InFlightBudget,
     generations: HashMap<(String, i32), u64>,
     /// Offset after the last record handed to the core, per partition.
     positions: HashMap<(String, i32), i64>,
-    /// When positions past the last record were last looked for.
-    skips_reported_at: Instant,
+    /// When the routed partitions were last routed again.
+    routed_at: Instant,
 }
 
 impl Poller {
@@ -367,7 +435,13 @@ impl Poller {
                     warn!(flow = %self.flow, topic, partition, %error, "invalid start offset");
                     return;
                 }
-                match self.consumer.incremental_assign(&list) {
+                // Routed before it is assigned, so that none of its records takes
+                // the consumer's queue: the batch queue is where they are read.
+                if !self.consumer.route(&topic, partition) {
+                    warn!(flow = %self.flow, topic, partition, "cannot route source partition to the batch queue");
+                    return;
+                }
+                match self.consumer.consumer().incremental_assign(&list) {
                     Ok(()) => {
                         self.generations.insert(key.clone(), generation);
                         self.positions.insert(key, offset.unwrap_or(0));
@@ -380,13 +454,13 @@ impl Poller {
             ConsumerCommand::Unassign { topic, partition } => self.unassign(&topic, partition),
             ConsumerCommand::Pause { topic, partition } => {
                 let list = single(&topic, partition);
-                if let Err(error) = self.consumer.pause(&list) {
+                if let Err(error) = self.consumer.consumer().pause(&list) {
                     debug!(topic, partition, %error, "cannot pause partition");
                 }
             }
             ConsumerCommand::Resume { topic, partition } => {
                 let list = single(&topic, partition);
-                if let Err(error) = self.consumer.resume(&list) {
+                if let Err(error) = self.consumer.consumer().resume(&list) {
                     debug!(topic, partition, %error, "cannot resume partition");
                 }
             }
@@ -401,65 +475,69 @@ impl Poller {
         self.positions.remove(&key);
         if let Err(error) = self
             .consumer
+            .consumer()
             .incremental_unassign(&single(topic, partition))
         {
             warn!(flow = %self.flow, topic, partition, %error, "cannot unassign source partition");
         }
     }
 
-    /// One poll (waiting briefly for the first record), then whatever else is
-    /// already fetched, handed to the core. False once the core is gone.
+    /// One round: whatever waits on the consumer's own queue (statistics, errors),
+    /// then the batch queue, waiting briefly for its first records, then whatever
+    /// else is already fetched, handed to the core. False once the core is gone.
     fn poll_round(&mut self) -> bool {
-        let mut gathering: Vec<PartitionGathering> = Vec::new();
-        // Where the previous record went: librdkafka hands records over in runs
-        // per partition, so most records find their batch without a lookup.
-        let mut current_opt: Option<usize> = None;
-        let mut round_bytes = 0;
-        let mut wait = Duration::from_millis(100);
-        while round_bytes < MAX_ROUND_BYTES {
-            let Some(result) = self.consumer.poll(wait) else {
+        let mut round = Round::default();
+        while round.bytes < MAX_ROUND_BYTES {
+            let Some(result) = self.consumer.consumer().poll(Duration::ZERO) else {
                 break;
             };
-            wait = Duration::ZERO;
             match result {
+                // Partitions are routed before they are assigned, so records and
+                // ends come through the batch queue; should a record come here
+                // all the same, it is not lost.
                 Ok(message) => {
-                    let (topic, partition) = (message.topic(), message.partition());
-                    let index = match current_opt
-                        .filter(|&index| gathering[index].is(topic, partition))
-                        .or_else(|| {
-                            gathering
-                                .iter()
-                                .position(|gathered| gathered.is(topic, partition))
-                        }) {
-                        Some(index) => index,
-                        None => {
-                            let key = (topic.to_string(), partition);
-                            let Some(&generation) = self.generations.get(&key) else {
-                                continue;
-                            };
-                            gathering.push(PartitionGathering {
-                                topic: key.0,
-                                partition,
-                                generation,
-                                batches: Vec::new(),
-                            });
-                            gathering.len() - 1
-                        }
-                    };
-                    current_opt = Some(index);
-                    round_bytes += gathering[index].add(&message);
+                    round.gather(&self.generations, &message);
                 }
-                Err(KafkaError::PartitionEOF(_)) => self
-                    .consumer
-                    .context()
-                    .end_reached
-                    .store(true, Ordering::Release),
+                Err(KafkaError::PartitionEOF(_)) => {}
                 Err(error) => {
                     warn!(flow = %self.flow, %error, "source consumer error");
                     break;
                 }
             }
         }
+        if self.routed_at.elapsed() >= ROUTE_INTERVAL {
+            self.route_again();
+        }
+        let mut wait = if round.bytes == 0 {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        while round.bytes < MAX_ROUND_BYTES {
+            let batch = self.consumer.poll_batch(wait, MAX_POLL_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            wait = Duration::ZERO;
+            for message in batch.iter() {
+                match message.error() {
+                    None => {
+                        round.gather(&self.generations, &message);
+                    }
+                    // Everything before the end offset was read: records, and
+                    // transaction markers and aborted records, which are not.
+                    Some(RDKafkaErrorCode::PartitionEOF) => round.end(&message),
+                    Some(error) => warn!(
+                        flow = %self.flow,
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        error = %KafkaError::MessageConsumption(error),
+                        "source consumer error"
+                    ),
+                }
+            }
+        }
+        let gathering = round.partitions;
         for PartitionGathering {
             topic,
             partition,
@@ -486,50 +564,100 @@ impl Poller {
                 }
             }
         }
-        // Reading the positions waits for librdkafka's main thread, and a tailing
-        // consumer reaches the end of some partition on almost every round: at
-        // most one look per interval keeps that wait off the records' path.
-        let end_reached = &self.consumer.context().end_reached;
-        if end_reached.load(Ordering::Acquire)
-            && self.skips_reported_at.elapsed() >= SKIP_REPORT_INTERVAL
-        {
-            end_reached.store(false, Ordering::Release);
-            self.skips_reported_at = Instant::now();
-            return self.report_skips();
-        }
-        true
-    }
-
-    /// At the end of a partition, the consumer's position can be past the last
-    /// record (a transaction marker follows it): report it so the checkpoint, and
-    /// the lag, reach the end.
-    fn report_skips(&mut self) -> bool {
-        let Ok(positions) = self.consumer.position() else {
-            return true;
-        };
-        for element in positions.elements() {
-            let Offset::Offset(position) = element.offset() else {
-                continue;
-            };
-            let key = (element.topic().to_string(), element.partition());
+        // At the end of a partition, what follows its last record (a transaction
+        // marker, aborted records) is reported so the checkpoint, and the lag,
+        // reach the end.
+        for (key, end) in round.ends {
             let (Some(&generation), Some(&sent)) =
                 (self.generations.get(&key), self.positions.get(&key))
             else {
                 continue;
             };
-            if position <= sent {
+            if end <= sent {
                 continue;
             }
-            self.positions.insert(key.clone(), position);
+            self.positions.insert(key.clone(), end);
             let skip = Fetched::Skip {
                 partition: PartitionKey::new(self.flow.clone(), key.0, key.1),
                 generation,
-                next_offset: position,
+                next_offset: end,
             };
             if self.fetched_tx.blocking_send(skip).is_err() {
                 return false;
             }
         }
+        true
+    }
+
+    /// Routes the assigned partitions again. librdkafka undoes a partition's routing
+    /// when its fetching stops (an unassignment, a restart from the checkpoint) and
+    /// then leaves its records on the partition's own queue; routing it again
+    /// moves them, in order, to the batch queue.
+    fn route_again(&mut self) {
+        for (topic, partition) in self.generations.keys() {
+            self.consumer.route(topic, *partition);
+        }
+        self.routed_at = Instant::now();
+    }
+}
+
+/// The records one poll round gathered, per partition.
+#[derive(Default)]
+struct Round {
+    partitions: Vec<PartitionGathering>,
+    /// Where the previous record went: librdkafka hands records over in runs per
+    /// partition, so most records find their batch without a lookup.
+    current_opt: Option<usize>,
+    bytes: usize,
+    /// Partitions whose end was reached, with the end offset, in order.
+    ends: Vec<((String, i32), i64)>,
+}
+
+impl Round {
+    /// Notes the end of a partition. Its position is the end event's offset (not
+    /// the consumer's position, which librdkafka moves one past it when the event
+    /// comes through a batch).
+    fn end(&mut self, event: &RawMessage<'_>) {
+        let key = (event.topic().to_string(), event.partition());
+        match self.ends.iter_mut().find(|(ended, _)| *ended == key) {
+            Some((_, end)) => *end = (*end).max(event.offset()),
+            None => self.ends.push((key, event.offset())),
+        }
+    }
+
+    /// Packs the record into its partition's batch; false if its partition is not
+    /// assigned (a record fetched before an unassignment).
+    fn gather(
+        &mut self,
+        generations: &HashMap<(String, i32), u64>,
+        record: &impl SourceRecord,
+    ) -> bool {
+        let (topic, partition) = (record.topic(), record.partition());
+        let index = match self
+            .current_opt
+            .filter(|&index| self.partitions[index].is(topic, partition))
+            .or_else(|| {
+                self.partitions
+                    .iter()
+                    .position(|gathered| gathered.is(topic, partition))
+            }) {
+            Some(index) => index,
+            None => {
+                let key = (topic.to_string(), partition);
+                let Some(&generation) = generations.get(&key) else {
+                    return false;
+                };
+                self.partitions.push(PartitionGathering {
+                    topic: key.0,
+                    partition,
+                    generation,
+                    batches: Vec::new(),
+                });
+                self.partitions.len() - 1
+            }
+        };
+        self.current_opt = Some(index);
+        self.bytes += self.partitions[index].add(record);
         true
     }
 }

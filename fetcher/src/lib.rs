@@ -1,8 +1,9 @@
 //! The fetcher: reads the source partitions assigned to it (explicit assignment,
 //! no consumer group) and streams them as batches to their writers over gRPC,
 //! checkpointing in etcd only what the writers acknowledged.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod batch_poll;
 pub mod budget;
 pub mod checkpointer;
 pub mod consumer;

@@ -2,8 +2,10 @@
 //! every partition of a source topic and produce each record, with its key,
 //! headers and timestamp, to the same partition of the destination topic. The
 //! librdkafka settings are kmirror's own (the fetcher's consumer defaults and the
-//! writer's producer defaults), and so is the way the producer is driven: delivery
-//! reports served on a thread of their own, a full queue waited out 1 ms at a time.
+//! writer's producer defaults), and so is the way librdkafka is driven: records
+//! taken from the consumer a thousand at a time through the fetcher's batch queue,
+//! delivery reports served on a thread of their own, a full producer queue waited
+//! out 1 ms at a time.
 //! There is no gRPC hop, no checkpoint, no coordination. It is the most any
 //! client-side mirror can move on this machine.
 //!
@@ -19,11 +21,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use kmirror_fetcher::consumer::CONSUMER_DEFAULTS;
+use kmirror_fetcher::batch_poll::BatchConsumer;
+use kmirror_fetcher::consumer::{CONSUMER_DEFAULTS, MAX_POLL_BATCH};
 use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, Timestamp};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -84,7 +87,7 @@ fn run(args: Args) -> Result<()> {
     for (key, value) in &args.consumer_properties {
         consumer_config.set(key, value);
     }
-    let consumer: BaseConsumer = consumer_config.create()?;
+    let consumer = BatchConsumer::new(consumer_config.create::<BaseConsumer>()?);
     let mut producer_config = ClientConfig::new();
     producer_config.set("bootstrap.servers", &args.dest);
     for (key, value) in PRODUCER_DEFAULTS {
@@ -101,6 +104,7 @@ fn run(args: Args) -> Result<()> {
     let mut list = TopicPartitionList::new();
     for topic in &args.topics {
         let metadata = consumer
+            .consumer()
             .fetch_metadata(Some(topic), Duration::from_secs(30))
             .with_context(|| format!("cannot read the metadata of {topic}"))?;
         let partitions = metadata
@@ -113,59 +117,88 @@ fn run(args: Args) -> Result<()> {
             bail!("topic {topic} has no partitions at {}", args.source);
         }
         for partition in 0..i32::try_from(partitions)? {
+            // As the fetcher does: routed to the batch queue before assigned.
+            if !consumer.route(topic, partition) {
+                bail!("cannot route {topic}/{partition} to the batch queue");
+            }
             list.add_partition_offset(topic, partition, Offset::Beginning)?;
         }
     }
-    consumer.assign(&list)?;
+    consumer.consumer().assign(&list)?;
 
     let mut since_check = 0u32;
     loop {
-        let message = match consumer.poll(Duration::from_millis(100)) {
-            None => {
-                producer.context().check()?;
-                continue;
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
-            Some(Err(error)) => {
-                eprintln!("warning: source consumer error: {error}");
-                continue;
-            }
-            Some(Ok(message)) => message,
-        };
-        let headers = message.headers().map(|headers| headers.detach());
-        let mut record = BaseRecord::to(message.topic()).partition(message.partition());
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        if let Some(headers) = headers {
-            record = record.headers(headers);
-        }
-        if let Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) = message.timestamp() {
-            record = record.timestamp(ms);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                // As the writer does: the delivery thread makes room meanwhile.
-                // (Not `poll(1 ms)`, which rust-rdkafka ends by polling without
-                // blocking until the millisecond is over: a spinning core.)
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => {
-                    return Err(error)
-                        .with_context(|| format!("cannot produce to {}", message.topic()))
-                }
+        // Statistics and errors; records all come through the batch queue.
+        while let Some(result) = consumer.consumer().poll(Duration::ZERO) {
+            match result {
+                Ok(message) => bail!(
+                    "a record of {}/{} bypassed the batch queue",
+                    message.topic(),
+                    message.partition()
+                ),
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(error) => eprintln!("warning: source consumer error: {error}"),
             }
         }
-        since_check += 1;
-        if since_check >= 1024 {
-            since_check = 0;
+        let batch = consumer.poll_batch(Duration::from_millis(100), MAX_POLL_BATCH);
+        if batch.is_empty() {
             producer.context().check()?;
+            continue;
+        }
+        for message in batch.iter() {
+            match message.error() {
+                None => {}
+                Some(RDKafkaErrorCode::PartitionEOF) => continue,
+                Some(error) => {
+                    eprintln!("warning: source consumer error: {error:?}");
+                    continue;
+                }
+            }
+            let topic = message.topic();
+            let mut record = BaseRecord::to(topic).partition(message.partition());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            // As the writer does: librdkafka's header list built header by header.
+            let mut headers_opt: Option<OwnedHeaders> = None;
+            for (key, value) in message.headers() {
+                let key = std::str::from_utf8(key)
+                    .with_context(|| format!("a header key of {topic} is not UTF-8"))?;
+                headers_opt = Some(
+                    headers_opt
+                        .unwrap_or_default()
+                        .insert(Header { key, value }),
+                );
+            }
+            if let Some(headers) = headers_opt {
+                record = record.headers(headers);
+            }
+            if let Some(timestamp) = message.timestamp_ms() {
+                record = record.timestamp(timestamp);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    // As the writer does: the delivery thread makes room meanwhile.
+                    // (Not `poll(1 ms)`, which rust-rdkafka ends by polling without
+                    // blocking until the millisecond is over: a spinning core.)
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((error, _)) => {
+                        return Err(error).with_context(|| format!("cannot produce to {topic}"))
+                    }
+                }
+            }
+            since_check += 1;
+            if since_check >= 1024 {
+                since_check = 0;
+                producer.context().check()?;
+            }
         }
     }
 }
