@@ -78,23 +78,49 @@ impl<C: ConsumerContext + 'static> BatchConsumer<C> {
     /// Takes up to `max` records (and partition events, such as the end of a
     /// partition) from the batch queue, waiting up to `timeout` for the first.
     pub fn poll_batch(&self, timeout: Duration, max: usize) -> MessageBatch<'_> {
-        let mut messages: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(max);
+        let mut batch = MessageBatch {
+            messages: Vec::with_capacity(max),
+            _consumer: PhantomData,
+        };
+        // librdkafka's call waits until it has as many as asked for or the timeout
+        // is over: a wait for a thousand would hold the first record back. Wait
+        // for one, then take what is there.
+        if !timeout.is_zero() {
+            self.consume_into(&mut batch.messages, timeout, 1);
+            if batch.messages.is_empty() {
+                return batch;
+            }
+        }
+        self.consume_into(&mut batch.messages, Duration::ZERO, max);
+        batch
+    }
+
+    /// Appends what librdkafka hands over, until `messages` holds `max` or the
+    /// timeout is over.
+    fn consume_into(
+        &self,
+        messages: &mut Vec<*mut rdsys::rd_kafka_message_t>,
+        timeout: Duration,
+        max: usize,
+    ) {
+        let room = max.saturating_sub(messages.len());
+        if room == 0 {
+            return;
+        }
+        messages.reserve(room);
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: librdkafka writes at most `max` message pointers into the
-        // vector's spare capacity and returns how many (or -1 on error).
+        // SAFETY: librdkafka writes at most `room` message pointers into the
+        // vector's spare capacity (reserved above) and returns how many, or -1.
         #[allow(unsafe_code)]
         unsafe {
             let count = rdsys::rd_kafka_consume_batch_queue(
                 self.queue.as_ptr(),
                 timeout_ms,
-                messages.as_mut_ptr(),
-                max,
+                messages.spare_capacity_mut().as_mut_ptr().cast(),
+                room,
             );
-            messages.set_len(usize::try_from(count).unwrap_or(0).min(max));
-        }
-        MessageBatch {
-            messages,
-            _consumer: PhantomData,
+            let count = usize::try_from(count).unwrap_or(0).min(room);
+            messages.set_len(messages.len() + count);
         }
     }
 }
@@ -382,7 +408,16 @@ mod tests {
             if let Some(Ok(message)) = consumer.consumer().poll(Duration::ZERO) {
                 panic!("a record bypassed the batch queue: {message:?}");
             }
-            let batch = consumer.poll_batch(Duration::from_millis(100), 16);
+            // A batch is handed over as soon as a record is there, not when the
+            // batch is full or the wait is over.
+            let polled_at = Instant::now();
+            let batch = consumer.poll_batch(Duration::from_secs(20), 16);
+            assert!(
+                polled_at.elapsed() < Duration::from_secs(10),
+                "waited {:?} for a batch of {}",
+                polled_at.elapsed(),
+                batch.len()
+            );
             assert!(batch.len() <= 16);
             for message in batch.iter() {
                 assert_eq!(message.topic(), "events");
