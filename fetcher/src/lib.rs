@@ -18,13 +18,11 @@ use std::time::Duration;
 use clap::Args;
 use etcd_client::Client;
 use kmirror_common::membership::{register_again, Registration};
-use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::{MemberArgs, StartedMember};
 use kmirror_common::{Keys, MemberId, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -75,33 +73,13 @@ pub enum FetcherError {
 /// A fetcher registered in etcd, with its status server bound.
 pub struct Fetcher {
     config: FetcherConfig,
-    id: MemberId,
-    keys: Keys,
-    etcd: Client,
-    listener: TcpListener,
-    registration: Registration,
-    info: MemberInfo,
+    member: StartedMember,
 }
 
 impl Fetcher {
     pub async fn build(config: FetcherConfig) -> Result<Self, FetcherError> {
-        let StartedMember {
-            etcd,
-            keys,
-            id,
-            listener,
-            info,
-            registration,
-        } = config.member.start(Role::Fetcher).await?;
-        Ok(Self {
-            config,
-            id,
-            keys,
-            etcd,
-            listener,
-            registration,
-            info,
-        })
+        let member = config.member.start(Role::Fetcher).await?;
+        Ok(Self { config, member })
     }
 
     /// Works until `shutdown` is cancelled. A lost lease stops every partition at
@@ -110,12 +88,15 @@ impl Fetcher {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FetcherError> {
         let Fetcher {
             config,
-            id,
-            keys,
-            mut etcd,
-            listener,
-            mut registration,
-            info,
+            member:
+                StartedMember {
+                    mut etcd,
+                    keys,
+                    id,
+                    listener,
+                    info,
+                    mut registration,
+                },
         } = self;
         let stop_server = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(Vec::new());

@@ -30,7 +30,6 @@ use kmirror_proto::v1::writer_server::{Writer as WriterService, WriterServer};
 use kmirror_proto::v1::{
     Batch, BatchAck, SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
 };
-use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -109,57 +108,48 @@ impl WriterShared {
 /// A writer bound to its address and registered in etcd.
 pub struct Writer {
     config: WriterConfig,
-    id: MemberId,
-    etcd: Client,
-    listener: TcpListener,
-    registration: Registration,
-    keys: Keys,
-    info: MemberInfo,
+    member: StartedMember,
     shared: Arc<WriterShared>,
 }
 
 impl Writer {
     pub async fn build(config: WriterConfig) -> Result<Self, WriterError> {
-        let StartedMember {
-            etcd,
-            keys,
-            id,
-            listener,
-            info,
-            registration,
-        } = config.member.start(Role::Writer).await?;
+        let member = config.member.start(Role::Writer).await?;
         let shared = Arc::new(WriterShared {
-            routes: Routes::new(etcd.clone(), keys.clone()),
-            lease: Mutex::new(registration.guard()),
+            routes: Routes::new(member.etcd.clone(), member.keys.clone()),
+            lease: Mutex::new(member.registration.guard()),
             epochs: Mutex::new(HashMap::new()),
             producer_overrides: config.producer_properties.clone(),
             drain_timeout: config.member.shutdown_grace,
         });
         Ok(Self {
             config,
-            id,
-            etcd,
-            listener,
-            registration,
-            keys,
-            info,
+            member,
             shared,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.member.listener.local_addr()
     }
 
     /// Serves until `shutdown` is cancelled, then drains the open streams (their
     /// fetchers stop sending and wait for the last acks) within the grace period.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WriterError> {
+        let StartedMember {
+            mut etcd,
+            keys,
+            id,
+            listener,
+            info,
+            registration,
+        } = self.member;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<WriterServer<WriterEndpoint>>()
             .await;
         kmirror_common::health::report_grpc(
-            self.keys.member(Role::Writer, &self.id),
+            keys.member(Role::Writer, &id),
             health_reporter.clone(),
             &[""],
             None,
@@ -169,7 +159,7 @@ impl Writer {
             shared: self.shared.clone(),
         };
         let status = WorkerEndpoint {
-            id: self.id.clone(),
+            id: id.clone(),
             shared: self.shared.clone(),
         };
         let stop_serving = CancellationToken::new();
@@ -187,7 +177,7 @@ impl Writer {
             .serve_with_incoming_shutdown(
                 // Acks are small: without TCP_NODELAY each could wait for the
                 // fetcher's delayed TCP acknowledgement.
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop_serving.clone().cancelled_owned(),
             );
         tokio::pin!(server);
@@ -212,18 +202,17 @@ impl Writer {
             outcome
         };
         let keeper = LeaseKeeper {
-            etcd: self.etcd.clone(),
-            keys: self.keys,
-            info: self.info,
+            etcd: etcd.clone(),
+            keys,
+            info,
             ttl: self.config.member.lease_ttl,
             shared: self.shared.clone(),
             health_reporter: health_reporter.clone(),
         };
         let (outcome, registration) =
-            tokio::join!(serving, keeper.run(self.registration, shutdown.clone()));
-        let mut etcd = self.etcd;
+            tokio::join!(serving, keeper.run(registration, shutdown.clone()));
         registration.revoke(&mut etcd).await;
-        info!(member = %self.id, "writer stopped");
+        info!(member = %id, "writer stopped");
         outcome
     }
 }
