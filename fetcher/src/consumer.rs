@@ -458,12 +458,35 @@ impl Poller {
                     debug!(topic, partition, %error, "cannot pause partition");
                 }
             }
-            ConsumerCommand::Resume { topic, partition } => {
-                let list = single(&topic, partition);
-                if let Err(error) = self.consumer.consumer().resume(&list) {
-                    debug!(topic, partition, %error, "cannot resume partition");
-                }
-            }
+            ConsumerCommand::Resume { topic, partition } => self.resume(&topic, partition),
+        }
+    }
+
+    /// Resumes a paused partition from the fetcher's own position: the offset after
+    /// the last record (or skipped offset) handed to the core.
+    ///
+    /// librdkafka would resume from where the application last read, which it
+    /// notes at the pause. A partition end taken through the batch call counts as
+    /// read up to one past the end, so a partition paused while tailing would
+    /// resume one record too far and skip that record. Seeking before resuming
+    /// (which also drops what was fetched before it) makes the next record the one
+    /// after the last sent, whatever librdkafka noted.
+    fn resume(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        let Some(&next_offset) = self.positions.get(&key) else {
+            return;
+        };
+        let consumer = self.consumer.consumer();
+        if let Err(error) = consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(next_offset),
+            Duration::ZERO,
+        ) {
+            warn!(flow = %self.flow, topic, partition, next_offset, %error, "cannot position paused partition to resume it");
+        }
+        if let Err(error) = consumer.resume(&single(topic, partition)) {
+            warn!(flow = %self.flow, topic, partition, %error, "cannot resume partition");
         }
     }
 
