@@ -1,7 +1,9 @@
 //! Command-line settings every fleet member takes, with `KMIRROR_*` environment
 //! overrides, and how a worker (fetcher or writer) joins the fleet with them.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -51,11 +53,38 @@ pub struct MemberArgs {
     #[arg(long, env = "KMIRROR_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Threads that run the member's gRPC service and its own work (librdkafka
+    /// runs its clients on threads of its own). One keeps the hand-offs between
+    /// threads, and the CPU they cost, low: on two cores it mirrors faster, with a
+    /// shorter latency tail, than two. A writer that serves many fetchers on a
+    /// machine with cores to spare may take more.
+    #[arg(long, env = "KMIRROR_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
+
     #[command(flatten)]
     pub metrics: crate::http::MetricsArgs,
 }
 
 impl MemberArgs {
+    /// Runs a member's `main` to its end on a runtime of `--worker-threads`
+    /// threads.
+    pub fn block_on(&self, main: impl Future<Output = ExitCode>) -> ExitCode {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads.into())
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(main),
+            Err(error) => {
+                eprintln!(
+                    "error: cannot start a runtime of {} worker threads: {error}",
+                    self.worker_threads
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     pub fn etcd_settings(&self) -> EtcdSettings {
         EtcdSettings {
             endpoints: self.etcd.clone(),

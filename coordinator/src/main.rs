@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use kmirror_coordinator::{Config, Coordinator, CoordinatorArgs};
 use tracing::error;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: CoordinatorArgs = kmirror_common::config_file::parse_service_args();
+    args.member.block_on(run(&args))
+}
+
+async fn run(args: &CoordinatorArgs) -> ExitCode {
     let telemetry = kmirror_common::telemetry::init("kmirror-coordinator");
     let shutdown = kmirror_common::shutdown::on_signal();
     let result = async {
-        let config = Config::from_args(&args)?;
+        let config = Config::from_args(args)?;
         Coordinator::build(config).await?.run(shutdown).await
     }
     .await;

@@ -8,7 +8,6 @@
 //! partition's assignment generation: batches fetched before a restart are dropped
 //! by the core.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -316,27 +315,12 @@ impl SourceRecord for RawMessage<'_> {
     }
 
     fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
-        let headers = self.headers();
-        if headers
-            .clone()
-            .all(|(key, _)| std::str::from_utf8(key).is_ok())
-        {
-            let headers =
-                headers.filter_map(|(key, value)| Some((std::str::from_utf8(key).ok()?, value)));
-            return packed.push(
-                self.offset(),
-                self.key(),
-                self.payload(),
-                headers,
-                self.timestamp_ms(),
-            );
-        }
         // Header keys are strings; one that is not UTF-8 is read as Kafka's Java
-        // clients read it, with U+FFFD for each malformed sequence.
-        let lossy: Vec<(Cow<'_, str>, Option<&[u8]>)> = headers
-            .map(|(key, value)| (String::from_utf8_lossy(key), value))
-            .collect();
-        let headers = lossy.iter().map(|(key, value)| (key.as_ref(), *value));
+        // clients read it, with U+FFFD for each malformed sequence (a valid key is
+        // borrowed, not copied).
+        let headers = self
+            .headers()
+            .map(|(key, value)| (String::from_utf8_lossy(key), value));
         packed.push(
             self.offset(),
             self.key(),

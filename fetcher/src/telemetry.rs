@@ -455,7 +455,7 @@ mod tests {
                     offset,
                     Some(&b"key"[..]),
                     Some(&b"value"[..]),
-                    [],
+                    kmirror_proto::packed::NO_HEADERS,
                     Some(timestamp_ms + offset),
                 )
                 .unwrap();

@@ -89,6 +89,9 @@ pub struct PackedBatch {
     pub summary: PackedSummary,
 }
 
+/// The headers of a record that has none, for [`PackedBuilder::push`].
+pub const NO_HEADERS: [(&str, Option<&[u8]>); 0] = [];
+
 /// Appends records to one buffer in the packed layout.
 #[derive(Debug)]
 pub struct PackedBuilder {
@@ -118,12 +121,12 @@ impl PackedBuilder {
     }
 
     /// Appends a record. Its offset must be above the previous record's.
-    pub fn push<'h>(
+    pub fn push<'h, K: AsRef<str>>(
         &mut self,
         offset: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl IntoIterator<Item = (K, Option<&'h [u8]>)>,
         timestamp_ms: Option<i64>,
     ) -> Result<(), PushError> {
         match self.summary.last_offset {
@@ -168,15 +171,16 @@ impl PackedBuilder {
     /// precedes the headers but is known only after them: one byte is set aside
     /// for it, and the headers move to make room when it needs more (128 headers
     /// or more).
-    fn put_headers<'h>(
+    fn put_headers<'h, K: AsRef<str>>(
         &mut self,
-        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl IntoIterator<Item = (K, Option<&'h [u8]>)>,
     ) -> usize {
         let count_at = self.buffer.len();
         self.buffer.extend_from_slice(&[0]);
         let mut count: u64 = 0;
         let mut bytes = 0;
         for (key, value) in headers {
+            let key = key.as_ref();
             let value_len = value.map_or(0, <[u8]>::len);
             self.buffer
                 .reserve(2 * MAX_VARINT_BYTES + key.len() + value_len);

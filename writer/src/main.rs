@@ -29,13 +29,15 @@ struct Cli {
     config: WriterConfig,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli: Cli = kmirror_common::config_file::parse_service_args();
-    let telemetry = kmirror_common::telemetry::init("kmirror-writer");
-    let exit_code = serve(cli.config).await;
-    telemetry.shutdown().await;
-    exit_code
+    let member = cli.config.member.clone();
+    member.block_on(async {
+        let telemetry = kmirror_common::telemetry::init("kmirror-writer");
+        let exit_code = serve(cli.config).await;
+        telemetry.shutdown().await;
+        exit_code
+    })
 }
 
 async fn serve(config: WriterConfig) -> ExitCode {

@@ -219,8 +219,12 @@ fn the_layout_is_the_documented_one() {
             Some(1_000),
         )
         .unwrap();
-    builder.push(102, None, Some(b"vv"), [], Some(999)).unwrap();
-    builder.push(300, Some(b""), None, [], None).unwrap();
+    builder
+        .push(102, None, Some(b"vv"), NO_HEADERS, Some(999))
+        .unwrap();
+    builder
+        .push(300, Some(b""), None, NO_HEADERS, None)
+        .unwrap();
     let batch = builder.finish();
     assert_eq!(batch.base_offset, 100);
     assert_eq!(batch.record_count, 3);
@@ -251,22 +255,22 @@ fn the_layout_is_the_documented_one() {
 #[test]
 fn the_builder_refuses_offsets_that_do_not_increase() {
     let mut builder = PackedBuilder::default();
-    builder.push(5, None, None, [], None).unwrap();
+    builder.push(5, None, None, NO_HEADERS, None).unwrap();
     assert_eq!(
-        builder.push(5, None, None, [], None),
+        builder.push(5, None, None, NO_HEADERS, None),
         Err(PushError::OffsetNotIncreasing {
             offset: 5,
             previous: 5
         })
     );
     assert_eq!(
-        builder.push(4, None, None, [], None),
+        builder.push(4, None, None, NO_HEADERS, None),
         Err(PushError::OffsetNotIncreasing {
             offset: 4,
             previous: 5
         })
     );
-    builder.push(6, None, None, [], None).unwrap();
+    builder.push(6, None, None, NO_HEADERS, None).unwrap();
     let batch = builder.finish();
     assert_eq!(batch.record_count, 2);
     assert_eq!(unpack(&batch).unwrap().len(), 2);
