@@ -67,14 +67,19 @@ pub struct MemberArgs {
 
 impl MemberArgs {
     /// Runs a member's `main` to its end on a runtime of `--worker-threads`
-    /// threads.
-    pub fn block_on(&self, main: impl Future<Output = ExitCode>) -> ExitCode {
+    /// threads, with telemetry for `service` set up before it and flushed after.
+    pub fn run(&self, service: &str, main: impl Future<Output = ExitCode>) -> ExitCode {
         match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.worker_threads.into())
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(main),
+            Ok(runtime) => runtime.block_on(async {
+                let telemetry = crate::telemetry::init(service);
+                let exit_code = main.await;
+                telemetry.shutdown().await;
+                exit_code
+            }),
             Err(error) => {
                 eprintln!(
                     "error: cannot start a runtime of {} worker threads: {error}",

@@ -7,24 +7,21 @@ use tracing::error;
 
 fn main() -> ExitCode {
     let args: CoordinatorArgs = kmirror_common::config_file::parse_service_args();
-    args.member.block_on(run(&args))
+    args.member.run("kmirror-coordinator", run(&args))
 }
 
 async fn run(args: &CoordinatorArgs) -> ExitCode {
-    let telemetry = kmirror_common::telemetry::init("kmirror-coordinator");
     let shutdown = kmirror_common::shutdown::on_signal();
     let result = async {
         let config = Config::from_args(args)?;
         Coordinator::build(config).await?.run(shutdown).await
     }
     .await;
-    let exit_code = match result {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!(%error, "coordinator failed");
             ExitCode::FAILURE
         }
-    };
-    telemetry.shutdown().await;
-    exit_code
+    }
 }

@@ -25,12 +25,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli: Cli = kmirror_common::config_file::parse_service_args();
     let member = cli.config.member.clone();
-    member.block_on(async {
-        let telemetry = kmirror_common::telemetry::init("kmirror-fetcher");
-        let exit_code = serve(cli.config).await;
-        telemetry.shutdown().await;
-        exit_code
-    })
+    member.run("kmirror-fetcher", serve(cli.config))
 }
 
 async fn serve(config: FetcherConfig) -> ExitCode {

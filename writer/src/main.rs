@@ -32,12 +32,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli: Cli = kmirror_common::config_file::parse_service_args();
     let member = cli.config.member.clone();
-    member.block_on(async {
-        let telemetry = kmirror_common::telemetry::init("kmirror-writer");
-        let exit_code = serve(cli.config).await;
-        telemetry.shutdown().await;
-        exit_code
-    })
+    member.run("kmirror-writer", serve(cli.config))
 }
 
 async fn serve(config: WriterConfig) -> ExitCode {
