@@ -22,7 +22,7 @@ use std::time::Duration;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -72,17 +72,7 @@ impl Telemetry {
 /// gRPC client lives on it).
 pub fn init(service_name: &str) -> Telemetry {
     let log_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,h2=warn,tower=warn,hyper=warn"))
-        .add_directive(
-            format!("{SPAN_TARGET}=off")
-                .parse()
-                .expect("a valid directive"),
-        );
-    let log_layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_filter(log_filter);
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,h2=warn,tower=warn,hyper=warn"));
 
     let decision = trace_export(|name| std::env::var(name).ok());
     let mut problem_opt = decision.warning.clone();
@@ -93,15 +83,10 @@ pub fn init(service_name: &str) -> Telemetry {
             Err(error) => problem_opt = Some(format!("traces stay off: {error}")),
         }
     }
-    let trace_layer_opt = tracer_provider_opt.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("kmirror"))
-            .with_filter(Targets::new().with_target(SPAN_TARGET, LevelFilter::TRACE))
-    });
-    let _ = tracing_subscriber::registry()
-        .with(log_layer)
-        .with(trace_layer_opt)
-        .try_init();
+    let tracer_opt = tracer_provider_opt
+        .as_ref()
+        .map(|provider| provider.tracer("kmirror"));
+    let _ = subscriber(log_filter, tracer_opt).try_init();
 
     if let Some(problem) = problem_opt {
         tracing::warn!(service = service_name, "{problem}");
@@ -116,6 +101,40 @@ pub fn init(service_name: &str) -> Telemetry {
     tracing::debug!(service = service_name, "telemetry initialised");
     Telemetry {
         tracer_provider_opt,
+    }
+}
+
+/// The subscriber [`init`] installs: the logs on stderr (`log_filter`, kmirror's
+/// spans left out) and, given a tracer, kmirror's spans for it.
+///
+/// Without a tracer the subscriber has no trace layer at all. tracing-subscriber
+/// takes a `None` layer for one that wants everything, so with `None` in its place
+/// every batch's span would be built (and the writer would read each record's
+/// headers for trace links) with nothing to export them.
+pub fn subscriber(
+    log_filter: EnvFilter,
+    tracer_opt: Option<Tracer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    let log_filter = log_filter.add_directive(
+        format!("{SPAN_TARGET}=off")
+            .parse()
+            .expect("a valid directive"),
+    );
+    let log_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_filter(log_filter);
+    let registry = tracing_subscriber::registry().with(log_layer);
+    match tracer_opt {
+        Some(tracer) => Box::new(
+            registry.with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(Targets::new().with_target(SPAN_TARGET, LevelFilter::TRACE)),
+            ),
+        ),
+        None => Box::new(registry),
     }
 }
 
