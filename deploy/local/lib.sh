@@ -201,7 +201,9 @@ ensure_debian_packages() {
 	command -v flock >/dev/null || missing+=(util-linux)
 	if command -v dpkg-query >/dev/null; then
 		local package
-		for package in libssl-dev libsasl2-dev; do
+		# libprotobuf-dev: protoc's well-known types (google/protobuf/*.proto), which
+		# etcd-client's protos import; protobuf-compiler only recommends it.
+		for package in libprotobuf-dev libssl-dev libsasl2-dev; do
 			deb_installed "$package" || missing+=("$package")
 		done
 	fi
