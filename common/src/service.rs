@@ -185,6 +185,8 @@ pub const REPLICATE_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const REPLICATE_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Largest HTTP/2 DATA frame a writer accepts. The protocol's default (16 KiB) cuts
-/// a batch of a MiB into 64 frames, each decoded, copied and window-updated on its
-/// own; at 1 MiB most batches cross in one frame.
-pub const REPLICATE_MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// a batch of a MiB into 64 frames, each decoded and window-updated on its own. A
+/// fetcher's batch holds at most about 2 MiB of records, which it sends as one
+/// chunk: at 4 MiB they cross in one frame, and the writer decodes them as a slice
+/// of it instead of gathering them from several.
+pub const REPLICATE_MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;

@@ -206,6 +206,13 @@ impl<'b> RawMessage<'b> {
         self.message.partition
     }
 
+    /// Whether `other` is of the same topic and partition (without reading the
+    /// topic's name).
+    pub fn same_partition(&self, other: &RawMessage<'_>) -> bool {
+        self.message.partition == other.message.partition
+            && ptr::eq(self.message.rkt, other.message.rkt)
+    }
+
     pub fn offset(&self) -> i64 {
         self.message.offset
     }

@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::batch_poll::{BatchConsumer, RawMessage};
+use crate::batch_poll::{BatchConsumer, MessageBatch, RawMessage};
 use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
 
@@ -39,8 +39,16 @@ const MAX_BATCH_RECORDS: usize = 5_000;
 pub const MAX_POLL_BATCH: usize = 1_000;
 /// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Room a batch's buffer starts with; it doubles as records come.
+/// Room a batch's buffer starts with when nothing tells how much is coming; it
+/// doubles as records come.
 const INITIAL_BATCH_BYTES: usize = 64 * 1024;
+/// Room beyond `MAX_BATCH_BYTES` a batch's buffer may be given: a batch is full
+/// once it reaches that size, so its last record can take it past.
+const BATCH_SLACK_BYTES: usize = 64 * 1024;
+/// What a record takes in the packed layout beyond its key and value, near enough
+/// to size a buffer: attributes, offset and timestamp deltas, lengths, and a
+/// small header.
+const PACKED_RECORD_OVERHEAD: usize = 32;
 
 /// Settings of every source consumer (the cluster's own properties override them).
 /// `read_committed` so aborted transactions are never mirrored; offsets are never
@@ -190,11 +198,21 @@ struct Gathering {
 }
 
 impl Gathering {
-    fn new() -> Self {
+    /// A batch whose buffer has room for `expected` bytes (within the bounds of a
+    /// batch).
+    fn new(expected: usize) -> Self {
         Self {
-            packed: PackedBuilder::with_capacity(INITIAL_BATCH_BYTES),
+            packed: PackedBuilder::with_capacity(
+                expected.clamp(INITIAL_BATCH_BYTES, MAX_BATCH_BYTES + BATCH_SLACK_BYTES),
+            ),
             next_offset: 0,
         }
+    }
+
+    /// Makes room for `expected` more bytes, up to what the batch can still take.
+    fn reserve(&mut self, expected: usize) {
+        let room = (MAX_BATCH_BYTES + BATCH_SLACK_BYTES).saturating_sub(self.packed.encoded_len());
+        self.packed.reserve(expected.min(room));
     }
 
     fn is_full(&self) -> bool {
@@ -230,25 +248,47 @@ struct PartitionGathering {
     partition: i32,
     generation: u64,
     batches: Vec<Gathering>,
+    /// Bytes of the records announced by [`PartitionGathering::expect`] and not
+    /// packed yet: what a batch's buffer is sized for.
+    expected: usize,
 }
 
 impl PartitionGathering {
+    fn new(topic: String, partition: i32, generation: u64) -> Self {
+        Self {
+            topic,
+            partition,
+            generation,
+            batches: Vec::new(),
+            expected: 0,
+        }
+    }
+
     fn is(&self, topic: &str, partition: i32) -> bool {
         self.partition == partition && self.topic == topic
     }
 
+    /// Announces `bytes` of records about to be packed, so the batch's buffer
+    /// grows once for them instead of doubling as they come.
+    fn expect(&mut self, bytes: usize) {
+        self.expected += bytes;
+        if let Some(batch) = self.batches.last_mut().filter(|batch| !batch.is_full()) {
+            batch.reserve(self.expected);
+        }
+    }
+
     fn add(&mut self, message: &impl SourceRecord) -> usize {
         if self.batches.last().is_none_or(Gathering::is_full) {
-            self.batches.push(Gathering::new());
+            self.batches.push(Gathering::new(self.expected));
         }
         let batch = self.batches.last_mut().expect("a batch was pushed");
-        match batch.add(message) {
+        let added = match batch.add(message) {
             Ok(added) => added,
             Err(error) => {
                 // librdkafka hands a partition's records over in order; should it
                 // not, the record starts a batch of its own.
                 warn!(topic = %self.topic, partition = self.partition, %error, "source record out of order");
-                let mut batch = Gathering::new();
+                let mut batch = Gathering::new(self.expected);
                 // A batch's first record is always accepted.
                 let added = batch.add(message).unwrap_or(0);
                 if !batch.packed.is_empty() {
@@ -256,7 +296,9 @@ impl PartitionGathering {
                 }
                 added
             }
-        }
+        };
+        self.expected = self.expected.saturating_sub(added);
+        added
     }
 }
 
@@ -526,6 +568,7 @@ impl Poller {
                 break;
             }
             wait = Duration::ZERO;
+            round.expect(&self.generations, &batch);
             for message in batch.iter() {
                 match message.error() {
                     None => {
@@ -550,6 +593,7 @@ impl Poller {
             partition,
             generation,
             batches,
+            ..
         } in gathering
         {
             for batch in batches {
@@ -654,18 +698,60 @@ impl Round {
                 let Some(&generation) = generations.get(&key) else {
                     return false;
                 };
-                self.partitions.push(PartitionGathering {
-                    topic: key.0,
-                    partition,
-                    generation,
-                    batches: Vec::new(),
-                });
+                self.partitions
+                    .push(PartitionGathering::new(key.0, partition, generation));
                 self.partitions.len() - 1
             }
         };
         self.current_opt = Some(index);
         self.bytes += self.partitions[index].add(record);
         true
+    }
+
+    /// Sizes the batches for the records of `batch` before they are gathered:
+    /// librdkafka hands them over in runs per partition, and each run's bytes are
+    /// announced to its partition's batch at once.
+    fn expect(&mut self, generations: &HashMap<(String, i32), u64>, batch: &MessageBatch<'_>) {
+        let mut run: Option<(RawMessage<'_>, usize)> = None;
+        for message in batch.iter().filter(|message| message.error().is_none()) {
+            let bytes = message.key().map_or(0, <[u8]>::len)
+                + message.payload().map_or(0, <[u8]>::len)
+                + PACKED_RECORD_OVERHEAD;
+            match &mut run {
+                Some((first, run_bytes)) if first.same_partition(&message) => *run_bytes += bytes,
+                _ => {
+                    if let Some((first, run_bytes)) = run.replace((message, bytes)) {
+                        self.expect_run(generations, &first, run_bytes);
+                    }
+                }
+            }
+        }
+        if let Some((first, run_bytes)) = run {
+            self.expect_run(generations, &first, run_bytes);
+        }
+    }
+
+    fn expect_run(
+        &mut self,
+        generations: &HashMap<(String, i32), u64>,
+        first: &RawMessage<'_>,
+        bytes: usize,
+    ) {
+        let (topic, partition) = (first.topic(), first.partition());
+        if let Some(gathering) = self
+            .partitions
+            .iter_mut()
+            .find(|gathering| gathering.is(topic, partition))
+        {
+            gathering.expect(bytes);
+            return;
+        }
+        let key = (topic.to_string(), partition);
+        if let Some(&generation) = generations.get(&key) {
+            let mut gathering = PartitionGathering::new(key.0, partition, generation);
+            gathering.expect(bytes);
+            self.partitions.push(gathering);
+        }
     }
 }
 

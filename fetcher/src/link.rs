@@ -1,17 +1,33 @@
 //! The replicate stream to one writer, reconnected with backoff while the core
 //! wants it. Acks go to the core on an unbounded channel: their number is bounded
 //! by the in-flight windows, and the writer must never wait on the core.
+//!
+//! The stream is the `Writer.Replicate` call of `replicate.proto`, but its request
+//! is built here rather than by the generated client: tonic's encoder would copy
+//! every batch's records into a buffer of its own, where [`BatchBody`] hands them
+//! to HTTP/2 as they are (see `kmirror_proto::frame`). The acks are decoded by
+//! tonic as usual.
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, TE};
+use http::HeaderValue;
+use http_body::Frame;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
+use kmirror_proto::frame::BatchFrame;
+use kmirror_proto::tonic::client::GrpcService;
+use kmirror_proto::tonic::codec::{Codec, Streaming};
+use kmirror_proto::tonic::metadata::MetadataMap;
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
-use kmirror_proto::tonic::Request;
-use kmirror_proto::v1::writer_client::WriterClient;
+use kmirror_proto::tonic::{self, Code, Status};
+use kmirror_proto::tonic_prost::ProstCodec;
 use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Span};
 
@@ -19,6 +35,8 @@ use crate::MAX_BATCH_MESSAGE_BYTES;
 
 /// Batches queued to one writer beyond those already on the wire.
 const LINK_QUEUE: usize = 1024;
+/// The method the stream calls.
+const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
 
 pub enum LinkEvent {
     Up {
@@ -76,11 +94,8 @@ impl Link {
             .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
             .connect()
             .await?;
-        let client = WriterClient::new(channel)
-            .max_decoding_message_size(MAX_BATCH_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_BATCH_MESSAGE_BYTES);
         let stream_span = crate::telemetry::replicate_stream_span(&self.writer, &self.address);
-        let outcome = self.stream(client, &stream_span).await;
+        let outcome = self.stream(channel, &stream_span).await;
         if let Err(error) = &outcome {
             crate::telemetry::stream_failed(&stream_span, error.as_ref());
         }
@@ -91,15 +106,13 @@ impl Link {
     /// writer in the request metadata, the writer's comes back in the response's.
     async fn stream(
         &self,
-        mut client: WriterClient<Channel>,
+        channel: Channel,
         stream_span: &Span,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (batch_tx, batch_rx) = mpsc::channel(LINK_QUEUE);
-        let mut request = Request::new(ReceiverStream::new(batch_rx));
-        crate::telemetry::inject_stream_context(stream_span, request.metadata_mut());
-        let response = client.replicate(request).await?;
-        crate::telemetry::link_writer_stream(stream_span, response.metadata());
-        let mut acks = response.into_inner();
+        let mut metadata = MetadataMap::new();
+        crate::telemetry::inject_stream_context(stream_span, &mut metadata);
+        let mut acks = replicate(channel, metadata, batch_rx, stream_span).await?;
         info!(writer = %self.writer, address = %self.address, "replicate stream open");
         let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         if self
@@ -133,5 +146,85 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+/// Opens the replicate call: `batches` become the request's messages, the acks the
+/// returned stream. `metadata` goes with the request; the response's initial
+/// metadata links `stream_span` to the writer's span for the stream.
+async fn replicate(
+    mut channel: Channel,
+    metadata: MetadataMap,
+    batches: mpsc::Receiver<Batch>,
+    stream_span: &Span,
+) -> Result<Streaming<BatchAck>, Box<dyn std::error::Error + Send + Sync>> {
+    let body = BatchBody {
+        batches,
+        records: None,
+    };
+    let mut request = http::Request::new(tonic::body::Body::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(REPLICATE_PATH);
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.headers_mut() = metadata.into_headers();
+    let headers = request.headers_mut();
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+
+    poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx)).await?;
+    let response = GrpcService::call(&mut channel, request).await?;
+    let (parts, body) = response.into_parts();
+    // A status in the headers is a trailers-only response: the call ended at once.
+    if let Some(status) = Status::from_header_map(&parts.headers) {
+        return Err(if status.code() == Code::Ok {
+            "writer ended the stream without reading it".into()
+        } else {
+            status.into()
+        });
+    }
+    crate::telemetry::link_writer_stream(stream_span, &MetadataMap::from_headers(parts.headers));
+    let decoder = ProstCodec::<Batch, BatchAck>::default().decoder();
+    Ok(Streaming::new_response(
+        decoder,
+        body,
+        parts.status,
+        None,
+        Some(MAX_BATCH_MESSAGE_BYTES),
+    ))
+}
+
+/// The request body of a replicate stream: each batch from the core is one gRPC
+/// message sent as two chunks, its framing and then its packed records, which
+/// HTTP/2 writes to the socket without copying them.
+struct BatchBody {
+    batches: mpsc::Receiver<Batch>,
+    /// The records of the batch whose head was the last chunk.
+    records: Option<Bytes>,
+}
+
+impl http_body::Body for BatchBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if let Some(records) = this.records.take() {
+            return Poll::Ready(Some(Ok(Frame::data(records))));
+        }
+        let Some(batch) = ready!(this.batches.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(Some(
+            match BatchFrame::encode(batch, MAX_BATCH_MESSAGE_BYTES) {
+                Ok(frame) => {
+                    this.records = (!frame.records.is_empty()).then_some(frame.records);
+                    Ok(Frame::data(frame.head))
+                }
+                Err(error) => Err(Status::resource_exhausted(error.to_string())),
+            },
+        ))
     }
 }

@@ -1,12 +1,15 @@
 //! The gRPC contract between the kmirror services: generated prost messages and tonic
-//! clients and servers. Re-exports `tonic`, `prost` and `tonic_health` so every crate
-//! builds against the same versions.
+//! clients and servers, the packed record layout and the batch framing. Re-exports
+//! `tonic`, `prost`, `tonic_health` and `tonic_prost` so every crate builds against
+//! the same versions.
 #![allow(clippy::large_enum_variant)]
 
 pub use prost;
 pub use tonic;
 pub use tonic_health;
+pub use tonic_prost;
 
+pub mod frame;
 pub mod packed;
 
 pub mod v1 {

@@ -215,6 +215,13 @@ impl PackedBuilder {
         self.buffer.len()
     }
 
+    /// Makes room for at least `additional` more bytes at once, so that records
+    /// known to be coming are packed without the buffer growing (and copying
+    /// what it holds) step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buffer.reserve(additional);
+    }
+
     pub fn summary(&self) -> &PackedSummary {
         &self.summary
     }

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod partitioner;
 pub mod producer;
+pub mod replicate;
 pub mod routes;
 pub mod session;
 pub mod telemetry;
@@ -24,19 +25,18 @@ use kmirror_common::service::{
     REPLICATE_STREAM_WINDOW_BYTES,
 };
 use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
-use kmirror_proto::tonic::{self, Request, Response, Status, Streaming};
+use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
-use kmirror_proto::v1::writer_server::{Writer as WriterService, WriterServer};
 use kmirror_proto::v1::{
-    Batch, BatchAck, SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
+    SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use error::WriterError;
 use producer::DestinationProducer;
+use replicate::ReplicateService;
 use routes::Routes;
 
 /// Largest gRPC message a writer accepts: a batch of a few MiB plus headroom.
@@ -145,9 +145,7 @@ impl Writer {
             registration,
         } = self.member;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<WriterServer<WriterEndpoint>>()
-            .await;
+        health_reporter.set_serving::<ReplicateService>().await;
         kmirror_common::health::report_grpc(
             keys.member(Role::Writer, &id),
             health_reporter.clone(),
@@ -155,9 +153,7 @@ impl Writer {
             None,
             shutdown.clone(),
         );
-        let endpoint = WriterEndpoint {
-            shared: self.shared.clone(),
-        };
+        let replicate = ReplicateService::new(self.shared.clone());
         let status = WorkerEndpoint {
             id: id.clone(),
             shared: self.shared.clone(),
@@ -168,11 +164,7 @@ impl Writer {
             .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
             .max_frame_size(REPLICATE_MAX_FRAME_BYTES)
             .add_service(health_service)
-            .add_service(
-                WriterServer::new(endpoint)
-                    .max_decoding_message_size(MAX_BATCH_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_BATCH_MESSAGE_BYTES),
-            )
+            .add_service(replicate)
             .add_service(WorkerServer::new(status))
             .serve_with_incoming_shutdown(
                 // Acks are small: without TCP_NODELAY each could wait for the
@@ -186,7 +178,7 @@ impl Writer {
             let outcome = tokio::select! {
                 result = &mut server => result.map_err(WriterError::from),
                 _ = shutdown.cancelled() => {
-                    health_reporter.set_not_serving::<WriterServer<WriterEndpoint>>().await;
+                    health_reporter.set_not_serving::<ReplicateService>().await;
                     stop_serving.cancel();
                     match tokio::time::timeout(grace, &mut server).await {
                         Ok(result) => result.map_err(WriterError::from),
@@ -243,7 +235,7 @@ impl LeaseKeeper {
                 _ = lost.cancelled() => {}
             }
             self.health_reporter
-                .set_not_serving::<WriterServer<WriterEndpoint>>()
+                .set_not_serving::<ReplicateService>()
                 .await;
             warn!(member = %self.info.id, "lease lost: producing nothing until registered again");
             let old_lease = registration.lease_id;
@@ -260,39 +252,11 @@ impl LeaseKeeper {
                 Some(renewed) => {
                     *self.shared.lease.lock().expect("lease lock poisoned") = renewed.guard();
                     registration = renewed;
-                    self.health_reporter
-                        .set_serving::<WriterServer<WriterEndpoint>>()
-                        .await;
+                    self.health_reporter.set_serving::<ReplicateService>().await;
                 }
                 None => return registration,
             }
         }
-    }
-}
-
-struct WriterEndpoint {
-    shared: Arc<WriterShared>,
-}
-
-#[tonic::async_trait]
-impl WriterService for WriterEndpoint {
-    type ReplicateStream = ReceiverStream<Result<BatchAck, Status>>;
-
-    async fn replicate(
-        &self,
-        request: Request<Streaming<Batch>>,
-    ) -> Result<Response<Self::ReplicateStream>, Status> {
-        // Trace context crosses here once per stream (metadata); each batch's own
-        // travels in the batch and its ack.
-        let stream_span = telemetry::stream_span(request.metadata(), request.remote_addr());
-        let inbound = request.into_inner();
-        // Acks are small; the bound only keeps a stalled reader from growing memory.
-        let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(1024);
-        let mut response = Response::new(ReceiverStream::new(ack_rx));
-        telemetry::inject_stream_context(&stream_span, response.metadata_mut());
-        let session = session::Session::new(self.shared.clone(), ack_tx, stream_span);
-        tokio::spawn(session.run(inbound));
-        Ok(response)
     }
 }
 

@@ -11,11 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
-use kmirror_proto::tonic::{Status, Streaming};
+use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -90,18 +91,18 @@ impl Session {
         }
     }
 
-    pub async fn run(mut self, mut inbound: Streaming<Batch>) {
+    pub async fn run(mut self, mut inbound: impl Stream<Item = Result<Batch, Status>> + Unpin) {
         let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         loop {
             tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(batch)) => {
+                message = inbound.next() => match message {
+                    Some(Ok(batch)) => {
                         if self.handle_batch(batch).await.is_err() {
                             break;
                         }
                     }
-                    Ok(None) => break,
-                    Err(status) => {
+                    None => break,
+                    Some(Err(status)) => {
                         debug!(%status, "replicate stream ended with an error");
                         crate::telemetry::stream_failed(&self.stream_span, &status);
                         break;
