@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use kmirror_proto::frame::Compression;
+
 use crate::budget::{InFlightBudget, Reservation};
 use crate::checkpointer::{CheckpointCommand, CheckpointEntry, CheckpointOutcome};
 use crate::consumer::{self, ConsumerCommand, ConsumerHandle, Fetched};
@@ -37,6 +39,8 @@ pub struct CoreSettings {
     pub checkpoint_interval: Duration,
     pub retry_backoff: Duration,
     pub shutdown_grace: Duration,
+    /// How batches are compressed on the way to writers.
+    pub compression: Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +361,7 @@ impl Core {
                 address: address.clone(),
                 events_tx: self.link_events_tx.clone(),
                 cancel: cancel.clone(),
+                compression: self.settings.compression,
             };
             tokio::spawn(link.run());
             self.links.insert(

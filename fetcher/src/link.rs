@@ -19,7 +19,7 @@ use http::HeaderValue;
 use http_body::Frame;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
-use kmirror_proto::frame::BatchFrame;
+use kmirror_proto::frame::{BatchFrame, Compression};
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
@@ -37,6 +37,7 @@ use crate::MAX_BATCH_MESSAGE_BYTES;
 const LINK_QUEUE: usize = 1024;
 /// The method the stream calls.
 const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
+const GRPC_ENCODING: &str = "grpc-encoding";
 
 pub enum LinkEvent {
     Up {
@@ -59,6 +60,7 @@ pub struct Link {
     pub address: String,
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
     pub cancel: CancellationToken,
+    pub compression: Compression,
 }
 
 impl Link {
@@ -112,8 +114,9 @@ impl Link {
         let (batch_tx, batch_rx) = mpsc::channel(LINK_QUEUE);
         let mut metadata = MetadataMap::new();
         crate::telemetry::inject_stream_context(stream_span, &mut metadata);
-        let mut acks = replicate(channel, metadata, batch_rx, stream_span).await?;
-        info!(writer = %self.writer, address = %self.address, "replicate stream open");
+        let mut acks =
+            replicate(channel, metadata, batch_rx, self.compression, stream_span).await?;
+        info!(writer = %self.writer, address = %self.address, compression = self.compression.grpc_encoding(), "replicate stream open");
         let _open_stream = kmirror_common::metrics::replicate_stream_opened();
         if self
             .events_tx
@@ -156,10 +159,12 @@ async fn replicate(
     mut channel: Channel,
     metadata: MetadataMap,
     batches: mpsc::Receiver<Batch>,
+    compression: Compression,
     stream_span: &Span,
 ) -> Result<Streaming<BatchAck>, Box<dyn std::error::Error + Send + Sync>> {
     let body = BatchBody {
         batches,
+        compression,
         records: None,
     };
     let mut request = http::Request::new(tonic::body::Body::new(body));
@@ -170,6 +175,12 @@ async fn replicate(
     let headers = request.headers_mut();
     headers.insert(TE, HeaderValue::from_static("trailers"));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    if compression != Compression::Identity {
+        headers.insert(
+            GRPC_ENCODING,
+            HeaderValue::from_static(compression.grpc_encoding()),
+        );
+    }
 
     poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx)).await?;
     let response = GrpcService::call(&mut channel, request).await?;
@@ -195,9 +206,10 @@ async fn replicate(
 
 /// The request body of a replicate stream: each batch from the core is one gRPC
 /// message sent as two chunks, its framing and then its packed records, which
-/// HTTP/2 writes to the socket without copying them.
+/// HTTP/2 writes to the socket without copying them (or, compressed, as one).
 struct BatchBody {
     batches: mpsc::Receiver<Batch>,
+    compression: Compression,
     /// The records of the batch whose head was the last chunk.
     records: Option<Bytes>,
 }
@@ -218,7 +230,7 @@ impl http_body::Body for BatchBody {
             return Poll::Ready(None);
         };
         Poll::Ready(Some(
-            match BatchFrame::encode(batch, MAX_BATCH_MESSAGE_BYTES) {
+            match BatchFrame::encode(batch, MAX_BATCH_MESSAGE_BYTES, this.compression) {
                 Ok(frame) => {
                     this.records = (!frame.records.is_empty()).then_some(frame.records);
                     Ok(Frame::data(frame.head))

@@ -18,6 +18,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
+use kmirror_proto::frame::{Compression, FrameError};
 use kmirror_proto::prost::Message;
 use kmirror_proto::tonic::body::Body;
 use kmirror_proto::tonic::codegen::http::header::CONTENT_TYPE;
@@ -29,6 +30,7 @@ use kmirror_proto::tonic::transport::server::TcpConnectInfo;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
+use tracing::info;
 
 use crate::{session, telemetry, WriterShared, MAX_BATCH_MESSAGE_BYTES};
 
@@ -59,14 +61,18 @@ impl ReplicateService {
             return Status::unimplemented(format!("unknown method {}", parts.uri.path()))
                 .into_http();
         }
-        if let Some(encoding) = parts.headers.get("grpc-encoding") {
-            if encoding != "identity" {
-                return Status::unimplemented(format!(
-                    "compressed batches ({encoding:?}) are not accepted: send them uncompressed"
-                ))
-                .into_http();
-            }
-        }
+        let compression = match parts.headers.get("grpc-encoding") {
+            None => Compression::Identity,
+            Some(encoding) => match encoding.to_str().ok().and_then(Compression::from_grpc_encoding) {
+                Some(compression) => compression,
+                None => {
+                    return Status::unimplemented(format!(
+                        "grpc-encoding {encoding:?} is not accepted: send batches uncompressed or as zstd"
+                    ))
+                    .into_http()
+                }
+            },
+        };
         // Trace context crosses here once per stream (metadata); each batch's own
         // travels in the batch and its ack.
         let peer = parts
@@ -76,10 +82,15 @@ impl ReplicateService {
         let stream_span = telemetry::stream_span(&MetadataMap::from_headers(parts.headers), peer);
         let mut metadata = MetadataMap::new();
         telemetry::inject_stream_context(&stream_span, &mut metadata);
+        info!(
+            peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()),
+            compression = compression.grpc_encoding(),
+            "replicate stream accepted"
+        );
 
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let session = session::Session::new(self.shared.clone(), ack_tx, stream_span);
-        tokio::spawn(session.run(BatchStream::new(body, MAX_BATCH_MESSAGE_BYTES)));
+        tokio::spawn(session.run(BatchStream::new(body, compression, MAX_BATCH_MESSAGE_BYTES)));
 
         let mut response = http::Response::new(Body::new(AckBody {
             acks: ack_rx,
@@ -177,18 +188,22 @@ impl Buf for FrameList {
 pub struct BatchStream<B> {
     body: B,
     frames: FrameList,
-    /// Length of the message whose prefix was read, while its bytes come.
-    message_len: Option<usize>,
+    /// The request's `grpc-encoding`: how a message flagged compressed is.
+    compression: Compression,
+    /// Length of the message whose prefix was read and whether it is compressed,
+    /// while its bytes come.
+    message: Option<(usize, bool)>,
     max_message_bytes: usize,
     ended: bool,
 }
 
 impl<B> BatchStream<B> {
-    pub fn new(body: B, max_message_bytes: usize) -> Self {
+    pub fn new(body: B, compression: Compression, max_message_bytes: usize) -> Self {
         Self {
             body,
             frames: FrameList::default(),
-            message_len: None,
+            compression,
+            message: None,
             max_message_bytes,
             ended: false,
         }
@@ -196,12 +211,12 @@ impl<B> BatchStream<B> {
 
     /// The next whole message of the frames received, if there is one.
     fn decode(&mut self) -> Option<Result<Batch, Status>> {
-        if self.message_len.is_none() && self.frames.remaining() >= PREFIX_BYTES {
-            let compressed = self.frames.get_u8();
+        if self.message.is_none() && self.frames.remaining() >= PREFIX_BYTES {
+            let compressed = self.frames.get_u8() != 0;
             let len = self.frames.get_u32() as usize;
-            if compressed != 0 {
-                return Some(Err(Status::unimplemented(
-                    "compressed batch messages are not accepted: send them uncompressed",
+            if compressed && self.compression == Compression::Identity {
+                return Some(Err(Status::internal(
+                    "compressed batch message on a stream without a grpc-encoding",
                 )));
             }
             if len > self.max_message_bytes {
@@ -210,17 +225,30 @@ impl<B> BatchStream<B> {
                     self.max_message_bytes
                 ))));
             }
-            self.message_len = Some(len);
+            self.message = Some((len, compressed));
         }
-        let len = self
-            .message_len
-            .filter(|&len| self.frames.remaining() >= len)?;
-        self.message_len = None;
-        Some(
-            Batch::decode((&mut self.frames).take(len))
-                .map_err(|error| Status::internal(format!("cannot decode batch message: {error}"))),
-        )
+        let (len, compressed) = self
+            .message
+            .filter(|&(len, _)| self.frames.remaining() >= len)?;
+        self.message = None;
+        let decoded = if compressed {
+            let data = self.frames.copy_to_bytes(len);
+            self.compression
+                .decompress(&data, self.max_message_bytes)
+                .map_err(|error| match error {
+                    FrameError::TooLarge { .. } => Status::resource_exhausted(error.to_string()),
+                    _ => Status::internal(error.to_string()),
+                })
+                .and_then(|message| Batch::decode(message).map_err(decode_error))
+        } else {
+            Batch::decode((&mut self.frames).take(len)).map_err(decode_error)
+        };
+        Some(decoded)
     }
+}
+
+fn decode_error(error: kmirror_proto::prost::DecodeError) -> Status {
+    Status::internal(format!("cannot decode batch message: {error}"))
 }
 
 impl<B> Stream for BatchStream<B>
@@ -255,7 +283,7 @@ where
                 }
                 None => {
                     this.ended = true;
-                    if this.message_len.is_none() && this.frames.remaining() == 0 {
+                    if this.message.is_none() && this.frames.remaining() == 0 {
                         return Poll::Ready(None);
                     }
                     return Poll::Ready(Some(Err(Status::internal(
@@ -392,13 +420,16 @@ mod tests {
     }
 
     async fn decode_all(frames: Vec<Bytes>) -> Vec<Result<Batch, Status>> {
-        BatchStream::new(body(frames), 1 << 20).collect().await
+        BatchStream::new(body(frames), Compression::Identity, 1 << 20)
+            .collect()
+            .await
     }
 
     fn wire(batches: &[Batch]) -> Vec<u8> {
         let mut wire = Vec::new();
         for batch in batches {
-            let frame = BatchFrame::encode(batch.clone(), usize::MAX).unwrap();
+            let frame =
+                BatchFrame::encode(batch.clone(), usize::MAX, Compression::Identity).unwrap();
             wire.extend_from_slice(&frame.head);
             wire.extend_from_slice(&frame.records);
         }
@@ -411,7 +442,8 @@ mod tests {
         // As the fetcher sends them: each batch's head, then its records.
         let mut frames = Vec::new();
         for batch in &batches {
-            let frame = BatchFrame::encode(batch.clone(), usize::MAX).unwrap();
+            let frame =
+                BatchFrame::encode(batch.clone(), usize::MAX, Compression::Identity).unwrap();
             frames.push(frame.head);
             frames.push(frame.records);
         }
@@ -451,13 +483,20 @@ mod tests {
         let outcome = decode_all(vec![compressed.into()]).await;
         assert_eq!(outcome.len(), 1);
         let status = outcome[0].as_ref().unwrap_err();
-        assert_eq!(status.code(), Code::Unimplemented);
-        assert!(status.message().contains("compressed"), "{status}");
+        assert_eq!(status.code(), Code::Internal);
+        assert!(
+            status.message().contains("without a grpc-encoding"),
+            "{status}"
+        );
 
         let large = wire(&[batch(1, 2)]);
-        let outcome: Vec<_> = BatchStream::new(body(vec![large.clone().into()]), large.len() - 6)
-            .collect()
-            .await;
+        let outcome: Vec<_> = BatchStream::new(
+            body(vec![large.clone().into()]),
+            Compression::Identity,
+            large.len() - 6,
+        )
+        .collect()
+        .await;
         let status = outcome[0].as_ref().unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(
@@ -483,6 +522,39 @@ mod tests {
         let outcome = decode_all(vec![garbage.into()]).await;
         assert_eq!(outcome.len(), 1);
         assert_eq!(outcome[0].as_ref().unwrap_err().code(), Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn zstd_batches_decode_on_a_zstd_stream() {
+        let batches = vec![batch(1, 30), batch(2, 0), batch(3, 300)];
+        let mut wire = Vec::new();
+        for batch in &batches {
+            let frame = BatchFrame::encode(batch.clone(), usize::MAX, Compression::Zstd).unwrap();
+            assert!(frame.records.is_empty());
+            wire.extend_from_slice(&frame.head);
+        }
+        // Plain messages may come on a compressed stream too.
+        wire.extend_from_slice(&super::tests::wire(&batches[..1]));
+        let wire = Bytes::from(wire);
+        let frames = vec![wire.slice(..7), wire.slice(7..)];
+        let decoded: Vec<Batch> = BatchStream::new(body(frames), Compression::Zstd, 1 << 20)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(decoded[..3], batches[..]);
+        assert_eq!(decoded[3], batches[0]);
+
+        // Larger than the writer accepts once decompressed.
+        let big = BatchFrame::encode(batches[2].clone(), usize::MAX, Compression::Zstd).unwrap();
+        let limit = batches[2].encoded_len() - 1;
+        let outcome: Vec<_> = BatchStream::new(body(vec![big.head]), Compression::Zstd, limit)
+            .collect()
+            .await;
+        assert_eq!(outcome.len(), 1);
+        assert_eq!(
+            outcome[0].as_ref().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
     }
 
     fn ack(seq: u64) -> BatchAck {
