@@ -19,7 +19,7 @@ use http::HeaderValue;
 use http_body::Frame;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
-use kmirror_proto::frame::{BatchFrame, Compression};
+use kmirror_proto::frame::{BatchFrame, Compression, GRPC_ENCODING_HEADER, REPLICATE_PATH};
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
@@ -35,9 +35,6 @@ use crate::MAX_BATCH_MESSAGE_BYTES;
 
 /// Batches queued to one writer beyond those already on the wire.
 const LINK_QUEUE: usize = 1024;
-/// The method the stream calls.
-const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
-const GRPC_ENCODING: &str = "grpc-encoding";
 
 pub enum LinkEvent {
     Up {
@@ -177,7 +174,7 @@ async fn replicate(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     if compression != Compression::Identity {
         headers.insert(
-            GRPC_ENCODING,
+            GRPC_ENCODING_HEADER,
             HeaderValue::from_static(compression.grpc_encoding()),
         );
     }

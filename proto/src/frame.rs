@@ -24,6 +24,16 @@ use crate::v1::Batch;
 const RECORDS_FIELD: u32 = 7;
 /// The gRPC length prefix: a compression flag byte and a big-endian u32 length.
 pub const GRPC_PREFIX_BYTES: usize = 5;
+/// The HTTP/2 path of the `Writer.Replicate` call.
+pub const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
+/// The request header naming a stream's [`Compression`].
+pub const GRPC_ENCODING_HEADER: &str = "grpc-encoding";
+
+/// Appends the gRPC length prefix of a message of `len` bytes.
+pub fn put_grpc_prefix(dst: &mut BytesMut, compressed: bool, len: u32) {
+    dst.put_u8(u8::from(compressed));
+    dst.put_u32(len);
+}
 
 /// zstd level of compressed batch messages: the fastest, which still shrinks
 /// typical records several times.
@@ -139,8 +149,7 @@ impl BatchFrame {
         let mut head = BytesMut::with_capacity(
             GRPC_PREFIX_BYTES + fields_len + records_field_len - records.len(),
         );
-        head.put_u8(0);
-        head.put_u32(message_len as u32);
+        put_grpc_prefix(&mut head, false, message_len as u32);
         batch
             .encode(&mut head)
             .expect("the buffer was sized for the message");
@@ -168,13 +177,11 @@ impl BatchFrame {
         let compressed = zstd::bulk::compress(&message, ZSTD_LEVEL)
             .map_err(|error| FrameError::Corrupt(error.to_string()))?;
         let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + compressed.len());
-        head.put_u8(1);
-        head.put_u32(
-            u32::try_from(compressed.len()).map_err(|_| FrameError::TooLarge {
-                size: compressed.len(),
-                limit,
-            })?,
-        );
+        let compressed_len = u32::try_from(compressed.len()).map_err(|_| FrameError::TooLarge {
+            size: compressed.len(),
+            limit,
+        })?;
+        put_grpc_prefix(&mut head, true, compressed_len);
         head.put_slice(&compressed);
         Ok(Self {
             head: head.freeze(),

@@ -18,7 +18,10 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
-use kmirror_proto::frame::{Compression, FrameError};
+use kmirror_proto::frame::{
+    put_grpc_prefix, Compression, FrameError, GRPC_ENCODING_HEADER, GRPC_PREFIX_BYTES,
+    REPLICATE_PATH,
+};
 use kmirror_proto::prost::Message;
 use kmirror_proto::tonic::body::Body;
 use kmirror_proto::tonic::codegen::http::header::CONTENT_TYPE;
@@ -34,10 +37,6 @@ use tracing::info;
 
 use crate::{session, telemetry, WriterShared, MAX_BATCH_MESSAGE_BYTES};
 
-/// The method this service answers.
-const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
-/// The gRPC length prefix: a compression flag byte and a big-endian u32 length.
-const PREFIX_BYTES: usize = 5;
 /// Acks waiting to go back to the fetcher; the bound only keeps a stalled reader
 /// from growing memory.
 const ACK_QUEUE: usize = 1024;
@@ -61,7 +60,7 @@ impl ReplicateService {
             return Status::unimplemented(format!("unknown method {}", parts.uri.path()))
                 .into_http();
         }
-        let compression = match parts.headers.get("grpc-encoding") {
+        let compression = match parts.headers.get(GRPC_ENCODING_HEADER) {
             None => Compression::Identity,
             Some(encoding) => match encoding.to_str().ok().and_then(Compression::from_grpc_encoding) {
                 Some(compression) => compression,
@@ -211,7 +210,7 @@ impl<B> BatchStream<B> {
 
     /// The next whole message of the frames received, if there is one.
     fn decode(&mut self) -> Option<Result<Batch, Status>> {
-        if self.message.is_none() && self.frames.remaining() >= PREFIX_BYTES {
+        if self.message.is_none() && self.frames.remaining() >= GRPC_PREFIX_BYTES {
             let compressed = self.frames.get_u8() != 0;
             let len = self.frames.get_u32() as usize;
             if compressed && self.compression == Compression::Identity {
@@ -307,9 +306,8 @@ struct AckBody {
 impl AckBody {
     fn put(frame: &mut BytesMut, ack: &BatchAck) {
         let len = ack.encoded_len();
-        frame.reserve(PREFIX_BYTES + len);
-        frame.put_u8(0);
-        frame.put_u32(len as u32);
+        frame.reserve(GRPC_PREFIX_BYTES + len);
+        put_grpc_prefix(frame, false, len as u32);
         ack.encode(frame).expect("the frame was sized for the ack");
     }
 
