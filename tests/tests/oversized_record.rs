@@ -146,6 +146,133 @@ async fn record_over_the_destination_limit_stops_its_partition_until_the_limit_i
     Ok(())
 }
 
+/// The operator's first hour: `small1`, a 2 MB record and `small2`, each produced
+/// on its own while the fleet runs, to a topic whose destination takes about 1 MB.
+/// The consumer fetches `small1` alone (the big record does not fit in the same
+/// fetch), so its batch is still waiting for the destination when the big record's
+/// batch is cut short: `small1` must be written once and checkpointed, and every
+/// retry must start at the big record, not write `small1` again.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_before_a_too_large_one_are_written_once_however_often_it_is_retried() -> Result<()>
+{
+    let topic = unique_name("halted");
+    let flow = unique_name("halted-flow");
+    create_topic(
+        Cluster::Source,
+        &topic,
+        1,
+        &[("max.message.bytes", "3000000")],
+    )
+    .await?;
+    create_topic(
+        Cluster::Dest,
+        &topic,
+        1,
+        &[("max.message.bytes", "1048588")],
+    )
+    .await?;
+    let fleet = Fleet::start(FleetOptions::new("halted")).await;
+    fleet.add_clusters().await;
+    fleet.create_flow(&flow, &topic, None).await;
+
+    let record = |name: &str, value: Vec<u8>| OutRecord {
+        partition: Some(0),
+        key: Some(name.as_bytes().to_vec()),
+        value: Some(value),
+        headers: vec![("record".to_string(), Some(name.as_bytes().to_vec()))],
+        timestamp: Some(kmirror_tests::now_ms()),
+    };
+    let small1 = record("small1", b"first".to_vec());
+    let big = record("big", vec![b'B'; 2_000_000]);
+    let small2 = record("small2", b"second".to_vec());
+    for one in [&small1, &big, &small2] {
+        produce(Cluster::Source, &topic, vec![one.clone()]).await?;
+    }
+    let big_offset = 1;
+
+    // Stuck at the big record, with `small1` checkpointed.
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "status to report the partition stuck at the big record",
+            || async {
+                let status = fleet.flow_status(&flow).await?;
+                let partition = status
+                    .partition(&topic, 0)
+                    .ok_or_else(|| format!("no status for partition 0: {status:?}"))?;
+                if partition.error.is_empty() || partition.mirrored_offset != big_offset {
+                    return Err(format!("partition 0: {partition:?}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    // Several retries, each halting at the big record again.
+    let halts = || {
+        fleet
+            .member_ids()
+            .iter()
+            .filter_map(|id| {
+                std::fs::read_to_string(fleet.log_dir().join(format!("{id}.log"))).ok()
+            })
+            .map(|log| {
+                log.matches("partition halted at a record it cannot produce")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "four halts at the big record",
+            || async {
+                match halts() {
+                    count if count >= 4 => Ok(()),
+                    count => Err(format!("{count} halts so far")),
+                }
+            },
+        )
+        .await;
+
+    let dest = read_all(Cluster::Dest, &topic).await?;
+    let written = dest.get(&0).map(Vec::as_slice).unwrap_or_default();
+    assert_eq!(written.len(), 1, "the destination holds {written:?}");
+    if let Some(difference) = written[0].matches_produced(&small1) {
+        panic!("small1 differs in the destination: {difference}");
+    }
+    let status = fleet.flow_status(&flow).await.map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        status
+            .partition(&topic, 0)
+            .map(|partition| partition.mirrored_offset),
+        Some(big_offset)
+    );
+
+    // Once the limit is raised, the big record and `small2` follow, each once.
+    alter_topic_configs(Cluster::Dest, &topic, &[("max.message.bytes", "3000000")]).await?;
+    fleet
+        .wait_for_mirror(&topic, 3, Duration::from_secs(120))
+        .await;
+    fleet
+        .wait_caught_up(&flow, &topic, 1, Duration::from_secs(60))
+        .await;
+    let dest = read_all(Cluster::Dest, &topic).await?;
+    let written = dest.get(&0).map(Vec::as_slice).unwrap_or_default();
+    assert_eq!(
+        written.len(),
+        3,
+        "the destination holds {} records",
+        written.len()
+    );
+    for (consumed, produced) in written.iter().zip([&small1, &big, &small2]) {
+        if let Some(difference) = consumed.matches_produced(produced) {
+            panic!("record {:?} differs: {difference}", produced.key);
+        }
+    }
+    assert_same_partitions(&read_all(Cluster::Source, &topic).await?, &dest);
+    Ok(())
+}
+
 /// The error names the topic, the partition, the offset, the record's size and
 /// the destination's limit.
 fn assert_error_names_the_problem(error: &str, topic: &str, offset: i64) {

@@ -6,8 +6,15 @@
 //! trackers on a channel. A partition whose batch failed is halted: later batches
 //! of it are refused unproduced until the fetcher restarts the partition from its
 //! checkpoint (a batch flagged `restart`), so nothing is ever written around a gap.
+//!
+//! A partition's acks leave in the order its batches arrived, whatever order their
+//! deliveries complete in: a batch cut short before its first record completes at
+//! once, while the batch before it may still wait for the destination, and the
+//! fetcher drops everything in flight when it sees a failure. Acked out of order,
+//! the earlier batch's records would be written and never checkpointed, so every
+//! retry would write them again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +69,11 @@ pub struct Session {
     partition_producers: HashMap<PartitionKey, ProducerKey>,
     halted: HashSet<PartitionKey>,
     pending: HashMap<u64, PendingBatch>,
+    /// Per partition, the tokens of its batches not acknowledged yet, in arrival
+    /// order; an ack leaves only from the front.
+    ack_order: HashMap<PartitionKey, VecDeque<u64>>,
+    /// Acks of completed batches waiting for an earlier batch of their partition.
+    finished: HashMap<u64, BatchAck>,
     next_token: u64,
     completion_tx: mpsc::UnboundedSender<Completion>,
     completion_rx: mpsc::UnboundedReceiver<Completion>,
@@ -83,6 +95,8 @@ impl Session {
             partition_producers: HashMap::new(),
             halted: HashSet::new(),
             pending: HashMap::new(),
+            ack_order: HashMap::new(),
+            finished: HashMap::new(),
             next_token: 0,
             completion_tx,
             completion_rx,
@@ -249,7 +263,7 @@ impl Session {
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
         let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &summary, &partition);
-        let cut_short = self
+        let (produced, cut_short) = self
             .produce(&batch, &partition, &producer_key, limit, &tracker)
             .await;
         tracker.finish_sending();
@@ -259,8 +273,9 @@ impl Session {
                 %partition,
                 offset = error.offset,
                 kind = ?error.kind(),
+                produced_from_batch = produced,
                 error = %error.message,
-                "partition halted before producing a record"
+                "partition halted at a record it cannot produce; the records before it are written"
             );
             self.halted.insert(partition.clone());
             if error.kind() == ErrorKind::DestinationMissing {
@@ -273,6 +288,10 @@ impl Session {
             .as_ref()
             .map(|error| error.offset)
             .unwrap_or(batch.next_offset);
+        self.ack_order
+            .entry(partition.clone())
+            .or_default()
+            .push_back(token);
         self.pending.insert(
             token,
             PendingBatch {
@@ -291,8 +310,9 @@ impl Session {
         Ok(())
     }
 
-    /// Hands the batch's records to the producer in order. Returns why it stopped
-    /// early, if it did; the records before that one are produced.
+    /// Hands the batch's records to the producer in order. Returns how many it
+    /// handed over and why it stopped early, if it did; the records before that
+    /// one are produced.
     async fn produce(
         &mut self,
         batch: &Batch,
@@ -300,7 +320,7 @@ impl Session {
         producer_key: &ProducerKey,
         limit: Option<i64>,
         tracker: &Arc<BatchTracker>,
-    ) -> Option<WriteError> {
+    ) -> (usize, Option<WriteError>) {
         let mapping = PartitionMapping::new(
             partition.partition,
             batch.source_partition_count,
@@ -310,6 +330,7 @@ impl Session {
         let cluster = &producer_key.0;
         // Offset after the last record handed to the producer.
         let mut produced_until_opt: Option<i64> = None;
+        let mut produced = 0;
         for record in batch.packed().iter_validated() {
             let record = match record {
                 Ok(record) => record,
@@ -321,7 +342,10 @@ impl Session {
                         batch.seq
                     );
                     let offset = produced_until_opt.unwrap_or(-1);
-                    return Some(write_error(ErrorKind::Rejected, message, offset));
+                    return (
+                        produced,
+                        Some(write_error(ErrorKind::Rejected, message, offset)),
+                    );
                 }
             };
             let key = record.key;
@@ -342,7 +366,7 @@ impl Session {
                     let mut error = write_error(ErrorKind::RecordTooLarge, message, record.offset);
                     error.record_size = size;
                     error.limit = limit;
-                    return Some(error);
+                    return (produced, Some(error));
                 }
             }
             let headers = (record.header_count() > 0).then(|| {
@@ -376,6 +400,7 @@ impl Session {
                 match producer.send(base_record) {
                     Ok(()) => {
                         produced_until_opt = Some(record.offset.saturating_add(1));
+                        produced += 1;
                         break;
                     }
                     Err((error, returned)) => match classify(&error) {
@@ -395,13 +420,13 @@ impl Session {
                                 partition.partition,
                                 batch.dest_topic
                             );
-                            return Some(write_error(kind, message, record.offset));
+                            return (produced, Some(write_error(kind, message, record.offset)));
                         }
                     },
                 }
             }
         }
-        None
+        (produced, None)
     }
 
     async fn handle_completion(&mut self, completion: Completion) -> Result<(), ()> {
@@ -439,17 +464,30 @@ impl Session {
             completion.dest_partition,
             completion.dest_offset,
         );
-        self.ack(BatchAck {
-            source: Some(pending.source),
-            epoch: pending.epoch,
-            seq: pending.seq,
-            committed_offset,
-            dest_partition: completion.dest_partition,
-            dest_offset: completion.dest_offset,
-            error,
-            trace_context,
-        })
-        .await
+        self.finished.insert(
+            completion.token,
+            BatchAck {
+                source: Some(pending.source),
+                epoch: pending.epoch,
+                seq: pending.seq,
+                committed_offset,
+                dest_partition: completion.dest_partition,
+                dest_offset: completion.dest_offset,
+                error,
+                trace_context,
+            },
+        );
+        self.release_acks(&pending.partition).await
+    }
+
+    /// Sends the acks of the partition's completed batches that no earlier batch
+    /// of it waits before.
+    async fn release_acks(&mut self, partition: &PartitionKey) -> Result<(), ()> {
+        let ready = next_in_order(&mut self.ack_order, &mut self.finished, partition);
+        for ack in ready {
+            self.ack(ack).await?;
+        }
+        Ok(())
     }
 
     fn ensure_producer(
@@ -484,6 +522,27 @@ fn retire(producer: DestinationProducer) {
         let _ = producer.flush(Duration::from_secs(30));
         drop(producer);
     });
+}
+
+/// Takes the completed acks at the front of the partition's order, up to the first
+/// batch still waiting for the destination.
+fn next_in_order<Ack>(
+    ack_order: &mut HashMap<PartitionKey, VecDeque<u64>>,
+    finished: &mut HashMap<u64, Ack>,
+    partition: &PartitionKey,
+) -> Vec<Ack> {
+    let mut ready = Vec::new();
+    let Some(order) = ack_order.get_mut(partition) else {
+        return ready;
+    };
+    while let Some(ack) = order.front().and_then(|token| finished.remove(token)) {
+        order.pop_front();
+        ready.push(ack);
+    }
+    if order.is_empty() {
+        ack_order.remove(partition);
+    }
+    ready
 }
 
 fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
@@ -565,6 +624,39 @@ mod tests {
         };
         batch.set_packed(records.finish());
         batch
+    }
+
+    #[test]
+    fn a_partitions_acks_leave_in_arrival_order_whatever_order_batches_complete_in() {
+        let orders = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
+        let payments = PartitionKey::new(FlowName::new("dr").unwrap(), "payments", 0);
+        let mut ack_order: HashMap<PartitionKey, VecDeque<u64>> = HashMap::new();
+        ack_order.insert(orders.clone(), VecDeque::from([1, 2, 3]));
+        ack_order.insert(payments.clone(), VecDeque::from([4]));
+        let mut finished: HashMap<u64, &str> = HashMap::new();
+
+        // The cut-short batch 2 completes first: it waits for batch 1.
+        finished.insert(2, "orders 2");
+        assert!(next_in_order(&mut ack_order, &mut finished, &orders).is_empty());
+        // Another partition is not held up by it.
+        finished.insert(4, "payments 4");
+        assert_eq!(
+            next_in_order(&mut ack_order, &mut finished, &payments),
+            ["payments 4"]
+        );
+        assert!(!ack_order.contains_key(&payments));
+        // Batch 1 completes: both leave, in order; batch 3 is still waited for.
+        finished.insert(1, "orders 1");
+        assert_eq!(
+            next_in_order(&mut ack_order, &mut finished, &orders),
+            ["orders 1", "orders 2"]
+        );
+        finished.insert(3, "orders 3");
+        assert_eq!(
+            next_in_order(&mut ack_order, &mut finished, &orders),
+            ["orders 3"]
+        );
+        assert!(ack_order.is_empty() && finished.is_empty());
     }
 
     #[test]
