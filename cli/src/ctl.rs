@@ -364,12 +364,19 @@ Examples:\n  \
         kmirrorctl flow list -o json")]
     List,
     /// Stop mirroring a flow and forget its progress (destination topics stay).
-    #[command(after_help = "Examples:\n  \
+    #[command(after_help = "Returns once every partition of the flow has stopped: \
+        nothing of it is written to the destination after that.\n\n\
+        Examples:\n  \
         kmirrorctl flow delete dr")]
     Delete { name: String },
     /// Stop a flow's partitions; its progress stays until `flow resume`.
-    #[command(after_help = "Examples:\n  \
-        kmirrorctl flow pause dr")]
+    #[command(
+        after_help = "Returns once every partition of the flow has stopped and \
+        checkpointed what it wrote (up to 45 s), so nothing more reaches the destination \
+        and `flow resume` copies nothing twice.\n\n\
+        Examples:\n  \
+        kmirrorctl flow pause dr"
+    )]
     Pause { name: String },
     /// Run a paused flow again from where it stopped.
     #[command(after_help = "Examples:\n  \

@@ -8,7 +8,7 @@
 //! | `flows/<name>` | [`FlowSpec`] | coordinator (admin API) |
 //! | `members/<role>/<id>` | [`MemberInfo`], bound to the member's lease | the member |
 //! | `election` | coordinator campaign (etcd election API) | coordinators |
-//! | `assignments/<flow>/<topic>/<partition>` | [`Assignment`] | leader, compares its leadership |
+//! | `assignments/<flow>/<topic>/<partition>` | [`Assignment`] | leader, compares its leadership; the fetcher deletes one it released, comparing it |
 //! | `checkpoints/<flow>/<topic>/<partition>` | [`Checkpoint`] | fetcher, compares the assignment |
 //! | `errors/<flow>/<topic>/<partition>` | [`PartitionError`], bound to the reporter's lease | fetcher |
 //! | `flow-status/<flow>` | [`FlowState`] | leader |
@@ -323,6 +323,23 @@ pub struct Assignment {
     /// writer maps source partitions by number only when the counts match.
     pub dest_partitions: i32,
     pub source_partitions: i32,
+    /// Set when the partition is to stop (its flow paused, deleted or completed):
+    /// the fetcher stops reading, waits for the acks of what it sent, writes the
+    /// final checkpoint and deletes the assignment in one transaction. Nothing of
+    /// the partition is planned again until the assignment is gone, so a resume
+    /// never copies what the fetcher still had in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releasing_since_ms: Option<i64>,
+}
+
+/// How long the leader waits for a fetcher to release a partition before it
+/// deletes the assignment itself (the fetcher is stuck or cut off from etcd).
+pub const RELEASE_TIMEOUT_MS: i64 = 30_000;
+
+impl Assignment {
+    pub fn is_releasing(&self) -> bool {
+        self.releasing_since_ms.is_some()
+    }
 }
 
 /// Where mirroring of a source partition stands.

@@ -33,6 +33,12 @@ use crate::status::{flow_status, partition_status, status_partitions};
 use crate::store::{elected_leader, read_snapshot, Sections, Snapshot};
 use crate::topic_filter::TopicFilter;
 
+/// How long pausing or deleting a flow waits for its partitions to stop: longer
+/// than the leader gives a fetcher to release one (`RELEASE_TIMEOUT_MS`) plus a
+/// round, shorter than kmirrorctl's request timeout.
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Serves the `kmirror.v1.Admin` service.
 #[derive(Clone)]
 pub struct AdminService {
@@ -236,6 +242,39 @@ impl AdminService {
         }
     }
 
+    /// Pauses a flow and returns once every partition of it stopped: its fetcher
+    /// got the acks of what it sent, wrote the final checkpoint and gave the
+    /// partition back. A resume then starts exactly where the pause stopped.
+    pub async fn pause_flow(&self, name: &str) -> Result<Flow, CoordinatorError> {
+        let flow = self.set_paused(name, true).await?;
+        self.wait_until_stopped(&FlowName::new(name)?).await?;
+        Ok(flow)
+    }
+
+    /// Waits until the flow holds no assignment (the leader asks each fetcher to
+    /// release its partitions; fetchers that are gone lose them at once).
+    async fn wait_until_stopped(&self, name: &FlowName) -> Result<(), CoordinatorError> {
+        let prefix = self.keys.flow_assignments(name);
+        let started = std::time::Instant::now();
+        let mut client = self.client.clone();
+        loop {
+            let options = GetOptions::new().with_prefix().with_count_only();
+            let pending = client.get(prefix.as_str(), Some(options)).await?.count() as usize;
+            if pending == 0 {
+                info!(flow = %name, waited_ms = started.elapsed().as_millis() as u64, "flow stopped");
+                return Ok(());
+            }
+            if started.elapsed() >= STOP_TIMEOUT {
+                return Err(CoordinatorError::StopTimedOut {
+                    flow: name.to_string(),
+                    pending,
+                    waited_secs: started.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(STOP_POLL_INTERVAL).await;
+        }
+    }
+
     pub async fn list_assignments(
         &self,
         request: ListAssignmentsRequest,
@@ -417,8 +456,12 @@ impl AdminService {
         })
     }
 
+    /// Deletes a flow once its partitions stopped (see [`Self::pause_flow`]), so
+    /// nothing of it is written after the call returns.
     pub async fn delete_flow(&self, request: DeleteFlowRequest) -> Result<(), CoordinatorError> {
         let name = FlowName::new(request.name)?;
+        self.set_paused(name.as_str(), true).await?;
+        self.wait_until_stopped(&name).await?;
         let key = self.keys.flow(&name);
         let exists = Compare::create_revision(key.as_str(), CompareOp::Greater, 0);
         let txn = Txn::new()
@@ -903,7 +946,7 @@ impl Admin for AdminService {
         &self,
         request: Request<PauseFlowRequest>,
     ) -> Result<Response<PauseFlowResponse>, Status> {
-        let flow = self.set_paused(&request.into_inner().name, true).await?;
+        let flow = AdminService::pause_flow(self, &request.into_inner().name).await?;
         Ok(Response::new(PauseFlowResponse { flow: Some(flow) }))
     }
 

@@ -41,6 +41,14 @@ pub enum CoordinatorError {
     #[error("leadership lost: a fenced etcd write found another leader")]
     Deposed,
 
+    /// A flow's partitions did not all stop within the time given.
+    #[error("flow {flow}: {pending} partitions have not stopped after {waited_secs} s (is a coordinator leading? see `kmirrorctl status`); the call can be repeated")]
+    StopTimedOut {
+        flow: String,
+        pending: usize,
+        waited_secs: u64,
+    },
+
     /// The gRPC server could not start or failed.
     #[error("grpc server on {address}: {cause}")]
     Server { address: String, cause: String },
@@ -75,6 +83,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Etcd(EtcdError::Decode(_)) => Code::Internal,
             CoordinatorError::Etcd(_) => Code::Unavailable,
             CoordinatorError::Deposed => Code::Unavailable,
+            CoordinatorError::StopTimedOut { .. } => Code::DeadlineExceeded,
             CoordinatorError::Server { .. } => Code::Internal,
         };
         Status::new(code, error.to_string())

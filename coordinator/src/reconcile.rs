@@ -15,7 +15,7 @@ use etcd_client::{Client, DeleteOptions, LeaderKey, TxnOp, WatchOptions};
 use futures::future::join_all;
 use kmirror_common::schema::{
     encode, Assignment, Checkpoint, ClusterSpec, FlowPhase, FlowSpec, FlowState, OffsetRange,
-    StartPosition,
+    StartPosition, RELEASE_TIMEOUT_MS,
 };
 use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, MemberId, PartitionKey, Role};
 use tokio::sync::mpsc;
@@ -366,9 +366,18 @@ impl Reconciler {
             DEFAULT_TOLERANCE
         };
         let now = now_ms();
+        // A partition being released is planned again only once its fetcher let
+        // go of it: its final checkpoint is where the next owner starts.
+        let releasing = |key: &PartitionKey| {
+            snapshot
+                .assignments
+                .get(key)
+                .is_some_and(Assignment::is_releasing)
+        };
         let mut partitions: Vec<WantedPartition> = discovered
             .values()
             .flat_map(|discovery| discovery.partitions.iter().cloned())
+            .filter(|partition| !releasing(&partition.key))
             .collect();
         // Measured rates drive an explicit rebalance only. Every move makes the new
         // owner resend what the old one had in flight, so routine rounds balance
@@ -391,7 +400,9 @@ impl Reconciler {
         let previous: BTreeMap<PartitionKey, Assignment> = snapshot
             .assignments
             .iter()
-            .filter(|(key, _)| snapshot.flows.contains_key(&key.flow))
+            .filter(|(key, assignment)| {
+                snapshot.flows.contains_key(&key.flow) && !assignment.is_releasing()
+            })
             .map(|(key, assignment)| (key.clone(), assignment.clone()))
             .collect();
         let outcome = plan(&problem, &previous);
@@ -423,8 +434,30 @@ impl Reconciler {
                 None,
             ));
         }
-        for key in &outcome.removed {
-            operations.push(TxnOp::delete(self.keys.assignment(key), None));
+        let fetcher_registered =
+            |id: &MemberId| snapshot.members.contains_key(&(Role::Fetcher, id.clone()));
+        for step in release_steps(
+            &snapshot.assignments,
+            &outcome.removed,
+            fetcher_registered,
+            now,
+        ) {
+            match step {
+                ReleaseStep::Release(key, assignment) => {
+                    debug!(partition = %key, fetcher = %assignment.fetcher, "asking the fetcher to release the partition");
+                    operations.push(TxnOp::put(
+                        self.keys.assignment(&key),
+                        encode(&assignment),
+                        None,
+                    ));
+                }
+                ReleaseStep::Delete(key, reason) => {
+                    if let ReleaseReason::TimedOut = reason {
+                        warn!(partition = %key, "the fetcher did not release the partition in time; unassigning it");
+                    }
+                    operations.push(TxnOp::delete(self.keys.assignment(&key), None));
+                }
+            }
         }
         for flow in deleted_flows(&snapshot) {
             operations.extend(self.flow_deletion(&flow));
@@ -505,6 +538,61 @@ impl Reconciler {
             TxnOp::delete(self.keys.flow_state(flow), None),
         ]
     }
+}
+
+/// What becomes of an assignment the plan no longer wants, or of one being
+/// released.
+#[derive(Debug, Clone, PartialEq)]
+enum ReleaseStep {
+    /// Ask its fetcher to stop gracefully and give the partition back.
+    Release(PartitionKey, Assignment),
+    /// Remove it outright.
+    Delete(PartitionKey, ReleaseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReleaseReason {
+    /// No fetcher is there to release it: nothing is in flight.
+    FetcherGone,
+    /// The fetcher had [`RELEASE_TIMEOUT_MS`] and did not.
+    TimedOut,
+}
+
+/// Unwanted partitions are released by their fetcher (final checkpoint, then it
+/// deletes the assignment) rather than taken away, which would drop what it has
+/// in flight and leave it unrecorded; an assignment whose fetcher is gone, or that
+/// was not released in time, is deleted.
+fn release_steps(
+    assignments: &BTreeMap<PartitionKey, Assignment>,
+    removed: &BTreeSet<PartitionKey>,
+    fetcher_registered: impl Fn(&MemberId) -> bool,
+    now_ms: i64,
+) -> Vec<ReleaseStep> {
+    let mut steps = Vec::new();
+    for (key, assignment) in assignments {
+        let releasing_since_opt = assignment.releasing_since_ms;
+        if releasing_since_opt.is_none() && !removed.contains(key) {
+            continue;
+        }
+        if !fetcher_registered(&assignment.fetcher) {
+            steps.push(ReleaseStep::Delete(key.clone(), ReleaseReason::FetcherGone));
+            continue;
+        }
+        match releasing_since_opt {
+            None => steps.push(ReleaseStep::Release(
+                key.clone(),
+                Assignment {
+                    releasing_since_ms: Some(now_ms),
+                    ..assignment.clone()
+                },
+            )),
+            Some(since_ms) if now_ms - since_ms > RELEASE_TIMEOUT_MS => {
+                steps.push(ReleaseStep::Delete(key.clone(), ReleaseReason::TimedOut))
+            }
+            Some(_) => {}
+        }
+    }
+    steps
 }
 
 fn unassignable_reason(problem: &Problem, count: usize) -> String {
@@ -1177,7 +1265,70 @@ mod tests {
             dest_topic: "orders".to_string(),
             dest_partitions: 2,
             source_partitions: 2,
+            releasing_since_ms: None,
         }
+    }
+
+    #[test]
+    fn an_unwanted_partition_is_released_by_its_live_fetcher_not_taken_away() {
+        let flow = FlowName::new("dr").unwrap();
+        let kept = PartitionKey::new(flow.clone(), "orders", 0);
+        let unwanted = PartitionKey::new(flow.clone(), "orders", 1);
+        let assignments = BTreeMap::from([
+            (kept.clone(), assignment()),
+            (unwanted.clone(), assignment()),
+        ]);
+        let steps = release_steps(
+            &assignments,
+            &BTreeSet::from([unwanted.clone()]),
+            |_| true,
+            1_000,
+        );
+        let released = Assignment {
+            releasing_since_ms: Some(1_000),
+            ..assignment()
+        };
+        assert_eq!(steps, vec![ReleaseStep::Release(unwanted, released)]);
+    }
+
+    #[test]
+    fn a_release_waits_for_its_fetcher_until_the_timeout() {
+        let key = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
+        let since = 1_000;
+        let assignments = BTreeMap::from([(
+            key.clone(),
+            Assignment {
+                releasing_since_ms: Some(since),
+                ..assignment()
+            },
+        )]);
+        // Still wanted or not, a partition being released stays so.
+        for removed in [BTreeSet::new(), BTreeSet::from([key.clone()])] {
+            let waiting =
+                release_steps(&assignments, &removed, |_| true, since + RELEASE_TIMEOUT_MS);
+            assert!(waiting.is_empty(), "{waiting:?}");
+        }
+        let late = release_steps(
+            &assignments,
+            &BTreeSet::new(),
+            |_| true,
+            since + RELEASE_TIMEOUT_MS + 1,
+        );
+        assert_eq!(
+            late,
+            vec![ReleaseStep::Delete(key, ReleaseReason::TimedOut)]
+        );
+    }
+
+    #[test]
+    fn a_partition_whose_fetcher_is_gone_is_unassigned_at_once() {
+        let key = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
+        let assignments = BTreeMap::from([(key.clone(), assignment())]);
+        let steps = release_steps(&assignments, &BTreeSet::from([key.clone()]), |_| false, 0);
+        assert_eq!(
+            steps,
+            vec![ReleaseStep::Delete(key, ReleaseReason::FetcherGone)]
+        );
     }
 
     #[test]

@@ -378,6 +378,7 @@ mod tests {
             dest_topic: "orders".to_string(),
             dest_partitions: 1,
             source_partitions: 1,
+            releasing_since_ms: None,
         };
         let assignments = BTreeMap::from([
             (

@@ -6,10 +6,10 @@
 //! fails, each partition is retried alone to find the ones that moved.
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-use kmirror_common::schema::{encode, Checkpoint, PartitionError};
+use kmirror_common::schema::{encode, Assignment, Checkpoint, PartitionError};
 use kmirror_common::{Keys, PartitionKey};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 /// etcd allows 128 operations per transaction by default: a compare and a put each.
 const PARTITIONS_PER_TXN: usize = 60;
@@ -31,6 +31,13 @@ pub enum CheckpointCommand {
     },
     ClearError {
         partition: PartitionKey,
+    },
+    /// Gives a partition back: its final checkpoint (when it moved) and the
+    /// deletion of its assignment, if the assignment is still the one held.
+    Release {
+        partition: PartitionKey,
+        assignment_raw: Vec<u8>,
+        checkpoint_opt: Option<Checkpoint>,
     },
 }
 
@@ -65,6 +72,39 @@ impl Checkpointer {
                         warn!(%partition, error = %etcd_error, "cannot report partition error");
                     }
                 }
+                CheckpointCommand::Release {
+                    partition,
+                    assignment_raw,
+                    checkpoint_opt,
+                } => {
+                    let assignment_key = self.keys.assignment(&partition);
+                    let held =
+                        Compare::value(assignment_key.as_str(), CompareOp::Equal, assignment_raw);
+                    let mut operations = Vec::new();
+                    if let Some(checkpoint) = &checkpoint_opt {
+                        operations.push(TxnOp::put(
+                            self.keys.checkpoint(&partition),
+                            encode(checkpoint),
+                            None,
+                        ));
+                    }
+                    operations.push(TxnOp::delete(assignment_key, None));
+                    match self
+                        .etcd
+                        .txn(Txn::new().when([held]).and_then(operations))
+                        .await
+                    {
+                        Ok(response) if response.succeeded() => {
+                            debug!(%partition, "partition given back");
+                        }
+                        Ok(_) => {
+                            info!(%partition, "partition not given back: its assignment changed meanwhile");
+                        }
+                        Err(etcd_error) => {
+                            warn!(%partition, error = %etcd_error, "cannot give the partition back; the leader unassigns it after its timeout");
+                        }
+                    }
+                }
                 CheckpointCommand::ClearError { partition } => {
                     let key = self.keys.partition_error(&partition);
                     if let Err(etcd_error) = self.etcd.delete(key, None).await {
@@ -86,7 +126,7 @@ impl Checkpointer {
                 ),
                 Ok(false) => {
                     for entry in chunk {
-                        match self.write_chunk(std::slice::from_ref(entry)).await {
+                        match self.write_alone(entry).await {
                             Ok(true) => outcome
                                 .written
                                 .push((entry.partition.clone(), entry.checkpoint)),
@@ -103,6 +143,33 @@ impl Checkpointer {
             }
         }
         outcome
+    }
+
+    /// Writes one partition's checkpoint. When the assignment changed only in
+    /// that the leader asked for the partition back, the fetcher still owns it
+    /// (the release itself writes under that assignment): the write is made
+    /// against it rather than refused, so what the fetcher has in flight is not
+    /// dropped unrecorded.
+    async fn write_alone(&mut self, entry: &CheckpointEntry) -> Result<bool, etcd_client::Error> {
+        if self.write_chunk(std::slice::from_ref(entry)).await? {
+            return Ok(true);
+        }
+        let response = self
+            .etcd
+            .get(self.keys.assignment(&entry.partition), None)
+            .await?;
+        let Some(kv) = response.kvs().first() else {
+            return Ok(false);
+        };
+        if !is_release_of(&entry.assignment_raw, kv.value()) {
+            return Ok(false);
+        }
+        let releasing = CheckpointEntry {
+            partition: entry.partition.clone(),
+            assignment_raw: kv.value().to_vec(),
+            checkpoint: entry.checkpoint,
+        };
+        self.write_chunk(std::slice::from_ref(&releasing)).await
     }
 
     async fn write_chunk(&mut self, chunk: &[CheckpointEntry]) -> Result<bool, etcd_client::Error> {
@@ -131,5 +198,56 @@ impl Checkpointer {
             .txn(Txn::new().when(compares).and_then(puts))
             .await?;
         Ok(response.succeeded())
+    }
+}
+
+/// Whether `current` is the assignment `held`, only now being released.
+fn is_release_of(held_raw: &[u8], current_raw: &[u8]) -> bool {
+    let (Ok(held), Ok(current)) = (
+        serde_json::from_slice::<Assignment>(held_raw),
+        serde_json::from_slice::<Assignment>(current_raw),
+    ) else {
+        return false;
+    };
+    !held.is_releasing()
+        && current.is_releasing()
+        && Assignment {
+            releasing_since_ms: None,
+            ..current
+        } == held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmirror_common::{Epoch, MemberId};
+
+    fn assignment(fetcher: &str, epoch: u64) -> Assignment {
+        Assignment {
+            fetcher: MemberId::new(fetcher).unwrap(),
+            writer: MemberId::new("w1").unwrap(),
+            epoch: Epoch(epoch),
+            dest_topic: "orders".to_string(),
+            dest_partitions: 3,
+            source_partitions: 3,
+            releasing_since_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_the_release_of_the_held_assignment_is_written_through() {
+        let held = encode(&assignment("f1", 7));
+        let released = |assignment: Assignment| {
+            encode(&Assignment {
+                releasing_since_ms: Some(5),
+                ..assignment
+            })
+        };
+        assert!(is_release_of(&held, &released(assignment("f1", 7))));
+        // Another owner, or a newer epoch of it: fenced.
+        assert!(!is_release_of(&held, &released(assignment("f2", 7))));
+        assert!(!is_release_of(&held, &released(assignment("f1", 8))));
+        assert!(!is_release_of(&held, &encode(&assignment("f2", 9))));
+        assert!(!is_release_of(&held, b"not json"));
     }
 }

@@ -30,6 +30,18 @@ use crate::window::{Committed, Window};
 
 /// Retry delay after a delivery failure (the writer replaced its producer).
 const DELIVERY_RETRY: Duration = Duration::from_millis(500);
+/// How long a partition being released waits for the acks of what it sent
+/// before it gives up on them (the next owner then sends them again). Shorter
+/// than the leader's `RELEASE_TIMEOUT_MS`.
+const RELEASE_GRACE: Duration = Duration::from_secs(15);
+/// Time constant of the smoothed rates.
+const RATE_TIME_CONSTANT: Duration = Duration::from_secs(2);
+/// A partition that sent nothing for this long has a rate of exactly 0.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
+/// Least time between two checkpoints written only because the rate changed
+/// (the position moved in neither): an idle partition's decaying rate costs etcd
+/// a few writes, then none.
+const RATE_REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
@@ -53,6 +65,10 @@ enum Phase {
     Halted { retry_at: Instant },
     /// Another owner holds the partition: wait for a new assignment.
     Fenced,
+    /// Its flow stops (paused, deleted, completed): nothing more is fetched; once
+    /// the acks of what was sent arrived (or `deadline` passed), the final
+    /// checkpoint is written and the assignment given back.
+    Releasing { deadline: Instant },
 }
 
 struct PartitionState {
@@ -65,28 +81,36 @@ struct PartitionState {
     paused: bool,
     /// `next_offset` of the last checkpoint written.
     written: Option<i64>,
+    /// Records/s in the last checkpoint written, and when it was written.
+    rate_written: Option<(f64, Instant)>,
     /// Why the partition cannot progress (reported to etcd until it does).
     error: Option<String>,
     meter: RateMeter,
 }
 
-/// Smoothed records/s and bytes/s a partition sends, for load-based assignment.
+/// Smoothed records/s and bytes/s a partition sends, for load-based assignment
+/// and for what `status`, `members` and `top` show. An idle partition's rate
+/// falls to exactly 0.
 #[derive(Debug, Default)]
 struct RateMeter {
     records: u64,
     bytes: u64,
     last_sample_opt: Option<Instant>,
+    last_sent_opt: Option<Instant>,
     records_per_sec: f64,
     bytes_per_sec: f64,
 }
 
 impl RateMeter {
-    fn add(&mut self, records: usize, bytes: usize) {
+    fn add(&mut self, records: usize, bytes: usize, now: Instant) {
         self.records += records as u64;
         self.bytes += bytes as u64;
+        self.last_sent_opt = Some(now);
     }
 
-    /// Folds what was counted since the last sample into the smoothed rates.
+    /// Folds what was counted since the last sample into the smoothed rates
+    /// (exponentially, with time constant [`RATE_TIME_CONSTANT`] whatever the
+    /// sampling interval).
     fn sample(&mut self, now: Instant) {
         let Some(last_sample) = self.last_sample_opt.replace(now) else {
             return;
@@ -95,13 +119,20 @@ impl RateMeter {
         if elapsed <= 0.0 {
             return;
         }
-        const WEIGHT: f64 = 0.3;
+        let weight = 1.0 - (-elapsed / RATE_TIME_CONSTANT.as_secs_f64()).exp();
         let records_per_sec = self.records as f64 / elapsed;
         let bytes_per_sec = self.bytes as f64 / elapsed;
-        self.records_per_sec += WEIGHT * (records_per_sec - self.records_per_sec);
-        self.bytes_per_sec += WEIGHT * (bytes_per_sec - self.bytes_per_sec);
+        self.records_per_sec += weight * (records_per_sec - self.records_per_sec);
+        self.bytes_per_sec += weight * (bytes_per_sec - self.bytes_per_sec);
         self.records = 0;
         self.bytes = 0;
+        let idle = self
+            .last_sent_opt
+            .is_none_or(|last_sent| now.duration_since(last_sent) >= IDLE_AFTER);
+        if idle {
+            self.records_per_sec = 0.0;
+            self.bytes_per_sec = 0.0;
+        }
     }
 }
 
@@ -242,7 +273,10 @@ impl Core {
                             dest_offset: -1,
                         },
                     };
-                    info!(%partition, epoch = %held.assignment.epoch, writer = %held.assignment.writer, from = committed.next_offset, "partition assigned here");
+                    let releasing = held.assignment.is_releasing();
+                    if !releasing {
+                        info!(%partition, epoch = %held.assignment.epoch, writer = %held.assignment.writer, from = committed.next_offset, "partition assigned here");
+                    }
                     self.partitions.insert(
                         partition.clone(),
                         PartitionState {
@@ -250,6 +284,7 @@ impl Core {
                                 .checkpoints
                                 .get(&partition)
                                 .map(|checkpoint| checkpoint.next_offset),
+                            rate_written: None,
                             held,
                             window: Window::new(committed),
                             next_seq: 1,
@@ -261,6 +296,15 @@ impl Core {
                             meter: RateMeter::default(),
                         },
                     );
+                    if releasing {
+                        // Given back before this fetcher ran it (a restart): there
+                        // is nothing in flight to wait for.
+                        self.begin_release(&partition);
+                    }
+                }
+                Some(state) if state.held.raw != held.raw && held.assignment.is_releasing() => {
+                    state.held = held;
+                    self.begin_release(&partition);
                 }
                 Some(state) if state.held.raw != held.raw => {
                     let before = &state.held.assignment;
@@ -269,7 +313,7 @@ impl Core {
                         || before.dest_topic != after.dest_topic
                         || before.dest_partitions != after.dest_partitions
                         || before.source_partitions != after.source_partitions
-                        || state.phase == Phase::Fenced;
+                        || matches!(state.phase, Phase::Fenced | Phase::Releasing { .. });
                     info!(%partition, epoch = %after.epoch, writer = %after.writer, restart, "assignment changed");
                     state.held = held;
                     if restart {
@@ -443,16 +487,89 @@ impl Core {
 
     /// Stops fetching a partition and forgets what it has in flight.
     fn stop(&mut self, partition: &PartitionKey) {
+        self.stop_fetching(partition);
+        if let Some(state) = self.partitions.get_mut(partition) {
+            state.window.clear();
+        }
+    }
+
+    /// Stops fetching a partition; what it has in flight stays in its window, so
+    /// the acks still on their way move its committed position.
+    fn stop_fetching(&mut self, partition: &PartitionKey) {
         let Some(state) = self.partitions.get_mut(partition) else {
             return;
         };
         state.generation += 1;
-        state.window.clear();
         state.paused = false;
         if let Some(consumer) = self.consumers.get(&partition.flow) {
             consumer.send(ConsumerCommand::Unassign {
                 topic: partition.topic.clone(),
                 partition: partition.partition,
+            });
+        }
+    }
+
+    /// The leader asked for the partition back: fetch nothing more and give it
+    /// back once what was sent is acknowledged.
+    fn begin_release(&mut self, partition: &PartitionKey) {
+        self.stop_fetching(partition);
+        let Some(state) = self.partitions.get_mut(partition) else {
+            return;
+        };
+        if state.phase == Phase::Fenced {
+            // Another owner's: nothing of it is this fetcher's to write.
+            self.partitions.remove(partition);
+            self.telemetry.forget(partition);
+            return;
+        }
+        info!(%partition, in_flight_batches = state.window.len(), phase = ?state.phase, "releasing the partition");
+        state.phase = Phase::Releasing {
+            deadline: Instant::now() + RELEASE_GRACE,
+        };
+        self.finish_release_when_settled(partition);
+    }
+
+    /// Gives a releasing partition back once nothing it sent awaits an ack: its
+    /// final checkpoint and the deletion of its assignment in one transaction that
+    /// compares the assignment, so a fetcher that lost it writes nothing.
+    fn finish_release_when_settled(&mut self, partition: &PartitionKey) {
+        let Some(state) = self.partitions.get(partition) else {
+            return;
+        };
+        let Phase::Releasing { deadline } = state.phase else {
+            return;
+        };
+        if !state.window.is_empty() {
+            if Instant::now() < deadline {
+                return;
+            }
+            warn!(%partition, batches = state.window.len(), "no ack for batches sent before the release; the next owner sends them again");
+        }
+        let Some(state) = self.partitions.remove(partition) else {
+            return;
+        };
+        self.telemetry.forget(partition);
+        let committed = state.window.committed();
+        let checkpoint_opt = (committed.next_offset >= 0
+            && state.written != Some(committed.next_offset))
+        .then(|| Checkpoint {
+            next_offset: committed.next_offset,
+            dest_partition: committed.dest_partition,
+            dest_offset: committed.dest_offset,
+            epoch: state.held.assignment.epoch,
+            updated_ms: kmirror_common::now_ms(),
+            records_per_sec: 0.0,
+            bytes_per_sec: 0.0,
+        });
+        info!(%partition, next_offset = committed.next_offset, "partition released");
+        let _ = self.checkpoint_tx.send(CheckpointCommand::Release {
+            partition: partition.clone(),
+            assignment_raw: state.held.raw,
+            checkpoint_opt,
+        });
+        if state.error.is_some() {
+            let _ = self.checkpoint_tx.send(CheckpointCommand::ClearError {
+                partition: partition.clone(),
             });
         }
     }
@@ -528,6 +645,7 @@ impl Core {
         state.meter.add(
             summary.record_count as usize,
             summary.key_value_bytes as usize,
+            Instant::now(),
         );
         let trace_context =
             self.telemetry
@@ -636,6 +754,24 @@ impl Core {
             // An ack from before the partition restarted: its records are resent.
             return;
         }
+        if matches!(state.phase, Phase::Releasing { .. }) {
+            match &ack.error {
+                None => {
+                    state
+                        .window
+                        .ack(ack.seq, ack.dest_partition, ack.dest_offset);
+                }
+                Some(error) if error.kind() == ErrorKind::PartitionHalted => {}
+                Some(_) => state.window.fail(
+                    ack.seq,
+                    ack.committed_offset,
+                    ack.dest_partition,
+                    ack.dest_offset,
+                ),
+            }
+            self.finish_release_when_settled(&partition);
+            return;
+        }
         let Some(error) = ack.error else {
             state
                 .window
@@ -735,6 +871,17 @@ impl Core {
             }
             self.start(&partition);
         }
+        let overdue: Vec<PartitionKey> = self
+            .partitions
+            .iter()
+            .filter(
+                |(_, state)| matches!(state.phase, Phase::Releasing { deadline } if deadline <= now),
+            )
+            .map(|(partition, _)| partition.clone())
+            .collect();
+        for partition in overdue {
+            self.finish_release_when_settled(&partition);
+        }
         for state in self.partitions.values_mut() {
             state.meter.sample(now);
         }
@@ -764,28 +911,32 @@ impl Core {
             return None;
         }
         let now_ms = kmirror_common::now_ms();
-        let entries: Vec<CheckpointEntry> =
-            self.partitions
-                .iter()
-                .filter(|(_, state)| state.phase != Phase::Fenced)
-                .filter_map(|(partition, state)| {
-                    let committed = state.window.committed();
-                    (committed.next_offset >= 0 && state.written != Some(committed.next_offset))
-                        .then(|| CheckpointEntry {
-                            partition: partition.clone(),
-                            assignment_raw: state.held.raw.clone(),
-                            checkpoint: Checkpoint {
-                                next_offset: committed.next_offset,
-                                dest_partition: committed.dest_partition,
-                                dest_offset: committed.dest_offset,
-                                epoch: state.held.assignment.epoch,
-                                updated_ms: now_ms,
-                                records_per_sec: state.meter.records_per_sec,
-                                bytes_per_sec: state.meter.bytes_per_sec,
-                            },
-                        })
+        let now = Instant::now();
+        let entries: Vec<CheckpointEntry> = self
+            .partitions
+            .iter()
+            .filter(|(_, state)| state.phase != Phase::Fenced)
+            .filter_map(|(partition, state)| {
+                let committed = state.window.committed();
+                let moved = state.written != Some(committed.next_offset);
+                (committed.next_offset >= 0
+                    && (moved
+                        || rate_outdated(state.meter.records_per_sec, state.rate_written, now)))
+                .then(|| CheckpointEntry {
+                    partition: partition.clone(),
+                    assignment_raw: state.held.raw.clone(),
+                    checkpoint: Checkpoint {
+                        next_offset: committed.next_offset,
+                        dest_partition: committed.dest_partition,
+                        dest_offset: committed.dest_offset,
+                        epoch: state.held.assignment.epoch,
+                        updated_ms: now_ms,
+                        records_per_sec: state.meter.records_per_sec,
+                        bytes_per_sec: state.meter.bytes_per_sec,
+                    },
                 })
-                .collect();
+            })
+            .collect();
         if entries.is_empty() {
             return None;
         }
@@ -798,9 +949,11 @@ impl Core {
 
     fn on_checkpoint_outcome(&mut self, outcome: CheckpointOutcome) {
         self.pending_checkpoint = None;
+        let now = Instant::now();
         for (partition, checkpoint) in outcome.written {
             if let Some(state) = self.partitions.get_mut(&partition) {
                 state.written = Some(checkpoint.next_offset);
+                state.rate_written = Some((checkpoint.records_per_sec, now));
             }
         }
         for (partition, refused_raw) in outcome.fenced {
@@ -909,6 +1062,18 @@ impl Core {
     }
 }
 
+/// Whether the rate in the last checkpoint written no longer tells the truth and
+/// is worth a write of its own: a fall to 0 at once, other changes at most every
+/// [`RATE_REFRESH`].
+fn rate_outdated(records_per_sec: f64, rate_written: Option<(f64, Instant)>, now: Instant) -> bool {
+    match rate_written {
+        None => records_per_sec > 0.0,
+        Some((written, _)) if written == records_per_sec => false,
+        Some(_) if records_per_sec == 0.0 => true,
+        Some((_, written_at)) => now.duration_since(written_at) >= RATE_REFRESH,
+    }
+}
+
 async fn wait_checkpoint(
     pending: &mut Option<oneshot::Receiver<CheckpointOutcome>>,
 ) -> CheckpointOutcome {
@@ -949,4 +1114,64 @@ fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
         source.topic.clone(),
         source.partition,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_partitions_rate_falls_to_exactly_zero() {
+        let start = Instant::now();
+        let mut meter = RateMeter::default();
+        meter.sample(start);
+        for second in 1..=10 {
+            let now = start + Duration::from_secs(second);
+            meter.add(1_000, 100_000, now);
+            meter.sample(now);
+        }
+        assert!(
+            (900.0..=1_000.0).contains(&meter.records_per_sec),
+            "{meter:?}"
+        );
+        let last_sent = start + Duration::from_secs(10);
+        meter.sample(last_sent + Duration::from_secs(2));
+        assert!(meter.records_per_sec > 0.0 && meter.records_per_sec < 500.0);
+        meter.sample(last_sent + IDLE_AFTER);
+        assert_eq!((meter.records_per_sec, meter.bytes_per_sec), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_rate_smooths_the_same_whatever_the_sampling_interval() {
+        let rate_after = |interval: Duration| {
+            let start = Instant::now();
+            let mut meter = RateMeter::default();
+            meter.sample(start);
+            let mut now = start;
+            while now < start + Duration::from_secs(2) {
+                now += interval;
+                meter.add((interval.as_millis() * 10) as usize, 0, now);
+                meter.sample(now);
+            }
+            meter.records_per_sec
+        };
+        let fast = rate_after(Duration::from_millis(200));
+        let slow = rate_after(Duration::from_secs(1));
+        assert!((fast - slow).abs() < 1.0, "{fast} vs {slow}");
+    }
+
+    #[test]
+    fn a_rate_is_written_at_once_when_it_falls_to_zero_and_otherwise_seldom() {
+        let now = Instant::now();
+        let just_written = Some((800.0, now));
+        assert!(!rate_outdated(800.0, just_written, now));
+        assert!(rate_outdated(0.0, just_written, now));
+        assert!(!rate_outdated(
+            400.0,
+            just_written,
+            now + Duration::from_secs(1)
+        ));
+        assert!(rate_outdated(400.0, just_written, now + RATE_REFRESH));
+        assert!(!rate_outdated(0.0, Some((0.0, now)), now + RATE_REFRESH));
+    }
 }

@@ -191,6 +191,7 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
                 dest_topic: partition.dest_topic.clone(),
                 dest_partitions: partition.dest_partitions,
                 source_partitions: partition.source_partitions,
+                releasing_since_ms: None,
             },
         );
         outcome.changed.insert(partition.key.clone());
