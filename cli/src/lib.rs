@@ -8,5 +8,6 @@ pub mod ctl;
 pub mod manifest;
 pub mod mirror;
 pub mod output;
+pub mod plan_diff;
 pub mod progress;
 pub mod properties;
