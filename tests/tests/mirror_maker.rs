@@ -12,7 +12,10 @@ use std::time::Duration;
 use anyhow::Result;
 use kmirror_tests::data::KeyedRecords;
 use kmirror_tests::kafka::WatermarkReader;
-use kmirror_tests::kafka::{assert_same_partitions, create_topic, produce, read_all, Cluster};
+use kmirror_tests::kafka::{
+    alter_topic_configs, assert_same_partitions, create_topic, produce, read_all, topic_config,
+    Cluster,
+};
 use kmirror_tests::mirror_process::{run_kmirror, MirrorDir, MirrorProcess, KMIRROR_BINARY};
 use kmirror_tests::{stack, unique_name, wait_until};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -286,12 +289,14 @@ async fn until_caught_up_run_again_copies_what_arrived_since_the_last_run() -> R
         first.log()
     );
 
-    // Records that arrive after the first run are the second run's to copy.
+    // Records that arrive after the first run are the second run's to copy, and
+    // a topic config changed meanwhile follows too.
     let more = KeyedRecords {
         first_sequence: 8_000,
         ..KeyedRecords::new(3_000, 4)
     };
     produce(Cluster::Source, &topic, more.generate()).await?;
+    alter_topic_configs(Cluster::Source, &topic, &[("retention.ms", "7200000")]).await?;
     let mut second = MirrorProcess::start(&args, &dir.path.join("second.log"));
     let status = second.wait(TIMEOUT).await;
     assert!(
@@ -303,6 +308,12 @@ async fn until_caught_up_run_again_copies_what_arrived_since_the_last_run() -> R
         second.log().contains("completed: 3000 records mirrored"),
         "{}",
         second.log()
+    );
+    assert_eq!(
+        topic_config(Cluster::Dest, &topic, "retention.ms")
+            .await?
+            .as_deref(),
+        Some("7200000")
     );
 
     // Every record once, in order, with its key, value, headers and timestamp.
