@@ -188,8 +188,11 @@ clusters), spec.mirrors (sourceCluster, targetCluster, topicsPattern, \
 topicsExcludePattern as MirrorMaker 2's comma-separated regex lists, \
 sourceConnector.config with replication.policy.class, replication.policy.separator, \
 sync.topic.configs.enabled, config.properties.exclude; and kmirror's startPosition, \
-untilCaughtUp). configFile points at a standard .properties client file. Settings \
-kmirror cannot map are listed with the reason.\n\n\
+untilCaughtUp, renamePrefix, renameMap). configFile points at a standard .properties \
+client file. Settings kmirror cannot map (Kubernetes metadata, tls and authentication \
+secrets, connector and Connect settings) are listed with the reason. Each cluster and \
+flow is reported as created, configured (with each field that changes) or unchanged; \
+only changes are stored.\n\n\
 Examples:\n  \
         kmirrorctl apply -f kmirror.yaml --dry-run\n  \
         kmirrorctl apply -f kmirror.yaml"
@@ -321,7 +324,9 @@ Examples:\n  \
         /// Regex of the source topics to mirror.
         #[arg(long)]
         include: String,
-        /// Regex of topics to leave out.
+        /// Regex of topics to leave out ('' for none) [default: MirrorMaker 2's
+        /// topics.exclude, .*[\-\.]internal, .*\.replica, __.*, as in kmirror.yaml
+        /// and imported configs].
         #[arg(long)]
         exclude: Option<String>,
         /// Destination topic names [default: identity; prefix with --prefix, map
@@ -740,14 +745,54 @@ impl Ctl {
         }
     }
 
-    /// Creates or updates a plan's clusters, then its flows.
+    /// Creates or updates a plan's clusters, then its flows; objects the fleet
+    /// already holds as planned are left alone. Every object is reported as
+    /// created, configured (with what changes) or unchanged.
     async fn apply_plan(
         &mut self,
         plan: &crate::manifest::ImportPlan,
         dry_run: bool,
     ) -> Result<String, Failure> {
+        let clusters = self
+            .client
+            .list_clusters(ListClustersRequest {})
+            .await
+            .map_err(|status| self.failure("cannot list clusters", status))?
+            .into_inner()
+            .clusters;
+        let flows = self.list_flows().await?;
+        let objects = crate::plan_diff::compare(plan, &clusters, &flows);
+        let (cluster_objects, flow_objects) = objects.split_at(plan.clusters.len());
+        let to_store = |object: &crate::plan_diff::ObjectChange| {
+            object.action != crate::plan_diff::Action::Unchanged
+        };
+        // A masked secret (as `config show` writes it) would be stored as the
+        // mask: refuse before anything is written.
+        for (cluster, _) in plan
+            .clusters
+            .iter()
+            .zip(cluster_objects)
+            .filter(|(_, object)| to_store(object))
+        {
+            let masked = crate::plan_diff::masked_secrets(cluster);
+            if !masked.is_empty() {
+                return Err(Failure {
+                    what: format!("cannot store cluster {}", cluster.name),
+                    cause: format!(
+                        "{} {} masked in the file: give the secret's value, or make the cluster match the stored one to leave it as it is",
+                        masked.join(", "),
+                        if masked.len() == 1 { "is" } else { "are" }
+                    ),
+                });
+            }
+        }
         if !dry_run {
-            for cluster in &plan.clusters {
+            for (cluster, _) in plan
+                .clusters
+                .iter()
+                .zip(cluster_objects)
+                .filter(|(_, object)| to_store(object))
+            {
                 self.client
                     .add_cluster(AddClusterRequest {
                         cluster: Some(cluster.clone()),
@@ -758,7 +803,12 @@ impl Ctl {
                         self.failure(format!("cannot store cluster {}", cluster.name), status)
                     })?;
             }
-            for flow in &plan.flows {
+            for (flow, _) in plan
+                .flows
+                .iter()
+                .zip(flow_objects)
+                .filter(|(_, object)| to_store(object))
+            {
                 self.client
                     .create_flow(CreateFlowRequest {
                         flow: Some(flow.clone()),
@@ -770,14 +820,9 @@ impl Ctl {
                     })?;
             }
         }
-        let verb = if dry_run {
-            "would be stored (dry run)"
-        } else {
-            "stored"
-        };
-        let json = PlanJson::new(plan, !dry_run);
+        let json = PlanJson::new(plan, &objects, !dry_run);
         Ok(render(self.format, &json, |_| {
-            crate::manifest::plan_text(plan, verb)
+            crate::plan_diff::changes_text(&objects, dry_run) + &crate::manifest::plan_remarks(plan)
         }))
     }
 
@@ -854,7 +899,9 @@ impl Ctl {
                     source_cluster: source,
                     dest_cluster: dest,
                     include,
-                    exclude: exclude.unwrap_or_default(),
+                    exclude: exclude.unwrap_or_else(|| {
+                        crate::manifest::regex_list(crate::manifest::MM2_DEFAULT_TOPICS_EXCLUDE)
+                    }),
                     rename_policy: policy.to_string(),
                     rename_prefix: prefix.unwrap_or_default(),
                     rename_separator: separator,
@@ -1174,6 +1221,9 @@ impl Ctl {
 #[derive(serde::Serialize)]
 struct PlanJson {
     applied: bool,
+    /// Per cluster and flow: created, configured (with the changes) or unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    objects: Vec<crate::plan_diff::ObjectChange>,
     clusters: Vec<crate::output::ClusterJson>,
     flows: Vec<FlowJson>,
     not_mapped: Vec<NotMappedJson>,
@@ -1187,9 +1237,14 @@ struct NotMappedJson {
 }
 
 impl PlanJson {
-    fn new(plan: &crate::manifest::ImportPlan, applied: bool) -> Self {
+    fn new(
+        plan: &crate::manifest::ImportPlan,
+        objects: &[crate::plan_diff::ObjectChange],
+        applied: bool,
+    ) -> Self {
         Self {
             applied,
+            objects: objects.to_vec(),
             clusters: plan
                 .clusters
                 .iter()
@@ -1219,7 +1274,7 @@ fn validate_file(file: &std::path::Path, format: OutputFormat) -> Result<String,
         what: format!("{} is not valid", file.display()),
         cause: error.0,
     })?;
-    let json = PlanJson::new(&plan, false);
+    let json = PlanJson::new(&plan, &[], false);
     Ok(render(format, &json, |_| {
         format!(
             "{} is valid: {} cluster(s), {} flow(s)\n{}",

@@ -3,9 +3,11 @@
 //! in one process (coordinator, fetchers and writers on the fleet's code paths).
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod ctl;
 pub mod manifest;
 pub mod mirror;
 pub mod output;
+pub mod plan_diff;
 pub mod progress;
 pub mod properties;

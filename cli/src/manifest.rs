@@ -154,6 +154,10 @@ fn flow_from_settings(
     })
 }
 
+/// Why MirrorMaker 2's consumer group settings (checkpoints, offset sync) are not
+/// mapped.
+pub const GROUP_OFFSETS_NOT_SYNCED: &str = "kmirror does not sync consumer group offsets yet: consumers that move to the destination cluster must find their position there themselves (e.g. by timestamp)";
+
 /// MirrorMaker 2 settings kmirror has no use for, and why.
 const MM2_UNMAPPED: &[(&str, &str)] = &[
     (
@@ -164,30 +168,18 @@ const MM2_UNMAPPED: &[(&str, &str)] = &[
         "replication.factor",
         "destination topics get the destination broker's default.replication.factor",
     ),
-    (
-        "emit.checkpoints.enabled",
-        "consumer group offsets are not translated by import",
-    ),
+    ("emit.checkpoints.enabled", GROUP_OFFSETS_NOT_SYNCED),
     (
         "emit.checkpoints.interval.seconds",
-        "consumer group offsets are not translated by import",
+        GROUP_OFFSETS_NOT_SYNCED,
     ),
-    (
-        "sync.group.offsets.enabled",
-        "consumer group offsets are not translated by import",
-    ),
+    ("sync.group.offsets.enabled", GROUP_OFFSETS_NOT_SYNCED),
     (
         "sync.group.offsets.interval.seconds",
-        "consumer group offsets are not translated by import",
+        GROUP_OFFSETS_NOT_SYNCED,
     ),
-    (
-        "groups",
-        "consumer group offsets are not translated by import",
-    ),
-    (
-        "groups.exclude",
-        "consumer group offsets are not translated by import",
-    ),
+    ("groups", GROUP_OFFSETS_NOT_SYNCED),
+    ("groups.exclude", GROUP_OFFSETS_NOT_SYNCED),
     (
         "emit.heartbeats.enabled",
         "kmirror writes no heartbeat topics",
@@ -233,11 +225,8 @@ const MM2_UNMAPPED: &[(&str, &str)] = &[
         "refresh.topics.interval.seconds",
         "set the coordinator's --refresh-interval instead",
     ),
-    ("refresh.groups.enabled", "consumer groups are not mirrored"),
-    (
-        "refresh.groups.interval.seconds",
-        "consumer groups are not mirrored",
-    ),
+    ("refresh.groups.enabled", GROUP_OFFSETS_NOT_SYNCED),
+    ("refresh.groups.interval.seconds", GROUP_OFFSETS_NOT_SYNCED),
     (
         "dedicated.mode.enable.internal.rest",
         "kmirror has no Connect REST API",
@@ -271,22 +260,23 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
     // client overrides apply.
     let mut flows: Vec<(String, String)> = Vec::new();
     for (key, value) in &settings {
-        if let Some((pair, "enabled")) =
-            key.rsplit_once('.').filter(|(pair, _)| pair.contains("->"))
-        {
-            if let Some((source, target)) = pair.split_once("->") {
-                let (source, target) = (source.trim().to_string(), target.trim().to_string());
-                for alias in [&source, &target] {
-                    if !aliases.contains(alias) {
-                        return Err(ManifestError(format!(
-                            "{key}: cluster {alias} is not in clusters"
-                        )));
-                    }
-                }
-                if value.trim().eq_ignore_ascii_case("true") {
-                    flows.push((source, target));
-                }
+        // `A->B.enabled`, not `A->B.sync.group.offsets.enabled`.
+        let pair_opt = key
+            .split_once("->")
+            .and_then(|(source, rest)| Some((source, rest.split_once('.')?)));
+        let Some((source, (target, "enabled"))) = pair_opt else {
+            continue;
+        };
+        let (source, target) = (source.trim().to_string(), target.trim().to_string());
+        for alias in [&source, &target] {
+            if !aliases.contains(alias) {
+                return Err(ManifestError(format!(
+                    "{key}: cluster {alias} is not in clusters"
+                )));
             }
+        }
+        if value.trim().eq_ignore_ascii_case("true") {
+            flows.push((source, target));
         }
     }
     if flows.is_empty() {
@@ -429,6 +419,17 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
             .unwrap_or_else(|| "not a setting kmirror knows".to_string());
         plan.unmapped.push((key.clone(), reason));
     }
+    // MirrorMaker 2 emits checkpoints unless told not to: say so even when the
+    // file does not ask for them by name.
+    let groups_mentioned = plan
+        .unmapped
+        .iter()
+        .any(|(_, reason)| reason == GROUP_OFFSETS_NOT_SYNCED);
+    if !groups_mentioned {
+        plan.notes.push(format!(
+            "consumer group offsets (MirrorMaker 2's checkpoints, on by default): {GROUP_OFFSETS_NOT_SYNCED}"
+        ));
+    }
     Ok(plan)
 }
 
@@ -443,14 +444,21 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
     pub spec: Spec,
+    /// Written by Kubernetes on a resource read back from a cluster: listed as not
+    /// mapped.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes metadata kmirror has no use for (namespace, annotations, ...):
+    /// listed as not mapped.
+    #[serde(flatten, skip_serializing)]
+    pub unused: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -484,6 +492,14 @@ pub struct ClusterEntry {
     /// wins over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<PathBuf>,
+    /// Strimzi's TLS settings: certificates in Kubernetes secrets, which kmirror
+    /// cannot read (listed as not mapped).
+    #[serde(default, skip_serializing)]
+    pub tls: Option<serde_json::Value>,
+    /// Strimzi's authentication: credentials in Kubernetes secrets, which kmirror
+    /// cannot read (listed as not mapped).
+    #[serde(default, skip_serializing)]
+    pub authentication: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -511,6 +527,14 @@ pub struct MirrorEntry {
     pub start_position: Option<String>,
     #[serde(default)]
     pub until_caught_up: bool,
+    /// kmirror: the alias DefaultReplicationPolicy's names start with [default:
+    /// the source cluster's alias].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_prefix: Option<String>,
+    /// kmirror: explicit destination names (source topic: destination topic);
+    /// other topics keep their names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename_map: BTreeMap<String, String>,
     /// Strimzi settings kmirror does not use (groupsPattern, heartbeatConnector, ...).
     #[serde(flatten, skip_serializing)]
     pub unused: BTreeMap<String, serde_json::Value>,
@@ -523,6 +547,22 @@ pub struct ConnectorEntry {
     pub config: BTreeMap<String, serde_json::Value>,
     #[serde(flatten)]
     pub unused: BTreeMap<String, serde_json::Value>,
+}
+
+/// Why a Strimzi mirror or connector setting kmirror does not use is not mapped.
+fn strimzi_unused_reason(key: &str) -> &'static str {
+    match key {
+        "checkpointConnector"
+        | "groupsPattern"
+        | "groupsExcludePattern"
+        | "groupsBlacklistPattern" => GROUP_OFFSETS_NOT_SYNCED,
+        "heartbeatConnector" => "kmirror writes no heartbeat topics",
+        "tasksMax" => "kmirror scales with its fetchers and writers, not tasks",
+        "autoRestart" | "state" | "pause" => {
+            "a Kafka Connect connector setting: kmirror runs as its own fleet"
+        }
+        _ => "not a setting kmirror knows",
+    }
 }
 
 /// Strimzi deployment settings that mean nothing to kmirror.
@@ -541,6 +581,8 @@ const STRIMZI_DEPLOYMENT: &[&str] = &[
     "rack",
     "externalConfiguration",
     "clientRackInitImage",
+    "build",
+    "plugins",
 ];
 
 fn scalar(value: &serde_json::Value) -> String {
@@ -568,6 +610,22 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
                 "kind {kind:?}: expected KafkaMirrorMaker2"
             )));
         }
+    }
+    for key in manifest
+        .metadata
+        .iter()
+        .flat_map(|metadata| metadata.unused.keys())
+    {
+        plan.unmapped.push((
+            format!("metadata.{key}"),
+            "Kubernetes metadata: kmirror's clusters and flows are named by their aliases and mirrors".to_string(),
+        ));
+    }
+    if manifest.status.is_some() {
+        plan.unmapped.push((
+            "status".to_string(),
+            "written by Kubernetes, not a setting".to_string(),
+        ));
     }
     for key in manifest.spec.deployment.keys() {
         if STRIMZI_DEPLOYMENT.contains(&key.as_str()) {
@@ -609,12 +667,32 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
             );
             properties.extend(settings.properties);
         }
-        let inline: Vec<(String, String)> = entry
-            .config
-            .iter()
-            .filter(|(key, _)| key.as_str() != "bootstrap.servers")
-            .map(|(key, value)| (key.clone(), scalar(value)))
-            .collect();
+        if entry.tls.is_some() {
+            plan.unmapped.push((
+                format!("cluster {}: tls", entry.alias),
+                "its certificates are in Kubernetes secrets, which kmirror cannot read: set security.protocol=SSL and ssl.ca.location (a PEM file) in config or configFile".to_string(),
+            ));
+        }
+        if entry.authentication.is_some() {
+            plan.unmapped.push((
+                format!("cluster {}: authentication", entry.alias),
+                "its credentials are in Kubernetes secrets, which kmirror cannot read: set sasl.mechanism, sasl.username and sasl.password (or ssl.certificate.location and ssl.key.location) in configFile".to_string(),
+            ));
+        }
+        let mut inline: Vec<(String, String)> = Vec::new();
+        for (key, value) in &entry.config {
+            if key == "bootstrap.servers" {
+                continue;
+            }
+            // Strimzi puts the Kafka Connect worker's settings here too.
+            match MM2_UNMAPPED.iter().find(|(setting, _)| setting == key) {
+                Some((_, why)) => plan.unmapped.push((
+                    format!("cluster {}: config.{key}", entry.alias),
+                    why.to_string(),
+                )),
+                None => inline.push((key.clone(), scalar(value))),
+            }
+        }
         let translated = translate(&inline, ClientRole::Any).map_err(|errors| {
             ManifestError(format!(
                 "cluster {} config: {}",
@@ -685,10 +763,20 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
                 ));
             }
         }
+        for key in mirror
+            .source_connector
+            .iter()
+            .flat_map(|connector| connector.unused.keys())
+        {
+            plan.unmapped.push((
+                format!("spec.mirrors[{index}].sourceConnector.{key}"),
+                strimzi_unused_reason(key).to_string(),
+            ));
+        }
         for key in mirror.unused.keys() {
             plan.unmapped.push((
                 format!("spec.mirrors[{index}].{key}"),
-                "consumer groups, heartbeats and checkpoints topics are not mirrored".to_string(),
+                strimzi_unused_reason(key).to_string(),
             ));
         }
         let settings = FlowSettings {
@@ -723,6 +811,16 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
             },
         }
         flow.until_caught_up = mirror.until_caught_up;
+        if !mirror.rename_map.is_empty() {
+            flow.rename_policy = "map".to_string();
+            flow.rename_prefix = String::new();
+            flow.rename_separator = String::new();
+            flow.rename_map = mirror.rename_map.clone().into_iter().collect();
+        } else if let Some(prefix) = &mirror.rename_prefix {
+            if flow.rename_policy == "prefix" {
+                flow.rename_prefix = prefix.clone();
+            }
+        }
         plan.flows.push(flow);
     }
     Ok(plan)
@@ -749,11 +847,14 @@ pub fn manifest_of(clusters: &[Cluster], flows: &[Flow]) -> Manifest {
                         .map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone())))
                         .collect(),
                     config_file: None,
+                    tls: None,
+                    authentication: None,
                 })
                 .collect(),
             mirrors: flows.iter().map(mirror_of).collect(),
             deployment: BTreeMap::new(),
         },
+        status: None,
     }
 }
 
@@ -791,13 +892,23 @@ fn mirror_of(flow: &Flow) -> MirrorEntry {
         source_cluster: flow.source_cluster.clone(),
         target_cluster: Some(flow.dest_cluster.clone()),
         topics_pattern: Some(flow.include.clone()),
-        topics_exclude_pattern: Some(flow.exclude.clone()).filter(|exclude| !exclude.is_empty()),
+        // Written even when empty: a missing one means MirrorMaker 2's default
+        // excludes.
+        topics_exclude_pattern: Some(flow.exclude.clone()),
         source_connector: Some(ConnectorEntry {
             config,
             unused: BTreeMap::new(),
         }),
         start_position,
         until_caught_up: flow.until_caught_up,
+        rename_prefix: Some(flow.rename_prefix.clone()).filter(|prefix| {
+            flow.rename_policy == "prefix" && !prefix.is_empty() && *prefix != flow.source_cluster
+        }),
+        rename_map: if flow.rename_policy == "map" {
+            flow.rename_map.clone().into_iter().collect()
+        } else {
+            BTreeMap::new()
+        },
         unused: BTreeMap::new(),
     }
 }
@@ -836,6 +947,12 @@ pub fn plan_text(plan: &ImportPlan, verb: &str) -> String {
             if flow.sync_topic_configs.unwrap_or(true) { "on" } else { "off" },
         ));
     }
+    text + &plan_remarks(plan)
+}
+
+/// A plan's notes and the settings it did not map, one line each.
+pub fn plan_remarks(plan: &ImportPlan) -> String {
+    let mut text = String::new();
     for note in &plan.notes {
         text.push_str(&format!("note: {note}\n"));
     }
@@ -847,6 +964,8 @@ pub fn plan_text(plan: &ImportPlan, verb: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     const MM2: &str = "\
@@ -886,6 +1005,43 @@ emit.checkpoints.enabled = true
                 "replication.factor",
                 "tasks.max"
             ]
+        );
+        let text = plan_text(&plan, "would be created");
+        assert!(
+            text.contains("not mapped: emit.checkpoints.enabled: kmirror does not sync consumer group offsets yet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn group_offset_sync_is_said_to_be_not_synced_yet() {
+        let plan = import_mm2(
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nA->B.sync.group.offsets.enabled=true\ngroups=.*\n",
+        )
+        .unwrap();
+        let unmapped: Vec<(&str, &str)> = plan
+            .unmapped
+            .iter()
+            .map(|(key, reason)| (key.as_str(), reason.as_str()))
+            .collect();
+        assert_eq!(
+            unmapped,
+            vec![
+                ("A->B.sync.group.offsets.enabled", GROUP_OFFSETS_NOT_SYNCED),
+                ("groups", GROUP_OFFSETS_NOT_SYNCED),
+            ]
+        );
+        // Not asked for by name, MirrorMaker 2's default checkpoints still get a note.
+        let plan = import_mm2(
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n",
+        )
+        .unwrap();
+        assert!(
+            plan.notes
+                .iter()
+                .any(|note| note.contains("does not sync consumer group offsets yet")),
+            "{:?}",
+            plan.notes
         );
     }
 
@@ -974,6 +1130,197 @@ spec:
         let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
         let error = plan_manifest(&manifest, Path::new(".")).unwrap_err();
         assert!(error.0.contains("cluster b is not defined"), "{error}");
+    }
+
+    /// A `KafkaMirrorMaker2` as Strimzi's examples and users write them: read
+    /// back from Kubernetes (namespace, status), TLS and SCRAM through secrets,
+    /// Connect's storage settings in the target's config, a checkpoint connector
+    /// syncing group offsets.
+    const STRIMZI: &str = r#"
+apiVersion: kafka.strimzi.io/v1beta2
+kind: KafkaMirrorMaker2
+metadata:
+  name: dr-mirror
+  namespace: kafka
+  labels:
+    app: dr
+  annotations:
+    strimzi.io/use-connector-resources: "true"
+spec:
+  version: 3.9.0
+  replicas: 2
+  connectCluster: "dc-b"
+  clusters:
+    - alias: "dc-a"
+      bootstrapServers: dc-a-kafka-bootstrap.kafka.svc:9093
+      tls:
+        trustedCertificates:
+          - secretName: dc-a-cluster-ca-cert
+            certificate: ca.crt
+      authentication:
+        type: scram-sha-512
+        username: mirror
+        passwordSecret:
+          secretName: mirror-user
+          password: password
+    - alias: "dc-b"
+      bootstrapServers: dc-b-kafka-bootstrap.kafka.svc:9093
+      config:
+        config.storage.replication.factor: -1
+        offset.storage.replication.factor: -1
+        status.storage.replication.factor: -1
+        compression.type: zstd
+  mirrors:
+    - sourceCluster: "dc-a"
+      targetCluster: "dc-b"
+      sourceConnector:
+        tasksMax: 4
+        config:
+          replication.factor: -1
+          offset-syncs.topic.replication.factor: -1
+          sync.topic.acls.enabled: "false"
+          replication.policy.class: org.apache.kafka.connect.mirror.IdentityReplicationPolicy
+      checkpointConnector:
+        tasksMax: 1
+        config:
+          checkpoints.topic.replication.factor: -1
+          sync.group.offsets.enabled: "true"
+      topicsPattern: "orders.*, payments"
+      groupsPattern: ".*"
+  resources:
+    requests:
+      cpu: "1"
+      memory: 2Gi
+  logging:
+    type: inline
+    loggers:
+      connect.root.logger.level: INFO
+status:
+  replicas: 2
+"#;
+
+    #[test]
+    fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
+        let manifest: Manifest = serde_saphyr::from_str(STRIMZI).unwrap();
+        let plan = plan_manifest(&manifest, Path::new(".")).unwrap();
+        let names: Vec<&str> = plan.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["dc-a", "dc-b"]);
+        assert_eq!(
+            plan.clusters[1].properties,
+            HashMap::from([("compression.type".to_string(), "zstd".to_string())])
+        );
+        let flow = &plan.flows[0];
+        assert_eq!(flow.name, "dc-a-to-dc-b");
+        assert_eq!(flow.dest_cluster, "dc-b");
+        assert_eq!(flow.rename_policy, "identity");
+        assert_eq!(flow.include, "(?:orders.*)|(?:payments)");
+        let unmapped: BTreeMap<&str, &str> = plan
+            .unmapped
+            .iter()
+            .map(|(key, reason)| (key.as_str(), reason.as_str()))
+            .collect();
+        let keys: Vec<&str> = unmapped.keys().copied().collect();
+        assert_eq!(
+            keys,
+            vec![
+                "cluster dc-a: authentication",
+                "cluster dc-a: tls",
+                "cluster dc-b: config.config.storage.replication.factor",
+                "cluster dc-b: config.offset.storage.replication.factor",
+                "cluster dc-b: config.status.storage.replication.factor",
+                "metadata.annotations",
+                "metadata.namespace",
+                "spec.logging",
+                "spec.mirrors[0].checkpointConnector",
+                "spec.mirrors[0].groupsPattern",
+                "spec.mirrors[0].sourceConnector.config.offset-syncs.topic.replication.factor",
+                "spec.mirrors[0].sourceConnector.config.replication.factor",
+                "spec.mirrors[0].sourceConnector.config.sync.topic.acls.enabled",
+                "spec.mirrors[0].sourceConnector.tasksMax",
+                "spec.replicas",
+                "spec.resources",
+                "spec.version",
+                "status",
+            ]
+        );
+        assert!(unmapped["cluster dc-a: tls"].contains("ssl.ca.location"));
+        assert!(unmapped["cluster dc-a: authentication"].contains("sasl.password"));
+        assert_eq!(
+            unmapped["spec.mirrors[0].checkpointConnector"],
+            GROUP_OFFSETS_NOT_SYNCED
+        );
+        // Nothing of the secrets' names leaks into what is stored.
+        assert!(plan.clusters[0].properties.is_empty());
+    }
+
+    #[test]
+    fn a_flow_shown_as_yaml_plans_back_unchanged_whatever_its_options() {
+        let clusters = vec![
+            Cluster {
+                name: "east".to_string(),
+                bootstrap_servers: "e:9092".to_string(),
+                properties: HashMap::from([
+                    ("sasl.password".to_string(), "********".to_string()),
+                    ("client.id".to_string(), "k".to_string()),
+                ]),
+            },
+            Cluster {
+                name: "central".to_string(),
+                bootstrap_servers: "c:9092".to_string(),
+                properties: HashMap::new(),
+            },
+        ];
+        let base = Flow {
+            source_cluster: "east".to_string(),
+            dest_cluster: "central".to_string(),
+            include: "orders.*".to_string(),
+            ..Flow::default()
+        };
+        let flows: Vec<Flow> = [
+            Flow {
+                name: "plain".to_string(),
+                ..base.clone()
+            },
+            Flow {
+                name: "prefixed".to_string(),
+                exclude: regex_list(MM2_DEFAULT_TOPICS_EXCLUDE),
+                rename_policy: "prefix".to_string(),
+                rename_prefix: "dc1".to_string(),
+                rename_separator: "_".to_string(),
+                start: "latest".to_string(),
+                sync_topic_configs: Some(false),
+                ..base.clone()
+            },
+            Flow {
+                name: "mapped".to_string(),
+                rename_policy: "map".to_string(),
+                rename_map: HashMap::from([("orders".to_string(), "orders-copy".to_string())]),
+                start: "timestamp".to_string(),
+                start_timestamp_ms: 1_714_521_600_000,
+                until_caught_up: true,
+                sync_topic_configs_exclude_set: true,
+                sync_topic_configs_exclude: vec![r"retention\..*".to_string()],
+                ..base.clone()
+            },
+        ]
+        .iter()
+        .map(|flow| {
+            let spec = kmirror_coordinator::admin::flow_spec(flow.clone()).unwrap();
+            kmirror_coordinator::admin::flow_message(&spec, None)
+        })
+        .collect();
+        let yaml = crate::output::to_yaml(&manifest_of(&clusters, &flows));
+        let parsed: Manifest = serde_saphyr::from_str(&yaml).unwrap();
+        let plan = plan_manifest(&parsed, Path::new(".")).unwrap();
+        let objects = crate::plan_diff::compare(&plan, &clusters, &flows);
+        assert_eq!(objects.len(), 5);
+        for object in &objects {
+            assert_eq!(
+                object.action,
+                crate::plan_diff::Action::Unchanged,
+                "{object:?}\n{yaml}"
+            );
+        }
     }
 
     #[test]

@@ -6,14 +6,17 @@
 //! The consumer config's `group.id` names the fleet (the checkpoint namespace),
 //! so running the same command again resumes where it stopped.
 
-use std::io::IsTerminal as _;
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use kmirror_common::etcd::EtcdSettings;
+use kmirror_common::schema::{decode, encode, FlowPhase, FlowState};
+use kmirror_common::types::FlowName;
 use kmirror_common::Keys;
 use kmirror_coordinator::admin::AdminService;
 use kmirror_coordinator::kafka::KafkaClients;
@@ -25,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::console::console;
 use crate::progress::{Tracker, Verdict};
 use crate::properties::{load_client_config, ClientRole, ClientSettings};
 
@@ -296,6 +300,11 @@ impl PrivateEtcd {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
+            // A process group of its own: Ctrl-C on a terminal signals the whole
+            // foreground group, and etcd must outlive the members, which still
+            // write their final checkpoints to it while they stop. `run` stops
+            // it last.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|error| {
@@ -482,12 +491,13 @@ async fn run_fleet(
         endpoints: endpoints.to_vec(),
         fleet: fleet.to_string(),
     };
-    let client = kmirror_common::etcd::connect(&settings)
+    let mut client = kmirror_common::etcd::connect(&settings)
         .await
         .map_err(|error| MirrorError::Failed(error.to_string()))?;
+    let keys = Keys::new(fleet);
     let admin = AdminService::new(
-        client,
-        Keys::new(fleet),
+        client.clone(),
+        keys.clone(),
         KafkaClients::new(Duration::from_secs(10)),
     );
     for (name, client_settings) in [
@@ -523,6 +533,10 @@ async fn run_fleet(
         })
         .await
         .map_err(|error| MirrorError::Config(error.to_string()))?;
+    if args.until_caught_up {
+        // Before the coordinator runs: its first round must see no capture.
+        start_new_migration_capture(&mut client, &keys).await?;
+    }
 
     let mut members: Vec<Running> = Vec::new();
     let coordinator_args = CoordinatorArgs::try_parse_from(
@@ -637,12 +651,81 @@ async fn run_fleet(
     outcome
 }
 
+/// Makes this run's migration copy up to the source's end offsets of now.
+///
+/// The leader captures a migration's end offsets once, when it first sees the
+/// flow, and keeps the flow completed once they are reached. The flow of an
+/// earlier run of the same `group.id` is the same flow, so without this a second
+/// `--until-caught-up` run would find the first run's capture (or completion)
+/// and leave whatever arrived since behind. Forgetting the capture makes the
+/// leader's first round capture again; the checkpoints stay, so the new capture
+/// starts where the last run stopped.
+async fn start_new_migration_capture(client: &mut Client, keys: &Keys) -> Result<(), MirrorError> {
+    let flow = FlowName::new(FLOW).expect("the mirror's flow name is valid");
+    let state_key = keys.flow_state(&flow);
+    let failed = |error: String| {
+        MirrorError::Failed(format!(
+            "cannot start a new migration of flow {flow}: {error}"
+        ))
+    };
+    let response = client
+        .get(state_key.as_str(), None)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let Some(stored) = response.kvs().first() else {
+        return Ok(());
+    };
+    let state: FlowState =
+        decode(stored.key(), stored.value()).map_err(|error| failed(error.to_string()))?;
+    let Some(fresh) = without_migration_capture(state) else {
+        return Ok(());
+    };
+    // Compared with what was read: a leader of this fleet still running elsewhere
+    // (the same group.id in another process) would be overwritten otherwise.
+    let written = client
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision(
+                    state_key.as_str(),
+                    CompareOp::Equal,
+                    stored.mod_revision(),
+                )])
+                .and_then([TxnOp::put(state_key.as_str(), encode(&fresh), None)]),
+        )
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    if !written.succeeded() {
+        return Err(failed(
+            "its state changed meanwhile: is another kmirror mirror running with the same group.id?"
+                .to_string(),
+        ));
+    }
+    info!(flow = %flow, "previous migration forgotten: this run captures the current end offsets");
+    Ok(())
+}
+
+/// A flow's state with its migration capture and completion removed, or `None`
+/// when it holds none (the leader then captures in its first round anyway).
+fn without_migration_capture(state: FlowState) -> Option<FlowState> {
+    if state.started_ms.is_none() && state.completed_ms.is_none() && state.targets.is_empty() {
+        return None;
+    }
+    Some(FlowState {
+        phase: FlowPhase::Running,
+        started_ms: None,
+        targets: BTreeMap::new(),
+        completed_ms: None,
+        ..state
+    })
+}
+
 /// Follows the flow until its migration completes, printing progress on stderr.
 async fn wait_caught_up(
     admin: &AdminService,
     shutdown: &CancellationToken,
 ) -> Result<(), MirrorError> {
-    let terminal = std::io::stderr().is_terminal();
+    let console = console();
+    let terminal = console.is_terminal();
     let mut tracker = Tracker::new(FLOW, Duration::from_secs(300));
     let mut last_line = Instant::now() - Duration::from_secs(60);
     loop {
@@ -660,26 +743,17 @@ async fn wait_caught_up(
                 || last_line.elapsed() >= Duration::from_secs(5)
                 || verdict != Verdict::Waiting
             {
-                let line = tracker.line(&status, terminal);
-                if terminal {
-                    eprint!("\r\x1b[2K{line}");
-                } else {
-                    eprintln!("{line}");
-                }
+                console.show_bar(&tracker.line(&status, terminal));
                 last_line = Instant::now();
             }
             match verdict {
                 Verdict::Done(message) => {
-                    if terminal {
-                        eprintln!();
-                    }
-                    eprintln!("{message}");
+                    console.finish_bar();
+                    console.line(&message);
                     return Ok(());
                 }
                 Verdict::Failed(reason) => {
-                    if terminal {
-                        eprintln!();
-                    }
+                    console.finish_bar();
                     return Err(MirrorError::Failed(reason));
                 }
                 Verdict::Waiting => {}
@@ -687,9 +761,7 @@ async fn wait_caught_up(
         }
         tokio::select! {
             _ = shutdown.cancelled() => {
-                if terminal {
-                    eprintln!();
-                }
+                console.finish_bar();
                 return Err(MirrorError::Failed("stopped before the migration completed (run the same command again to go on)".to_string()));
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -736,6 +808,32 @@ mod tests {
         let KmirrorCommand::Mirror(args) = cli.command;
         assert!(args.until_caught_up);
         assert_eq!(whitelist_regex(&args.whitelist), "a|b");
+    }
+
+    #[test]
+    fn a_new_migration_run_forgets_the_last_capture_and_keeps_the_rest() {
+        use kmirror_common::schema::OffsetRange;
+        let completed = FlowState {
+            error: String::new(),
+            topics: vec!["orders".to_string()],
+            updated_ms: 5,
+            phase: FlowPhase::Completed,
+            started_ms: Some(1),
+            targets: BTreeMap::from([(
+                "orders".to_string(),
+                BTreeMap::from([(0, OffsetRange { start: 0, end: 10 })]),
+            )]),
+            completed_ms: Some(4),
+            source_configs: BTreeMap::from([("orders".to_string(), BTreeMap::new())]),
+        };
+        let fresh = without_migration_capture(completed).expect("a capture to forget");
+        assert_eq!(fresh.phase, FlowPhase::Running);
+        assert_eq!(fresh.started_ms, None);
+        assert_eq!(fresh.completed_ms, None);
+        assert!(fresh.targets.is_empty());
+        assert_eq!(fresh.topics, vec!["orders".to_string()]);
+        assert_eq!(fresh.source_configs.len(), 1);
+        assert!(without_migration_capture(fresh).is_none());
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //! - keys that cannot work are errors naming the key and what to use instead
 //!   (`zookeeper.connect` without `bootstrap.servers`, JKS stores, interceptors);
 //! - every other key must be a librdkafka property (librdkafka checks the name and
-//!   value); an unknown key is an error, never silently ignored.
+//!   value); an unknown key is an error, never silently ignored;
+//! - a producer file must leave the writers' idempotent `acks=all` producer
+//!   possible: `acks=1`, `enable.idempotence=false` and the like are errors saying
+//!   what to set instead ([`check_writer_producer`]).
 //!
 //! Values of secret keys never appear in notes or errors.
 
@@ -24,6 +27,7 @@ use std::fmt;
 use std::path::Path;
 
 use kmirror_common::kafka::is_secret_property;
+use kmirror_writer::producer::PRODUCER_DEFAULTS;
 
 /// Which client a file configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,11 +429,96 @@ pub fn translate(
             });
         }
     }
+    if role == ClientRole::Producer && errors.is_empty() {
+        errors.extend(check_writer_producer(&settings.properties));
+    }
     if errors.is_empty() {
         Ok(settings)
     } else {
         Err(errors)
     }
+}
+
+/// Producer settings the writers cannot run with, each with the fix.
+///
+/// A writer produces with an idempotent producer and `acks=all`
+/// ([`PRODUCER_DEFAULTS`]), which is what keeps each partition's order and writes
+/// no duplicate when a produce is retried; the operator's properties override
+/// those defaults, so a MirrorMaker 1 producer file with `acks=1` would leave every
+/// writer unable to create its producer. Known keys get a message of their own;
+/// librdkafka then checks the combination the writer would build.
+pub fn check_writer_producer(properties: &BTreeMap<String, String>) -> Vec<PropertyError> {
+    let mut errors = Vec::new();
+    let refuse = |errors: &mut Vec<PropertyError>, key: &str, message: String| {
+        errors.push(PropertyError {
+            key: key.to_string(),
+            message,
+        })
+    };
+    for (key, value) in properties {
+        let value = value.trim();
+        match key.as_str() {
+            "acks" | "request.required.acks" if !matches!(value, "all" | "-1") => refuse(
+                &mut errors,
+                key,
+                format!(
+                    "{key}={value} cannot work: kmirror's writers produce with an idempotent producer, which needs acks=all (a record counts as written once every in-sync replica has it); set {key}=all or remove the line"
+                ),
+            ),
+            "enable.idempotence" if value.eq_ignore_ascii_case("false") => refuse(
+                &mut errors,
+                key,
+                "enable.idempotence=false cannot work: kmirror's writers need the idempotent producer to keep each partition's order and write no duplicate when a produce is retried; remove the line".to_string(),
+            ),
+            "max.in.flight.requests.per.connection" | "max.in.flight"
+                if value.parse::<u32>().is_ok_and(|requests| requests > 5) =>
+            {
+                refuse(
+                    &mut errors,
+                    key,
+                    format!("{key}={value} cannot work: the idempotent producer allows at most 5 requests in flight; set {key}=5 or remove the line"),
+                )
+            }
+            "retries" | "message.send.max.retries" if value == "0" => refuse(
+                &mut errors,
+                key,
+                format!("{key}=0 cannot work: the idempotent producer needs retries; remove the line"),
+            ),
+            "transactional.id" => refuse(
+                &mut errors,
+                key,
+                "kmirror's writers do not produce in transactions (each batch is acknowledged once Kafka has it, and progress is checkpointed in etcd): remove the line".to_string(),
+            ),
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in PRODUCER_DEFAULTS {
+        config.set(*key, *value);
+    }
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    // Only the settings are checked: no broker is contacted, nothing is logged.
+    config.set("log_level", "0");
+    config.remove("bootstrap.servers");
+    if let Err(error) = config.create::<rdkafka::producer::BaseProducer>() {
+        let message = match error {
+            rdkafka::error::KafkaError::ClientCreation(description) => description,
+            other => other.to_string(),
+        };
+        refuse(
+            &mut errors,
+            "(producer settings)",
+            format!(
+                "kmirror's writers cannot create their producer with these settings: {message}"
+            ),
+        );
+    }
+    errors
 }
 
 /// Asks librdkafka whether it knows `key` and accepts `value`.
@@ -631,6 +720,58 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].key, "no.such.thing");
         assert!(errors[0].message.contains("unknown property"));
+    }
+
+    #[test]
+    fn producer_settings_the_writers_cannot_run_with_are_refused_with_the_fix() {
+        let errors = translate(
+            &entries("bootstrap.servers=h:9092\nacks=1\ncompression.type=lz4\n"),
+            ClientRole::Producer,
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "acks");
+        assert!(errors[0].message.contains("set acks=all"), "{}", errors[0]);
+        let errors = translate(&entries("acks=0\n"), ClientRole::Producer).unwrap_err();
+        assert_eq!(errors[0].key, "acks");
+        let errors = translate(
+            &entries("enable.idempotence=false\nacks=1\n"),
+            ClientRole::Producer,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|error| error.key.as_str()).collect();
+        assert_eq!(keys, vec!["acks", "enable.idempotence"]);
+        let errors = translate(
+            &entries("max.in.flight.requests.per.connection=10\ntransactional.id=mm\n"),
+            ClientRole::Producer,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|error| error.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["max.in.flight.requests.per.connection", "transactional.id"]
+        );
+        // librdkafka checks what the writer would build from the rest.
+        let errors =
+            translate(&entries("queuing.strategy=lifo\n"), ClientRole::Producer).unwrap_err();
+        assert!(
+            errors[0].message.contains("queuing.strategy"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn producer_settings_the_writers_run_with_are_accepted() {
+        let settings = translate(
+            &entries("bootstrap.servers=h:9092\nacks=all\nenable.idempotence=true\nretries=10\nmax.in.flight.requests.per.connection=5\nlinger.ms=20\n"),
+            ClientRole::Producer,
+        )
+        .unwrap();
+        assert_eq!(settings.properties["acks"], "all");
+        assert!(translate(&entries("acks=-1\n"), ClientRole::Producer).is_ok());
+        // A consumer file's acks is not the writer's business.
+        assert!(translate(&entries("acks=1\n"), ClientRole::Consumer).is_ok());
     }
 
     #[test]

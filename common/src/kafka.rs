@@ -7,7 +7,8 @@ use rdkafka::ClientConfig;
 
 use crate::schema::ClusterSpec;
 
-const MASK: &str = "********";
+/// What a secret value is shown as.
+pub const MASK: &str = "********";
 
 /// Whether a property holds a secret that must never be logged or shown.
 pub fn is_secret_property(key: &str) -> bool {

@@ -27,6 +27,7 @@ use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -71,6 +72,18 @@ impl Telemetry {
 /// OpenTelemetry trace exporter. Must run inside the Tokio runtime (the exporter's
 /// gRPC client lives on it).
 pub fn init(service_name: &str) -> Telemetry {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init_with_log_writer(service_name, BoxMakeWriter::new(std::io::stderr), ansi)
+}
+
+/// [`init`] with the log lines written to `log_writer` instead of straight to
+/// stderr (`kmirror mirror` writes them above its progress bar); `ansi` colours
+/// them.
+pub fn init_with_log_writer(
+    service_name: &str,
+    log_writer: BoxMakeWriter,
+    ansi: bool,
+) -> Telemetry {
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,h2=warn,tower=warn,hyper=warn"));
 
@@ -86,7 +99,7 @@ pub fn init(service_name: &str) -> Telemetry {
     let tracer_opt = tracer_provider_opt
         .as_ref()
         .map(|provider| provider.tracer("kmirror"));
-    let _ = subscriber(log_filter, tracer_opt).try_init();
+    let _ = subscriber_with_writer(log_filter, tracer_opt, log_writer, ansi).try_init();
 
     if let Some(problem) = problem_opt {
         tracing::warn!(service = service_name, "{problem}");
@@ -115,14 +128,29 @@ pub fn subscriber(
     log_filter: EnvFilter,
     tracer_opt: Option<Tracer>,
 ) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    subscriber_with_writer(
+        log_filter,
+        tracer_opt,
+        BoxMakeWriter::new(std::io::stderr),
+        ansi,
+    )
+}
+
+fn subscriber_with_writer(
+    log_filter: EnvFilter,
+    tracer_opt: Option<Tracer>,
+    log_writer: BoxMakeWriter,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     let log_filter = log_filter.add_directive(
         format!("{SPAN_TARGET}=off")
             .parse()
             .expect("a valid directive"),
     );
     let log_layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(log_writer)
+        .with_ansi(ansi)
         .with_target(false)
         .with_filter(log_filter);
     let registry = tracing_subscriber::registry().with(log_layer);

@@ -247,7 +247,12 @@ impl Reconciler {
                     }
                     state.started_ms = Some(now_ms());
                     state.targets = start.targets;
-                    state.source_configs = discovery.source_configs.clone();
+                    // A flow started again (`kmirror mirror --until-caught-up` run
+                    // once more) keeps the configs it last copied, so that source
+                    // changes made meanwhile are still carried over.
+                    if state.source_configs.is_empty() {
+                        state.source_configs = discovery.source_configs.clone();
+                    }
                 }
                 Err(cause) => {
                     // Nothing of the flow may run before its start positions are

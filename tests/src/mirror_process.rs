@@ -77,6 +77,40 @@ impl MirrorProcess {
         }
     }
 
+    /// Starts `kmirror ARGS` as [`MirrorProcess::start`] does, in a process group
+    /// of its own, so that [`MirrorProcess::interrupt_group`] can signal it the way
+    /// a terminal's Ctrl-C does.
+    pub fn start_in_own_group(args: &[String], log_path: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", log_path.display()));
+        let log_err = log.try_clone().expect("log file handle clones");
+        let child = tokio::process::Command::new(stack().binary(KMIRROR_BINARY))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start kmirror: {error}"));
+        Self {
+            child,
+            log_path: log_path.to_path_buf(),
+        }
+    }
+
+    /// SIGINT to every process of kmirror's group, as Ctrl-C on a terminal sends
+    /// it to the foreground group; then waits for the graceful stop.
+    pub async fn interrupt_group(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(pid) = self.child.id().and_then(|pid| Pid::from_raw(pid as i32)) {
+            let _ = rustix::process::kill_process_group(pid, Signal::INT);
+        }
+        self.wait(timeout).await
+    }
+
     /// Waits for the process to exit by itself.
     pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
         match tokio::time::timeout(timeout, self.child.wait()).await {

@@ -61,7 +61,7 @@ async fn an_mm2_config_imports_into_flows_that_mirror_to_prefixed_topics() -> Re
         .await
         .assert_success();
     assert!(
-        dry_run.stdout.contains("flow A-to-B would be stored"),
+        dry_run.stdout.contains("flow A-to-B created (dry run)"),
         "{dry_run}"
     );
     let flows = fleet
@@ -75,8 +75,8 @@ async fn an_mm2_config_imports_into_flows_that_mirror_to_prefixed_topics() -> Re
         .ctl(["import", "mm2", &mm2_path])
         .await
         .assert_success();
-    assert!(import.stdout.contains("cluster A stored"), "{import}");
-    assert!(import.stdout.contains("flow A-to-B stored"), "{import}");
+    assert!(import.stdout.contains("cluster A created"), "{import}");
+    assert!(import.stdout.contains("flow A-to-B created"), "{import}");
     assert!(import.stdout.contains("not mapped: tasks.max"), "{import}");
     assert!(
         import
@@ -201,5 +201,102 @@ async fn a_kmirror_yaml_is_validated_shown_masked_and_applied() -> Result<()> {
         .ctl(["apply", "-f", &manifest_path])
         .await
         .assert_success();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleets_config_shown_and_applied_again_is_unchanged() -> Result<()> {
+    let stack = stack();
+    let prefix = unique_name("roundtrip");
+    let fleet = Fleet::start(FleetOptions::new("roundtrip")).await;
+    let ctl = |args: Vec<String>| {
+        let fleet = &fleet;
+        async move { fleet.ctl(&args).await.assert_success() }
+    };
+    let args = |line: &str| -> Vec<String> { line.split(' ').map(String::from).collect() };
+
+    // Clusters and flows made with the command line, with defaults and without.
+    ctl(args(&format!(
+        "cluster add east --bootstrap {} --property client.id=kmirror-east --property sasl.password=not-a-real-secret",
+        stack.source_bootstrap
+    )))
+    .await;
+    ctl(args(&format!(
+        "cluster add central --bootstrap {}",
+        stack.dest_bootstrap
+    )))
+    .await;
+    ctl(args(&format!(
+        "flow create plain --source east --dest central --include {prefix}-plain.*"
+    )))
+    .await;
+    ctl(args(&format!(
+        "flow create prefixed --source east --dest central --include {prefix}-prefixed.* --rename prefix --prefix dc1 --separator _ --start latest --no-sync-topic-configs"
+    )))
+    .await;
+    let mut mapped = args(&format!(
+        "flow create mapped --source east --dest central --include {prefix}-mapped --map {prefix}-mapped={prefix}-copy --start 2024-05-01T00:00:00Z --until-caught-up --config-exclude retention\\..*"
+    ));
+    mapped.extend(["--exclude".to_string(), String::new()]);
+    ctl(mapped).await;
+
+    let dir = MirrorDir::new(&prefix);
+    let shown = ctl(args("config show")).await;
+    assert!(!shown.stdout.contains("not-a-real-secret"), "{shown}");
+    let file = dir.file("fleet.yaml", &shown.stdout).display().to_string();
+
+    // Every object is reported unchanged, in words and in JSON.
+    let dry_run = ctl(args(&format!("apply -f {file} --dry-run"))).await;
+    for object in [
+        "cluster east",
+        "cluster central",
+        "flow plain",
+        "flow prefixed",
+        "flow mapped",
+    ] {
+        assert!(
+            dry_run.stdout.contains(&format!("{object} unchanged\n")),
+            "{object}: {dry_run}"
+        );
+    }
+    assert!(!dry_run.stdout.contains("configured"), "{dry_run}");
+    assert!(!dry_run.stdout.contains("created"), "{dry_run}");
+    let json: Value = serde_json::from_str(
+        &ctl(args(&format!("apply -f {file} --dry-run -o json")))
+            .await
+            .stdout,
+    )?;
+    let actions: Vec<&str> = json["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|object| object["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, vec!["unchanged"; 5], "{json}");
+
+    // Applying it for real stores nothing: the fleet reads back the same.
+    let applied = ctl(args(&format!("apply -f {file}"))).await;
+    assert!(!applied.stdout.contains("configured"), "{applied}");
+    let again = ctl(args("config show")).await;
+    assert_eq!(again.stdout, shown.stdout);
+
+    // A change is reported as configured, with the field that changes.
+    let changed = shown.stdout.replace(
+        &format!("topicsPattern: {prefix}-plain.*"),
+        &format!("topicsPattern: {prefix}-other.*"),
+    );
+    assert_ne!(changed, shown.stdout, "{}", shown.stdout);
+    let changed_file = dir.file("changed.yaml", &changed).display().to_string();
+    let dry_run = ctl(args(&format!("apply -f {changed_file} --dry-run"))).await;
+    assert!(
+        dry_run.stdout.contains(&format!(
+            "flow plain configured (dry run)\n  include: \"{prefix}-plain.*\" -> \"{prefix}-other.*\"\n"
+        )),
+        "{dry_run}"
+    );
+    assert!(
+        dry_run.stdout.contains("flow mapped unchanged"),
+        "{dry_run}"
+    );
     Ok(())
 }

@@ -14,7 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     // Usage errors exit with 2 inside `parse`.
     let cli = KmirrorCli::parse();
-    let telemetry = kmirror_common::telemetry::init("kmirror");
+    // Logs go above the progress bar; a closed stderr is ignored, never a panic.
+    let console = kmirror_cli::console::console();
+    let telemetry = kmirror_common::telemetry::init_with_log_writer(
+        "kmirror",
+        console.log_writer(),
+        console.is_terminal(),
+    );
     let shutdown = kmirror_common::shutdown::on_signal();
     let KmirrorCommand::Mirror(args) = cli.command;
     let outcome = kmirror_cli::mirror::run(args, shutdown).await;
@@ -22,7 +28,7 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            console.line(&format!("error: {error}"));
             match error {
                 MirrorError::Config(_) => ExitCode::from(2),
                 MirrorError::Failed(_) => ExitCode::from(1),
