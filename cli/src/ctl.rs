@@ -143,7 +143,8 @@ Examples:\n  \
     /// Move a member's partitions away and give it nothing new; then it may stop.
     #[command(
         after_help = "A drained member stays drained until `kmirrorctl undrain` or \
-until it leaves the fleet.\n\n\
+until it leaves the fleet. The last live fetcher or writer cannot be drained: start \
+another one first.\n\n\
 Examples:\n  \
         kmirrorctl drain fetcher-2\n  \
         kmirrorctl drain writer-1 --no-wait"
@@ -252,7 +253,10 @@ Examples:\n  \
     #[command(after_help = "Examples:\n  \
         kmirrorctl cluster delete old-source\n  \
         kmirrorctl flow delete dr && kmirrorctl cluster delete old-source")]
-    Delete { name: String },
+    Delete {
+        /// Name of the cluster (see `kmirrorctl cluster list`).
+        name: String,
+    },
     /// List the stored clusters (secret properties masked).
     #[command(after_help = "Examples:\n  \
         kmirrorctl cluster list\n  \
@@ -321,6 +325,11 @@ the source's partition count and configs; later config changes in the source fol
 (unless --no-sync-topic-configs). --start applies to partitions without a checkpoint \
 when the flow starts; partitions and topics that appear later are read from their \
 beginning.\n\n\
+Prints the topics matched now and their destination topics, and warns when none \
+matches or a destination topic has fewer partitions than its source. Refused: \
+destination topics another flow writes (in the same Kafka cluster, whatever its name \
+here), and with --replace a change of --rename/--prefix/--map once the flow has \
+progress.\n\n\
 Examples:\n  \
         kmirrorctl flow create dr --source source --dest dest --include 'orders|payments'\n  \
         kmirrorctl flow create all --source source --dest dest --include '.*' --exclude '.*-dlq'\n  \
