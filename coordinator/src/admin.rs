@@ -336,25 +336,31 @@ impl AdminService {
 
         // Other flows writing into the same cluster, and the topics they write:
         // the ones they match now and the ones they hold assignments to.
-        let dest_id_opt = dest.cluster_id().await;
-        let mut others: BTreeMap<FlowName, BTreeSet<String>> = BTreeMap::new();
-        let mut listings: BTreeMap<ClusterName, Option<kafka::TopicListing>> = BTreeMap::new();
-        for other in snapshot
+        let other_dest_names: BTreeSet<&ClusterName> = snapshot
             .flows
             .values()
-            .filter(|other| other.name != spec.name)
-        {
-            if !self
-                .same_cluster(
-                    &snapshot,
-                    &spec.dest_cluster,
-                    dest_id_opt.as_deref(),
-                    &other.dest_cluster,
-                )
-                .await
-            {
-                continue;
-            }
+            .filter(|other| other.name != spec.name && other.dest_cluster != spec.dest_cluster)
+            .map(|other| &other.dest_cluster)
+            .collect();
+        // Kafka cluster ids only when another flow writes to a cluster of another
+        // name (reading one costs a request, a timeout while it is unreachable).
+        let dest_id_opt = match other_dest_names.is_empty() {
+            true => None,
+            false => dest.cluster_id().await,
+        };
+        let mut same_dest: BTreeMap<ClusterName, bool> =
+            BTreeMap::from([(spec.dest_cluster.clone(), true)]);
+        for name in other_dest_names {
+            let same = self
+                .same_cluster(&snapshot, dest_id_opt.as_deref(), name)
+                .await;
+            same_dest.insert(name.clone(), same);
+        }
+        let mut others: BTreeMap<FlowName, BTreeSet<String>> = BTreeMap::new();
+        let mut listings: BTreeMap<ClusterName, Option<kafka::TopicListing>> = BTreeMap::new();
+        for other in snapshot.flows.values().filter(|other| {
+            other.name != spec.name && same_dest.get(&other.dest_cluster) == Some(&true)
+        }) {
             let mut topics: BTreeSet<String> = snapshot
                 .assignments
                 .iter()
@@ -405,18 +411,14 @@ impl AdminService {
         })
     }
 
-    /// Whether cluster `other` is the cluster `ours` (of Kafka id `ours_id_opt`):
-    /// the same name, or two names with the same Kafka cluster id.
+    /// Whether cluster `other`, of another name, is the cluster of Kafka id
+    /// `ours_id_opt`.
     async fn same_cluster(
         &self,
         snapshot: &Snapshot,
-        ours: &ClusterName,
         ours_id_opt: Option<&str>,
         other: &ClusterName,
     ) -> bool {
-        if ours == other {
-            return true;
-        }
         let (Some(ours_id), Some(other_spec)) = (ours_id_opt, snapshot.clusters.get(other)) else {
             return false;
         };

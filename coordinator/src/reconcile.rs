@@ -856,9 +856,12 @@ async fn refuse_shared_dest_topics(
 ) {
     let dest_clusters: BTreeSet<&ClusterName> =
         running.iter().map(|flow| &flow.dest_cluster).collect();
+    // Cluster ids only matter between two names (and cost a request while a
+    // cluster cannot be reached): with one destination name, the name is enough.
+    let look_up_ids = dest_clusters.len() > 1;
     let ids = join_all(dest_clusters.iter().map(|name| async move {
         let id_opt = match clusters.get(*name).map(|spec| kafka.client(spec)) {
-            Some(Ok(client)) => client.cluster_id().await,
+            Some(Ok(client)) if look_up_ids => client.cluster_id().await,
             _ => None,
         };
         (

@@ -37,9 +37,10 @@ async fn dest_records(topic: &str) -> Result<usize> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_flow_into_the_same_destination_topic_is_refused() -> Result<()> {
     let base = unique_name("guard-dest");
-    let (paid, late, small) = (
+    let (paid, late, later, small) = (
         format!("{base}-paid"),
         format!("{base}-late"),
+        format!("{base}-later"),
         format!("{base}-small"),
     );
     create_topic(Cluster::Source, &paid, 3, &[]).await?;
@@ -61,7 +62,7 @@ async fn a_second_flow_into_the_same_destination_topic_is_refused() -> Result<()
             "--dest",
             DEST_CLUSTER,
             "--include",
-            &format!("{escaped}-(paid|late)"),
+            &format!("{escaped}-(paid|late|later)"),
         ])
         .await
         .assert_success();
@@ -141,27 +142,49 @@ async fn a_second_flow_into_the_same_destination_topic_is_refused() -> Result<()
             .contains("warning: no topic of source cluster"),
         "{created}"
     );
-    // ...and when the topic appears, both flows match it: the older flow copies
-    // it, the younger one says why it does not.
-    create_topic(Cluster::Source, &late, 2, &[]).await?;
-    produce(Cluster::Source, &late, KeyedRecords::new(200, 2).generate()).await?;
+    // (as is one writing into the same cluster under its other name)...
+    let third = format!("{base}-third");
     fleet
-        .wait_until(
-            TIMEOUT,
-            "the younger flow to report the shared topic",
-            || async {
-                let status = fleet.flow_status(&second).await?;
-                if status.error.contains(&late) && status.error.contains(&first) {
-                    Ok(())
-                } else {
-                    Err(format!("{status:?}"))
-                }
-            },
-        )
-        .await;
+        .ctl([
+            "flow",
+            "create",
+            &third,
+            "--source",
+            SOURCE_CLUSTER,
+            "--dest",
+            "dest-again",
+            "--include",
+            &regex::escape(&later),
+        ])
+        .await
+        .assert_success();
+    // ...and when their topics appear, the first flow matches them too: the older
+    // flow copies them, the younger ones say why they do not.
+    create_topic(Cluster::Source, &late, 2, &[]).await?;
+    create_topic(Cluster::Source, &later, 1, &[]).await?;
+    produce(Cluster::Source, &late, KeyedRecords::new(200, 2).generate()).await?;
+    produce(Cluster::Source, &later, KeyedRecords::new(50, 1).generate()).await?;
+    for (younger, topic) in [(&second, &late), (&third, &later)] {
+        fleet
+            .wait_until(
+                TIMEOUT,
+                "a younger flow to report the shared topic",
+                || async {
+                    let status = fleet.flow_status(younger).await?;
+                    if status.error.contains(topic.as_str()) && status.error.contains(&first) {
+                        Ok(())
+                    } else {
+                        Err(format!("{status:?}"))
+                    }
+                },
+            )
+            .await;
+    }
     fleet.wait_for_mirror(&paid, 300, TIMEOUT).await;
     fleet.wait_for_mirror(&late, 200, TIMEOUT).await;
+    fleet.wait_for_mirror(&later, 50, TIMEOUT).await;
     fleet.wait_caught_up(&first, &late, 2, TIMEOUT).await;
+    fleet.wait_caught_up(&first, &later, 1, TIMEOUT).await;
     fleet.wait_caught_up(&first, &paid, 3, TIMEOUT).await;
     assert_eq!(
         dest_records(&paid).await?,
@@ -173,12 +196,19 @@ async fn a_second_flow_into_the_same_destination_topic_is_refused() -> Result<()
         200,
         "records of {late} copied twice"
     );
-    let assignments = fleet
-        .ctl(["assignments", "--flow", &second, "-o", "json"])
-        .await
-        .assert_success();
-    let assignments: Value = serde_json::from_str(&assignments.stdout)?;
-    assert_eq!(assignments["assignments"], Value::Array(Vec::new()));
+    assert_eq!(
+        dest_records(&later).await?,
+        50,
+        "records of {later} copied twice"
+    );
+    for younger in [&second, &third] {
+        let assignments = fleet
+            .ctl(["assignments", "--flow", younger, "-o", "json"])
+            .await
+            .assert_success();
+        let assignments: Value = serde_json::from_str(&assignments.stdout)?;
+        assert_eq!(assignments["assignments"], Value::Array(Vec::new()));
+    }
 
     // A destination topic with fewer partitions than its source is warned about.
     create_topic(Cluster::Source, &small, 4, &[]).await?;
