@@ -294,6 +294,10 @@ impl AdminService {
     /// the guard rails refuse: a rename change under checkpoints, destination
     /// topics another flow writes (in the same cluster, by name or by Kafka
     /// cluster id).
+    ///
+    /// The check reads before the flow is stored: two flows stored at the same
+    /// moment may both pass it, and then the leader gives each shared topic to
+    /// one of them (see `refuse_shared_dest_topics` in the reconciler).
     async fn checked_flow_preview(
         &self,
         spec: &FlowSpec,
