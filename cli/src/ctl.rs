@@ -11,16 +11,17 @@ use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::{Code, Status};
 use kmirror_proto::v1::admin_client::AdminClient;
 use kmirror_proto::v1::{
-    AddClusterRequest, Cluster, CreateFlowRequest, DeleteFlowRequest, DrainMemberRequest, Flow,
-    FlowStatus, ListAssignmentsRequest, ListClustersRequest, ListFlowsRequest, ListMembersRequest,
-    PauseFlowRequest, RebalanceRequest, ResumeFlowRequest, StatusRequest,
+    AddClusterRequest, Cluster, CreateFlowRequest, DeleteClusterRequest, DeleteFlowRequest,
+    DrainMemberRequest, Flow, FlowStatus, ListAssignmentsRequest, ListClustersRequest,
+    ListFlowsRequest, ListMembersRequest, PauseFlowRequest, RebalanceRequest, ResumeFlowRequest,
+    StatusRequest,
 };
 
 use crate::output::{
-    assignments_text, clusters_text, degraded_reasons, flows_text, members_text, moves_text,
-    render, status_text, top_text, AssignmentJson, AssignmentsJson, ClusterJson, ClustersJson,
-    DoneJson, FlowJson, FlowsJson, MemberJson, MembersJson, MoveJson, OutputFormat, Rates,
-    RebalanceJson, StatusJson,
+    assignments_text, clusters_text, degraded_reasons, flows_text, matched_topics_text,
+    members_text, moves_text, render, status_text, top_text, AssignmentJson, AssignmentsJson,
+    ClusterJson, ClustersJson, DoneJson, FlowJson, FlowStoredJson, FlowsJson, MemberJson,
+    MembersJson, MoveJson, OutputFormat, Rates, RebalanceJson, StatusJson,
 };
 use crate::progress::{Tracker, Verdict};
 
@@ -41,10 +42,12 @@ Examples:\n  \
         kmirrorctl cluster add dest --bootstrap 127.0.0.1:29092\n  \
         kmirrorctl flow create dr --source source --dest dest --include 'orders\\..*'\n  \
         kmirrorctl status --flow dr --watch\n  \
-        kmirrorctl --coordinator coordinator.internal:7070 members -o json"
+        kmirrorctl --coordinator coordinator.internal:7070 members -o json\n  \
+        KMIRROR_COORDINATOR=10.0.0.5:7070,10.0.0.6:7070 kmirrorctl status"
 )]
 pub struct Cli {
-    /// Address of a coordinator's admin API (http://HOST:PORT or HOST:PORT).
+    /// Address of a coordinator's admin API (http://HOST:PORT or HOST:PORT); several,
+    /// comma-separated, are tried in order until one answers.
     #[arg(
         long,
         global = true,
@@ -140,7 +143,8 @@ Examples:\n  \
     /// Move a member's partitions away and give it nothing new; then it may stop.
     #[command(
         after_help = "A drained member stays drained until `kmirrorctl undrain` or \
-until it leaves the fleet.\n\n\
+until it leaves the fleet. The last live fetcher or writer cannot be drained: start \
+another one first.\n\n\
 Examples:\n  \
         kmirrorctl drain fetcher-2\n  \
         kmirrorctl drain writer-1 --no-wait"
@@ -219,12 +223,17 @@ Examples:\n  \
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Store how to reach a Kafka cluster (it must answer now).
-    #[command(after_help = "Examples:\n  \
+    #[command(
+        after_help = "With --replace, properties stored before and not given again are \
+kept (the output names them); --remove-property KEY drops one.\n\n\
+Examples:\n  \
         kmirrorctl cluster add source --bootstrap 127.0.0.1:19092\n  \
         kmirrorctl cluster add dest --bootstrap broker-1:9093,broker-2:9093 \\\n      \
         --property security.protocol=SASL_SSL --property sasl.mechanism=SCRAM-SHA-512 \\\n      \
         --property sasl.username=mirror --property sasl.password=secret\n  \
-        kmirrorctl cluster add source --bootstrap 10.0.0.5:9092 --replace")]
+        kmirrorctl cluster add source --bootstrap 10.0.0.5:9092 --replace\n  \
+        kmirrorctl cluster add dest --bootstrap broker-1:9093 --replace --remove-property compression.type"
+    )]
     Add {
         /// Name flows refer to the cluster by.
         name: String,
@@ -234,9 +243,22 @@ pub enum ClusterCommand {
         /// librdkafka client property KEY=VALUE (repeatable), e.g. security settings.
         #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
         properties: Vec<(String, String)>,
-        /// Replace a cluster of the same name instead of failing.
+        /// Update a cluster of the same name instead of failing: the bootstrap
+        /// address and the given properties replace the stored ones, other stored
+        /// properties are kept.
         #[arg(long)]
         replace: bool,
+        /// With --replace: drop this stored property (repeatable).
+        #[arg(long = "remove-property", value_name = "KEY", requires = "replace")]
+        remove_properties: Vec<String>,
+    },
+    /// Remove a cluster; refused while a flow reads from or writes to it.
+    #[command(after_help = "Examples:\n  \
+        kmirrorctl cluster delete old-source\n  \
+        kmirrorctl flow delete dr && kmirrorctl cluster delete old-source")]
+    Delete {
+        /// Name of the cluster (see `kmirrorctl cluster list`).
+        name: String,
     },
     /// List the stored clusters (secret properties masked).
     #[command(after_help = "Examples:\n  \
@@ -306,6 +328,11 @@ the source's partition count and configs; later config changes in the source fol
 (unless --no-sync-topic-configs). --start applies to partitions without a checkpoint \
 when the flow starts; partitions and topics that appear later are read from their \
 beginning.\n\n\
+Prints the topics matched now and their destination topics, and warns when none \
+matches or a destination topic has fewer partitions than its source. Refused: \
+destination topics another flow writes (in the same Kafka cluster, whatever its name \
+here), and with --replace a change of --rename/--prefix/--map once the flow has \
+progress.\n\n\
 Examples:\n  \
         kmirrorctl flow create dr --source source --dest dest --include 'orders|payments'\n  \
         kmirrorctl flow create all --source source --dest dest --include '.*' --exclude '.*-dlq'\n  \
@@ -450,6 +477,15 @@ pub fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The addresses of a comma-separated `--coordinator` list, in order.
+pub fn coordinator_addresses(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The coordinator address as a URI: a bare HOST:PORT gets `http://`.
 pub fn coordinator_uri(address: &str) -> String {
     let address = address.trim();
@@ -563,27 +599,49 @@ pub struct Ctl {
 }
 
 impl Ctl {
-    pub async fn connect(address: &str, format: OutputFormat) -> Result<Self, Failure> {
-        let uri = coordinator_uri(address);
-        let unreachable = |cause: String| Failure {
-            what: format!("cannot reach the coordinator at {address}"),
-            cause,
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|error| Failure {
-                what: format!("invalid coordinator address {address:?}"),
-                cause: error_chain(&error),
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| unreachable(transport_error_cause(&error)))?;
-        Ok(Self {
-            client: AdminClient::new(channel),
-            coordinator: address.to_string(),
-            format,
+    /// Connects to the first coordinator that answers of `addresses`
+    /// (comma-separated): any coordinator serves the admin API.
+    pub async fn connect(addresses: &str, format: OutputFormat) -> Result<Self, Failure> {
+        let candidates = coordinator_addresses(addresses);
+        if candidates.is_empty() {
+            return Err(Failure {
+                what: format!("invalid coordinator address {addresses:?}"),
+                cause: "no address given".to_string(),
+            });
+        }
+        let mut causes = Vec::new();
+        for address in &candidates {
+            let endpoint = Endpoint::from_shared(coordinator_uri(address))
+                .map_err(|error| Failure {
+                    what: format!("invalid coordinator address {address:?}"),
+                    cause: error_chain(&error),
+                })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT);
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    return Ok(Self {
+                        client: AdminClient::new(channel),
+                        coordinator: address.clone(),
+                        format,
+                    })
+                }
+                Err(error) => causes.push((address.clone(), transport_error_cause(&error))),
+            }
+        }
+        Err(match causes.as_slice() {
+            [(address, cause)] => Failure {
+                what: format!("cannot reach the coordinator at {address}"),
+                cause: cause.clone(),
+            },
+            _ => Failure {
+                what: "cannot reach the coordinator at any address".to_string(),
+                cause: causes
+                    .iter()
+                    .map(|(address, cause)| format!("{address}: {cause}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
         })
     }
 
@@ -797,6 +855,8 @@ impl Ctl {
                     .add_cluster(AddClusterRequest {
                         cluster: Some(cluster.clone()),
                         replace: true,
+                        // The file is the whole config: properties it drops go.
+                        ..AddClusterRequest::default()
                     })
                     .await
                     .map_err(|status| {
@@ -809,7 +869,8 @@ impl Ctl {
                 .zip(flow_objects)
                 .filter(|(_, object)| to_store(object))
             {
-                self.client
+                let answer = self
+                    .client
                     .create_flow(CreateFlowRequest {
                         flow: Some(flow.clone()),
                         replace: true,
@@ -817,7 +878,9 @@ impl Ctl {
                     .await
                     .map_err(|status| {
                         self.failure(format!("cannot store flow {}", flow.name), status)
-                    })?;
+                    })?
+                    .into_inner();
+                print_matched_topics(&flow.name, &answer.topics, &answer.warnings);
             }
         }
         let json = PlanJson::new(plan, &objects, !dry_run);
@@ -833,6 +896,7 @@ impl Ctl {
                 bootstrap,
                 properties,
                 replace,
+                remove_properties,
             } => {
                 let request = AddClusterRequest {
                     cluster: Some(Cluster {
@@ -841,13 +905,30 @@ impl Ctl {
                         properties: properties.into_iter().collect::<HashMap<_, _>>(),
                     }),
                     replace,
+                    keep_properties: replace,
+                    remove_properties,
                 };
-                self.client
+                let answer = self
+                    .client
                     .add_cluster(request)
                     .await
-                    .map_err(|status| self.failure(format!("cannot add cluster {name}"), status))?;
-                let verb = if replace { "stored" } else { "added" };
-                Ok(self.done("cluster", &name, verb))
+                    .map_err(|status| self.failure(format!("cannot add cluster {name}"), status))?
+                    .into_inner();
+                let action = cluster_stored_action(
+                    replace,
+                    &answer.kept_properties,
+                    &answer.removed_properties,
+                );
+                Ok(self.done("cluster", &name, &action))
+            }
+            ClusterCommand::Delete { name } => {
+                self.client
+                    .delete_cluster(DeleteClusterRequest { name: name.clone() })
+                    .await
+                    .map_err(|status| {
+                        self.failure(format!("cannot delete cluster {name}"), status)
+                    })?;
+                Ok(self.done("cluster", &name, "deleted"))
             }
             ClusterCommand::List => {
                 let clusters = self
@@ -914,14 +995,24 @@ impl Ctl {
                     sync_topic_configs_exclude: config_exclude,
                     ..Flow::default()
                 };
-                self.client
+                let answer = self
+                    .client
                     .create_flow(CreateFlowRequest {
                         flow: Some(flow),
                         replace,
                     })
                     .await
-                    .map_err(|status| self.failure(format!("cannot create flow {name}"), status))?;
-                Ok(self.done("flow", &name, if replace { "stored" } else { "created" }))
+                    .map_err(|status| self.failure(format!("cannot create flow {name}"), status))?
+                    .into_inner();
+                print_warnings(&answer.warnings);
+                let action = if replace { "stored" } else { "created" };
+                let json = FlowStoredJson::new(&name, action, &answer.topics, &answer.warnings);
+                Ok(render(self.format, &json, |_| {
+                    format!(
+                        "flow {name} {action}\n{}",
+                        matched_topics_text(&answer.topics)
+                    )
+                }))
             }
             FlowCommand::List => {
                 let flows = self.list_flows().await?;
@@ -1053,9 +1144,7 @@ impl Ctl {
                 Some(limit) => top_text(&flows, limit, Some(&rates)),
                 None => match self.format {
                     OutputFormat::Json | OutputFormat::Yaml => {
-                        render(self.format, &StatusJson::new(&leader, &flows), |_| {
-                            String::new()
-                        })
+                        watch_document(self.format, &StatusJson::new(&leader, &flows))
                     }
                     format => {
                         status_text(&leader, &flows, format == OutputFormat::Wide, Some(&rates))
@@ -1064,7 +1153,10 @@ impl Ctl {
             };
             let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             let mut stdout = std::io::stdout();
-            let frame = if terminal {
+            let frame = if top_limit_opt.is_none() && self.format.is_machine() {
+                // A stream a script can read: JSON lines, or YAML documents.
+                body
+            } else if terminal {
                 // Clear the screen and go home, like watch(1).
                 format!(
                     "\x1b[2J\x1b[H{stamp}  every {}\n\n{body}",
@@ -1152,23 +1244,27 @@ impl Ctl {
         let mut tracker = Tracker::new(name, fail_after);
         let started = Instant::now();
         let what = format!("flow {name} did not complete");
+        let mut seen = false;
         loop {
             let status = match self.status(Some(name.to_string())).await {
                 Ok((_, flows)) => flows.into_iter().next(),
-                Err(failure) if failure.cause.contains("not found") => {
-                    return Err(Failure {
-                        what,
-                        cause: format!("flow {name} no longer exists"),
-                    })
-                }
+                Err(failure) if failure.cause.contains("not found") => None,
                 Err(failure) => return Err(failure),
             };
             let Some(status) = status else {
-                return Err(Failure {
-                    what,
-                    cause: format!("flow {name} no longer exists"),
+                // Unknown from the start (a typo), or deleted while waited for.
+                return Err(match seen {
+                    false => Failure {
+                        what: format!("cannot wait for flow {name}"),
+                        cause: format!("flow {name} not found"),
+                    },
+                    true => Failure {
+                        what,
+                        cause: format!("flow {name} no longer exists"),
+                    },
                 });
             };
+            seen = true;
             let verdict = tracker.observe(&status, Instant::now());
             let line = tracker.line(&status, terminal);
             let mut stderr = std::io::stderr();
@@ -1311,6 +1407,53 @@ fn show_manifest(clusters: &[Cluster], flows: &[Flow], format: OutputFormat) -> 
     match format {
         OutputFormat::Json => crate::output::to_json(&manifest) + "\n",
         _ => crate::output::to_yaml(&manifest),
+    }
+}
+
+/// One refresh of `status --watch -o json|yaml`: a JSON document on one line
+/// (JSON lines, for `jq` and friends), or a YAML document opened by `---`.
+fn watch_document<T: serde::Serialize>(format: OutputFormat, value: &T) -> String {
+    match format {
+        OutputFormat::Yaml => format!("---\n{}", crate::output::to_yaml(value)),
+        _ => {
+            let mut line = serde_json::to_string(value).expect("output values always serialize");
+            line.push('\n');
+            line
+        }
+    }
+}
+
+/// What `cluster add` did: added, or stored with the properties it kept and removed.
+fn cluster_stored_action(replace: bool, kept: &[String], removed: &[String]) -> String {
+    if !replace {
+        return "added".to_string();
+    }
+    let mut notes = Vec::new();
+    if !kept.is_empty() {
+        notes.push(format!("kept properties: {}", kept.join(", ")));
+    }
+    if !removed.is_empty() {
+        notes.push(format!("removed properties: {}", removed.join(", ")));
+    }
+    match notes.is_empty() {
+        true => "stored".to_string(),
+        false => format!("stored ({})", notes.join("; ")),
+    }
+}
+
+/// Warnings go to stderr, so that stdout stays one document for scripts.
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// `apply` and `import`: each flow's matched topics (stderr, like the warnings,
+/// so `-o json` keeps one document on stdout).
+fn print_matched_topics(flow: &str, topics: &[kmirror_proto::v1::TopicMatch], warnings: &[String]) {
+    eprint!("flow {flow}: {}", matched_topics_text(topics));
+    for warning in warnings {
+        eprintln!("warning: flow {flow}: {warning}");
     }
 }
 

@@ -512,6 +512,7 @@ async fn run_fleet(
                     properties: client_settings.properties.clone().into_iter().collect(),
                 }),
                 replace: true,
+                ..AddClusterRequest::default()
             })
             .await
             .map_err(|error| MirrorError::Failed(format!("{name} cluster: {error}")))?;

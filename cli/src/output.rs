@@ -10,29 +10,37 @@
 //!   "remaining_records","records_per_sec","bytes_per_sec","partitions":[{"topic",
 //!   "partition","dest_topic","log_end_offset","mirrored_offset","lag","fetcher",
 //!   "writer","epoch","error","dest_offset","target_offset","records_per_sec",
-//!   "bytes_per_sec","checkpoint_ms"}]}]}`. `leader` is empty when no coordinator
+//!   "bytes_per_sec","checkpoint_ms"}]}]}`. `leader` is null when no coordinator
 //!   leads. `state` is `running`, `degraded` (some partition cannot progress),
 //!   `failing` (the flow as a whole cannot run), `paused` or `completed` (a
-//!   migration that reached its targets). `log_end_offset` and `lag` are -1 when the
-//!   source cannot be asked; `dest_offset` is -1 before the first checkpoint;
-//!   `fetcher` and `writer` are empty for an unassigned partition; `target_records`,
-//!   `remaining_records` and `target_offset` are -1 outside migration mode.
+//!   migration that reached its targets). Unknown or inapplicable values are null,
+//!   never -1 or "": `leader` when no coordinator leads, `error` when there is
+//!   none, `log_end_offset` and `lag` when the source cannot be asked,
+//!   `dest_offset` before the first checkpoint, `fetcher` and `writer` for an
+//!   unassigned partition, `target_records`, `remaining_records` and
+//!   `target_offset` outside migration mode.
 //! - `members`: `{"members":[{"id","role","address","version","leader","partitions",
-//!   "lease_remaining_ms","records_per_sec","bytes_per_sec","drained","started_ms"}]}`.
+//!   "lease_remaining_ms","records_per_sec","bytes_per_sec","drained","started_ms",
+//!   "metrics_url"}]}`. `lease_remaining_ms` is null when unknown, `metrics_url`
+//!   when the member serves no metrics.
 //! - `cluster list`: `{"clusters":[{"name","bootstrap_servers","properties":{}}]}`
 //!   (secret property values masked).
 //! - `flow list`: `{"flows":[{"name","source_cluster","dest_cluster","include",
-//!   "exclude","rename":{"policy",...},"start","start_timestamp_ms","until_caught_up",
+//!   "exclude" (null when none),"rename":{"policy",...},"start","start_timestamp_ms","until_caught_up",
 //!   "paused","phase","sync_topic_configs","sync_topic_configs_exclude","created_ms"}]}`.
 //! - `assignments`: `{"assignments":[{"flow","topic","partition","dest_topic",
 //!   "fetcher","writer","epoch","records_per_sec","bytes_per_sec"}]}`.
 //! - `rebalance`: `{"applied","moves":[{"flow","topic","partition","role","from","to"}]}`.
+//! - `flow create`: `{"kind","name","action","topics":[{"source_topic","dest_topic",
+//!   "source_partitions","dest_partitions"}],"warnings":[]}` (`dest_partitions` null
+//!   for a destination topic still to be created).
+//! - `status --watch -o json`: one compact `status` document per line.
 
 use std::collections::BTreeMap;
 
 use clap::ValueEnum;
 use kmirror_proto::v1::{
-    AssignmentInfo, Cluster, Flow, FlowStatus, Member, PartitionMove, PartitionStatus,
+    AssignmentInfo, Cluster, Flow, FlowStatus, Member, PartitionMove, PartitionStatus, TopicMatch,
 };
 use serde::Serialize;
 
@@ -89,7 +97,7 @@ pub fn to_yaml<T: Serialize>(value: &T) -> String {
 
 #[derive(Debug, Serialize)]
 pub struct StatusJson {
-    pub leader: String,
+    pub leader: Option<String>,
     pub flows: Vec<FlowStatusJson>,
 }
 
@@ -100,11 +108,11 @@ pub struct FlowStatusJson {
     pub dest_cluster: String,
     pub state: String,
     pub phase: String,
-    pub error: String,
+    pub error: Option<String>,
     pub total_lag: i64,
     pub until_caught_up: bool,
-    pub target_records: i64,
-    pub remaining_records: i64,
+    pub target_records: Option<i64>,
+    pub remaining_records: Option<i64>,
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
     pub partitions: Vec<PartitionStatusJson>,
@@ -115,15 +123,15 @@ pub struct PartitionStatusJson {
     pub topic: String,
     pub partition: i32,
     pub dest_topic: String,
-    pub log_end_offset: i64,
+    pub log_end_offset: Option<i64>,
     pub mirrored_offset: i64,
-    pub lag: i64,
-    pub fetcher: String,
-    pub writer: String,
+    pub lag: Option<i64>,
+    pub fetcher: Option<String>,
+    pub writer: Option<String>,
     pub epoch: u64,
-    pub error: String,
-    pub dest_offset: i64,
-    pub target_offset: i64,
+    pub error: Option<String>,
+    pub dest_offset: Option<i64>,
+    pub target_offset: Option<i64>,
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
     pub checkpoint_ms: i64,
@@ -132,7 +140,7 @@ pub struct PartitionStatusJson {
 impl StatusJson {
     pub fn new(leader: &str, flows: &[FlowStatus]) -> Self {
         Self {
-            leader: leader.to_string(),
+            leader: non_empty(leader),
             flows: flows.iter().map(FlowStatusJson::from).collect(),
         }
     }
@@ -146,11 +154,11 @@ impl From<&FlowStatus> for FlowStatusJson {
             dest_cluster: flow.dest_cluster.clone(),
             state: flow.state.clone(),
             phase: flow.phase.clone(),
-            error: flow.error.clone(),
+            error: non_empty(&flow.error),
             total_lag: flow.total_lag,
             until_caught_up: flow.until_caught_up,
-            target_records: flow.target_records,
-            remaining_records: flow.remaining_records,
+            target_records: known(flow.target_records),
+            remaining_records: known(flow.remaining_records),
             records_per_sec: round2(flow.records_per_sec),
             bytes_per_sec: round2(flow.bytes_per_sec),
             partitions: flow
@@ -168,20 +176,31 @@ impl From<&PartitionStatus> for PartitionStatusJson {
             topic: partition.topic.clone(),
             partition: partition.partition,
             dest_topic: partition.dest_topic.clone(),
-            log_end_offset: partition.log_end_offset,
+            log_end_offset: known(partition.log_end_offset),
             mirrored_offset: partition.mirrored_offset,
-            lag: partition.lag,
-            fetcher: partition.fetcher.clone(),
-            writer: partition.writer.clone(),
+            lag: known(partition.lag),
+            fetcher: non_empty(&partition.fetcher),
+            writer: non_empty(&partition.writer),
             epoch: partition.epoch,
-            error: partition.error.clone(),
-            dest_offset: partition.dest_offset,
-            target_offset: partition.target_offset,
+            error: non_empty(&partition.error),
+            dest_offset: known(partition.dest_offset),
+            target_offset: known(partition.target_offset),
             records_per_sec: round2(partition.records_per_sec),
             bytes_per_sec: round2(partition.bytes_per_sec),
             checkpoint_ms: partition.checkpoint_ms,
         }
     }
+}
+
+/// `None` (null in JSON and YAML) for the -1 the API uses for "unknown" or "not
+/// applicable".
+fn known(value: i64) -> Option<i64> {
+    (value >= 0).then_some(value)
+}
+
+/// `None` (null in JSON and YAML) for the empty string the API uses for "none".
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 /// Rates to two decimals: the fetchers' smoothing makes more digits noise.
@@ -202,11 +221,12 @@ pub struct MemberJson {
     pub version: String,
     pub leader: bool,
     pub partitions: u32,
-    pub lease_remaining_ms: i64,
+    pub lease_remaining_ms: Option<i64>,
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
     pub drained: bool,
     pub started_ms: i64,
+    pub metrics_url: Option<String>,
 }
 
 impl From<&Member> for MemberJson {
@@ -218,11 +238,12 @@ impl From<&Member> for MemberJson {
             version: member.version.clone(),
             leader: member.leader,
             partitions: member.partitions,
-            lease_remaining_ms: member.lease_remaining_ms,
+            lease_remaining_ms: known(member.lease_remaining_ms),
             records_per_sec: round2(member.records_per_sec),
             bytes_per_sec: round2(member.bytes_per_sec),
             drained: member.drained,
             started_ms: member.started_ms,
+            metrics_url: non_empty(&member.metrics_url),
         }
     }
 }
@@ -270,7 +291,7 @@ pub struct FlowJson {
     pub source_cluster: String,
     pub dest_cluster: String,
     pub include: String,
-    pub exclude: String,
+    pub exclude: Option<String>,
     pub rename: RenameJson,
     pub start: String,
     pub start_timestamp_ms: i64,
@@ -299,7 +320,7 @@ impl From<&Flow> for FlowJson {
             source_cluster: flow.source_cluster.clone(),
             dest_cluster: flow.dest_cluster.clone(),
             include: flow.include.clone(),
-            exclude: flow.exclude.clone(),
+            exclude: non_empty(&flow.exclude),
             rename,
             start: flow.start.clone(),
             start_timestamp_ms: flow.start_timestamp_ms,
@@ -374,6 +395,76 @@ impl From<&PartitionMove> for MoveJson {
             to: movement.to.clone(),
         }
     }
+}
+
+/// A stored flow with the topics it matches now, for `flow create -o json|yaml`.
+#[derive(Debug, Serialize)]
+pub struct FlowStoredJson {
+    pub kind: String,
+    pub name: String,
+    pub action: String,
+    pub topics: Vec<TopicMatchJson>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopicMatchJson {
+    pub source_topic: String,
+    pub dest_topic: String,
+    pub source_partitions: i32,
+    /// null when the destination topic does not exist yet.
+    pub dest_partitions: Option<i32>,
+}
+
+impl FlowStoredJson {
+    pub fn new(name: &str, action: &str, topics: &[TopicMatch], warnings: &[String]) -> Self {
+        Self {
+            kind: "flow".to_string(),
+            name: name.to_string(),
+            action: action.to_string(),
+            topics: topics
+                .iter()
+                .map(|matched| TopicMatchJson {
+                    source_topic: matched.source_topic.clone(),
+                    dest_topic: matched.dest_topic.clone(),
+                    source_partitions: matched.source_partitions,
+                    dest_partitions: (matched.dest_partitions > 0)
+                        .then_some(matched.dest_partitions),
+                })
+                .collect(),
+            warnings: warnings.to_vec(),
+        }
+    }
+}
+
+/// The topics a flow matches and where they go, one per line under a count.
+pub fn matched_topics_text(topics: &[TopicMatch]) -> String {
+    if topics.is_empty() {
+        return "no source topic matches now\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = topics
+        .iter()
+        .map(|matched| {
+            vec![
+                matched.source_topic.clone(),
+                matched.source_partitions.to_string(),
+                matched.dest_topic.clone(),
+                if matched.dest_partitions > 0 {
+                    matched.dest_partitions.to_string()
+                } else {
+                    "new".to_string()
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "{} topic(s) matched:\n{}",
+        topics.len(),
+        render_table(
+            &["TOPIC", "PARTITIONS", "DEST-TOPIC", "DEST-PARTITIONS"],
+            &rows
+        )
+    )
 }
 
 /// The outcome of a command that changes something, for `-o json|yaml`.
@@ -753,6 +844,7 @@ pub fn members_text(members: &[Member], wide: bool) -> String {
             if wide {
                 row.push(human_bytes_rate(member.bytes_per_sec));
                 row.push(member.version.clone());
+                row.push(or_dash(&member.metrics_url));
             }
             row
         })
@@ -768,7 +860,7 @@ pub fn members_text(members: &[Member], wide: bool) -> String {
         "DRAIN",
     ];
     if wide {
-        headers.extend(["BYTES/S", "VERSION"]);
+        headers.extend(["BYTES/S", "VERSION", "METRICS"]);
     }
     render_table(&headers, &rows)
 }

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub in_flight_bytes: Family<Labels, Gauge>,
     pub partition_restarts: Family<Labels, Counter>,
     pub assigned_partitions: Gauge,
+    /// 1 per source partition that cannot progress, labelled with the reason.
+    pub partition_stopped: Family<Labels, Gauge>,
     // Writer.
     pub produced_records: Family<Labels, Counter>,
     pub produced_bytes: Family<Labels, Counter>,
@@ -88,6 +90,11 @@ pub struct Metrics {
     pub topics_created: Counter,
     /// Label sets of the partition gauges last published, to drop those that went.
     published_partition_gauges: Mutex<HashSet<Labels>>,
+    /// The `partition_stopped` series of each stopped partition (one at a time).
+    stopped_partitions: Mutex<HashMap<PartitionKey, Labels>>,
+    /// Every partition and topic label set handed out, by flow: the series to
+    /// remove when the flow is deleted.
+    flow_series: Mutex<HashMap<String, HashSet<Labels>>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -131,6 +138,7 @@ impl Metrics {
             in_flight_bytes: Family::default(),
             partition_restarts: Family::default(),
             assigned_partitions: Gauge::default(),
+            partition_stopped: Family::default(),
             produced_records: Family::default(),
             produced_bytes: Family::default(),
             replication_latency: histogram_family(),
@@ -149,6 +157,8 @@ impl Metrics {
             flows: Gauge::default(),
             topics_created: Counter::default(),
             published_partition_gauges: Mutex::new(HashSet::new()),
+            stopped_partitions: Mutex::new(HashMap::new()),
+            flow_series: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,13 +174,97 @@ impl Metrics {
         let mut labels = self.topic_labels(partition.flow.as_str(), &partition.topic);
         if self.granularity() == Granularity::Partition {
             labels.push(("partition", partition.partition.to_string()));
+            self.remember(&labels);
         }
         labels
     }
 
     /// Labels of a topic-level series (histograms).
     pub fn topic_labels(&self, flow: &str, topic: &str) -> Labels {
-        vec![("flow", flow.to_string()), ("topic", topic.to_string())]
+        let labels = vec![("flow", flow.to_string()), ("topic", topic.to_string())];
+        self.remember(&labels);
+        labels
+    }
+
+    /// Notes a label set of a flow's series, so that [`Metrics::forget_flow`]
+    /// finds it (label sets are the keys of the families, which cannot be listed).
+    pub fn remember(&self, labels: &Labels) {
+        let Some((_, flow)) = labels.iter().find(|(name, _)| *name == "flow") else {
+            return;
+        };
+        let mut flow_series = self.flow_series.lock().expect("metrics lock poisoned");
+        let series = flow_series.entry(flow.clone()).or_default();
+        if !series.contains(labels) {
+            series.insert(labels.clone());
+        }
+    }
+
+    /// Removes every series of a deleted flow: counters, gauges and histograms
+    /// of its partitions and topics. A flow created again under the name starts
+    /// from zero.
+    pub fn forget_flow(&self, flow: &str) {
+        let series = self
+            .flow_series
+            .lock()
+            .expect("metrics lock poisoned")
+            .remove(flow)
+            .unwrap_or_default();
+        for labels in &series {
+            self.fetched_records.remove(labels);
+            self.fetched_bytes.remove(labels);
+            self.record_age.remove(labels);
+            self.batch_round_trip.remove(labels);
+            self.lag_records.remove(labels);
+            self.lag_seconds.remove(labels);
+            self.in_flight_batches.remove(labels);
+            self.in_flight_bytes.remove(labels);
+            self.partition_restarts.remove(labels);
+            self.produced_records.remove(labels);
+            self.produced_bytes.remove(labels);
+            self.replication_latency.remove(labels);
+            self.produce_errors.remove(labels);
+            self.partition_stopped.remove(labels);
+        }
+        self.published_partition_gauges
+            .lock()
+            .expect("metrics lock poisoned")
+            .retain(|labels| !series.contains(labels));
+        self.stopped_partitions
+            .lock()
+            .expect("metrics lock poisoned")
+            .retain(|partition, _| partition.flow.as_str() != flow);
+    }
+
+    /// Marks a partition stopped for `reason` (the error `kmirrorctl status`
+    /// shows): `kmirror_partition_stopped{flow,topic,partition,reason} 1`, one
+    /// series per partition whatever the label granularity.
+    pub fn partition_stopped(&self, partition: &PartitionKey, reason: &str) {
+        let labels: Labels = vec![
+            ("flow", partition.flow.to_string()),
+            ("topic", partition.topic.clone()),
+            ("partition", partition.partition.to_string()),
+            ("reason", stopped_reason_label(reason)),
+        ];
+        let mut stopped = self
+            .stopped_partitions
+            .lock()
+            .expect("metrics lock poisoned");
+        if let Some(previous) = stopped.insert(partition.clone(), labels.clone()) {
+            self.partition_stopped.remove(&previous);
+        }
+        self.partition_stopped.get_or_create(&labels).set(1);
+        self.remember(&labels);
+    }
+
+    /// The partition progresses again, or left this member: its series goes.
+    pub fn partition_progressing(&self, partition: &PartitionKey) {
+        let mut stopped = self
+            .stopped_partitions
+            .lock()
+            .expect("metrics lock poisoned");
+        if let Some(previous) = stopped.remove(partition) {
+            self.partition_stopped.remove(&previous);
+        }
     }
 
     /// Sets the partition-level gauges of the fetcher from one reading per
@@ -362,6 +456,11 @@ fn register_fetcher(registry: &mut Registry, metrics: &Metrics) {
         "Source partitions assigned to this fetcher",
         metrics.assigned_partitions.clone(),
     );
+    registry.register(
+        "kmirror_partition_stopped",
+        "1 for each source partition of this fetcher that cannot progress, with the reason (as kmirrorctl status shows it)",
+        metrics.partition_stopped.clone(),
+    );
 }
 
 fn register_writer(registry: &mut Registry, metrics: &Metrics) {
@@ -485,6 +584,57 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Longest reason label of `kmirror_partition_stopped`.
+const STOPPED_REASON_MAX_CHARS: usize = 200;
+
+/// An error message as a label value: one line, at most a few hundred characters.
+fn stopped_reason_label(reason: &str) -> String {
+    let one_line = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(STOPPED_REASON_MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// Removes the series of flows deleted from etcd, for as long as the process
+/// runs: a deleted flow's counters would otherwise be scraped forever. Every
+/// fetcher and writer runs one (see [`crate::service`]).
+pub async fn forget_deleted_flows(mut etcd: etcd_client::Client, keys: crate::Keys) {
+    let prefix = keys.flows();
+    loop {
+        let watched = etcd
+            .watch(
+                prefix.as_str(),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await;
+        let mut stream = match watched {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch flows for deleted flows' metrics; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Ok(Some(response)) = stream.message().await {
+            for event in response.events() {
+                if event.event_type() != etcd_client::EventType::Delete {
+                    continue;
+                }
+                if let Some(flow) = event
+                    .kv()
+                    .and_then(|kv| crate::Keys::last_segment(kv.key()))
+                {
+                    tracing::debug!(flow, "flow deleted: removing its metric series");
+                    metrics().forget_flow(flow);
+                }
+            }
+        }
+        // The watch ended (etcd restarted, connection lost): watch again.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Kind of a batch error as a label value (`record_too_large`, ...).
 pub fn error_kind_label(kind: &str) -> String {
     let mut label = String::with_capacity(kind.len() + 4);
@@ -586,6 +736,68 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("kmirror_produced_records"), "{text}");
+    }
+
+    /// Series of `kmirror_partition_stopped` a scrape would show.
+    fn stopped_series(metrics: &Metrics) -> usize {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry_for(Role::Fetcher, metrics)).unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("kmirror_partition_stopped{"))
+            .count()
+    }
+
+    #[test]
+    fn a_deleted_flows_series_are_removed_and_others_stay() {
+        let metrics = Metrics::new();
+        let dropped = partition("a", 0);
+        let kept = PartitionKey::new(FlowName::new("other").unwrap(), "a", 0);
+        for key in [&dropped, &kept] {
+            let labels = metrics.partition_labels(key);
+            metrics.fetched_records.get_or_create(&labels).inc_by(3);
+            metrics.produced_records.get_or_create(&labels).inc_by(3);
+            metrics
+                .record_age
+                .get_or_create(&metrics.topic_labels(key.flow.as_str(), &key.topic))
+                .observe(0.1);
+        }
+        metrics.publish_partition_gauges([reading(&dropped, 1, 0.5), reading(&kept, 1, 0.5)]);
+        metrics.partition_stopped(&dropped, "record too large");
+
+        metrics.forget_flow("dr");
+        let dropped_labels = metrics.partition_labels(&dropped);
+        assert!(metrics.fetched_records.get(&dropped_labels).is_none());
+        assert!(metrics.produced_records.get(&dropped_labels).is_none());
+        assert!(metrics.lag_records.get(&dropped_labels).is_none());
+        assert!(metrics
+            .record_age
+            .get(&metrics.topic_labels("dr", "a"))
+            .is_none());
+        assert_eq!(stopped_series(&metrics), 0);
+        let kept_labels = metrics.partition_labels(&kept);
+        assert_eq!(metrics.fetched_records.get(&kept_labels).unwrap().get(), 3);
+        assert!(metrics.lag_records.get(&kept_labels).is_some());
+    }
+
+    #[test]
+    fn a_stopped_partition_has_one_series_naming_its_latest_reason() {
+        let metrics = Metrics::new();
+        let stuck = partition("a", 0);
+        metrics.partition_stopped(&stuck, "destination topic a is missing");
+        metrics.partition_stopped(
+            &stuck,
+            "record at offset 3 is larger\nthan max.message.bytes",
+        );
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry_for(Role::Fetcher, &metrics)).unwrap();
+        assert!(
+            text.contains(r#"kmirror_partition_stopped{flow="dr",topic="a",partition="0",reason="record at offset 3 is larger than max.message.bytes"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("is missing"), "{text}");
+        metrics.partition_progressing(&stuck);
+        assert_eq!(stopped_series(&metrics), 0);
+        assert_eq!(stopped_reason_label(&"x".repeat(300)).len(), 203);
     }
 
     #[test]

@@ -134,6 +134,10 @@ impl MemberArgs {
             metrics_address,
         };
         let registration = register(&mut etcd, &keys, &info, self.lease_ttl).await?;
+        tokio::spawn(crate::metrics::forget_deleted_flows(
+            etcd.clone(),
+            keys.clone(),
+        ));
         info!(member = %id, listen = %bound, advertised, "{role} ready");
         Ok(StartedMember {
             etcd,

@@ -16,17 +16,18 @@ use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::admin_server::Admin;
 use kmirror_proto::v1::{
     AddClusterRequest, AddClusterResponse, AssignmentInfo, Cluster, CreateFlowRequest,
-    CreateFlowResponse, DeleteFlowRequest, DeleteFlowResponse, DrainMemberRequest,
-    DrainMemberResponse, Flow, FlowStatus, ListAssignmentsRequest, ListAssignmentsResponse,
-    ListClustersRequest, ListClustersResponse, ListFlowsRequest, ListFlowsResponse,
-    ListMembersRequest, ListMembersResponse, Member, PartitionMove, PauseFlowRequest,
-    PauseFlowResponse, RebalanceRequest, RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse,
-    StatusRequest, StatusResponse,
+    CreateFlowResponse, DeleteClusterRequest, DeleteClusterResponse, DeleteFlowRequest,
+    DeleteFlowResponse, DrainMemberRequest, DrainMemberResponse, Flow, FlowStatus,
+    ListAssignmentsRequest, ListAssignmentsResponse, ListClustersRequest, ListClustersResponse,
+    ListFlowsRequest, ListFlowsResponse, ListMembersRequest, ListMembersResponse, Member,
+    PartitionMove, PauseFlowRequest, PauseFlowResponse, RebalanceRequest, RebalanceResponse,
+    ResumeFlowRequest, ResumeFlowResponse, StatusRequest, StatusResponse, TopicMatch,
 };
 use tracing::info;
 
 use crate::error::CoordinatorError;
-use crate::kafka::{ClusterClient, KafkaClients};
+use crate::guard;
+use crate::kafka::{self, ClusterClient, KafkaClients};
 use crate::planner::{plan, Problem, WantedPartition};
 use crate::reconcile::flow_phase;
 use crate::status::{flow_status, partition_status, status_partitions};
@@ -59,7 +60,7 @@ impl AdminService {
     pub async fn add_cluster(
         &self,
         request: AddClusterRequest,
-    ) -> Result<Cluster, CoordinatorError> {
+    ) -> Result<AddClusterResponse, CoordinatorError> {
         let cluster = request.cluster.ok_or_else(|| {
             CoordinatorError::InvalidArgument("the cluster is missing".to_string())
         })?;
@@ -75,16 +76,42 @@ impl AdminService {
                 "cluster {name}: give bootstrap.servers as the bootstrap address, not as a property"
             )));
         }
+        let mut client = self.client.clone();
+        let key = self.keys.cluster(&name);
+        let existing = client.get(key.as_str(), None).await?;
+        let stored_opt: Option<(ClusterSpec, i64)> = match existing.kvs().first() {
+            Some(kv) => Some((
+                decode(kv.key(), kv.value()).map_err(kmirror_common::etcd::EtcdError::from)?,
+                kv.mod_revision(),
+            )),
+            None => None,
+        };
+        if !request.replace && stored_opt.is_some() {
+            return Err(already_exists("cluster", &name));
+        }
+        let given: BTreeMap<String, String> = cluster.properties.into_iter().collect();
+        let merged = if request.keep_properties {
+            merged_properties(
+                stored_opt.as_ref().map(|(stored, _)| &stored.properties),
+                given,
+                &request.remove_properties,
+            )
+            .map_err(|unknown| {
+                CoordinatorError::InvalidArgument(format!(
+                    "cluster {name}: cannot remove property {unknown}: it is not set"
+                ))
+            })?
+        } else {
+            MergedProperties {
+                properties: given,
+                ..MergedProperties::default()
+            }
+        };
         let spec = ClusterSpec {
             name: name.clone(),
             bootstrap_servers,
-            properties: cluster.properties.into_iter().collect(),
+            properties: merged.properties,
         };
-        let mut client = self.client.clone();
-        let key = self.keys.cluster(&name);
-        if !request.replace && client.get(key.as_str(), None).await?.count() > 0 {
-            return Err(already_exists("cluster", &name));
-        }
         // A cluster is only stored once it answers: a typo in the address fails here,
         // not later in a flow.
         let probe = ClusterClient::build(&spec, self.kafka.timeout())?;
@@ -93,19 +120,81 @@ impl AdminService {
         reachable?;
 
         let put = TxnOp::put(key.as_str(), encode(&spec), None);
-        if request.replace {
-            client.txn(Txn::new().and_then([put])).await?;
-        } else {
-            let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
-            let response = client
-                .txn(Txn::new().when([absent]).and_then([put]))
-                .await?;
-            if !response.succeeded() {
-                return Err(already_exists("cluster", &name));
-            }
+        // Stored over exactly what was read: a concurrent change is not lost
+        // silently (its properties were merged from the version read).
+        let unchanged = match &stored_opt {
+            Some((_, revision)) => Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision),
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+        };
+        let response = client
+            .txn(Txn::new().when([unchanged]).and_then([put]))
+            .await?;
+        if !response.succeeded() {
+            return Err(match request.replace {
+                true => CoordinatorError::InvalidArgument(format!(
+                    "cluster {name} changed while it was being stored: try again"
+                )),
+                false => already_exists("cluster", &name),
+            });
         }
-        info!(cluster = %name, bootstrap = %spec.bootstrap_servers, replace = request.replace, "stored cluster");
-        Ok(cluster_message(&spec))
+        info!(cluster = %name, bootstrap = %spec.bootstrap_servers, replace = request.replace, kept = merged.kept.len(), removed = merged.removed.len(), "stored cluster");
+        Ok(AddClusterResponse {
+            cluster: Some(cluster_message(&spec)),
+            kept_properties: merged.kept,
+            removed_properties: merged.removed,
+        })
+    }
+
+    /// Removes a cluster no flow reads from or writes to. The check and the
+    /// delete are one transaction over the flows, so a flow created meanwhile
+    /// keeps its cluster.
+    pub async fn delete_cluster(&self, name: &str) -> Result<(), CoordinatorError> {
+        let name = ClusterName::new(name)?;
+        let snapshot = self
+            .read(Sections {
+                clusters: true,
+                flows: true,
+                ..Sections::default()
+            })
+            .await?;
+        if !snapshot.clusters.contains_key(&name) {
+            return Err(not_found("cluster", &name));
+        }
+        let users: Vec<String> = snapshot
+            .flows
+            .values()
+            .filter(|flow| flow.source_cluster == name || flow.dest_cluster == name)
+            .map(|flow| flow.name.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(CoordinatorError::Refused(format!(
+                "cluster {name} is used by flow(s) {}: delete them first (kmirrorctl flow delete NAME)",
+                users.join(", ")
+            )));
+        }
+        let key = self.keys.cluster(&name);
+        let flows_unchanged = Compare::mod_revision(
+            self.keys.flows().as_str(),
+            CompareOp::Less,
+            snapshot.revision + 1,
+        )
+        .with_prefix();
+        let response = self
+            .client
+            .clone()
+            .txn(
+                Txn::new()
+                    .when([flows_unchanged])
+                    .and_then([TxnOp::delete(key.as_str(), None)]),
+            )
+            .await?;
+        if !response.succeeded() {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "the flows changed while cluster {name} was being deleted: try again"
+            )));
+        }
+        info!(cluster = %name, "deleted cluster");
+        Ok(())
     }
 
     pub async fn list_clusters(&self) -> Result<Vec<Cluster>, CoordinatorError> {
@@ -118,11 +207,15 @@ impl AdminService {
         Ok(snapshot.clusters.values().map(cluster_message).collect())
     }
 
-    pub async fn create_flow(&self, request: CreateFlowRequest) -> Result<Flow, CoordinatorError> {
+    pub async fn create_flow(
+        &self,
+        request: CreateFlowRequest,
+    ) -> Result<CreateFlowResponse, CoordinatorError> {
         let flow = request
             .flow
             .ok_or_else(|| CoordinatorError::InvalidArgument("the flow is missing".to_string()))?;
         let mut spec = flow_spec(flow)?;
+        let preview = self.checked_flow_preview(&spec, request.replace).await?;
 
         let mut client = self.client.clone();
         let flow_key = self.keys.flow(&spec.name);
@@ -195,8 +288,154 @@ impl AdminService {
                 )),
             });
         }
-        info!(flow = %name, source = %spec.source_cluster, dest = %spec.dest_cluster, include = %spec.include, replace = request.replace, "stored flow");
-        Ok(flow_message(&spec, None))
+        info!(flow = %name, source = %spec.source_cluster, dest = %spec.dest_cluster, include = %spec.include, replace = request.replace, topics = preview.topics.len(), "stored flow");
+        Ok(CreateFlowResponse {
+            flow: Some(flow_message(&spec, None)),
+            topics: preview.topics,
+            warnings: preview.warnings,
+        })
+    }
+
+    /// The topics a flow to be stored matches now, with warnings; refuses what
+    /// the guard rails refuse: a rename change under checkpoints, destination
+    /// topics another flow writes (in the same cluster, by name or by Kafka
+    /// cluster id).
+    ///
+    /// The check reads before the flow is stored: two flows stored at the same
+    /// moment may both pass it, and then the leader gives each shared topic to
+    /// one of them (see `refuse_shared_dest_topics` in the reconciler).
+    async fn checked_flow_preview(
+        &self,
+        spec: &FlowSpec,
+        replace: bool,
+    ) -> Result<FlowPreview, CoordinatorError> {
+        let snapshot = self
+            .read(Sections {
+                clusters: true,
+                flows: true,
+                assignments: true,
+                checkpoints: true,
+                ..Sections::default()
+            })
+            .await?;
+        let Some(source_spec) = snapshot.clusters.get(&spec.source_cluster) else {
+            return Err(not_found("source cluster", &spec.source_cluster));
+        };
+        let Some(dest_spec) = snapshot.clusters.get(&spec.dest_cluster) else {
+            return Err(not_found("destination cluster", &spec.dest_cluster));
+        };
+        if let Some(stored) = snapshot.flows.get(&spec.name) {
+            if !replace {
+                return Err(already_exists("flow", &spec.name));
+            }
+            let checkpointed = snapshot
+                .checkpoints
+                .keys()
+                .filter(|key| key.flow == spec.name)
+                .count();
+            if let Some(refusal) = guard::rename_change_refusal(stored, spec, checkpointed) {
+                return Err(CoordinatorError::Refused(refusal));
+            }
+        }
+
+        let filter = TopicFilter::new(&spec.include, spec.exclude.as_deref())?;
+        let source = self.kafka.client(source_spec)?;
+        let dest = self.kafka.client(dest_spec)?;
+        let (source_listing, dest_listing) = tokio::join!(source.list_topics(), dest.list_topics());
+        let matches = guard::topic_matches(spec, &filter, &source_listing?, &dest_listing?);
+
+        // Other flows writing into the same cluster, and the topics they write:
+        // the ones they match now and the ones they hold assignments to.
+        let other_dest_names: BTreeSet<&ClusterName> = snapshot
+            .flows
+            .values()
+            .filter(|other| other.name != spec.name && other.dest_cluster != spec.dest_cluster)
+            .map(|other| &other.dest_cluster)
+            .collect();
+        // Kafka cluster ids only when another flow writes to a cluster of another
+        // name (reading one costs a request, a timeout while it is unreachable).
+        let dest_id_opt = match other_dest_names.is_empty() {
+            true => None,
+            false => dest.cluster_id().await,
+        };
+        let mut same_dest: BTreeMap<ClusterName, bool> =
+            BTreeMap::from([(spec.dest_cluster.clone(), true)]);
+        for name in other_dest_names {
+            let same = self
+                .same_cluster(&snapshot, dest_id_opt.as_deref(), name)
+                .await;
+            same_dest.insert(name.clone(), same);
+        }
+        let mut others: BTreeMap<FlowName, BTreeSet<String>> = BTreeMap::new();
+        let mut listings: BTreeMap<ClusterName, Option<kafka::TopicListing>> = BTreeMap::new();
+        for other in snapshot.flows.values().filter(|other| {
+            other.name != spec.name && same_dest.get(&other.dest_cluster) == Some(&true)
+        }) {
+            let mut topics: BTreeSet<String> = snapshot
+                .assignments
+                .iter()
+                .filter(|(key, _)| key.flow == other.name)
+                .map(|(_, assignment)| assignment.dest_topic.clone())
+                .collect();
+            if !listings.contains_key(&other.source_cluster) {
+                let listing_opt = match snapshot.clusters.get(&other.source_cluster) {
+                    Some(other_source) => match self.kafka.client(other_source) {
+                        Ok(client) => client.list_topics().await.ok(),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                listings.insert(other.source_cluster.clone(), listing_opt);
+            }
+            if let (Some(listing), Ok(other_filter)) = (
+                &listings[&other.source_cluster],
+                TopicFilter::new(&other.include, other.exclude.as_deref()),
+            ) {
+                topics.extend(
+                    listing
+                        .partitions
+                        .keys()
+                        .filter(|topic| other_filter.matches(topic))
+                        .map(|topic| other.dest_topic(topic)),
+                );
+            }
+            others.insert(other.name.clone(), topics);
+        }
+        let shared = guard::shared_dest_topics(matches.iter().map(|m| &m.dest_topic), &others);
+        if let Some(refusal) =
+            guard::shared_dest_topics_refusal(&spec.name, spec.dest_cluster.as_str(), &shared)
+        {
+            return Err(CoordinatorError::Refused(refusal));
+        }
+        Ok(FlowPreview {
+            warnings: guard::match_warnings(spec, &matches),
+            topics: matches
+                .into_iter()
+                .map(|matched| TopicMatch {
+                    source_topic: matched.source_topic,
+                    dest_topic: matched.dest_topic,
+                    source_partitions: matched.source_partitions,
+                    dest_partitions: matched.dest_partitions_opt.unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+
+    /// Whether cluster `other`, of another name, is the cluster of Kafka id
+    /// `ours_id_opt`.
+    async fn same_cluster(
+        &self,
+        snapshot: &Snapshot,
+        ours_id_opt: Option<&str>,
+        other: &ClusterName,
+    ) -> bool {
+        let (Some(ours_id), Some(other_spec)) = (ours_id_opt, snapshot.clusters.get(other)) else {
+            return false;
+        };
+        match self.kafka.client(other_spec) {
+            Ok(client) => client.cluster_id().await.as_deref() == Some(ours_id),
+            Err(_) => false,
+        }
     }
 
     pub async fn list_flows(&self) -> Result<Vec<Flow>, CoordinatorError> {
@@ -357,6 +596,9 @@ impl AdminService {
                 )))
             }
         };
+        if !request.undo {
+            refuse_draining_the_last_member(&snapshot, role, &id)?;
+        }
         let key = self.keys.drained_member(role, &id);
         let mut client = self.client.clone();
         if request.undo {
@@ -528,6 +770,7 @@ impl AdminService {
                     bytes_per_sec,
                     drained: snapshot.is_drained(info.role, &info.id),
                     started_ms: info.started_ms,
+                    metrics_url: metrics_url(info.metrics_address.as_deref()),
                 }
             })
             .collect())
@@ -674,6 +917,83 @@ fn cluster_message(spec: &ClusterSpec) -> Cluster {
             .into_iter()
             .collect(),
     }
+}
+
+/// Refuses to drain the last live, undrained member of a role: its partitions
+/// would have nowhere to go.
+fn refuse_draining_the_last_member(
+    snapshot: &Snapshot,
+    role: Role,
+    id: &MemberId,
+) -> Result<(), CoordinatorError> {
+    if snapshot.is_drained(role, id) {
+        return Ok(());
+    }
+    let live_undrained = snapshot
+        .members_of(role)
+        .filter(|member| !snapshot.is_drained(role, member));
+    match guard::last_member_drain_refusal(role, id, live_undrained) {
+        Some(refusal) => Err(CoordinatorError::Refused(refusal)),
+        None => Ok(()),
+    }
+}
+
+/// The /metrics URL of a member's registered HTTP address (`http://HOST:PORT`
+/// or `HOST:PORT`); empty when it serves none.
+fn metrics_url(address_opt: Option<&str>) -> String {
+    match address_opt.map(str::trim) {
+        None | Some("") => String::new(),
+        Some(address) if address.contains("://") => {
+            format!("{}/metrics", address.trim_end_matches('/'))
+        }
+        Some(address) => format!("http://{address}/metrics"),
+    }
+}
+
+/// What a flow matches now, for the operator storing it.
+struct FlowPreview {
+    topics: Vec<TopicMatch>,
+    warnings: Vec<String>,
+}
+
+/// A cluster's properties after an update that keeps what it does not set.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MergedProperties {
+    properties: BTreeMap<String, String>,
+    /// Stored keys kept because the update did not set them.
+    kept: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// The stored properties, overridden by the given ones, without those to remove.
+/// Err names a key to remove that is set nowhere (a typo would otherwise keep
+/// the property silently).
+fn merged_properties(
+    stored_opt: Option<&BTreeMap<String, String>>,
+    given: BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<MergedProperties, String> {
+    let stored = stored_opt.cloned().unwrap_or_default();
+    let mut merged = MergedProperties::default();
+    for key in remove {
+        if !stored.contains_key(key) && !given.contains_key(key) {
+            return Err(key.clone());
+        }
+    }
+    for (key, value) in stored {
+        if remove.contains(&key) {
+            merged.removed.push(key);
+        } else if !given.contains_key(&key) {
+            merged.kept.push(key.clone());
+            merged.properties.insert(key, value);
+        }
+    }
+    for (key, value) in given {
+        if !remove.contains(&key) {
+            merged.properties.insert(key, value);
+        }
+    }
+    Ok(merged)
 }
 
 /// How long a requested rebalance may take the leader to apply.
@@ -883,10 +1203,17 @@ impl Admin for AdminService {
         &self,
         request: Request<AddClusterRequest>,
     ) -> Result<Response<AddClusterResponse>, Status> {
-        let cluster = AdminService::add_cluster(self, request.into_inner()).await?;
-        Ok(Response::new(AddClusterResponse {
-            cluster: Some(cluster),
-        }))
+        Ok(Response::new(
+            AdminService::add_cluster(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_cluster(
+        &self,
+        request: Request<DeleteClusterRequest>,
+    ) -> Result<Response<DeleteClusterResponse>, Status> {
+        AdminService::delete_cluster(self, &request.into_inner().name).await?;
+        Ok(Response::new(DeleteClusterResponse {}))
     }
 
     async fn list_clusters(
@@ -901,8 +1228,9 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateFlowRequest>,
     ) -> Result<Response<CreateFlowResponse>, Status> {
-        let flow = AdminService::create_flow(self, request.into_inner()).await?;
-        Ok(Response::new(CreateFlowResponse { flow: Some(flow) }))
+        Ok(Response::new(
+            AdminService::create_flow(self, request.into_inner()).await?,
+        ))
     }
 
     async fn list_flows(
@@ -982,5 +1310,64 @@ impl Admin for AdminService {
         Ok(Response::new(
             AdminService::rebalance(self, request.into_inner()).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_replaced_cluster_keeps_the_properties_it_does_not_set() {
+        let stored = properties(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.username", "mirror"),
+            ("compression.type", "lz4"),
+        ]);
+        let merged = merged_properties(
+            Some(&stored),
+            properties(&[("sasl.username", "other")]),
+            &["compression.type".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            MergedProperties {
+                properties: properties(&[
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.username", "other"),
+                ]),
+                kept: vec!["security.protocol".to_string()],
+                removed: vec!["compression.type".to_string()],
+            }
+        );
+    }
+
+    #[test]
+    fn removing_a_property_that_is_not_set_is_an_error() {
+        assert_eq!(
+            merged_properties(None, BTreeMap::new(), &["client.rack".to_string()]),
+            Err("client.rack".to_string())
+        );
+    }
+
+    #[test]
+    fn metrics_urls_point_at_the_metrics_path() {
+        assert_eq!(
+            metrics_url(Some("http://10.0.0.1:9100")),
+            "http://10.0.0.1:9100/metrics"
+        );
+        assert_eq!(
+            metrics_url(Some("10.0.0.1:9100")),
+            "http://10.0.0.1:9100/metrics"
+        );
+        assert_eq!(metrics_url(None), "");
     }
 }

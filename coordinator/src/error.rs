@@ -19,6 +19,12 @@ pub enum CoordinatorError {
     #[error("{what} {name} already exists")]
     AlreadyExists { what: &'static str, name: String },
 
+    /// The request is well formed but would break a guard rail (two flows writing
+    /// one destination topic, the last live member drained, a cluster in use
+    /// deleted, ...). The message names the conflict; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+
     #[error("cannot reach cluster {cluster} at {bootstrap}: {cause}")]
     ClusterUnreachable {
         cluster: String,
@@ -78,6 +84,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::InvalidArgument(_) => Code::InvalidArgument,
             CoordinatorError::NotFound { .. } => Code::NotFound,
             CoordinatorError::AlreadyExists { .. } => Code::AlreadyExists,
+            CoordinatorError::Refused(_) => Code::FailedPrecondition,
             CoordinatorError::ClusterUnreachable { .. } => Code::Unavailable,
             CoordinatorError::Kafka { .. } => Code::Unavailable,
             CoordinatorError::Etcd(EtcdError::Decode(_)) => Code::Internal,

@@ -184,6 +184,8 @@ pub struct ClusterClient {
     spec: Arc<ClusterSpec>,
     probe: Arc<Probe>,
     timeout: Duration,
+    /// Kafka's cluster id once read (it never changes for a running cluster).
+    cluster_id: Arc<Mutex<Option<String>>>,
 }
 
 impl ClusterClient {
@@ -196,7 +198,24 @@ impl ClusterClient {
             spec: Arc::new(spec.clone()),
             probe: Arc::new(probe),
             timeout,
+            cluster_id: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Kafka's id of the cluster: two cluster names with the same id are one
+    /// cluster. `None` while it cannot be read (the cluster is unreachable).
+    pub async fn cluster_id(&self) -> Option<String> {
+        if let Some(known) = self.cluster_id.lock().expect("cluster id lock").clone() {
+            return Some(known);
+        }
+        let timeout = self.timeout;
+        let read = self
+            .blocking(move |probe| probe.client().fetch_cluster_id(timeout))
+            .await
+            .ok()
+            .flatten()?;
+        *self.cluster_id.lock().expect("cluster id lock") = Some(read.clone());
+        Some(read)
     }
 
     /// An admin client for one operation; hand it to [`dispose_admin`] afterwards.

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod guard;
 pub mod kafka;
 pub mod leadership;
 pub mod planner;

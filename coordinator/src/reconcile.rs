@@ -193,6 +193,15 @@ impl Reconciler {
             discovered.insert(flow.name.clone(), discovery);
         }
 
+        refuse_shared_dest_topics(
+            &running,
+            &mut discovered,
+            &snapshot.assignments,
+            &snapshot.clusters,
+            &self.kafka,
+        )
+        .await;
+
         // Flows seen for the first time: apply their start position and capture
         // their migration targets before anything of them is assigned.
         let mut operations = Vec::new();
@@ -925,6 +934,86 @@ async fn discover_flow(
             }));
     }
     discovery
+}
+
+/// Keeps each destination topic to one flow: a topic that appears later and
+/// matches two flows writing into the same Kafka cluster (by name or cluster id)
+/// is assigned to the flow already writing it, else the oldest; the other flows
+/// leave its partitions unassigned and report why (see [`crate::guard`]).
+async fn refuse_shared_dest_topics(
+    running: &[&FlowSpec],
+    discovered: &mut BTreeMap<FlowName, FlowDiscovery>,
+    previous: &BTreeMap<PartitionKey, Assignment>,
+    clusters: &BTreeMap<ClusterName, ClusterSpec>,
+    kafka: &KafkaClients,
+) {
+    let dest_clusters: BTreeSet<&ClusterName> =
+        running.iter().map(|flow| &flow.dest_cluster).collect();
+    // Cluster ids only matter between two names (and cost a request while a
+    // cluster cannot be reached): with one destination name, the name is enough.
+    let look_up_ids = dest_clusters.len() > 1;
+    let ids = join_all(dest_clusters.iter().map(|name| async move {
+        let id_opt = match clusters.get(*name).map(|spec| kafka.client(spec)) {
+            Some(Ok(client)) if look_up_ids => client.cluster_id().await,
+            _ => None,
+        };
+        (
+            (*name).clone(),
+            id_opt.unwrap_or_else(|| format!("name:{name}")),
+        )
+    }))
+    .await;
+    let identity: BTreeMap<ClusterName, String> = ids.into_iter().collect();
+    let dest_of = |flow: &FlowSpec, topic: &str| crate::guard::DestTopic {
+        cluster: identity
+            .get(&flow.dest_cluster)
+            .cloned()
+            .unwrap_or_else(|| format!("name:{}", flow.dest_cluster)),
+        topic: topic.to_string(),
+    };
+    let mut claims = Vec::new();
+    for flow in running {
+        if let Some(discovery) = discovered.get(&flow.name) {
+            let topics: BTreeSet<&String> = discovery
+                .partitions
+                .iter()
+                .map(|partition| &partition.dest_topic)
+                .collect();
+            claims.extend(topics.into_iter().map(|topic| crate::guard::DestClaim {
+                flow: flow.name.clone(),
+                flow_created_ms: flow.created_ms,
+                dest: dest_of(flow, topic),
+            }));
+        }
+    }
+    let mut held: BTreeMap<crate::guard::DestTopic, BTreeSet<FlowName>> = BTreeMap::new();
+    for (key, assignment) in previous {
+        if let Some(flow) = running.iter().find(|flow| flow.name == key.flow) {
+            held.entry(dest_of(flow, &assignment.dest_topic))
+                .or_default()
+                .insert(flow.name.clone());
+        }
+    }
+    let refused = crate::guard::refused_dest_claims(&claims, &held);
+    for flow in running {
+        let Some(discovery) = discovered.get_mut(&flow.name) else {
+            continue;
+        };
+        let mine: Vec<(&crate::guard::DestTopic, &FlowName)> = refused
+            .iter()
+            .filter(|((refused_flow, _), _)| refused_flow == &flow.name)
+            .map(|((_, dest), owner)| (dest, owner))
+            .collect();
+        for (dest, owner) in &mine {
+            discovery
+                .partitions
+                .retain(|partition| partition.dest_topic != dest.topic);
+            discovery.errors.push(format!(
+                "destination topic {} in cluster {} is written by flow {owner}: its partitions are not assigned to this flow (two flows writing one topic would copy every record twice)",
+                dest.topic, flow.dest_cluster
+            ));
+        }
+    }
 }
 
 fn carried(key: &PartitionKey, assignment: &Assignment) -> WantedPartition {

@@ -208,6 +208,7 @@ fn cluster(name: &str, bootstrap: &str) -> AddClusterRequest {
             properties: Default::default(),
         }),
         replace: false,
+        ..AddClusterRequest::default()
     }
 }
 

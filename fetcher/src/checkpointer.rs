@@ -65,6 +65,8 @@ impl Checkpointer {
                     let _ = done_tx.send(outcome);
                 }
                 CheckpointCommand::ReportError { partition, error } => {
+                    kmirror_common::metrics::metrics()
+                        .partition_stopped(&partition, &error.message);
                     let key = self.keys.partition_error(&partition);
                     let options = PutOptions::new().with_lease(self.lease_id);
                     if let Err(etcd_error) = self.etcd.put(key, encode(&error), Some(options)).await
@@ -106,6 +108,7 @@ impl Checkpointer {
                     }
                 }
                 CheckpointCommand::ClearError { partition } => {
+                    kmirror_common::metrics::metrics().partition_progressing(&partition);
                     let key = self.keys.partition_error(&partition);
                     if let Err(etcd_error) = self.etcd.delete(key, None).await {
                         warn!(%partition, error = %etcd_error, "cannot clear partition error");

@@ -6,7 +6,8 @@
 //! "fetcher", "writer", "epoch", "error", "dest_offset"}]}]}`. The fields the tests
 //! decide on (names, offsets, lag, errors) must be there, so that a renamed field
 //! fails loudly instead of reading as 0 and letting a check pass by accident; the
-//! others may be missing. Nulls read as empty, numbers may come as strings (as
+//! others may be missing. Nulls read as empty (offsets and lag as -1, unknown),
+//! numbers may come as strings (as
 //! protobuf's JSON mapping writes 64-bit integers), and a bare array of flows or a
 //! single flow object is accepted too.
 
@@ -47,11 +48,11 @@ pub struct PartitionStatusView {
     pub partition: i64,
     #[serde(default, deserialize_with = "nullable_string")]
     pub dest_topic: String,
-    #[serde(deserialize_with = "flexible_integer")]
+    #[serde(deserialize_with = "offset_or_unknown")]
     pub log_end_offset: i64,
     #[serde(deserialize_with = "flexible_integer")]
     pub mirrored_offset: i64,
-    #[serde(deserialize_with = "flexible_integer")]
+    #[serde(deserialize_with = "offset_or_unknown")]
     pub lag: i64,
     #[serde(default, deserialize_with = "nullable_string")]
     pub fetcher: String,
@@ -61,7 +62,7 @@ pub struct PartitionStatusView {
     pub epoch: i64,
     #[serde(deserialize_with = "nullable_string")]
     pub error: String,
-    #[serde(default, deserialize_with = "flexible_integer")]
+    #[serde(default = "unknown", deserialize_with = "offset_or_unknown")]
     pub dest_offset: i64,
 }
 
@@ -139,6 +140,19 @@ fn nullable_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String,
     })
 }
 
+/// An offset or lag: null (as kmirrorctl writes an unknown one) reads as -1,
+/// the API's "unknown", never as 0.
+fn offset_or_unknown<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(-1),
+        other => flexible_integer(other).map_err(serde::de::Error::custom),
+    }
+}
+
+fn unknown() -> i64 {
+    -1
+}
+
 fn flexible_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     use serde::de::Error;
     match Value::deserialize(deserializer)? {
@@ -183,6 +197,20 @@ mod tests {
         assert!(fine.error.is_empty());
         assert!(flow.topic_caught_up("orders", 2).is_err());
         assert!(status.flow("other").is_err());
+    }
+
+    #[test]
+    fn a_null_offset_is_unknown_not_zero() {
+        let json = r#"{"flows":[{"name":"dr","state":"running","error":null,"total_lag":0,
+            "partitions":[{"topic":"t","partition":0,"log_end_offset":null,
+            "mirrored_offset":0,"lag":null,"error":null,"dest_offset":null}]}]}"#;
+        let status = StatusView::parse(json).unwrap();
+        let flow = status.flow("dr").unwrap();
+        let partition = flow.partition("t", 0).unwrap();
+        assert_eq!(partition.log_end_offset, -1);
+        assert_eq!(partition.lag, -1);
+        assert_eq!(partition.dest_offset, -1);
+        assert!(flow.topic_caught_up("t", 1).is_err());
     }
 
     #[test]

@@ -239,6 +239,7 @@ pub fn count_ack(ack: &BatchAck) {
     let metrics = metrics();
     let mut labels = metrics.topic_labels(&source.flow, &source.topic);
     labels.push(("kind", kind_label(error.kind)));
+    metrics.remember(&labels);
     metrics.produce_errors.get_or_create(&labels).inc();
 }
 

@@ -28,6 +28,7 @@ fn cluster_add_collects_repeated_properties() {
         bootstrap,
         properties,
         replace,
+        ..
     }) = cli.command
     else {
         panic!("parsed as another command");
@@ -221,4 +222,91 @@ fn completion_scripts_name_the_commands() {
         let script = String::from_utf8(script).unwrap();
         assert!(script.contains("rebalance"), "{shell}");
     }
+}
+
+#[test]
+fn remove_property_needs_replace() {
+    let error = parse(&[
+        "cluster",
+        "add",
+        "s",
+        "--bootstrap",
+        "h:1",
+        "--remove-property",
+        "compression.type",
+    ])
+    .unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+    assert!(error.to_string().contains("--replace"), "{error}");
+}
+
+#[test]
+fn a_replaced_cluster_says_which_properties_it_kept_and_removed() {
+    assert_eq!(cluster_stored_action(false, &[], &[]), "added");
+    assert_eq!(cluster_stored_action(true, &[], &[]), "stored");
+    assert_eq!(
+        cluster_stored_action(
+            true,
+            &["security.protocol".to_string(), "sasl.username".to_string()],
+            &["compression.type".to_string()]
+        ),
+        "stored (kept properties: security.protocol, sasl.username; removed properties: compression.type)"
+    );
+}
+
+#[test]
+fn several_coordinators_are_tried_in_the_order_given() {
+    assert_eq!(
+        coordinator_addresses(" 10.0.0.5:7070, http://10.0.0.6:7070,,"),
+        vec![
+            "10.0.0.5:7070".to_string(),
+            "http://10.0.0.6:7070".to_string()
+        ]
+    );
+    assert!(coordinator_addresses(" , ").is_empty());
+}
+
+#[tokio::test]
+async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
+    // A port nothing listens on: bind one, then free it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_address = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let failure = Ctl::connect(
+        &format!("{closed_address},{closed_address}"),
+        OutputFormat::Text,
+    )
+    .await
+    .err()
+    .expect("nothing answers");
+    assert_eq!(failure.what, "cannot reach the coordinator at any address");
+    assert!(failure.cause.contains(&closed_address), "{failure}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open_address = listener.local_addr().unwrap().to_string();
+    let ctl = Ctl::connect(
+        &format!("{closed_address},{open_address}"),
+        OutputFormat::Text,
+    )
+    .await
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(ctl.coordinator, open_address);
+}
+
+#[test]
+fn watched_json_is_one_document_per_line() {
+    let first = watch_document(
+        OutputFormat::Json,
+        &serde_json::json!({"flows": [{"name": "dr"}]}),
+    );
+    let second = watch_document(OutputFormat::Json, &serde_json::json!({"flows": []}));
+    let stream = format!("{first}{second}");
+    let documents: Vec<serde_json::Value> = stream
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(documents.len(), 2);
+    assert_eq!(documents[0]["flows"][0]["name"], "dr");
+    let yaml = watch_document(OutputFormat::Yaml, &serde_json::json!({"flows": []}));
+    assert!(yaml.starts_with("---\n"), "{yaml}");
 }

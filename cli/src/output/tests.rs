@@ -88,6 +88,7 @@ fn sample_members() -> Vec<Member> {
             bytes_per_sec: 0.0,
             drained: false,
             started_ms: 1_700_000_000_000,
+            metrics_url: "http://10.0.0.1:9100/metrics".to_string(),
         },
         Member {
             id: "fetcher-b".to_string(),
@@ -101,6 +102,7 @@ fn sample_members() -> Vec<Member> {
             bytes_per_sec: 2_500_000.0,
             drained: true,
             started_ms: 1_700_000_000_500,
+            metrics_url: String::new(),
         },
     ]
 }
@@ -286,4 +288,68 @@ fn human_units_read_at_a_glance() {
     assert_eq!(human_bytes_rate(4_500_000.0), "4.5 MB/s");
     assert_eq!(human_duration(200.0), "3m20s");
     assert_eq!(human_duration(7500.0), "2h05m");
+}
+
+#[test]
+fn unknown_values_are_null_in_json_and_yaml_but_dashes_in_text() {
+    let json: serde_json::Value =
+        serde_json::from_str(&to_json(&StatusJson::new("", &sample_status()))).unwrap();
+    assert!(json["leader"].is_null(), "{json}");
+    let unreachable = &json["flows"][0]["partitions"][1];
+    assert!(unreachable["log_end_offset"].is_null(), "{unreachable}");
+    assert!(unreachable["lag"].is_null(), "{unreachable}");
+    assert!(unreachable["dest_offset"].is_null(), "{unreachable}");
+    assert!(unreachable["target_offset"].is_null(), "{unreachable}");
+    assert!(json["flows"][0]["target_records"].is_null(), "{json}");
+    let yaml = to_yaml(&StatusJson::new("", &sample_status()));
+    assert!(!yaml.contains(": -1"), "{yaml}");
+    assert!(!yaml.contains(": ''"), "{yaml}");
+    let text = status_text("coordinator-a", &sample_status(), false, None);
+    assert!(!text.contains("null"), "{text}");
+    assert!(text.contains(" - "), "{text}");
+}
+
+#[test]
+fn wide_members_show_the_metrics_url() {
+    let text = members_text(&sample_members(), true);
+    assert!(text.lines().next().unwrap().ends_with("METRICS"), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("http://10.0.0.1:9100/metrics"),
+        "{text}"
+    );
+    assert!(text.lines().nth(2).unwrap().ends_with(" -"), "{text}");
+}
+
+#[test]
+fn matched_topics_name_their_destination_and_new_topics() {
+    let topics = [
+        TopicMatch {
+            source_topic: "orders".to_string(),
+            dest_topic: "east.orders".to_string(),
+            source_partitions: 6,
+            dest_partitions: 0,
+        },
+        TopicMatch {
+            source_topic: "payments".to_string(),
+            dest_topic: "east.payments".to_string(),
+            source_partitions: 3,
+            dest_partitions: 3,
+        },
+    ];
+    assert_eq!(
+        matched_topics_text(&topics),
+        "\
+2 topic(s) matched:
+TOPIC     PARTITIONS  DEST-TOPIC     DEST-PARTITIONS
+orders    6           east.orders    new
+payments  3           east.payments  3
+"
+    );
+    assert_eq!(matched_topics_text(&[]), "no source topic matches now\n");
+    let json = FlowStoredJson::new("dr", "created", &topics, &[]);
+    assert_eq!(json.topics[0].dest_partitions, None);
+    assert_eq!(json.topics[1].dest_partitions, Some(3));
 }
