@@ -95,22 +95,7 @@ async fn record_over_the_destination_limit_stops_its_partition_until_the_limit_i
             },
         )
         .await;
-    fleet
-        .wait_until(
-            Duration::from_secs(60),
-            "status to report partition 0 stuck at the big record",
-            || async {
-                let status = fleet.flow_status(&flow).await?;
-                let partition = status
-                    .partition(&topic, 0)
-                    .ok_or_else(|| format!("no status for partition 0: {status:?}"))?;
-                if partition.error.is_empty() || partition.mirrored_offset != big_offset {
-                    return Err(format!("partition 0: {partition:?}"));
-                }
-                Ok(())
-            },
-        )
-        .await;
+    wait_stuck_at(&fleet, &flow, &topic, big_offset).await;
 
     // Stuck there for a reason named in full, and the other partitions are done.
     let status = fleet.flow_status(&flow).await.map_err(anyhow::Error::msg)?;
@@ -191,22 +176,7 @@ async fn records_before_a_too_large_one_are_written_once_however_often_it_is_ret
     let big_offset = 1;
 
     // Stuck at the big record, with `small1` checkpointed.
-    fleet
-        .wait_until(
-            Duration::from_secs(60),
-            "status to report the partition stuck at the big record",
-            || async {
-                let status = fleet.flow_status(&flow).await?;
-                let partition = status
-                    .partition(&topic, 0)
-                    .ok_or_else(|| format!("no status for partition 0: {status:?}"))?;
-                if partition.error.is_empty() || partition.mirrored_offset != big_offset {
-                    return Err(format!("partition 0: {partition:?}"));
-                }
-                Ok(())
-            },
-        )
-        .await;
+    wait_stuck_at(&fleet, &flow, &topic, big_offset).await;
     // Several retries, each halting at the big record again.
     let halts = || {
         fleet
@@ -271,6 +241,27 @@ async fn records_before_a_too_large_one_are_written_once_however_often_it_is_ret
     }
     assert_same_partitions(&read_all(Cluster::Source, &topic).await?, &dest);
     Ok(())
+}
+
+/// Waits until `status` shows partition 0 stopped with an error and checkpointed
+/// exactly up to `offset`.
+async fn wait_stuck_at(fleet: &Fleet, flow: &str, topic: &str, offset: i64) {
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "status to report partition 0 stuck at the big record",
+            || async {
+                let status = fleet.flow_status(flow).await?;
+                let partition = status
+                    .partition(topic, 0)
+                    .ok_or_else(|| format!("no status for partition 0: {status:?}"))?;
+                if partition.error.is_empty() || partition.mirrored_offset != offset {
+                    return Err(format!("partition 0: {partition:?}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
 }
 
 /// The error names the topic, the partition, the offset, the record's size and

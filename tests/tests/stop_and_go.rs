@@ -15,27 +15,15 @@ use kmirror_tests::kafka::{
 use kmirror_tests::steady::SteadyLoad;
 use kmirror_tests::{unique_name, Fleet, FleetOptions};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 const PARTITIONS: i32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pausing_and_resuming_under_load_copies_every_record_exactly_once() -> Result<()> {
-    let topic = unique_name("pause");
-    let flow = unique_name("pause-flow");
-    create_topic(Cluster::Source, &topic, PARTITIONS, &[]).await?;
-    let fleet = Fleet::start(FleetOptions::new("pause")).await;
-    fleet.add_clusters().await;
-    fleet.create_flow(&flow, &topic, None).await;
-
     // About 4 000 records/s for 15 s.
-    let load = SteadyLoad {
-        partitions: PARTITIONS,
-        chunk: 400,
-        tick: Duration::from_millis(100),
-        chunks: 150,
-    };
-    let producer = load.start(Cluster::Source, topic.clone());
+    let (fleet, flow, topic, producer) = mirror_under_load("pause", 150).await?;
     let source = WatermarkReader::new(Cluster::Source)?;
     let dest = WatermarkReader::new(Cluster::Dest)?;
     let source_count = || async {
@@ -109,21 +97,8 @@ async fn pausing_and_resuming_under_load_copies_every_record_exactly_once() -> R
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_fleets_rates_fall_to_zero_and_it_proposes_no_moves() -> Result<()> {
-    let topic = unique_name("idle");
-    let flow = unique_name("idle-flow");
-    create_topic(Cluster::Source, &topic, PARTITIONS, &[]).await?;
-    let fleet = Fleet::start(FleetOptions::new("idle")).await;
-    fleet.add_clusters().await;
-    fleet.create_flow(&flow, &topic, None).await;
-
     // About 4 000 records/s for 10 s.
-    let load = SteadyLoad {
-        partitions: PARTITIONS,
-        chunk: 400,
-        tick: Duration::from_millis(100),
-        chunks: 100,
-    };
-    let producer = load.start(Cluster::Source, topic.clone());
+    let (fleet, flow, topic, producer) = mirror_under_load("idle", 100).await?;
     fleet
         .wait_until(TIMEOUT, "the members to report their rates", || async {
             let rates = member_rates(&fleet).await?;
@@ -180,6 +155,28 @@ async fn an_idle_fleets_rates_fall_to_zero_and_it_proposes_no_moves() -> Result<
         "an idle fleet is to be rebalanced: {dry_run}"
     );
     Ok(())
+}
+
+/// A fleet mirroring a new topic while `chunks` chunks of 400 records are
+/// produced into it, one every 100 ms; the task returns how many were produced.
+async fn mirror_under_load(
+    name: &str,
+    chunks: u64,
+) -> Result<(Fleet, String, String, JoinHandle<Result<u64>>)> {
+    let topic = unique_name(name);
+    let flow = unique_name(&format!("{name}-flow"));
+    create_topic(Cluster::Source, &topic, PARTITIONS, &[]).await?;
+    let fleet = Fleet::start(FleetOptions::new(name)).await;
+    fleet.add_clusters().await;
+    fleet.create_flow(&flow, &topic, None).await;
+    let load = SteadyLoad {
+        partitions: PARTITIONS,
+        chunk: 400,
+        tick: Duration::from_millis(100),
+        chunks,
+    };
+    let producer = load.start(Cluster::Source, topic.clone());
+    Ok((fleet, flow, topic, producer))
 }
 
 /// Records/s of every fetcher and writer, as `kmirrorctl members` shows them.
