@@ -11,3 +11,4 @@ pub mod output;
 pub mod plan_diff;
 pub mod progress;
 pub mod properties;
+pub mod values;

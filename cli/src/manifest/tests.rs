@@ -1,0 +1,370 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use super::*;
+
+const MM2: &str = "\
+clusters = A, B
+A.bootstrap.servers = a:9092
+B.bootstrap.servers = b:9092
+A.consumer.fetch.min.bytes = 1
+B.producer.compression.type = lz4
+A->B.enabled = true
+A->B.topics = orders.*, payments
+topics.exclude = .*-tmp
+replication.factor = 3
+tasks.max = 4
+emit.checkpoints.enabled = true
+";
+
+#[test]
+fn an_mm2_config_becomes_clusters_and_a_prefix_flow() {
+    let plan = import_mm2(MM2).unwrap();
+    let names: Vec<&str> = plan.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["A", "B"]);
+    assert_eq!(plan.clusters[0].properties["fetch.min.bytes"], "1");
+    assert_eq!(plan.clusters[1].properties["compression.type"], "lz4");
+    assert_eq!(plan.flows.len(), 1);
+    let flow = &plan.flows[0];
+    assert_eq!(flow.name, "A-to-B");
+    assert_eq!(flow.include, "(?:orders.*)|(?:payments)");
+    assert_eq!(flow.exclude, ".*-tmp");
+    assert_eq!(flow.rename_policy, "prefix");
+    assert_eq!(flow.rename_prefix, "A");
+    assert_eq!(flow.rename_separator, ".");
+    let unmapped: Vec<&str> = plan.unmapped.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        unmapped,
+        vec![
+            "emit.checkpoints.enabled",
+            "replication.factor",
+            "tasks.max"
+        ]
+    );
+    let text = plan_text(&plan, "would be created");
+    assert!(
+            text.contains("not mapped: emit.checkpoints.enabled: kmirror does not sync consumer group offsets yet"),
+            "{text}"
+        );
+}
+
+#[test]
+fn group_offset_sync_is_said_to_be_not_synced_yet() {
+    let plan = import_mm2(
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nA->B.sync.group.offsets.enabled=true\ngroups=.*\n",
+        )
+        .unwrap();
+    let unmapped: Vec<(&str, &str)> = plan
+        .unmapped
+        .iter()
+        .map(|(key, reason)| (key.as_str(), reason.as_str()))
+        .collect();
+    assert_eq!(
+        unmapped,
+        vec![
+            ("A->B.sync.group.offsets.enabled", GROUP_OFFSETS_NOT_SYNCED),
+            ("groups", GROUP_OFFSETS_NOT_SYNCED),
+        ]
+    );
+    // Not asked for by name, MirrorMaker 2's default checkpoints still get a note.
+    let plan = import_mm2(
+        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n",
+    )
+    .unwrap();
+    assert!(
+        plan.notes
+            .iter()
+            .any(|note| note.contains("does not sync consumer group offsets yet")),
+        "{:?}",
+        plan.notes
+    );
+}
+
+#[test]
+fn identity_policy_and_default_excludes() {
+    let plan = import_mm2(
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nreplication.policy.class=org.apache.kafka.connect.mirror.IdentityReplicationPolicy\nsync.topic.configs.enabled=false\n",
+        )
+        .unwrap();
+    let flow = &plan.flows[0];
+    assert_eq!(flow.rename_policy, "identity");
+    assert_eq!(flow.include, ".*");
+    assert_eq!(
+        flow.exclude,
+        r"(?:.*[\-\.]internal)|(?:.*\.replica)|(?:__.*)"
+    );
+    assert_eq!(flow.sync_topic_configs, Some(false));
+}
+
+#[test]
+fn mm2_errors_name_the_setting() {
+    let error = import_mm2("clusters=A\nA.bootstrap.servers=a:1\nA->C.enabled=true\n").unwrap_err();
+    assert!(error.0.contains("cluster C is not in clusters"), "{error}");
+    let error =
+        import_mm2("clusters=A,B\nA->B.enabled=true\nB.bootstrap.servers=b:1\n").unwrap_err();
+    assert!(error.0.contains("A.bootstrap.servers"), "{error}");
+}
+
+#[test]
+fn a_strimzi_shaped_manifest_becomes_clusters_and_flows() {
+    let yaml = "\
+apiVersion: kmirror.io/v1
+kind: KafkaMirrorMaker2
+metadata:
+  name: dr
+spec:
+  replicas: 3
+  target:
+    alias: central
+    bootstrapServers: c:9092
+    config:
+      compression.type: lz4
+  clusters:
+    - alias: east
+      bootstrapServers: e:9092
+  mirrors:
+    - sourceCluster: east
+      topicsPattern: \"orders.*, payments\"
+      topicsExcludePattern: \".*-tmp\"
+      groupsPattern: \".*\"
+      sourceConnector:
+        config:
+          replication.policy.class: org.apache.kafka.connect.mirror.IdentityReplicationPolicy
+          replication.factor: 3
+      startPosition: latest
+";
+    let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
+    let plan = plan_manifest(&manifest, Path::new(".")).unwrap();
+    assert_eq!(plan.clusters.len(), 2);
+    assert_eq!(plan.clusters[0].name, "central");
+    assert_eq!(plan.clusters[0].properties["compression.type"], "lz4");
+    let flow = &plan.flows[0];
+    assert_eq!(flow.name, "east-to-central");
+    assert_eq!(flow.dest_cluster, "central");
+    assert_eq!(flow.rename_policy, "identity");
+    assert_eq!(flow.start, "latest");
+    let unmapped: Vec<&str> = plan.unmapped.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        unmapped,
+        vec![
+            "spec.replicas",
+            "spec.mirrors[0].sourceConnector.config.replication.factor",
+            "spec.mirrors[0].groupsPattern"
+        ]
+    );
+}
+
+#[test]
+fn a_manifest_rejects_unknown_settings_and_undefined_clusters() {
+    let yaml = "spec:\n  replicaz: 3\n  mirrors: []\n";
+    let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
+    let error = plan_manifest(&manifest, Path::new(".")).unwrap_err();
+    assert!(error.0.contains("spec.replicaz"), "{error}");
+    let yaml = "spec:\n  clusters:\n    - alias: a\n      bootstrapServers: a:1\n  mirrors:\n    - sourceCluster: a\n      targetCluster: b\n";
+    let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
+    let error = plan_manifest(&manifest, Path::new(".")).unwrap_err();
+    assert!(error.0.contains("cluster b is not defined"), "{error}");
+}
+
+/// A `KafkaMirrorMaker2` as Strimzi's examples and users write them: read
+/// back from Kubernetes (namespace, status), TLS and SCRAM through secrets,
+/// Connect's storage settings in the target's config, a checkpoint connector
+/// syncing group offsets.
+const STRIMZI: &str = r#"
+apiVersion: kafka.strimzi.io/v1beta2
+kind: KafkaMirrorMaker2
+metadata:
+  name: dr-mirror
+  namespace: kafka
+  labels:
+    app: dr
+  annotations:
+    strimzi.io/use-connector-resources: "true"
+spec:
+  version: 3.9.0
+  replicas: 2
+  connectCluster: "dc-b"
+  clusters:
+    - alias: "dc-a"
+      bootstrapServers: dc-a-kafka-bootstrap.kafka.svc:9093
+      tls:
+        trustedCertificates:
+          - secretName: dc-a-cluster-ca-cert
+            certificate: ca.crt
+      authentication:
+        type: scram-sha-512
+        username: mirror
+        passwordSecret:
+          secretName: mirror-user
+          password: password
+    - alias: "dc-b"
+      bootstrapServers: dc-b-kafka-bootstrap.kafka.svc:9093
+      config:
+        config.storage.replication.factor: -1
+        offset.storage.replication.factor: -1
+        status.storage.replication.factor: -1
+        compression.type: zstd
+  mirrors:
+    - sourceCluster: "dc-a"
+      targetCluster: "dc-b"
+      sourceConnector:
+        tasksMax: 4
+        config:
+          replication.factor: -1
+          offset-syncs.topic.replication.factor: -1
+          sync.topic.acls.enabled: "false"
+          replication.policy.class: org.apache.kafka.connect.mirror.IdentityReplicationPolicy
+      checkpointConnector:
+        tasksMax: 1
+        config:
+          checkpoints.topic.replication.factor: -1
+          sync.group.offsets.enabled: "true"
+      topicsPattern: "orders.*, payments"
+      groupsPattern: ".*"
+  resources:
+    requests:
+      cpu: "1"
+      memory: 2Gi
+  logging:
+    type: inline
+    loggers:
+      connect.root.logger.level: INFO
+status:
+  replicas: 2
+"#;
+
+#[test]
+fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
+    let manifest: Manifest = serde_saphyr::from_str(STRIMZI).unwrap();
+    let plan = plan_manifest(&manifest, Path::new(".")).unwrap();
+    let names: Vec<&str> = plan.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["dc-a", "dc-b"]);
+    assert_eq!(
+        plan.clusters[1].properties,
+        HashMap::from([("compression.type".to_string(), "zstd".to_string())])
+    );
+    let flow = &plan.flows[0];
+    assert_eq!(flow.name, "dc-a-to-dc-b");
+    assert_eq!(flow.dest_cluster, "dc-b");
+    assert_eq!(flow.rename_policy, "identity");
+    assert_eq!(flow.include, "(?:orders.*)|(?:payments)");
+    let unmapped: BTreeMap<&str, &str> = plan
+        .unmapped
+        .iter()
+        .map(|(key, reason)| (key.as_str(), reason.as_str()))
+        .collect();
+    let keys: Vec<&str> = unmapped.keys().copied().collect();
+    assert_eq!(
+        keys,
+        vec![
+            "cluster dc-a: authentication",
+            "cluster dc-a: tls",
+            "cluster dc-b: config.config.storage.replication.factor",
+            "cluster dc-b: config.offset.storage.replication.factor",
+            "cluster dc-b: config.status.storage.replication.factor",
+            "metadata.annotations",
+            "metadata.namespace",
+            "spec.logging",
+            "spec.mirrors[0].checkpointConnector",
+            "spec.mirrors[0].groupsPattern",
+            "spec.mirrors[0].sourceConnector.config.offset-syncs.topic.replication.factor",
+            "spec.mirrors[0].sourceConnector.config.replication.factor",
+            "spec.mirrors[0].sourceConnector.config.sync.topic.acls.enabled",
+            "spec.mirrors[0].sourceConnector.tasksMax",
+            "spec.replicas",
+            "spec.resources",
+            "spec.version",
+            "status",
+        ]
+    );
+    assert!(unmapped["cluster dc-a: tls"].contains("ssl.ca.location"));
+    assert!(unmapped["cluster dc-a: authentication"].contains("sasl.password"));
+    assert_eq!(
+        unmapped["spec.mirrors[0].checkpointConnector"],
+        GROUP_OFFSETS_NOT_SYNCED
+    );
+    // Nothing of the secrets' names leaks into what is stored.
+    assert!(plan.clusters[0].properties.is_empty());
+}
+
+#[test]
+fn a_flow_shown_as_yaml_plans_back_unchanged_whatever_its_options() {
+    let clusters = vec![
+        Cluster {
+            name: "east".to_string(),
+            bootstrap_servers: "e:9092".to_string(),
+            properties: HashMap::from([
+                ("sasl.password".to_string(), "********".to_string()),
+                ("client.id".to_string(), "k".to_string()),
+            ]),
+        },
+        Cluster {
+            name: "central".to_string(),
+            bootstrap_servers: "c:9092".to_string(),
+            properties: HashMap::new(),
+        },
+    ];
+    let base = Flow {
+        source_cluster: "east".to_string(),
+        dest_cluster: "central".to_string(),
+        include: "orders.*".to_string(),
+        ..Flow::default()
+    };
+    let flows: Vec<Flow> = [
+        Flow {
+            name: "plain".to_string(),
+            ..base.clone()
+        },
+        Flow {
+            name: "prefixed".to_string(),
+            exclude: regex_list(MM2_DEFAULT_TOPICS_EXCLUDE),
+            rename_policy: "prefix".to_string(),
+            rename_prefix: "dc1".to_string(),
+            rename_separator: "_".to_string(),
+            start: "latest".to_string(),
+            sync_topic_configs: Some(false),
+            ..base.clone()
+        },
+        Flow {
+            name: "mapped".to_string(),
+            rename_policy: "map".to_string(),
+            rename_map: HashMap::from([("orders".to_string(), "orders-copy".to_string())]),
+            start: "timestamp".to_string(),
+            start_timestamp_ms: 1_714_521_600_000,
+            until_caught_up: true,
+            sync_topic_configs_exclude_set: true,
+            sync_topic_configs_exclude: vec![r"retention\..*".to_string()],
+            ..base.clone()
+        },
+    ]
+    .iter()
+    .map(|flow| {
+        let spec = kmirror_coordinator::admin::flow_spec(flow.clone()).unwrap();
+        kmirror_coordinator::admin::flow_message(&spec, None)
+    })
+    .collect();
+    let yaml = crate::output::to_yaml(&manifest_of(&clusters, &flows));
+    let parsed: Manifest = serde_saphyr::from_str(&yaml).unwrap();
+    let plan = plan_manifest(&parsed, Path::new(".")).unwrap();
+    let objects = crate::plan_diff::compare(&plan, &clusters, &flows);
+    assert_eq!(objects.len(), 5);
+    for object in &objects {
+        assert_eq!(
+            object.action,
+            crate::plan_diff::Action::Unchanged,
+            "{object:?}\n{yaml}"
+        );
+    }
+}
+
+#[test]
+fn the_fleet_renders_back_as_a_manifest_that_plans_the_same_flows() {
+    let plan = import_mm2(MM2).unwrap();
+    let manifest = manifest_of(&plan.clusters, &plan.flows);
+    let yaml = crate::output::to_yaml(&manifest);
+    let parsed: Manifest = serde_saphyr::from_str(&yaml).unwrap();
+    let again = plan_manifest(&parsed, Path::new(".")).unwrap();
+    assert_eq!(again.flows[0].include, plan.flows[0].include);
+    assert_eq!(again.flows[0].rename_policy, "prefix");
+    assert_eq!(again.clusters.len(), 2);
+}
