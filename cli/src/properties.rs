@@ -87,87 +87,15 @@ impl std::error::Error for ConfigErrors {}
 /// and `!` comments, `\` line continuations and escapes, as Java reads them.
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut entries = Vec::new();
-    let mut lines = text.lines().enumerate().peekable();
-    while let Some((number, line)) = lines.next() {
-        let mut logical = line.trim_start().to_string();
-        if logical.is_empty() || logical.starts_with('#') || logical.starts_with('!') {
-            continue;
-        }
-        while ends_with_continuation(&logical) {
-            logical.pop();
-            match lines.next() {
-                Some((_, next)) => logical.push_str(next.trim_start()),
-                None => break,
-            }
-        }
-        let (key, value) = split_key_value(&logical);
-        let key = unescape(&key).map_err(|error| format!("line {}: {error}", number + 1))?;
-        let value = unescape(&value).map_err(|error| format!("line {}: {error}", number + 1))?;
-        if key.is_empty() {
-            return Err(format!("line {}: a value without a key", number + 1));
-        }
-        entries.push((key, value));
-    }
+    // Java reads `.properties` as ISO-8859-1; client configs are written in UTF-8
+    // today (passwords, paths), which ISO-8859-1 would garble.
+    java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
+        .read_into(|key, value| entries.push((key, value)))
+        .map_err(|error| match error.line_number() {
+            Some(line) => format!("line {line}: {error}"),
+            None => error.to_string(),
+        })?;
     Ok(entries)
-}
-
-fn ends_with_continuation(line: &str) -> bool {
-    let backslashes = line.chars().rev().take_while(|&c| c == '\\').count();
-    backslashes % 2 == 1
-}
-
-/// Splits at the first unescaped `=`, `:` or whitespace.
-fn split_key_value(line: &str) -> (String, String) {
-    let chars: Vec<char> = line.chars().collect();
-    let mut index = 0;
-    while index < chars.len() {
-        match chars[index] {
-            '\\' => index += 2,
-            '=' | ':' | ' ' | '\t' | '\x0c' => break,
-            _ => index += 1,
-        }
-    }
-    let key: String = chars[..index.min(chars.len())].iter().collect();
-    let mut rest = index;
-    while rest < chars.len() && matches!(chars[rest], ' ' | '\t' | '\x0c') {
-        rest += 1;
-    }
-    if rest < chars.len() && matches!(chars[rest], '=' | ':') {
-        rest += 1;
-        while rest < chars.len() && matches!(chars[rest], ' ' | '\t' | '\x0c') {
-            rest += 1;
-        }
-    }
-    let value: String = chars[rest.min(chars.len())..].iter().collect();
-    (key, value)
-}
-
-fn unescape(text: &str) -> Result<String, String> {
-    let mut output = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(character) = chars.next() {
-        if character != '\\' {
-            output.push(character);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => output.push('\t'),
-            Some('n') => output.push('\n'),
-            Some('r') => output.push('\r'),
-            Some('f') => output.push('\x0c'),
-            Some('u') => {
-                let hex: String = chars.by_ref().take(4).collect();
-                let code = u32::from_str_radix(&hex, 16)
-                    .ok()
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| format!("invalid escape \\u{hex}"))?;
-                output.push(code);
-            }
-            Some(other) => output.push(other),
-            None => {}
-        }
-    }
-    Ok(output)
 }
 
 /// Reads and translates a client config file.
@@ -634,6 +562,17 @@ mod tests {
                 ("group.id".to_string(), "mirror".to_string()),
                 ("client.id".to_string(), "mirror-1".to_string()),
                 ("key=with:seps".to_string(), "x\ty".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn utf8_values_and_unicode_escapes_are_kept() {
+        assert_eq!(
+            entries("sasl.password=p\u{e4}ss\\u00e9\nclient.id=caf\u{e9}\n"),
+            vec![
+                ("sasl.password".to_string(), "p\u{e4}ss\u{e9}".to_string()),
+                ("client.id".to_string(), "caf\u{e9}".to_string()),
             ]
         );
     }
