@@ -1,5 +1,6 @@
 use super::*;
 use kmirror_common::FlowName;
+use proptest::prelude::*;
 
 fn member(name: &str) -> MemberId {
     MemberId::new(name).unwrap()
@@ -377,90 +378,91 @@ fn a_tight_rebalance_evens_out_what_the_tolerance_allowed() {
     assert_eq!(third.moves(&second.assignments).len(), 2);
 }
 
-/// A small deterministic generator, so the randomized tests need no extra crate
-/// and fail the same way every time.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
-fn random_partitions(random: &mut XorShift, rated: bool) -> Vec<WantedPartition> {
-    let mut partitions = topic_partitions("a", "t1", 1 + random.next(40) as i32);
-    partitions.extend(topic_partitions("b", "t2", random.next(20) as i32));
-    if rated {
-        for partition in &mut partitions {
-            partition.bytes_per_sec = match random.next(4) {
-                0 => 0.0,
-                _ => random.next(5_000) as f64,
-            };
-        }
-    }
-    partitions
-}
-
-#[test]
-fn random_membership_changes_keep_single_ownership_stickiness_and_the_bound() {
-    let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
-    let all_fetchers = ["f1", "f2", "f3", "f4", "f5"];
-    let all_writers = ["w1", "w2", "w3"];
-    let mut previous = BTreeMap::new();
-    for round in 0..400u64 {
-        let fetchers: Vec<&str> = all_fetchers
-            .iter()
-            .copied()
-            .filter(|_| random.next(4) != 0)
-            .collect();
-        let writers: Vec<&str> = all_writers
-            .iter()
-            .copied()
-            .filter(|_| random.next(4) != 0)
-            .collect();
-        let rated = round % 2 == 0;
-        let problem = problem(
-            random_partitions(&mut random, rated),
-            &fetchers,
-            &writers,
-            round + 1,
-        );
-        let outcome = plan(&problem, &previous);
-        if fetchers.is_empty() || writers.is_empty() {
-            // Nobody to move to: whatever was assigned stays as it was.
-            for (key, assignment) in &outcome.assignments {
-                assert_eq!(previous.get(key), Some(assignment));
+/// Partitions of two topics (`a:t1` with 1-40, `b:t2` with 0-19), each with a
+/// measured rate (a quarter of them idle) when `rated`.
+fn partitions_strategy(rated: bool) -> impl Strategy<Value = Vec<WantedPartition>> {
+    let rate = prop_oneof![1 => Just(0.0), 3 => (0u32..5_000).prop_map(f64::from)];
+    (1..=40i32, 0..20i32, prop::collection::vec(rate, 60)).prop_map(
+        move |(first, second, rates)| {
+            let mut partitions = topic_partitions("a", "t1", first);
+            partitions.extend(topic_partitions("b", "t2", second));
+            if rated {
+                for (partition, rate) in partitions.iter_mut().zip(rates) {
+                    partition.bytes_per_sec = rate;
+                }
             }
-            assert!(outcome.changed.is_empty());
-        } else {
-            assert_single_live_owner(&problem, &outcome);
-            assert_within_bound(&problem, &outcome);
-        }
-        assert_diff_is_exact(&previous, &outcome);
-        // Planning again against the result changes nothing.
-        let again = plan(&problem, &outcome.assignments);
-        assert!(
-            again.changed.is_empty() && again.removed.is_empty(),
-            "round {round}: planning the same problem again moved {:?}",
-            again.changed
-        );
-        previous = outcome.assignments;
-    }
+            partitions
+        },
+    )
 }
 
-#[test]
-fn losing_a_member_moves_only_that_members_partitions() {
-    let mut random = XorShift(0x2545_f491_4f6c_dd1d);
-    for round in 0..300u64 {
-        let member_count = 2 + random.next(6) as usize;
+/// One round of a changing fleet: which of five fetchers and three writers live,
+/// and the partitions to place.
+fn round_strategy() -> impl Strategy<Value = (Vec<bool>, Vec<bool>, Vec<WantedPartition>)> {
+    let live = |count| prop::collection::vec(prop::bool::weighted(0.75), count);
+    (any::<bool>(), live(5), live(3)).prop_flat_map(move |(rated, fetchers, writers)| {
+        (Just(fetchers), Just(writers), partitions_strategy(rated))
+    })
+}
+
+fn names_where<'a>(names: &[&'a str], live: &[bool]) -> Vec<&'a str> {
+    names
+        .iter()
+        .zip(live)
+        .filter(|(_, live)| **live)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_membership_changes_keep_single_ownership_stickiness_and_the_bound(
+        rounds in prop::collection::vec(round_strategy(), 1..12)
+    ) {
+        let all_fetchers = ["f1", "f2", "f3", "f4", "f5"];
+        let all_writers = ["w1", "w2", "w3"];
+        let mut previous = BTreeMap::new();
+        for (round, (live_fetchers, live_writers, partitions)) in rounds.into_iter().enumerate() {
+            let fetchers = names_where(&all_fetchers, &live_fetchers);
+            let writers = names_where(&all_writers, &live_writers);
+            let problem = problem(partitions, &fetchers, &writers, round as u64 + 1);
+            let outcome = plan(&problem, &previous);
+            if fetchers.is_empty() || writers.is_empty() {
+                // Nobody to move to: whatever was assigned stays as it was.
+                for (key, assignment) in &outcome.assignments {
+                    prop_assert_eq!(previous.get(key), Some(assignment));
+                }
+                prop_assert!(outcome.changed.is_empty());
+            } else {
+                assert_single_live_owner(&problem, &outcome);
+                assert_within_bound(&problem, &outcome);
+            }
+            assert_diff_is_exact(&previous, &outcome);
+            // Planning again against the result changes nothing.
+            let again = plan(&problem, &outcome.assignments);
+            prop_assert!(
+                again.changed.is_empty() && again.removed.is_empty(),
+                "round {}: planning the same problem again moved {:?}",
+                round,
+                again.changed
+            );
+            previous = outcome.assignments;
+        }
+    }
+
+    #[test]
+    fn losing_a_member_moves_only_that_members_partitions(
+        member_count in 2..8usize,
+        lost_index in 0..8usize,
+        partitions in any::<bool>().prop_flat_map(partitions_strategy),
+    ) {
         let names: Vec<String> = (0..member_count).map(|index| format!("f{index}")).collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let partitions = random_partitions(&mut random, round % 2 == 0);
         let first_problem = problem(partitions.clone(), &name_refs, &["w1", "w2"], 1);
         let first = plan(&first_problem, &BTreeMap::new());
-        let lost = names[random.next(member_count as u64) as usize].clone();
+        let lost = names[lost_index % member_count].clone();
         let survivors: Vec<&str> = name_refs
             .iter()
             .copied()
@@ -470,24 +472,23 @@ fn losing_a_member_moves_only_that_members_partitions() {
         let second = plan(&second_problem, &first.assignments);
         assert_single_live_owner(&second_problem, &second);
         for key in &second.changed {
-            assert_eq!(
+            prop_assert_eq!(
                 first.assignments[key].fetcher.as_str(),
-                lost,
-                "round {round}: {key} moved although its fetcher lives"
+                lost.as_str(),
+                "{} moved although its fetcher lives",
+                key
             );
         }
         assert_within_bound(&second_problem, &second);
     }
-}
 
-#[test]
-fn adding_a_member_moves_only_what_the_bound_requires() {
-    let mut random = XorShift(0x5851_f42d_4c95_7f2d);
-    for round in 0..300u64 {
-        let member_count = 1 + random.next(6) as usize;
+    #[test]
+    fn adding_a_member_moves_only_what_the_bound_requires(
+        member_count in 1..7usize,
+        partitions in partitions_strategy(false),
+    ) {
         let names: Vec<String> = (0..member_count).map(|index| format!("f{index}")).collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let partitions = random_partitions(&mut random, false);
         let first = plan(
             &problem(partitions.clone(), &name_refs, &["w1"], 1),
             &BTreeMap::new(),
@@ -507,10 +508,11 @@ fn adding_a_member_moves_only_what_the_bound_requires() {
             })
             .sum();
         let moves = second.moves(&first.assignments);
-        assert!(
+        prop_assert!(
             moves.len() as f64 <= required,
-            "round {round}: {} moves where the bound requires {required}",
-            moves.len()
+            "{} moves where the bound requires {}",
+            moves.len(),
+            required
         );
         assert_within_bound(&grown, &second);
     }
