@@ -160,9 +160,12 @@ impl Session {
         self.ack_tx.send(Ok(ack)).await.map_err(|_| ())
     }
 
-    async fn refuse(&self, batch: &Batch, error: WriteError) -> Result<(), ()> {
+    /// Answers a batch without producing it. The refusal waits behind the
+    /// partition's batches still with the destination, as any ack does: taken
+    /// first, it would make the fetcher drop their acks and send them again.
+    async fn refuse(&mut self, batch: &Batch, error: WriteError) -> Result<(), ()> {
         let trace_context = crate::telemetry::refused(batch, &error);
-        self.ack(BatchAck {
+        let ack = BatchAck {
             source: batch.source.clone(),
             epoch: batch.epoch,
             seq: batch.seq,
@@ -171,8 +174,17 @@ impl Session {
             dest_offset: -1,
             error: Some(error),
             trace_context,
-        })
-        .await
+        };
+        let Some(order) = partition_key(batch.source.as_ref())
+            .and_then(|partition| self.ack_order.get_mut(&partition))
+        else {
+            return self.ack(ack).await;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        order.push_back(token);
+        self.finished.insert(token, ack);
+        Ok(())
     }
 
     async fn handle_batch(&mut self, batch: Batch) -> Result<(), ()> {
