@@ -627,3 +627,57 @@ fn a_rate_that_falls_to_zero_is_checkpointed_though_the_position_did_not_move() 
         .checkpoint_due(idle + Duration::from_secs(60), 0)
         .is_none());
 }
+
+#[test]
+fn offsets_skipped_after_a_batch_commit_once_that_batch_is_acked() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    fetch(&mut partition, 110, now);
+    let generation = partition.generation;
+    // Transaction markers at 110 and 111.
+    partition.on_skipped(generation, 112);
+    assert_eq!(partition.committed().next_offset, 100);
+    partition.on_ack(ack(1, 110), now);
+    assert_eq!(partition.committed().next_offset, 112);
+    assert_eq!(
+        partition
+            .checkpoint_due(now, 0)
+            .map(|entry| entry.checkpoint.next_offset),
+        Some(112)
+    );
+}
+
+#[test]
+fn a_written_checkpoint_is_not_written_again_until_the_position_moves() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    assert!(partition.checkpoint_due(now, 0).is_none(), "still at 100");
+    fetch(&mut partition, 110, now);
+    partition.on_ack(ack(1, 110), now);
+    let entry = partition.checkpoint_due(now, 7).expect("moved to 110");
+    assert_eq!(entry.assignment_raw, held(assignment(1, "writer-1")).raw);
+    assert_eq!(
+        (entry.checkpoint.epoch, entry.checkpoint.updated_ms),
+        (Epoch(1), 7)
+    );
+    partition.on_checkpoint_written(&entry.checkpoint, now);
+    assert!(partition.checkpoint_due(now, 0).is_none());
+}
+
+#[test]
+fn a_flow_whose_source_changed_restarts_its_partitions_under_the_new_consumer() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    fetch(&mut partition, 110, now);
+    partition.on_source_changed();
+    assert!(matches!(partition.stop()[..], [Effect::Unassign]));
+    assert!(partition.is_waiting_for_link());
+    assert_eq!(partition.in_flight(), 0);
+    assert!(matches!(
+        partition.start()[..],
+        [Effect::Assign {
+            offset: Some(100),
+            generation: 3
+        }]
+    ));
+}
