@@ -9,6 +9,7 @@ pub mod checkpointer;
 pub mod consumer;
 pub mod core;
 pub mod link;
+pub mod partition;
 pub mod telemetry;
 pub mod watcher;
 pub mod window;
