@@ -8,8 +8,9 @@
 //! problems on its output and still exits 0, so any output fails) and `systemd-analyze
 //! security --offline=true` under an exposure threshold; the package is installed
 //! with `dpkg -i`, run, and purged again (root only: skipped, with a message,
-//! elsewhere). The manifests are validated offline against the Kubernetes schemas by
-//! `deploy/kubernetes/check`.
+//! elsewhere). The manifests are validated offline against the Kubernetes schemas,
+//! and checked for what the schemas cannot see (probes, graceful stop, memory,
+//! disruption budgets, network policies), by `deploy/kubernetes/check`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -284,7 +285,7 @@ fn the_package_installs_its_units_verify_its_binaries_run_and_it_removes_cleanly
 }
 
 #[test]
-fn the_kubernetes_manifests_validate_against_the_schemas() {
+fn the_kubernetes_manifests_validate_against_the_schemas_and_keep_their_rules() {
     let root = workspace_root();
     let report = run_ok(Command::new(root.join("deploy/kubernetes/check")).current_dir(&root));
     // The check names every document it validated: the base's files one by one,
@@ -305,4 +306,18 @@ fn the_kubernetes_manifests_validate_against_the_schemas() {
             "{resource} not validated in the TLS overlay:\n{report}"
         );
     }
+    // deploy/kubernetes/rules.py: probes, graceful stop, memory, budgets, policies.
+    for rule in [
+        "kmirror-fetcher: readinessProbe on /readyz",
+        "kmirror-writer: the member's shutdown grace (20s) ends before the pod's (30s)",
+        "kmirror-writer: the memory request covers the measured bound",
+        "kmirror-coordinator: two coordinators",
+        "kmirror-fetcher: a NetworkPolicy denies what no other allows",
+    ] {
+        assert!(
+            report.contains(&format!("RULE overlays/tls (rendered): ok {rule}")),
+            "rule not kept in the TLS overlay: {rule}\n{report}"
+        );
+    }
+    assert!(!report.contains("BROKEN"), "{report}");
 }
