@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod schema;
 pub mod service;
 pub mod shutdown;
+pub mod systemd;
 pub mod telemetry;
 pub mod types;
 

@@ -199,6 +199,12 @@ ensure_debian_packages() {
 		missing+=(build-essential)
 	fi
 	command -v flock >/dev/null || missing+=(util-linux)
+	# The release artefacts' checks (tests/tests/deploy_artifacts.rs): deploy/package
+	# strips the binaries, systemd-analyze checks the units, and the Kubernetes
+	# manifests' validator lives in a Python virtualenv.
+	command -v strip >/dev/null || missing+=(binutils)
+	command -v systemd-analyze >/dev/null || missing+=(systemd)
+	python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 	if command -v dpkg-query >/dev/null; then
 		local package
 		# libprotobuf-dev: protoc's well-known types (google/protobuf/*.proto), which
