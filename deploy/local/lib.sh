@@ -199,6 +199,10 @@ ensure_debian_packages() {
 		missing+=(build-essential)
 	fi
 	command -v flock >/dev/null || missing+=(util-linux)
+	# The multi-host tests (tests/tests/multi_host.rs): network namespaces and
+	# the nftables rules that cut links and lose packets between them.
+	PATH=$PATH:/usr/sbin:/sbin command -v ip >/dev/null || missing+=(iproute2)
+	PATH=$PATH:/usr/sbin:/sbin command -v nft >/dev/null || missing+=(nftables)
 	if command -v dpkg-query >/dev/null; then
 		local package
 		# libprotobuf-dev: protoc's well-known types (google/protobuf/*.proto), which
