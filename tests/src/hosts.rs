@@ -64,7 +64,9 @@ pub struct Deployment {
     pub etcd_endpoint: String,
     pub source_bootstrap: String,
     pub dest_bootstrap: String,
-    coordinator_list: String,
+    /// Admin addresses `kmirrorctl` tries, in order (a test puts a coordinator
+    /// that can still reach etcd first).
+    coordinator_list: std::sync::Mutex<String>,
 }
 
 impl Deployment {
@@ -86,11 +88,13 @@ impl Deployment {
             etcd_endpoint: format!("http://{}:{ETCD_PORT}", address(ETCD)),
             source_bootstrap: format!("{}:{KAFKA_PORT}", address(SOURCE)),
             dest_bootstrap: format!("{}:{KAFKA_PORT}", address(DEST)),
-            coordinator_list: COORDINATORS
-                .iter()
-                .map(|host| format!("http://{}:{MEMBER_PORT}", address(host)))
-                .collect::<Vec<_>>()
-                .join(","),
+            coordinator_list: std::sync::Mutex::new(
+                COORDINATORS
+                    .iter()
+                    .map(|host| format!("http://{}:{MEMBER_PORT}", address(host)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             topic: crate::unique_name(name),
             flow: crate::unique_name(&format!("{name}-flow")),
             partitions,
@@ -369,9 +373,31 @@ impl Deployment {
         Ok(())
     }
 
+    /// Makes `kmirrorctl` ask the coordinator on `host` first: one cut from etcd
+    /// still accepts connections but cannot answer.
+    pub fn prefer_coordinator(&self, host: &str) {
+        let mut list = vec![self.coordinator_address(host)];
+        list.extend(
+            COORDINATORS
+                .iter()
+                .filter(|other| **other != host)
+                .map(|other| self.coordinator_address(other)),
+        );
+        *self.coordinator_list.lock().expect("coordinator list") = list.join(",");
+    }
+
+    fn coordinator_address(&self, host: &str) -> String {
+        format!("http://{}:{MEMBER_PORT}", self.network.host(host).address)
+    }
+
     /// Runs `kmirrorctl --coordinator <both coordinators> ARGS` on the client host.
     pub async fn ctl(&self, args: &[&str]) -> CtlOutput {
-        let mut full_args = vec!["--coordinator".to_string(), self.coordinator_list.clone()];
+        let coordinators = self
+            .coordinator_list
+            .lock()
+            .expect("coordinator list")
+            .clone();
+        let mut full_args = vec!["--coordinator".to_string(), coordinators];
         full_args.extend(args.iter().map(|arg| arg.to_string()));
         let ctl = self.bin_dir.join(stack::CTL_BINARY);
         match self.network.output(CLIENT, &ctl, &full_args).await {
@@ -423,6 +449,72 @@ impl Deployment {
             ));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// etcd's current revision.
+    pub async fn etcd_revision(&self) -> Result<i64, String> {
+        let output = self.etcdctl(&["get", "/", "-w", "json"]).await?;
+        let json: Value = serde_json::from_str(&output).map_err(|error| error.to_string())?;
+        json["header"]["revision"]
+            .as_i64()
+            .ok_or_else(|| format!("no revision in {output}"))
+    }
+
+    /// Every checkpoint write of the flow after etcd revision `revision`, oldest
+    /// first: (topic, partition, epoch). Read with `etcdctl watch --rev`, which
+    /// replays the history and is then stopped.
+    pub async fn checkpoint_writes_since(&self, revision: i64) -> Result<Vec<(String, i64, i64)>> {
+        let flow = kmirror_common::types::FlowName::new(&self.flow)?;
+        let prefix = kmirror_common::Keys::new(&self.fleet).flow_checkpoints(&flow);
+        let args: Vec<String> = [
+            "5",
+            "etcdctl",
+            "--endpoints",
+            &self.etcd_endpoint,
+            "watch",
+            "--prefix",
+            &prefix,
+            "--rev",
+            &(revision + 1).to_string(),
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let output = self
+            .network
+            .output(CLIENT, Path::new("timeout"), &args)
+            .await?;
+        // `timeout` ends the watch: exit code 124 is the expected end.
+        ensure!(
+            output.status.code() == Some(124),
+            "etcdctl watch failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        let mut writes = Vec::new();
+        while let Some(event) = lines.next() {
+            let key = lines.next().context("watch event without a key")?;
+            if event != "PUT" {
+                continue;
+            }
+            let value = lines.next().context("PUT without a value")?;
+            let mut parts = key.rsplit('/');
+            let partition: i64 = parts.next().unwrap_or_default().parse()?;
+            let topic = parts.next().unwrap_or_default().to_string();
+            let checkpoint: Value = serde_json::from_str(value)
+                .with_context(|| format!("checkpoint {key} is not JSON: {value}"))?;
+            let epoch = checkpoint["epoch"]
+                .as_i64()
+                .with_context(|| format!("checkpoint {key} has no epoch: {value}"))?;
+            writes.push((topic, partition, epoch));
+        }
+        Ok(writes)
+    }
+
+    /// What a member wrote to its log so far.
+    pub fn member_log(&self, member: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{member}.log"))).unwrap_or_default()
     }
 
     /// The flow's status, through `kmirrorctl status`.

@@ -9,9 +9,13 @@
 //! pass. They run one at a time (each deployment is a dozen processes and two
 //! JVMs on a small machine).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kmirror_tests::hosts::{check_sequences, Deployment, SequenceCheck, FETCHERS, WRITERS};
+use kmirror_tests::hosts::{
+    check_sequences, Deployment, SequenceCheck, CHECKPOINT_INTERVAL, ETCD, FETCHERS, LEASE_TTL,
+    SOURCE, WRITERS,
+};
 use kmirror_tests::netns::unavailable_reason;
 
 const PARTITIONS: i32 = 8;
@@ -85,5 +89,281 @@ async fn a_fleet_on_separate_hosts_mirrors_every_record_exactly() {
     eprintln!(
         "multi-host baseline: {} records mirrored in {took:?}, {} duplicates",
         check.records, check.duplicates
+    );
+}
+
+/// The background load of the fault scenarios: `CHUNK` records per partition every
+/// `TICK`, `CHUNKS` times (3 200 records a second over 8 partitions).
+const CHUNK: u64 = 100;
+const TICK: Duration = Duration::from_millis(250);
+
+fn records_per_second() -> f64 {
+    (CHUNK * PARTITIONS as u64) as f64 / TICK.as_secs_f64()
+}
+
+/// Starts the background load; it returns the records produced per partition.
+fn produce_steadily(
+    deployment: &Deployment,
+    chunks: u64,
+) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+    tokio::spawn(deployment.producer().produce_steadily(CHUNK, TICK, chunks))
+}
+
+/// Waits until the destination holds at least `count` records; returns when.
+async fn wait_arrived(deployment: &Deployment, count: i64, timeout: Duration) -> Instant {
+    deployment
+        .wait_until(
+            timeout,
+            &format!("{count} records in the destination"),
+            || async {
+                match deployment.dest_count().await {
+                    Ok(arrived) if arrived >= count => Ok(()),
+                    Ok(arrived) => Err(format!("{arrived} arrived")),
+                    Err(error) => Err(error),
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    Instant::now()
+}
+
+/// Waits for the load to end and the flow to catch up, then checks every record.
+async fn finish_and_check(
+    deployment: &Deployment,
+    load: tokio::task::JoinHandle<anyhow::Result<u64>>,
+) -> SequenceCheck {
+    let per_partition = load
+        .await
+        .expect("producer task")
+        .expect("records produced");
+    deployment
+        .wait_caught_up(CATCH_UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    check_destination(deployment, per_partition).await
+}
+
+/// Most duplicates a resend of `partitions` partitions from their checkpoints may
+/// cause: what was sent since the last checkpoint (the checkpoint interval, twice
+/// for the checkpoint's own latency, plus a second of in-flight window) at the
+/// load's rate per partition.
+fn duplicate_bound(partitions: usize) -> u64 {
+    let per_partition_rate = records_per_second() / f64::from(PARTITIONS);
+    let window_seconds = CHECKPOINT_INTERVAL.as_secs_f64() * 2.0 + 1.0;
+    (partitions as f64 * per_partition_rate * window_seconds).ceil() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_percent_packet_loss_slows_mirroring_but_loses_and_reorders_nothing() {
+    /// Records that must arrive under each loss before it is lifted.
+    const UNDER_LOSS: i64 = 3_000;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(deployment) = deploy("hosts-loss").await else {
+        return;
+    };
+    let load = produce_steadily(&deployment, 60);
+    wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
+
+    let network = deployment.network();
+    let mut rates = Vec::new();
+    for (link, these, those) in [
+        ("fetchers-writers", &FETCHERS[..], &WRITERS[..]),
+        ("fetchers-source", &FETCHERS[..], &[SOURCE][..]),
+    ] {
+        network.lose(these, those, 10).expect("loss rules");
+        let arrived_before = deployment.dest_count().await.expect("end offsets");
+        let lossy_since = Instant::now();
+        wait_arrived(
+            &deployment,
+            arrived_before + UNDER_LOSS,
+            Duration::from_secs(90),
+        )
+        .await;
+        let rate = UNDER_LOSS as f64 / lossy_since.elapsed().as_secs_f64();
+        network.heal().expect("loss rules removed");
+        eprintln!("multi-host loss: 10 % loss {link}: {rate:.0} records/s mirrored");
+        rates.push((link, rate));
+    }
+
+    let check = finish_and_check(&deployment, load).await;
+    assert!(
+        check.duplicates <= duplicate_bound(PARTITIONS as usize),
+        "{check:?}: more duplicates than a resend of every partition allows"
+    );
+    eprintln!(
+        "multi-host loss: {} records, {} duplicates, {} resends; rates under loss {rates:?} (load {:.0} records/s)",
+        check.records,
+        check.duplicates,
+        check.resends,
+        records_per_second()
+    );
+}
+
+/// How far past the lease TTL a failover may take.
+const FAILOVER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Mirrored offset and epoch of each partition `fetcher` works on.
+async fn owned_by(deployment: &Deployment, fetcher: &str) -> BTreeMap<i64, (i64, i64)> {
+    let status = deployment.status().await.expect("status");
+    status
+        .partitions
+        .iter()
+        .filter(|partition| partition.fetcher == fetcher)
+        .map(|partition| {
+            (
+                partition.partition,
+                (partition.mirrored_offset, partition.epoch),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every partition of `before` runs on another fetcher and mirrored
+/// past where it stood; returns how long after `fault_at` that was.
+async fn wait_moved_and_running(
+    deployment: &Deployment,
+    fetcher: &str,
+    before: &BTreeMap<i64, (i64, i64)>,
+    fault_at: Instant,
+) -> Duration {
+    let what = format!("the partitions of {fetcher} to run elsewhere");
+    deployment
+        .wait_until(LEASE_TTL + Duration::from_secs(60), &what, || async {
+            let status = deployment.status().await?;
+            for (partition, (mirrored_before, _)) in before {
+                let Some(now) = status
+                    .partitions
+                    .iter()
+                    .find(|status| status.partition == *partition)
+                else {
+                    return Err(format!("partition {partition} not in status"));
+                };
+                if now.fetcher == fetcher {
+                    return Err(format!("partition {partition} still on {fetcher}"));
+                }
+                if now.mirrored_offset <= *mirrored_before {
+                    return Err(format!(
+                        "partition {partition} not past {mirrored_before} yet"
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    fault_at.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetcher_cut_from_etcd_stops_at_its_deadline_and_its_partitions_resume_elsewhere() {
+    /// Records per partition produced once the cut is healed.
+    const AFTER_HEALING: u64 = 200;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(deployment) = deploy("hosts-cut-fetcher").await else {
+        return;
+    };
+    let network = deployment.network();
+    let cut_fetcher = FETCHERS[0];
+    let load = produce_steadily(&deployment, 60);
+    wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
+
+    let before = owned_by(&deployment, cut_fetcher).await;
+    assert!(!before.is_empty(), "{cut_fetcher} had no partition");
+    let revision = deployment.etcd_revision().await.expect("etcd revision");
+    network.cut(&[cut_fetcher], &[ETCD]).expect("cut");
+    let cut_at = Instant::now();
+    let resumed = wait_moved_and_running(&deployment, cut_fetcher, &before, cut_at).await;
+    assert!(
+        deployment
+            .member_log(cut_fetcher)
+            .contains("lease counted as lost"),
+        "{cut_fetcher} did not count its lease as lost before its partitions moved"
+    );
+    assert!(
+        resumed <= LEASE_TTL + FAILOVER_MARGIN,
+        "took {resumed:?} to resume"
+    );
+
+    // Still cut from etcd, the fetcher reaches Kafka and the writers: had it
+    // sent anything after its deadline, a moved partition would show a second
+    // resend or more duplicates than its own resend from a checkpoint.
+    let cut_check = finish_and_check(&deployment, load).await;
+    assert!(
+        cut_check.resends <= before.len() as u64,
+        "{cut_check:?}: more resends than the {} moved partitions make",
+        before.len()
+    );
+    assert!(
+        cut_check.duplicates <= duplicate_bound(before.len()),
+        "{cut_check:?}: more duplicates than a resend of {} partitions allows",
+        before.len()
+    );
+
+    // Healed, it registers again under a new lease; no checkpoint written since
+    // the cut carries the epoch it held.
+    network.heal().expect("heal");
+    deployment
+        .wait_until(
+            LEASE_TTL + Duration::from_secs(30),
+            &format!("{cut_fetcher} to register again"),
+            || async {
+                let members = deployment.ctl(&["members", "-o", "json"]).await;
+                if members.stdout.contains(&format!("\"{cut_fetcher}\"")) {
+                    Ok(())
+                } else {
+                    Err(members.to_string())
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let per_partition = cut_check.records / PARTITIONS as u64;
+    deployment
+        .produce(per_partition, per_partition + AFTER_HEALING)
+        .await
+        .expect("produced");
+    deployment
+        .wait_caught_up(CATCH_UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let healed_check = check_destination(&deployment, per_partition + AFTER_HEALING).await;
+    let writes = deployment
+        .checkpoint_writes_since(revision)
+        .await
+        .expect("checkpoint history");
+    // Once a moved partition's checkpoint carries a newer epoch, none may carry
+    // the old one again (written before the cut, one may).
+    let mut moved = BTreeSet::new();
+    let mut checked = 0;
+    for (topic, partition, epoch) in &writes {
+        let Some((_, old_epoch)) = before.get(partition).filter(|_| *topic == deployment.topic)
+        else {
+            continue;
+        };
+        if epoch > old_epoch {
+            moved.insert(*partition);
+        } else {
+            assert!(
+                !moved.contains(partition),
+                "partition {partition}: a checkpoint carries {cut_fetcher}'s epoch {old_epoch} after the partition moved"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        moved.len(),
+        before.len(),
+        "not every moved partition has a checkpoint with a newer epoch: {moved:?} of {before:?}"
+    );
+    eprintln!(
+        "multi-host cut fetcher from etcd: {} partitions resumed elsewhere in {resumed:?}; \
+         while cut {} duplicates, {} resends; after healing {} records, {} duplicates; \
+         {checked} checkpoint writes checked",
+        before.len(),
+        cut_check.duplicates,
+        cut_check.resends,
+        healed_check.records,
+        healed_check.duplicates
     );
 }
