@@ -695,51 +695,84 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Produces `chunk` records per partition every `tick`, `chunks` times;
-    /// returns how many records per partition it produced.
+    /// Produces `chunk` records per partition every `tick`, `chunks` times, through
+    /// one kcat per partition that runs throughout; returns how many records per
+    /// partition it produced.
     pub async fn produce_steadily(self, chunk: u64, tick: Duration, chunks: u64) -> Result<u64> {
+        let mut kcats = Vec::new();
+        for partition in 0..self.partitions {
+            let mut child = self.kcat(partition).spawn().context("cannot run kcat")?;
+            let stdin = child.stdin.take().expect("kcat's stdin");
+            kcats.push((partition, child, stdin));
+        }
         let mut next_tick = Instant::now();
         for index in 0..chunks {
-            produce_on(self.clone(), index * chunk, (index + 1) * chunk).await?;
+            for (partition, _, stdin) in &mut kcats {
+                let lines = sequence_lines(*partition, index * chunk, (index + 1) * chunk);
+                stdin.write_all(lines.as_bytes()).await?;
+                stdin.flush().await?;
+            }
             next_tick += tick;
             tokio::time::sleep_until(next_tick).await;
         }
+        for (partition, child, stdin) in kcats {
+            drop(stdin);
+            wait_delivered(partition, child).await?;
+        }
         Ok(chunks * chunk)
     }
-}
 
-async fn produce_on(producer: Producer, from: u64, to: u64) -> Result<()> {
-    let mut runs = tokio::task::JoinSet::new();
-    for partition in 0..producer.partitions {
+    /// `kcat -P` into one partition, reading records from its standard input.
+    fn kcat(&self, partition: i32) -> tokio::process::Command {
         let mut command = tokio::process::Command::new("ip");
         command
-            .args(["netns", "exec", &producer.namespace])
+            .args(["netns", "exec", &self.namespace])
             .args(["setpriv", "--pdeathsig", "KILL", "--", "kcat", "-P"])
-            .args(["-b", &producer.bootstrap, "-t", &producer.topic])
+            .args(["-b", &self.bootstrap, "-t", &self.topic])
             .args(["-p", &partition.to_string()])
             .args(["-X", "enable.idempotence=true", "-X", "linger.ms=20"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().context("cannot run kcat")?;
-        let mut lines = String::new();
-        for sequence in from..to {
-            lines.push_str(&format!("{partition}:{sequence}\n"));
-        }
+        command
+    }
+}
+
+/// Values `p:n` for `n` in `from..to`, one a line.
+fn sequence_lines(partition: i32, from: u64, to: u64) -> String {
+    (from..to)
+        .map(|sequence| format!("{partition}:{sequence}\n"))
+        .collect()
+}
+
+/// Waits until a kcat whose input ended delivered everything, or says why not.
+async fn wait_delivered(partition: i32, child: tokio::process::Child) -> Result<()> {
+    let output = child.wait_with_output().await?;
+    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() || errors.contains("ERROR") {
+        bail!(
+            "kcat producing to partition {partition} failed ({}): {errors}",
+            output.status
+        );
+    }
+    Ok(())
+}
+
+async fn produce_on(producer: Producer, from: u64, to: u64) -> Result<()> {
+    let mut runs = tokio::task::JoinSet::new();
+    for partition in 0..producer.partitions {
+        let mut child = producer
+            .kcat(partition)
+            .spawn()
+            .context("cannot run kcat")?;
         let mut stdin = child.stdin.take().expect("kcat's stdin");
         runs.spawn(async move {
-            stdin.write_all(lines.as_bytes()).await?;
+            stdin
+                .write_all(sequence_lines(partition, from, to).as_bytes())
+                .await?;
             drop(stdin);
-            let output = child.wait_with_output().await?;
-            let errors = String::from_utf8_lossy(&output.stderr).into_owned();
-            if !output.status.success() || errors.contains("ERROR") {
-                bail!(
-                    "kcat producing to partition {partition} failed ({}): {errors}",
-                    output.status
-                );
-            }
-            Ok(())
+            wait_delivered(partition, child).await
         });
     }
     while let Some(result) = runs.join_next().await {

@@ -12,9 +12,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use kmirror_common::membership::local_deadline;
 use kmirror_tests::hosts::{
-    check_sequences, Deployment, SequenceCheck, CHECKPOINT_INTERVAL, ETCD, FETCHERS, LEASE_TTL,
-    SOURCE, WRITERS,
+    check_sequences, Deployment, SequenceCheck, CHECKPOINT_INTERVAL, COORDINATORS, ETCD, FETCHERS,
+    LEASE_TTL, SOURCE, WRITERS,
 };
 use kmirror_tests::netns::unavailable_reason;
 
@@ -145,12 +146,14 @@ async fn finish_and_check(
 }
 
 /// Most duplicates a resend of `partitions` partitions from their checkpoints may
-/// cause: what was sent since the last checkpoint (the checkpoint interval, twice
-/// for the checkpoint's own latency, plus a second of in-flight window) at the
-/// load's rate per partition.
-fn duplicate_bound(partitions: usize) -> u64 {
+/// cause: what was sent since the last checkpoint etcd took — the checkpoint
+/// interval, twice for the checkpoint's own latency, plus a second of in-flight
+/// window, plus `checkpoints_blocked`, a time the fetcher kept sending while it
+/// could not checkpoint — at the load's rate per partition.
+fn duplicate_bound(partitions: usize, checkpoints_blocked: Duration) -> u64 {
     let per_partition_rate = records_per_second() / f64::from(PARTITIONS);
-    let window_seconds = CHECKPOINT_INTERVAL.as_secs_f64() * 2.0 + 1.0;
+    let window_seconds =
+        checkpoints_blocked.as_secs_f64() + CHECKPOINT_INTERVAL.as_secs_f64() * 2.0 + 1.0;
     (partitions as f64 * per_partition_rate * window_seconds).ceil() as u64
 }
 
@@ -188,7 +191,7 @@ async fn ten_percent_packet_loss_slows_mirroring_but_loses_and_reorders_nothing(
 
     let check = finish_and_check(&deployment, load).await;
     assert!(
-        check.duplicates <= duplicate_bound(PARTITIONS as usize),
+        check.duplicates <= duplicate_bound(PARTITIONS as usize, Duration::ZERO),
         "{check:?}: more duplicates than a resend of every partition allows"
     );
     eprintln!(
@@ -285,9 +288,10 @@ async fn a_fetcher_cut_from_etcd_stops_at_its_deadline_and_its_partitions_resume
         "took {resumed:?} to resume"
     );
 
-    // Still cut from etcd, the fetcher reaches Kafka and the writers: had it
-    // sent anything after its deadline, a moved partition would show a second
-    // resend or more duplicates than its own resend from a checkpoint.
+    // Still cut from etcd, the fetcher reaches Kafka and the writers. Until its
+    // local deadline it sends without being able to checkpoint: that much comes
+    // again from the new owner. Had it sent anything after its deadline, a moved
+    // partition would show a second resend or more duplicates than that.
     let cut_check = finish_and_check(&deployment, load).await;
     assert!(
         cut_check.resends <= before.len() as u64,
@@ -295,7 +299,7 @@ async fn a_fetcher_cut_from_etcd_stops_at_its_deadline_and_its_partitions_resume
         before.len()
     );
     assert!(
-        cut_check.duplicates <= duplicate_bound(before.len()),
+        cut_check.duplicates <= duplicate_bound(before.len(), local_deadline(LEASE_TTL)),
         "{cut_check:?}: more duplicates than a resend of {} partitions allows",
         before.len()
     );
@@ -365,5 +369,65 @@ async fn a_fetcher_cut_from_etcd_stops_at_its_deadline_and_its_partitions_resume
         cut_check.resends,
         healed_check.records,
         healed_check.duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_standby_leads_when_the_leaders_host_is_cut_from_etcd_and_mirroring_never_stops() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(deployment) = deploy("hosts-cut-leader").await else {
+        return;
+    };
+    let load = produce_steadily(&deployment, 60);
+    wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
+
+    let leader = deployment.leader().await.expect("a leader");
+    let standby = COORDINATORS
+        .into_iter()
+        .find(|coordinator| *coordinator != leader)
+        .expect("a standby");
+    // The cut leader still accepts connections but cannot read etcd.
+    deployment.prefer_coordinator(standby);
+    deployment
+        .network()
+        .cut(&[leader.as_str()], &[ETCD])
+        .expect("cut");
+    let cut_at = Instant::now();
+    let arrived_at_cut = deployment.dest_count().await.expect("end offsets");
+    let mut arrived_without_new_leader = arrived_at_cut;
+    loop {
+        assert!(
+            cut_at.elapsed() <= LEASE_TTL + FAILOVER_MARGIN,
+            "{standby} does not lead within {:?} of the cut",
+            LEASE_TTL + FAILOVER_MARGIN
+        );
+        if deployment.leader().await.as_deref() == Some(standby) {
+            break;
+        }
+        arrived_without_new_leader = deployment.dest_count().await.expect("end offsets");
+    }
+    let took = cut_at.elapsed();
+    assert!(
+        arrived_without_new_leader > arrived_at_cut,
+        "nothing was mirrored between the cut and the new leader ({arrived_at_cut} records before and after)"
+    );
+    assert!(
+        deployment
+            .member_log(&leader)
+            .contains("stepped down as leader"),
+        "the cut coordinator {leader} did not step down"
+    );
+
+    let check = finish_and_check(&deployment, load).await;
+    assert_eq!(
+        check.duplicates, 0,
+        "the data path does not need the coordinator: {check:?}"
+    );
+    eprintln!(
+        "multi-host cut leader from etcd: {standby} leads after {took:?}; {} records mirrored meanwhile; \
+         {} records, {} duplicates",
+        arrived_without_new_leader - arrived_at_cut,
+        check.records,
+        check.duplicates
     );
 }
