@@ -205,6 +205,10 @@ ensure_debian_packages() {
 	command -v strip >/dev/null || missing+=(binutils)
 	command -v systemd-analyze >/dev/null || missing+=(systemd)
 	python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+	# The multi-host tests (tests/tests/multi_host.rs): network namespaces and
+	# the nftables rules that cut links and lose packets between them.
+	PATH=$PATH:/usr/sbin:/sbin command -v ip >/dev/null || missing+=(iproute2)
+	PATH=$PATH:/usr/sbin:/sbin command -v nft >/dev/null || missing+=(nftables)
 	if command -v dpkg-query >/dev/null; then
 		local package
 		# libprotobuf-dev: protoc's well-known types (google/protobuf/*.proto), which

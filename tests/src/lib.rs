@@ -13,16 +13,21 @@
 //! - [`status`]: the JSON of `kmirrorctl status -o json`, parsed in one place;
 //! - [`murmur2`]: Kafka's default partitioner, to check where keyed records land;
 //! - [`data`]: generated test records;
+//! - [`netns`]: simulated hosts (network namespaces on a bridge) with packet loss
+//!   and cuts between them;
+//! - [`hosts`]: a whole deployment on simulated hosts, for the multi-host tests;
 //! - [`wait`]: waiting for a condition with a deadline (never a fixed sleep).
 
 #![forbid(unsafe_code)]
 
 pub mod data;
 pub mod fleet;
+pub mod hosts;
 pub mod kafka;
 pub mod kcat;
 pub mod mirror_process;
 pub mod murmur2;
+pub mod netns;
 pub mod observability;
 pub mod ordering;
 pub mod private_stack;

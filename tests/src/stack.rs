@@ -82,14 +82,7 @@ fn start_stack() -> Result<Stack, String> {
     let source_port = port_from_env("KMIRROR_SOURCE_PORT", 19092)?;
     let dest_port = port_from_env("KMIRROR_DEST_PORT", 29092)?;
     let bin_dir = bin_dir();
-    let logs_dir = std::env::var_os("KMIRROR_E2E_LOG_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            bin_dir
-                .parent()
-                .map(|target_dir| target_dir.join("e2e-logs"))
-                .unwrap_or_else(|| workspace_dir.join("target/e2e-logs"))
-        });
+    let logs_dir = logs_dir();
     let stack = Stack {
         etcd_endpoint: format!("http://127.0.0.1:{etcd_port}"),
         source_bootstrap: format!("127.0.0.1:{source_port}"),
@@ -108,8 +101,21 @@ fn start_stack() -> Result<Stack, String> {
     Ok(stack)
 }
 
+/// Where fleet members log, one folder per fleet: `KMIRROR_E2E_LOG_DIR`, or
+/// `e2e-logs` beside the fleet binaries' `target/debug`.
+pub fn logs_dir() -> PathBuf {
+    std::env::var_os("KMIRROR_E2E_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            bin_dir()
+                .parent()
+                .map(|target_dir| target_dir.join("e2e-logs"))
+                .unwrap_or_else(|| workspace_dir().join("target/e2e-logs"))
+        })
+}
+
 /// The workspace root: this crate lives in `<workspace>/tests`.
-fn workspace_dir() -> PathBuf {
+pub fn workspace_dir() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
@@ -117,7 +123,7 @@ fn workspace_dir() -> PathBuf {
 /// `target/debug` of the build these tests come from: test executables live in
 /// `target/debug/deps`, the fleet binaries one level up. This follows
 /// `CARGO_TARGET_DIR` without reading it.
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KMIRROR_BIN_DIR") {
         return PathBuf::from(dir);
     }
