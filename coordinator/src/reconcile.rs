@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::CoordinatorError;
-use crate::kafka::{KafkaClients, TopicToCreate};
+use crate::kafka::{ClusterAdmin, KafkaClients, KafkaSide, TopicToCreate};
 use crate::planner::{plan, Problem, WantedPartition, DEFAULT_TOLERANCE};
 use crate::store::{fenced_write, read_snapshot, Sections, Snapshot};
 use crate::topic_filter::TopicFilter;
@@ -660,7 +660,7 @@ struct FlowDiscovery {
 async fn discover_flow(
     flow: &FlowSpec,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
-    kafka: &KafkaClients,
+    kafka: &impl KafkaSide,
     all_previous: &BTreeMap<PartitionKey, Assignment>,
     previous_state_opt: Option<&FlowState>,
 ) -> FlowDiscovery {
@@ -696,7 +696,7 @@ async fn discover_flow(
         Ok(filter) => filter,
         Err(error) => return carry_all(error.to_string()),
     };
-    let (source, dest) = match (kafka.client(source_spec), kafka.client(dest_spec)) {
+    let (source, dest) = match (kafka.cluster(source_spec), kafka.cluster(dest_spec)) {
         (Ok(source), Ok(dest)) => (source, dest),
         (Err(error), _) | (_, Err(error)) => return carry_all(error.to_string()),
     };
@@ -945,7 +945,7 @@ async fn refuse_shared_dest_topics(
     discovered: &mut BTreeMap<FlowName, FlowDiscovery>,
     previous: &BTreeMap<PartitionKey, Assignment>,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
-    kafka: &KafkaClients,
+    kafka: &impl KafkaSide,
 ) {
     let dest_clusters: BTreeSet<&ClusterName> =
         running.iter().map(|flow| &flow.dest_cluster).collect();
@@ -953,7 +953,7 @@ async fn refuse_shared_dest_topics(
     // cluster cannot be reached): with one destination name, the name is enough.
     let look_up_ids = dest_clusters.len() > 1;
     let ids = join_all(dest_clusters.iter().map(|name| async move {
-        let id_opt = match clusters.get(*name).map(|spec| kafka.client(spec)) {
+        let id_opt = match clusters.get(*name).map(|spec| kafka.cluster(spec)) {
             Some(Ok(client)) if look_up_ids => client.cluster_id().await,
             _ => None,
         };
@@ -1096,7 +1096,7 @@ async fn start_flow(
     flow: &FlowSpec,
     discovery: &FlowDiscovery,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
-    kafka: &KafkaClients,
+    kafka: &impl KafkaSide,
     checkpoints: &BTreeMap<PartitionKey, Checkpoint>,
     epoch: Epoch,
 ) -> Result<FlowStart, String> {
@@ -1111,7 +1111,7 @@ async fn start_flow(
     let source = clusters
         .get(&flow.source_cluster)
         .ok_or_else(|| format!("source cluster {} is not defined", flow.source_cluster))
-        .and_then(|spec| kafka.client(spec).map_err(|error| error.to_string()))?;
+        .and_then(|spec| kafka.cluster(spec).map_err(|error| error.to_string()))?;
     let watermarks = source.watermarks(partitions.clone()).await;
     let mut bounds = Vec::with_capacity(partitions.len());
     for ((topic, partition), watermarks_opt) in partitions.iter().zip(watermarks) {
@@ -1188,7 +1188,7 @@ async fn sync_topic_configs(
     discovery: &FlowDiscovery,
     state: &FlowState,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
-    kafka: &KafkaClients,
+    kafka: &impl KafkaSide,
 ) -> Vec<(String, Result<BTreeMap<String, String>, String>)> {
     let mut outcomes = Vec::new();
     // (source topic, configs last copied, configs now)
@@ -1211,7 +1211,7 @@ async fn sync_topic_configs(
     let dest = match clusters
         .get(&flow.dest_cluster)
         .ok_or_else(|| format!("destination cluster {} is not defined", flow.dest_cluster))
-        .and_then(|spec| kafka.client(spec).map_err(|error| error.to_string()))
+        .and_then(|spec| kafka.cluster(spec).map_err(|error| error.to_string()))
     {
         Ok(dest) => dest,
         Err(cause) => {

@@ -1,0 +1,4 @@
+//! The parts of a reconcile round.
+
+#[cfg(test)]
+pub mod fake_kafka;
