@@ -69,10 +69,10 @@ impl FakeTopic {
 
 impl FakeKafka {
     pub fn with_cluster(self, name: &str, cluster: FakeCluster) -> Self {
-        self.clusters
-            .lock()
-            .unwrap()
-            .insert(ClusterName::new(name).unwrap(), Arc::new(Mutex::new(cluster)));
+        self.clusters.lock().unwrap().insert(
+            ClusterName::new(name).unwrap(),
+            Arc::new(Mutex::new(cluster)),
+        );
         self
     }
 
@@ -256,10 +256,7 @@ impl ClusterAdmin for FakeClusterClient {
                         dynamic_configs: topic.configs.iter().cloned().collect(),
                         ..FakeTopic::empty(topic.partitions)
                     };
-                    cluster
-                        .topics
-                        .entry(topic.name.clone())
-                        .or_insert(created);
+                    cluster.topics.entry(topic.name.clone()).or_insert(created);
                     (topic.name.clone(), Ok(()))
                 })
                 .collect()
