@@ -1,6 +1,8 @@
 //! The coordinator's Kafka side: one client per cluster (cached by cluster spec) for
 //! topic listing and watermarks, plus short-lived admin clients for the rare topic
-//! and partition creation.
+//! and partition creation. A reconcile round reaches them through the
+//! [`KafkaSide`] and [`ClusterAdmin`] traits, so its unit tests run against an
+//! in-memory fake.
 //!
 //! librdkafka's metadata and watermark calls block, so they run on the blocking
 //! pool; admin operations use the async admin API. The cached client is a producer

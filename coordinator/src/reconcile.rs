@@ -1,19 +1,18 @@
 //! The leader's reconcile loop: from flows, clusters and live members to destination
 //! topics, partition assignments and flow states in etcd.
 //!
-//! Each round reads the control state at one etcd revision, looks at the Kafka
-//! clusters of every flow (concurrently, each flow on its own so one failing flow
-//! does not hold up the others), plans the assignments with the pure planner and
-//! writes the difference in transactions guarded by the leadership key. A round
-//! runs every refresh interval and, debounced, soon after a change under `flows/`,
-//! `clusters/` or `members/`.
+//! Each round reads the control state at one etcd revision, discovers what the
+//! Kafka clusters of every running flow hold, decides with pure functions and the
+//! planner, and applies the decision in transactions guarded by the leadership key
+//! (see [`crate::round`] for the steps). A round runs every refresh interval and,
+//! debounced, soon after a change under `flows/`, `clusters/` or `members/`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{Client, LeaderKey, WatchOptions};
 use futures::future::join_all;
-use kmirror_common::schema::{FlowPhase, FlowSpec};
+use kmirror_common::schema::{FlowPhase, FlowSpec, FlowState};
 use kmirror_common::{now_ms, FlowName, Keys};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,11 +24,14 @@ use crate::round::apply::apply;
 use crate::round::config_sync::{flows_to_sync, remember_copied};
 use crate::round::decide::{decide_round, RoundInput};
 use crate::round::discover;
-use crate::round::lifecycle::{decide_lifecycle, flow_phase, flow_start, flows_to_start};
+use crate::round::lifecycle::{
+    decide_lifecycle, flow_phase, flow_start, flows_to_start, Lifecycle,
+};
 use crate::round::planning::round_epoch;
 use crate::round::topics::refuse_shared_dest_topics;
+use crate::round::FlowDiscovery;
 pub use crate::round::RoundSummary;
-use crate::store::{read_snapshot, Sections};
+use crate::store::{read_snapshot, Sections, Snapshot};
 
 /// Runs reconcile rounds while this coordinator leads.
 pub struct Reconciler {
@@ -149,20 +151,40 @@ impl Reconciler {
             ..Sections::default()
         };
         let snapshot = read_snapshot(&mut self.client, &self.keys, sections).await?;
-        let epoch = round_epoch(&snapshot);
         self.kafka.retain(&snapshot.clusters);
-
         // Paused and completed flows are not looked at: they want no partition, so
         // the plan removes their assignments (their checkpoints stay).
-        let running: Vec<&FlowSpec> = snapshot
-            .flows
-            .values()
-            .filter(|flow| {
-                flow_phase(flow, snapshot.flow_states.get(&flow.name)) == FlowPhase::Running
-            })
-            .collect();
+        let running = running_flows(&snapshot);
+        let mut discovered = self.discover(&snapshot, &running).await;
+        let now = now_ms();
+        let mut lifecycle = self
+            .start_flows(&snapshot, &running, &mut discovered, now)
+            .await;
+        self.sync_configs(&snapshot, &running, &discovered, &mut lifecycle.states)
+            .await;
+        let decision = decide_round(
+            &snapshot,
+            RoundInput {
+                discovered,
+                running_states: lifecycle.states,
+                initial_checkpoints: lifecycle.initial_checkpoints,
+                in_grace: self.leading_since.elapsed() < self.member_grace,
+                now_ms: now,
+            },
+        );
+        apply(&mut self.client, &self.leader, &self.keys, &decision).await?;
+        Ok(decision.summary)
+    }
+
+    /// Looks at every running flow's clusters, then keeps each destination topic
+    /// to one flow.
+    async fn discover(
+        &self,
+        snapshot: &Snapshot,
+        running: &[&FlowSpec],
+    ) -> BTreeMap<FlowName, FlowDiscovery> {
         let mut discovered = discover::discover_flows(
-            &running,
+            running,
             &snapshot.clusters,
             &self.kafka,
             &snapshot.assignments,
@@ -170,17 +192,23 @@ impl Reconciler {
         )
         .await;
         let identities =
-            discover::dest_cluster_identities(&running, &snapshot.clusters, &self.kafka).await;
-        refuse_shared_dest_topics(
-            &running,
-            &mut discovered,
-            &snapshot.assignments,
-            &identities,
-        );
+            discover::dest_cluster_identities(running, &snapshot.clusters, &self.kafka).await;
+        refuse_shared_dest_topics(running, &mut discovered, &snapshot.assignments, &identities);
+        discovered
+    }
 
-        // Flows seen for the first time: apply their start position and capture
-        // their migration targets before anything of them is assigned.
-        let starting = flows_to_start(&running, &snapshot.flow_states, &discovered);
+    /// Flows seen for the first time: reads their start offsets, then applies
+    /// their start position and captures their migration targets before anything
+    /// of them is assigned; completes the migrations that reached their targets.
+    async fn start_flows(
+        &self,
+        snapshot: &Snapshot,
+        running: &[&FlowSpec],
+        discovered: &mut BTreeMap<FlowName, FlowDiscovery>,
+        now: i64,
+    ) -> Lifecycle {
+        let epoch = round_epoch(snapshot);
+        let starting = flows_to_start(running, &snapshot.flow_states, discovered);
         let offsets = join_all(starting.iter().map(|flow| {
             discover::read_start_offsets(
                 flow,
@@ -190,7 +218,6 @@ impl Reconciler {
             )
         }))
         .await;
-        let now = now_ms();
         let starts = starting
             .iter()
             .zip(offsets)
@@ -207,36 +234,45 @@ impl Reconciler {
                 (flow.name.clone(), start)
             })
             .collect();
-        let mut lifecycle = decide_lifecycle(
-            &running,
+        decide_lifecycle(
+            running,
             &snapshot.flow_states,
-            &mut discovered,
+            discovered,
             starts,
             &snapshot.checkpoints,
             now,
-        );
+        )
+    }
 
-        // Topic configs follow the source: a source value that changed since it
-        // was last copied is carried over.
-        let syncing = flows_to_sync(&running, &lifecycle.states, &discovered);
+    /// Topic configs follow the source: a source value that changed since it was
+    /// last copied is carried over, and what was copied is remembered in `states`.
+    async fn sync_configs(
+        &mut self,
+        snapshot: &Snapshot,
+        running: &[&FlowSpec],
+        discovered: &BTreeMap<FlowName, FlowDiscovery>,
+        states: &mut BTreeMap<FlowName, FlowState>,
+    ) {
+        let syncing = flows_to_sync(running, states, discovered);
         let syncs = join_all(syncing.iter().map(|flow| {
             discover::sync_topic_configs(
                 flow,
                 &discovered[&flow.name],
-                &lifecycle.states[&flow.name],
+                &states[&flow.name],
                 &snapshot.clusters,
                 &self.kafka,
             )
         }))
         .await;
         for (flow, outcomes) in syncing.iter().zip(syncs) {
-            let state = lifecycle.states.get_mut(&flow.name).expect("state");
+            let state = states.get_mut(&flow.name).expect("state");
             for (topic, failure_opt) in remember_copied(state, outcomes, &discovered[&flow.name]) {
                 let failure_key = (flow.name.clone(), topic);
                 match failure_opt {
                     None => {
                         self.config_sync_failures.remove(&failure_key);
                     }
+                    // Logged once per cause.
                     Some(cause) => {
                         if self.config_sync_failures.get(&failure_key) != Some(&cause) {
                             warn!(flow = %flow.name, topic = %failure_key.1, error = %cause, "cannot carry topic config changes to the destination");
@@ -246,20 +282,16 @@ impl Reconciler {
                 }
             }
         }
-
-        let decision = decide_round(
-            &snapshot,
-            RoundInput {
-                discovered,
-                running_states: lifecycle.states,
-                initial_checkpoints: lifecycle.initial_checkpoints,
-                in_grace: self.leading_since.elapsed() < self.member_grace,
-                now_ms: now,
-            },
-        );
-        apply(&mut self.client, &self.leader, &self.keys, &decision).await?;
-        Ok(decision.summary)
     }
+}
+
+/// The flows a round looks at: those neither paused nor completed.
+fn running_flows(snapshot: &Snapshot) -> Vec<&FlowSpec> {
+    snapshot
+        .flows
+        .values()
+        .filter(|flow| flow_phase(flow, snapshot.flow_states.get(&flow.name)) == FlowPhase::Running)
+        .collect()
 }
 
 /// Signals the reconciler when flows, clusters or members change.

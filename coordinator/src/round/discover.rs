@@ -18,7 +18,7 @@ use crate::round::lifecycle::{
 };
 use crate::round::topics::{
     carried, config_exclusions, config_topics, copied_configs, creation_outcome, ready_partitions,
-    topic_actions, topics_to_create, ReadyTopic,
+    topic_actions, topics_to_create, Creations, ReadyTopic,
 };
 use crate::round::FlowDiscovery;
 use crate::topic_filter::TopicFilter;
@@ -155,7 +155,10 @@ pub async fn discover_flow(
 
     let mut ready: Vec<ReadyTopic> = actions.ready.clone();
     if !actions.to_create.is_empty() {
-        let (creatable, unreadable) = topics_to_create(flow, &actions.to_create, &configs);
+        let Creations {
+            creatable,
+            unreadable,
+        } = topics_to_create(flow, &actions.to_create, &configs);
         for (topic, error) in unreadable {
             discovery.errors.push(error);
             carry_topic(&mut discovery, &topic);

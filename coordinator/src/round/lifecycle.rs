@@ -209,7 +209,7 @@ pub fn decide_lifecycle(
                 for (key, checkpoint) in start.checkpoints {
                     lifecycle
                         .initial_checkpoints
-                        .push((key.clone(), checkpoint.clone()));
+                        .push((key.clone(), checkpoint));
                     initial_checkpoints.insert(key, checkpoint);
                 }
                 state.started_ms = Some(now_ms);

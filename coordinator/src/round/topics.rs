@@ -159,14 +159,21 @@ pub fn copied_configs(
         .collect()
 }
 
-/// The destination topics to create, each beside its source topic, and the
-/// source topics that cannot be created now (their configs could not be read)
-/// with why.
+/// The destination topics to create and those that cannot be created now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creations {
+    /// (source topic, destination topic to create)
+    pub creatable: Vec<(String, TopicToCreate)>,
+    /// (source topic, why): its configs could not be read.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// The destination topics to create, with the source configs they carry.
 pub fn topics_to_create(
     flow: &FlowSpec,
     to_create: &[(String, i32)],
     configs: &Result<TopicConfigs<Vec<(String, String)>>, CoordinatorError>,
-) -> (Vec<(String, TopicToCreate)>, Vec<(String, String)>) {
+) -> Creations {
     let mut creatable = Vec::new();
     let mut unreadable = Vec::new();
     for (topic, partitions) in to_create {
@@ -199,7 +206,10 @@ pub fn topics_to_create(
             },
         ));
     }
-    (creatable, unreadable)
+    Creations {
+        creatable,
+        unreadable,
+    }
 }
 
 /// How the creation of one topic went, from the cluster's answer to all of them.
@@ -429,7 +439,10 @@ mod tests {
                 Err("Authorization failed".to_string()),
             ),
         ]));
-        let (creatable, unreadable) = topics_to_create(
+        let Creations {
+            creatable,
+            unreadable,
+        } = topics_to_create(
             &flow,
             &[("orders".to_string(), 2), ("payments".to_string(), 1)],
             &configs,
