@@ -11,7 +11,7 @@ use kmirror_common::schema::{
     decode, encode, Assignment, ClusterSpec, ConfigSync, Drain, FlowSpec, FlowState,
     RebalanceRequest as StoredRebalanceRequest, RenamePolicy, StartPosition,
 };
-use kmirror_common::{now_ms, ClusterName, Epoch, FlowName, Keys, MemberId, PartitionKey, Role};
+use kmirror_common::{now_ms, ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::admin_server::Admin;
 use kmirror_proto::v1::{
@@ -28,8 +28,10 @@ use tracing::info;
 use crate::error::CoordinatorError;
 use crate::guard;
 use crate::kafka::{self, ClusterClient, KafkaClients};
-use crate::planner::{plan, Problem, WantedPartition};
-use crate::reconcile::flow_phase;
+use crate::planner::{plan, Problem};
+use crate::round::flow_phase;
+use crate::round::planning::PlanningMode;
+use crate::round::topics::carried;
 use crate::status::{flow_status, partition_status, status_partitions};
 use crate::store::{elected_leader, read_snapshot, Sections, Snapshot};
 use crate::topic_filter::TopicFilter;
@@ -1158,38 +1160,19 @@ fn move_message(key: &PartitionKey, role: Role, from: &MemberId, to: &MemberId) 
 }
 
 /// The moves a tight rebalance of the running partitions would make: the
-/// current assignments as the problem, live members that are not drained, the
-/// measured rates, tolerance 0.
+/// current assignments as the problem, built as a round with a rebalance request
+/// builds it (live members that are not drained, measured rates, tolerance 0).
 fn rebalance_moves(snapshot: &Snapshot, now_ms: i64) -> Vec<PartitionMove> {
-    let live = |role: Role| -> BTreeSet<MemberId> {
-        snapshot
-            .members_of(role)
-            .filter(|id| !snapshot.is_drained(role, id))
-            .cloned()
-            .collect()
-    };
     let previous: BTreeMap<PartitionKey, Assignment> = snapshot.assignments.clone();
     let partitions = previous
         .iter()
-        .map(|(key, assignment)| WantedPartition {
-            key: key.clone(),
-            dest_topic: assignment.dest_topic.clone(),
-            dest_partitions: assignment.dest_partitions,
-            source_partitions: assignment.source_partitions,
-            bytes_per_sec: snapshot
-                .checkpoints
-                .get(key)
-                .filter(|checkpoint| now_ms - checkpoint.updated_ms <= 60_000)
-                .map_or(0.0, |checkpoint| checkpoint.bytes_per_sec),
-        })
+        .map(|(key, assignment)| carried(key, assignment))
         .collect();
-    let problem = Problem {
-        partitions,
-        live_fetchers: live(Role::Fetcher),
-        live_writers: live(Role::Writer),
-        epoch: Epoch(snapshot.revision as u64 + 1),
-        tolerance: 0.0,
+    let mode = PlanningMode {
+        rebalance: true,
+        assigned_members_live: false,
     };
+    let problem = Problem::from_snapshot(snapshot, partitions, mode, now_ms);
     plan(&problem, &previous)
         .moves(&previous)
         .iter()

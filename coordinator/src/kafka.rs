@@ -1,6 +1,8 @@
 //! The coordinator's Kafka side: one client per cluster (cached by cluster spec) for
 //! topic listing and watermarks, plus short-lived admin clients for the rare topic
-//! and partition creation.
+//! and partition creation. A reconcile round reaches them through the
+//! [`KafkaSide`] and [`ClusterAdmin`] traits, so its unit tests run against an
+//! in-memory fake.
 //!
 //! librdkafka's metadata and watermark calls block, so they run on the blocking
 //! pool; admin operations use the async admin API. The cached client is a producer
@@ -10,6 +12,7 @@
 //! logged (its `Debug` prints secrets).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -157,6 +160,137 @@ impl KafkaClients {
                 client.dispose();
             }
         }
+    }
+}
+
+/// The Kafka side of a reconcile round: a client per cluster. [`KafkaClients`] is
+/// the real one; the round's unit tests use an in-memory fake.
+pub trait KafkaSide: Sync {
+    type Cluster: ClusterAdmin;
+
+    /// The client of a cluster; fails on properties the client refuses.
+    fn cluster(&self, spec: &ClusterSpec) -> Result<Self::Cluster, CoordinatorError>;
+}
+
+/// What a round reads from one cluster and the few writes it makes there (see
+/// [`ClusterClient`] for what each call means).
+pub trait ClusterAdmin: Send + Sync {
+    fn cluster_id(&self) -> impl Future<Output = Option<String>> + Send;
+
+    fn list_topics(&self) -> impl Future<Output = Result<TopicListing, CoordinatorError>> + Send;
+
+    fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> impl Future<Output = Result<TopicConfigs<Vec<(String, String)>>, CoordinatorError>> + Send;
+
+    fn dynamic_topic_configs(
+        &self,
+        topics: &[String],
+    ) -> impl Future<Output = Result<TopicConfigs<BTreeMap<String, String>>, CoordinatorError>> + Send;
+
+    fn replace_topic_configs(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    fn offsets_for_time(
+        &self,
+        partitions: Vec<(String, i32)>,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Vec<i64>, CoordinatorError>> + Send;
+
+    fn create_topics(
+        &self,
+        topics: &[TopicToCreate],
+    ) -> impl Future<Output = Result<BTreeMap<String, Result<(), String>>, CoordinatorError>> + Send;
+
+    fn create_partitions(
+        &self,
+        topic: &str,
+        count: i32,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    fn watermarks(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> impl Future<Output = Vec<Option<(i64, i64)>>> + Send;
+}
+
+/// Per topic, its configs or why they could not be read.
+pub type TopicConfigs<C> = BTreeMap<String, Result<C, String>>;
+
+impl KafkaSide for KafkaClients {
+    type Cluster = ClusterClient;
+
+    fn cluster(&self, spec: &ClusterSpec) -> Result<ClusterClient, CoordinatorError> {
+        self.client(spec)
+    }
+}
+
+impl ClusterAdmin for ClusterClient {
+    fn cluster_id(&self) -> impl Future<Output = Option<String>> + Send {
+        ClusterClient::cluster_id(self)
+    }
+
+    fn list_topics(&self) -> impl Future<Output = Result<TopicListing, CoordinatorError>> + Send {
+        ClusterClient::list_topics(self)
+    }
+
+    fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> impl Future<Output = Result<TopicConfigs<Vec<(String, String)>>, CoordinatorError>> + Send
+    {
+        ClusterClient::topic_configs(self, topics)
+    }
+
+    fn dynamic_topic_configs(
+        &self,
+        topics: &[String],
+    ) -> impl Future<Output = Result<TopicConfigs<BTreeMap<String, String>>, CoordinatorError>> + Send
+    {
+        ClusterClient::dynamic_topic_configs(self, topics)
+    }
+
+    fn replace_topic_configs(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        ClusterClient::replace_topic_configs(self, topic, configs)
+    }
+
+    fn offsets_for_time(
+        &self,
+        partitions: Vec<(String, i32)>,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Vec<i64>, CoordinatorError>> + Send {
+        ClusterClient::offsets_for_time(self, partitions, timestamp_ms)
+    }
+
+    fn create_topics(
+        &self,
+        topics: &[TopicToCreate],
+    ) -> impl Future<Output = Result<BTreeMap<String, Result<(), String>>, CoordinatorError>> + Send
+    {
+        ClusterClient::create_topics(self, topics)
+    }
+
+    fn create_partitions(
+        &self,
+        topic: &str,
+        count: i32,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        ClusterClient::create_partitions(self, topic, count)
+    }
+
+    fn watermarks(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> impl Future<Output = Vec<Option<(i64, i64)>>> + Send {
+        ClusterClient::watermarks(self, partitions)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod leadership;
 pub mod planner;
 pub mod reconcile;
+pub mod round;
 pub mod status;
 pub mod store;
 pub mod telemetry;

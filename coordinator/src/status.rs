@@ -141,7 +141,7 @@ pub fn flow_status(
     checkpoints: &BTreeMap<PartitionKey, Checkpoint>,
     mut partitions: Vec<PartitionStatus>,
 ) -> FlowStatus {
-    let phase = crate::reconcile::flow_phase(flow, flow_state_opt);
+    let phase = crate::round::flow_phase(flow, flow_state_opt);
     let error = match phase {
         FlowPhase::Running => flow_state_opt
             .map(|state| state.error.clone())
@@ -170,10 +170,9 @@ pub fn flow_status(
                 .flat_map(|targets| targets.values())
                 .map(|range| (range.end - range.start).max(0))
                 .sum();
-            let remaining =
-                crate::reconcile::migration_remaining(&flow.name, &state.targets, |key| {
-                    checkpoints.get(key)
-                });
+            let remaining = crate::round::migration_remaining(&flow.name, &state.targets, |key| {
+                checkpoints.get(key)
+            });
             (target, remaining)
         }
         _ => (-1, -1),

@@ -13,7 +13,6 @@ use kmirror_common::{ClusterName, Keys};
 use tracing::{Instrument, Span};
 
 use crate::error::CoordinatorError;
-use crate::reconcile::RoundSummary;
 
 /// Span of a campaign for leadership (ends when elected or given up).
 pub fn campaign_span(member: &MemberInfo) -> Span {
@@ -37,10 +36,23 @@ pub fn leading(keys: &Keys, member: &MemberInfo, leading: bool) {
     }
 }
 
+/// The figures of one reconcile round that its span and metrics record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundFigures {
+    pub flows: usize,
+    pub partitions: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub topics_created: usize,
+}
+
 /// Runs one reconcile round in its span and records its metrics.
-pub async fn reconcile_round(
-    round: impl Future<Output = Result<RoundSummary, CoordinatorError>>,
-) -> Result<RoundSummary, CoordinatorError> {
+pub async fn reconcile_round<Summary>(
+    round: impl Future<Output = Result<Summary, CoordinatorError>>,
+) -> Result<Summary, CoordinatorError>
+where
+    for<'a> &'a Summary: Into<RoundFigures>,
+{
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         parent: None,
@@ -66,22 +78,18 @@ pub async fn reconcile_round(
         .inc();
     match &outcome {
         Ok(summary) => {
+            let summary: RoundFigures = summary.into();
             span.record("kmirror.flows", summary.flows as i64);
             span.record("kmirror.partitions", summary.partitions as i64);
             span.record("kmirror.assignments_changed", summary.changed as i64);
             span.record("kmirror.assignments_removed", summary.removed as i64);
-            span.record(
-                "kmirror.topics_created",
-                summary.created_topics.len() as i64,
-            );
+            span.record("kmirror.topics_created", summary.topics_created as i64);
             if summary.changed > 0 || summary.removed > 0 {
                 metrics.rebalances.inc();
             }
             metrics.assignments_changed.inc_by(summary.changed as u64);
             metrics.assignments_removed.inc_by(summary.removed as u64);
-            metrics
-                .topics_created
-                .inc_by(summary.created_topics.len() as u64);
+            metrics.topics_created.inc_by(summary.topics_created as u64);
             metrics.planned_partitions.set(summary.partitions as i64);
             metrics.flows.set(summary.flows as i64);
         }
