@@ -135,59 +135,6 @@ pub enum FetcherError {
     LeaseLost,
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::{Args as _, Command};
-    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
-
-    use super::*;
-
-    fn command() -> Command {
-        FetcherArgs::augment_args(Command::new("kmirror-fetcher"))
-    }
-
-    #[test]
-    fn the_configs_defaults_are_the_flags_defaults() {
-        let from_flags: FetcherConfig = flag_defaults(&command()).unwrap();
-        assert_eq!(from_flags, FetcherConfig::default());
-    }
-
-    #[test]
-    fn flags_convert_into_the_config() {
-        let matches = command()
-            .try_get_matches_from([
-                "kmirror-fetcher",
-                "--id",
-                "fetcher-a",
-                "--checkpoint-interval",
-                "250ms",
-                "--max-in-flight-mib",
-                "8",
-                "--grpc-compression",
-                "zstd",
-            ])
-            .unwrap();
-        let config: FetcherConfig = service_config(&command(), &matches).unwrap();
-        assert_eq!(config.member.id.as_deref(), Some("fetcher-a"));
-        assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
-        assert_eq!(config.max_in_flight_mib, 8);
-        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
-        assert_eq!(config.retry_backoff, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
-        let config: FetcherConfig =
-            from_yaml("fleet: prod\nmaxInFlightBatches: 8\ngrpcCompression: zstd\n").unwrap();
-        assert_eq!(config.member.fleet, "prod");
-        assert_eq!(config.max_in_flight_batches, 8);
-        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
-        assert!(from_yaml::<FetcherConfig>("maxInFlightMib: 0\n").is_err());
-        let error = from_yaml::<FetcherConfig>("checkpointEvery: 1s\n").unwrap_err();
-        assert!(error.contains("unknown field `checkpointEvery`"), "{error}");
-    }
-}
-
 /// A fetcher registered in etcd, with its status server bound.
 pub struct Fetcher {
     config: FetcherConfig,
@@ -344,5 +291,58 @@ impl Worker for StatusEndpoint {
             role: Role::Fetcher.to_string(),
             partitions: self.status_rx.borrow().clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
+
+    use super::*;
+
+    fn command() -> Command {
+        FetcherArgs::augment_args(Command::new("kmirror-fetcher"))
+    }
+
+    #[test]
+    fn the_configs_defaults_are_the_flags_defaults() {
+        let from_flags: FetcherConfig = flag_defaults(&command()).unwrap();
+        assert_eq!(from_flags, FetcherConfig::default());
+    }
+
+    #[test]
+    fn flags_convert_into_the_config() {
+        let matches = command()
+            .try_get_matches_from([
+                "kmirror-fetcher",
+                "--id",
+                "fetcher-a",
+                "--checkpoint-interval",
+                "250ms",
+                "--max-in-flight-mib",
+                "8",
+                "--grpc-compression",
+                "zstd",
+            ])
+            .unwrap();
+        let config: FetcherConfig = service_config(&command(), &matches).unwrap();
+        assert_eq!(config.member.id.as_deref(), Some("fetcher-a"));
+        assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(config.max_in_flight_mib, 8);
+        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
+        assert_eq!(config.retry_backoff, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: FetcherConfig =
+            from_yaml("fleet: prod\nmaxInFlightBatches: 8\ngrpcCompression: zstd\n").unwrap();
+        assert_eq!(config.member.fleet, "prod");
+        assert_eq!(config.max_in_flight_batches, 8);
+        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
+        assert!(from_yaml::<FetcherConfig>("maxInFlightMib: 0\n").is_err());
+        let error = from_yaml::<FetcherConfig>("checkpointEvery: 1s\n").unwrap_err();
+        assert!(error.contains("unknown field `checkpointEvery`"), "{error}");
     }
 }

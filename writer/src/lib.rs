@@ -67,60 +67,6 @@ pub struct WriterConfig {
     pub producer_properties: Vec<(String, String)>,
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::{Args as _, Command};
-    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
-
-    use super::*;
-
-    fn command() -> Command {
-        WriterArgs::augment_args(Command::new("kmirror-writer"))
-    }
-
-    #[test]
-    fn the_configs_defaults_are_the_flags_defaults() {
-        let from_flags: WriterConfig = flag_defaults(&command()).unwrap();
-        assert_eq!(from_flags, WriterConfig::default());
-    }
-
-    #[test]
-    fn flags_convert_into_the_config() {
-        let matches = command()
-            .try_get_matches_from([
-                "kmirror-writer",
-                "--listen",
-                "127.0.0.1:7081",
-                "--producer-property",
-                "linger.ms=10",
-            ])
-            .unwrap();
-        let config: WriterConfig = service_config(&command(), &matches).unwrap();
-        assert_eq!(
-            config.member.listen,
-            Some("127.0.0.1:7081".parse().unwrap())
-        );
-        assert_eq!(
-            config.producer_properties,
-            [("linger.ms".to_string(), "10".to_string())]
-        );
-    }
-
-    #[test]
-    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
-        let config: WriterConfig =
-            from_yaml("shutdownGrace: 5s\nproducerProperties:\n  acks: all\n").unwrap();
-        assert_eq!(config.member.shutdown_grace, Duration::from_secs(5));
-        assert_eq!(
-            config.producer_properties,
-            [("acks".to_string(), "all".to_string())]
-        );
-        assert!(from_yaml::<WriterConfig>("producerProperties: [nokey]\n").is_err());
-        let error = from_yaml::<WriterConfig>("producer: x\n").unwrap_err();
-        assert!(error.contains("unknown field `producer`"), "{error}");
-    }
-}
-
 /// State every stream session of the writer shares.
 pub struct WriterShared {
     pub routes: Routes,
@@ -285,5 +231,59 @@ impl Worker for WorkerEndpoint {
             role: Role::Writer.to_string(),
             partitions,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
+
+    use super::*;
+
+    fn command() -> Command {
+        WriterArgs::augment_args(Command::new("kmirror-writer"))
+    }
+
+    #[test]
+    fn the_configs_defaults_are_the_flags_defaults() {
+        let from_flags: WriterConfig = flag_defaults(&command()).unwrap();
+        assert_eq!(from_flags, WriterConfig::default());
+    }
+
+    #[test]
+    fn flags_convert_into_the_config() {
+        let matches = command()
+            .try_get_matches_from([
+                "kmirror-writer",
+                "--listen",
+                "127.0.0.1:7081",
+                "--producer-property",
+                "linger.ms=10",
+            ])
+            .unwrap();
+        let config: WriterConfig = service_config(&command(), &matches).unwrap();
+        assert_eq!(
+            config.member.listen,
+            Some("127.0.0.1:7081".parse().unwrap())
+        );
+        assert_eq!(
+            config.producer_properties,
+            [("linger.ms".to_string(), "10".to_string())]
+        );
+    }
+
+    #[test]
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: WriterConfig =
+            from_yaml("shutdownGrace: 5s\nproducerProperties:\n  acks: all\n").unwrap();
+        assert_eq!(config.member.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(
+            config.producer_properties,
+            [("acks".to_string(), "all".to_string())]
+        );
+        assert!(from_yaml::<WriterConfig>("producerProperties: [nokey]\n").is_err());
+        let error = from_yaml::<WriterConfig>("producer: x\n").unwrap_err();
+        assert!(error.contains("unknown field `producer`"), "{error}");
     }
 }
