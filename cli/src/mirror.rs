@@ -7,7 +7,7 @@
 //! so running the same command again resumes where it stopped.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use kmirror_common::etcd::EtcdSettings;
+use kmirror_common::http::MetricsListen;
+use kmirror_common::member_config::MemberConfig;
 use kmirror_common::schema::{decode, encode, FlowPhase, FlowState};
 use kmirror_common::types::FlowName;
 use kmirror_common::Keys;
 use kmirror_coordinator::admin::AdminService;
 use kmirror_coordinator::kafka::KafkaClients;
-use kmirror_coordinator::{Coordinator, CoordinatorArgs};
+use kmirror_coordinator::{Coordinator, CoordinatorConfig};
 use kmirror_fetcher::{Fetcher, FetcherConfig};
 use kmirror_proto::v1::{AddClusterRequest, Cluster, CreateFlowRequest, Flow, StatusRequest};
 use kmirror_writer::{Writer, WriterConfig};
@@ -404,34 +406,18 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// Flags every member of the one-process fleet gets.
-fn member_flags(endpoints: &[String], fleet: &str, id: &str, args: &MirrorArgs) -> Vec<String> {
-    vec![
-        "--etcd".to_string(),
-        endpoints.join(","),
-        "--fleet".to_string(),
-        fleet.to_string(),
-        "--id".to_string(),
-        id.to_string(),
-        "--listen".to_string(),
-        "127.0.0.1:0".to_string(),
-        "--lease-ttl".to_string(),
-        humantime::format_duration(args.lease_ttl).to_string(),
-        "--metrics-listen".to_string(),
-        "off".to_string(),
-    ]
-}
-
-#[derive(Parser)]
-struct FetcherFlags {
-    #[command(flatten)]
-    config: FetcherConfig,
-}
-
-#[derive(Parser)]
-struct WriterFlags {
-    #[command(flatten)]
-    config: WriterConfig,
+/// What every member of the one-process fleet shares: loopback addresses, no
+/// metrics endpoint, the run's lease TTL.
+fn member_config(endpoints: &[String], fleet: &str, id: &str, args: &MirrorArgs) -> MemberConfig {
+    MemberConfig {
+        etcd: endpoints.to_vec(),
+        fleet: fleet.to_string(),
+        id: Some(id.to_string()),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        lease_ttl: args.lease_ttl,
+        metrics_listen: MetricsListen(None),
+        ..MemberConfig::default()
+    }
 }
 
 /// A running member and how to stop it.
@@ -540,34 +526,22 @@ async fn run_fleet(
     }
 
     let mut members: Vec<Running> = Vec::new();
-    let coordinator_args = CoordinatorArgs::try_parse_from(
-        std::iter::once("kmirror-coordinator".to_string())
-            .chain(member_flags(
-                endpoints,
-                fleet,
-                &format!("{fleet}-coordinator"),
-                args,
-            ))
-            .chain([
-                "--refresh-interval".to_string(),
-                humantime::format_duration(args.refresh_interval).to_string(),
-            ]),
-    )
+    let coordinator_config = kmirror_coordinator::Config::from_config(&CoordinatorConfig {
+        member: member_config(endpoints, fleet, &format!("{fleet}-coordinator"), args),
+        refresh_interval: args.refresh_interval,
+    })
     .map_err(|error| MirrorError::Failed(error.to_string()))?;
-    let coordinator_config = kmirror_coordinator::Config::from_args(&coordinator_args)
-        .map_err(|error| MirrorError::Failed(error.to_string()))?;
     let coordinator = Coordinator::build(coordinator_config)
         .await
         .map_err(|error| MirrorError::Failed(format!("coordinator: {error}")))?;
     let mut writers = Vec::new();
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-writer-{index}");
-        let flags = WriterFlags::try_parse_from(
-            std::iter::once("kmirror-writer".to_string())
-                .chain(member_flags(endpoints, fleet, &id, args)),
-        )
-        .map_err(|error| MirrorError::Failed(error.to_string()))?;
-        let writer = Writer::build(flags.config)
+        let config = WriterConfig {
+            member: member_config(endpoints, fleet, &id, args),
+            ..WriterConfig::default()
+        };
+        let writer = Writer::build(config)
             .await
             .map_err(|error| MirrorError::Failed(format!("writer {id}: {error}")))?;
         let stop = CancellationToken::new();
@@ -583,16 +557,12 @@ async fn run_fleet(
     }
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-fetcher-{index}");
-        let flags = FetcherFlags::try_parse_from(
-            std::iter::once("kmirror-fetcher".to_string())
-                .chain(member_flags(endpoints, fleet, &id, args))
-                .chain([
-                    "--checkpoint-interval".to_string(),
-                    format!("{}ms", args.offset_commit_interval_ms.max(10)),
-                ]),
-        )
-        .map_err(|error| MirrorError::Failed(error.to_string()))?;
-        let fetcher = Fetcher::build(flags.config)
+        let config = FetcherConfig {
+            member: member_config(endpoints, fleet, &id, args),
+            checkpoint_interval: Duration::from_millis(args.offset_commit_interval_ms.max(10)),
+            ..FetcherConfig::default()
+        };
+        let fetcher = Fetcher::build(config)
             .await
             .map_err(|error| MirrorError::Failed(format!("fetcher {id}: {error}")))?;
         let stop = CancellationToken::new();

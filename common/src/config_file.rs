@@ -14,12 +14,19 @@
 //! Precedence: flags, then `KMIRROR_*` environment variables, then the file, then
 //! the defaults. The file is found with `--config FILE` or `KMIRROR_CONFIG`. A
 //! setting that names no flag is an error, never silently ignored.
+//!
+//! Both sources convert into the role's config (plain serde data, see
+//! [`crate::member_config`]): the file's settings, then the flags and variables
+//! clap found given, as text under the same camelCase names, deserialized once.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgAction, Command};
-use serde_json::Value;
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::member_config::MemberConfig;
 
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "KMIRROR_CONFIG";
@@ -30,6 +37,8 @@ pub enum ConfigFileError {
     Read { path: PathBuf, cause: String },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("invalid settings: {message}")]
+    Settings { message: String },
 }
 
 /// `leaseTtl` and `lease_ttl` as the flag `lease-ttl`.
@@ -41,6 +50,23 @@ fn flag_name(key: &str) -> String {
             name.push(character.to_ascii_lowercase());
         } else if character == '_' {
             name.push('-');
+        } else {
+            name.push(character);
+        }
+    }
+    name
+}
+
+/// `lease_ttl` (a flag's id, its field's name) as the config's `leaseTtl`.
+fn camel_case(id: &str) -> String {
+    let mut name = String::with_capacity(id.len());
+    let mut upper = false;
+    for character in id.chars() {
+        if character == '_' || character == '-' {
+            upper = true;
+        } else if upper {
+            name.push(character.to_ascii_uppercase());
+            upper = false;
         } else {
             name.push(character);
         }
@@ -63,71 +89,134 @@ fn expected_kind(command: &Command) -> String {
     kind
 }
 
-/// The value of `--config` on the command line, or of `KMIRROR_CONFIG`.
-fn config_path(args: &[OsString], env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let mut iter = args.iter().skip(1);
-    while let Some(arg) = iter.next() {
-        let arg = arg.to_string_lossy();
-        if arg == "--config" {
-            return iter.next().map(PathBuf::from);
-        }
-        if let Some(path) = arg.strip_prefix("--config=") {
-            return Some(PathBuf::from(path));
-        }
-    }
-    env(CONFIG_ENV)
-        .filter(|path| !path.is_empty())
+/// The id of the `--config` flag, which names the file and is no setting.
+fn config_arg_id(command: &Command) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some("config"))
+        .map(|arg| arg.get_id().to_string())
+}
+
+fn is_setting(arg: &clap::Arg, config_id_opt: Option<&str>) -> bool {
+    Some(arg.get_id().as_str()) != config_id_opt
+        && !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
+        && arg.get_long().is_some()
+}
+
+/// Reads the role's config from what clap parsed (`matches` of `command`) and
+/// the config file it names, if any.
+pub fn service_config<C: DeserializeOwned>(
+    command: &Command,
+    matches: &ArgMatches,
+) -> Result<C, ConfigFileError> {
+    config_from(command, matches, false)
+}
+
+/// What the flags' defaults come to: tests keep each config's `Default` equal.
+pub fn flag_defaults<C: DeserializeOwned>(command: &Command) -> Result<C, ConfigFileError> {
+    let matches = command
+        .clone()
+        .no_binary_name(true)
+        .try_get_matches_from(Vec::<String>::new())
+        .map_err(|error| ConfigFileError::Settings {
+            message: error.to_string(),
+        })?;
+    config_from(command, &matches, true)
+}
+
+fn config_from<C: DeserializeOwned>(
+    command: &Command,
+    matches: &ArgMatches,
+    with_defaults: bool,
+) -> Result<C, ConfigFileError> {
+    let config_id_opt = config_arg_id(command);
+    let path_opt = config_id_opt
+        .as_deref()
+        .and_then(|id| matches.get_raw(id))
+        .and_then(|mut raw| raw.next())
         .map(PathBuf::from)
-}
-
-fn given_on_command_line(args: &[OsString], long: &str) -> bool {
-    let flag = format!("--{long}");
-    let with_value = format!("--{long}=");
-    args.iter().skip(1).any(|arg| {
-        let arg = arg.to_string_lossy();
-        arg == flag || arg.starts_with(&with_value)
-    })
-}
-
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        _ => None,
-    }
-}
-
-/// The command line with the config file's settings put in front of the user's
-/// arguments, for every flag neither given on the command line nor set through
-/// its environment variable. Returns `args` unchanged without a config file.
-pub fn merge_config_file(
-    command: &Command,
-    args: Vec<OsString>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<OsString>, ConfigFileError> {
-    let Some(path) = config_path(&args, env) else {
-        return Ok(args);
+        .filter(|path| !path.as_os_str().is_empty());
+    let mut settings = match &path_opt {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
+                path: path.clone(),
+                cause: error.to_string(),
+            })?;
+            file_settings(command, path, &text)?
+        }
+        None => Map::new(),
     };
-    let text = std::fs::read_to_string(&path).map_err(|error| ConfigFileError::Read {
-        path: path.clone(),
-        cause: error.to_string(),
-    })?;
-    let injected = settings_as_args(command, &args, &path, &text, env)?;
-    let mut merged = Vec::with_capacity(args.len() + injected.len());
-    merged.extend(args.first().cloned());
-    merged.extend(injected);
-    merged.extend(args.into_iter().skip(1));
-    Ok(merged)
+    for arg in command.get_arguments() {
+        if !is_setting(arg, config_id_opt.as_deref()) {
+            continue;
+        }
+        let id = arg.get_id().as_str();
+        let given = match matches.value_source(id) {
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable) => true,
+            Some(ValueSource::DefaultValue) => with_defaults,
+            _ => false,
+        };
+        if !given {
+            continue;
+        }
+        let Some(raw) = matches.get_raw(id) else {
+            continue;
+        };
+        let mut texts: Vec<Value> = raw
+            .map(|text| Value::String(text.to_string_lossy().into_owned()))
+            .collect();
+        let value = if texts.len() == 1 && !matches!(arg.get_action(), ArgAction::Append) {
+            texts.remove(0)
+        } else {
+            Value::Array(texts)
+        };
+        settings.insert(camel_case(id), value);
+    }
+    let invalid = |message: String| match &path_opt {
+        Some(path) => ConfigFileError::Invalid {
+            path: path.clone(),
+            message,
+        },
+        None => ConfigFileError::Settings { message },
+    };
+    serde_json::from_value(Value::Object(nest(settings)))
+        .map_err(|error| invalid(error.to_string()))
 }
 
-fn settings_as_args(
+/// Flat settings (as files and flags name them) in the config's shape: the
+/// settings every role has under `member`.
+fn nest(settings: Map<String, Value>) -> Map<String, Value> {
+    let mut member = Map::new();
+    let mut nested = Map::new();
+    for (key, value) in settings {
+        if MemberConfig::FIELDS.contains(&key.as_str()) {
+            member.insert(key, value);
+        } else {
+            nested.insert(key, value);
+        }
+    }
+    nested.insert("member".to_string(), Value::Object(member));
+    nested
+}
+
+/// Reads a config written with the config's own names (camelCase, the member
+/// part flat beside the role's settings), without flags: for tests and tools.
+pub fn from_yaml<C: DeserializeOwned>(text: &str) -> Result<C, String> {
+    let document: Value = serde_saphyr::from_str(text).map_err(|error| error.to_string())?;
+    let Value::Object(settings) = document else {
+        return Err("expected a mapping of settings".to_string());
+    };
+    serde_json::from_value(Value::Object(nest(settings))).map_err(|error| error.to_string())
+}
+
+/// The file's settings under the config's names: `leaseTtl`, `lease-ttl` and
+/// `lease_ttl` are one setting, and so are a flag's long name and its field's
+/// (`producerProperty`, `producerProperties`).
+fn file_settings(
     command: &Command,
-    args: &[OsString],
     path: &Path,
     text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<OsString>, ConfigFileError> {
+) -> Result<Map<String, Value>, ConfigFileError> {
     let invalid = |message: String| ConfigFileError::Invalid {
         path: path.to_path_buf(),
         message,
@@ -154,14 +243,13 @@ fn settings_as_args(
         Some(_) => return Err(invalid("spec: expected a mapping".to_string())),
         None => top,
     };
-    let mut injected = Vec::new();
-    for (key, value) in &settings {
-        // By the flag's long name (`leaseTtl`, `lease-ttl`) or its field name
-        // (`producerProperties` for `--producer-property`).
-        let wanted = flag_name(key);
+    let config_id_opt = config_arg_id(command);
+    let mut named = Map::new();
+    for (key, value) in settings {
+        let wanted = flag_name(&key);
         let field = wanted.replace('-', "_");
         let Some(arg) = command.get_arguments().find(|arg| {
-            arg.get_id().as_str() != "config"
+            is_setting(arg, config_id_opt.as_deref())
                 && (arg.get_long() == Some(wanted.as_str()) || arg.get_id().as_str() == field)
         }) else {
             return Err(invalid(format!(
@@ -169,74 +257,28 @@ fn settings_as_args(
                 command.get_name()
             )));
         };
-        let long = arg.get_long().unwrap_or(wanted.as_str()).to_string();
-        if given_on_command_line(args, &long) {
-            continue;
+        if matches!(arg.get_action(), ArgAction::SetTrue) && !value.is_boolean() {
+            return Err(invalid(format!(
+                "{key}: expected true or false, got {value}"
+            )));
         }
-        let env_set = arg
-            .get_env()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| env(name).is_some());
-        if env_set {
-            continue;
-        }
-        let flag = OsString::from(format!("--{long}"));
-        match (arg.get_action(), value) {
-            (ArgAction::SetTrue, Value::Bool(true)) => injected.push(flag),
-            (ArgAction::SetTrue, Value::Bool(false)) => {}
-            (ArgAction::SetTrue, other) => {
-                return Err(invalid(format!(
-                    "{key}: expected true or false, got {other}"
-                )))
-            }
-            (_, Value::Array(items)) => {
-                let items: Vec<String> = items
-                    .iter()
-                    .map(|item| {
-                        scalar(item)
-                            .ok_or_else(|| invalid(format!("{key}: expected a list of values")))
-                    })
-                    .collect::<Result<_, _>>()?;
-                if matches!(arg.get_action(), ArgAction::Append) {
-                    for item in items {
-                        injected.push(flag.clone());
-                        injected.push(item.into());
-                    }
-                } else {
-                    injected.push(flag);
-                    injected.push(items.join(",").into());
-                }
-            }
-            (_, Value::Object(entries)) => {
-                for (name, entry) in entries {
-                    let entry = scalar(entry)
-                        .ok_or_else(|| invalid(format!("{key}.{name}: expected a value")))?;
-                    injected.push(flag.clone());
-                    injected.push(format!("{name}={entry}").into());
-                }
-            }
-            (_, value) => {
-                let value =
-                    scalar(value).ok_or_else(|| invalid(format!("{key}: expected a value")))?;
-                injected.push(flag);
-                injected.push(value.into());
-            }
-        }
+        named.insert(camel_case(arg.get_id().as_str()), value);
     }
-    Ok(injected)
+    Ok(named)
 }
 
-/// Parses a service's command line with its config file merged in (flags, then
-/// `KMIRROR_*` environment variables, then the file, then the defaults). A config
-/// file that cannot be used is reported and the process exits with code 2.
-pub fn parse_service_args<Args: clap::Parser>() -> Args {
-    let environment = |name: &str| std::env::var(name).ok();
-    match merge_config_file(
-        &Args::command(),
-        std::env::args_os().collect(),
-        &environment,
-    ) {
-        Ok(args) => Args::parse_from(args),
+/// Parses a service's command line and reads its config (flags, then
+/// `KMIRROR_*` environment variables, then the config file, then the defaults).
+/// A config that cannot be used is reported and the process exits with code 2.
+pub fn parse_service_args<Args: clap::Parser, C: DeserializeOwned>() -> (Args, C) {
+    let command = Args::command();
+    let matches = command.clone().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    match service_config(&command, &matches) {
+        Ok(config) => (args, config),
         Err(error) => {
             eprintln!("error: {error}");
             std::process::exit(2);
@@ -247,23 +289,45 @@ pub fn parse_service_args<Args: clap::Parser>() -> Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{Arg, Parser};
+    use clap::{Args as _, CommandFactory, Parser};
+    use serde::Deserialize;
+    use std::time::Duration;
 
+    use crate::member_config::text;
+    use crate::service::MemberArgs;
+
+    /// A role of two settings beside the member part, as each role's crate has.
     #[derive(Debug, Parser)]
     #[command(name = "kmirror-writer")]
     struct Flags {
         #[arg(long, env = "KMIRROR_CONFIG")]
         config: Option<PathBuf>,
-        #[arg(long, env = "KMIRROR_FLEET", default_value = "local")]
-        fleet: String,
-        #[arg(long, env = "KMIRROR_LEASE_TTL", default_value = "6s")]
-        lease_ttl: String,
-        #[arg(long, value_delimiter = ',')]
-        etcd: Vec<String>,
+        #[command(flatten)]
+        member: MemberArgs,
         #[arg(long = "producer-property")]
         producer_properties: Vec<String>,
-        #[arg(long)]
-        verbose: bool,
+        #[arg(long, default_value = "1s")]
+        retry_backoff: String,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+    struct Config {
+        member: MemberConfig,
+        #[serde(deserialize_with = "text::properties")]
+        producer_properties: Vec<(String, String)>,
+        #[serde(deserialize_with = "text::duration")]
+        retry_backoff: Duration,
+    }
+
+    impl Default for Config {
+        fn default() -> Self {
+            Self {
+                member: MemberConfig::default(),
+                producer_properties: Vec::new(),
+                retry_backoff: Duration::from_secs(1),
+            }
+        }
     }
 
     fn write(text: &str) -> PathBuf {
@@ -276,91 +340,133 @@ mod tests {
         path
     }
 
-    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Flags, ConfigFileError> {
-        use clap::CommandFactory;
-        let env_map: std::collections::HashMap<String, String> = env
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        let lookup = |name: &str| env_map.get(name).cloned();
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        let merged = merge_config_file(&Flags::command(), args, &lookup)?;
-        Ok(Flags::try_parse_from(merged).unwrap())
+    fn parse(args: &[&str]) -> Result<Config, ConfigFileError> {
+        let command = Flags::command();
+        let matches = command.clone().try_get_matches_from(args).unwrap();
+        service_config(&command, &matches)
     }
 
     #[test]
-    fn flags_win_over_the_environment_which_wins_over_the_file() {
+    fn the_defaults_are_the_flags_defaults() {
+        let command = MemberArgs::augment_args(Command::new("kmirror-fetcher"));
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OnlyMember {
+            member: MemberConfig,
+        }
+        let from_flags: OnlyMember = flag_defaults(&command).unwrap();
+        assert_eq!(from_flags.member, MemberConfig::default());
+    }
+
+    #[test]
+    fn flags_convert_into_the_config() {
+        let config = parse(&[
+            "kmirror-writer",
+            "--etcd",
+            "http://a:2379,http://b:2379",
+            "--lease-ttl",
+            "3s",
+            "--worker-threads",
+            "2",
+            "--metrics-listen",
+            "off",
+            "--producer-property",
+            "linger.ms=10",
+            "--producer-property",
+            "acks=all",
+        ])
+        .unwrap();
+        assert_eq!(config.member.etcd, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(config.member.lease_ttl, Duration::from_secs(3));
+        assert_eq!(config.member.worker_threads, 2);
+        assert_eq!(config.member.metrics_listen.0, None);
+        assert_eq!(
+            config.producer_properties,
+            [
+                ("linger.ms".to_string(), "10".to_string()),
+                ("acks".to_string(), "all".to_string())
+            ]
+        );
+        assert_eq!(config.retry_backoff, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_the_defaults() {
         let path = write(
-            "apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  fleet: from-file\n  leaseTtl: 9s\n  etcd: [http://a:2379, http://b:2379]\n  producerProperties:\n    linger.ms: 10\n  verbose: true\n",
+            "apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  fleet: from-file\n  leaseTtl: 9s\n  worker-threads: 3\n  etcd: [http://a:2379, http://b:2379]\n  producerProperties:\n    linger.ms: 10\n",
         );
         let path_text = path.display().to_string();
-        let flags = parse(&["kmirror-writer", "--config", &path_text], &[]).unwrap();
-        assert_eq!(flags.fleet, "from-file");
-        assert_eq!(flags.lease_ttl, "9s");
-        assert_eq!(flags.etcd, vec!["http://a:2379", "http://b:2379"]);
-        assert_eq!(flags.producer_properties, vec!["linger.ms=10"]);
-        assert!(flags.verbose);
-        let flags = parse(
-            &[
-                "kmirror-writer",
-                "--config",
-                &path_text,
-                "--fleet",
-                "from-flag",
-            ],
-            &[("KMIRROR_LEASE_TTL", "3s")],
-        )
+        let config = parse(&["kmirror-writer", "--config", &path_text]).unwrap();
+        assert_eq!(config.member.fleet, "from-file");
+        assert_eq!(config.member.lease_ttl, Duration::from_secs(9));
+        assert_eq!(config.member.worker_threads, 3);
+        assert_eq!(config.member.etcd, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(
+            config.producer_properties,
+            [("linger.ms".to_string(), "10".to_string())]
+        );
+        assert_eq!(config.member.shutdown_grace, Duration::from_secs(20));
+        let config = parse(&[
+            "kmirror-writer",
+            "--config",
+            &path_text,
+            "--fleet",
+            "from-flag",
+        ])
         .unwrap();
-        assert_eq!(flags.fleet, "from-flag");
-        // The real environment is not consulted by the test's parse, so clap's own
-        // env lookup sees no KMIRROR_LEASE_TTL: the file value was left out and
-        // the default applies.
-        assert_eq!(flags.lease_ttl, "6s");
+        assert_eq!(config.member.fleet, "from-flag");
+        assert_eq!(config.member.lease_ttl, Duration::from_secs(9));
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
-    fn the_config_file_can_come_from_the_environment() {
-        let path = write("fleet: flat\n");
-        let flags = parse(
-            &["kmirror-writer"],
-            &[(CONFIG_ENV, &path.display().to_string())],
-        )
-        .unwrap();
-        assert_eq!(flags.fleet, "flat");
+    fn a_flat_file_and_the_flags_long_names_are_read_too() {
+        let path = write("fleet: flat\nproducer-property: [acks=all]\nlease_ttl: 2s\n");
+        let config = parse(&["kmirror-writer", "--config", &path.display().to_string()]).unwrap();
+        assert_eq!(config.member.fleet, "flat");
+        assert_eq!(config.member.lease_ttl, Duration::from_secs(2));
+        assert_eq!(
+            config.producer_properties,
+            [("acks".to_string(), "all".to_string())]
+        );
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
-    fn unknown_settings_and_wrong_kinds_are_errors() {
+    fn unknown_settings_bad_values_and_wrong_kinds_are_errors() {
         let path = write("spec:\n  fleeet: typo\n");
-        let error = parse(
-            &["kmirror-writer", "--config", &path.display().to_string()],
-            &[],
-        )
-        .unwrap_err();
+        let error =
+            parse(&["kmirror-writer", "--config", &path.display().to_string()]).unwrap_err();
         assert!(
             error.to_string().contains("unknown setting fleeet"),
             "{error}"
         );
         std::fs::remove_file(path).unwrap();
         let path = write("kind: Fetcher\nspec:\n  fleet: x\n");
-        let error = parse(
-            &["kmirror-writer", "--config", &path.display().to_string()],
-            &[],
-        )
-        .unwrap_err();
+        let error =
+            parse(&["kmirror-writer", "--config", &path.display().to_string()]).unwrap_err();
         assert!(error.to_string().contains("Writer"), "{error}");
+        std::fs::remove_file(path).unwrap();
+        let path = write("leaseTtl: 6\nworkerThreads: 0\n");
+        let error =
+            parse(&["kmirror-writer", "--config", &path.display().to_string()]).unwrap_err();
+        assert!(error.to_string().contains("6"), "{error}");
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
-    fn without_a_config_file_the_arguments_are_unchanged() {
-        let command = Command::new("x").arg(Arg::new("config").long("config"));
-        let args = vec![OsString::from("x"), OsString::from("--other")];
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: Config =
+            from_yaml("fleet: prod\nleaseTtl: 4s\nretryBackoff: 250ms\nmetricsLabels: topic\n")
+                .unwrap();
+        assert_eq!(config.member.fleet, "prod");
+        assert_eq!(config.member.lease_ttl, Duration::from_secs(4));
+        assert_eq!(config.retry_backoff, Duration::from_millis(250));
         assert_eq!(
-            merge_config_file(&command, args.clone(), &|_| None),
-            Ok(args)
+            config.member.metrics_labels,
+            crate::metrics::Granularity::Topic
         );
+        let error = from_yaml::<Config>("fleet: prod\nretryBackof: 1s\n").unwrap_err();
+        assert!(error.contains("unknown field `retryBackof`"), "{error}");
     }
 }

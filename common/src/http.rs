@@ -8,7 +8,7 @@
 //!
 //! It binds before the member registers, so the bound address (port 0 picks a free
 //! one) is logged and registered in etcd as the member's `metrics_address`. It runs
-//! until the process exits.
+//! until its `stop` token is cancelled, the last step of the member's stop.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -23,8 +23,10 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::health::Health;
 use crate::metrics::Granularity;
 use crate::types::Role;
 
@@ -91,18 +93,34 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
-/// Installs the metrics of `role` and, unless the endpoint is off, binds it and
-/// serves it in the background. Returns the URL to register as the member's
-/// `metrics_address`. `advertise_opt` (the member's `--advertise`) names the host
-/// when the endpoint listens on every interface.
-pub async fn start(
-    args: &MetricsArgs,
+/// The bound metrics endpoint, not serving yet.
+pub struct MetricsEndpoint {
+    listener: TcpListener,
+    /// The URL to register as the member's `metrics_address`.
+    pub url: String,
+}
+
+impl MetricsEndpoint {
+    /// Serves `/metrics`, `/healthz` and `/readyz` (from `health`) until `stop`.
+    pub async fn serve(self, health: Health, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = serve(self.listener, health) => {}
+        }
+    }
+}
+
+/// Installs the metrics of `role` and, unless the endpoint is off, binds it.
+/// `advertise_opt` (the member's `--advertise`) names the host when the endpoint
+/// listens on every interface.
+pub async fn bind(
+    metrics_listen: MetricsListen,
+    metrics_labels: Granularity,
     role: Role,
-    member_key: String,
     advertise_opt: Option<&str>,
-) -> Result<Option<String>, ListenError> {
-    crate::metrics::install(role, args.metrics_labels);
-    let Some(address) = args.metrics_listen.0 else {
+) -> Result<Option<MetricsEndpoint>, ListenError> {
+    crate::metrics::install(role, metrics_labels);
+    let Some(address) = metrics_listen.0 else {
         return Ok(None);
     };
     let listener = TcpListener::bind(address)
@@ -113,11 +131,10 @@ pub async fn start(
         .map_err(|source| ListenError { address, source })?;
     let url = metrics_url(bound, advertise_opt);
     info!(listen = %bound, url, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(serve(listener, member_key));
-    Ok(Some(url))
+    Ok(Some(MetricsEndpoint { listener, url }))
 }
 
-async fn serve(listener: TcpListener, member_key: String) {
+async fn serve(listener: TcpListener, health: Health) -> Infallible {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -128,10 +145,10 @@ async fn serve(listener: TcpListener, member_key: String) {
                 continue;
             }
         };
-        let member_key = member_key.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = respond(request.method(), request.uri().path(), &member_key);
+                let response = respond(request.method(), request.uri().path(), &health);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -145,7 +162,7 @@ async fn serve(listener: TcpListener, member_key: String) {
     }
 }
 
-fn respond(method: &Method, path: &str, member_key: &str) -> Response<Full<Bytes>> {
+fn respond(method: &Method, path: &str, health: &Health) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_string());
     }
@@ -160,7 +177,7 @@ fn respond(method: &Method, path: &str, member_key: &str) -> Response<Full<Bytes
         }
         "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
         "/readyz" => {
-            let health = crate::health::status(member_key);
+            let health = health.status();
             let code = if health.ready() {
                 StatusCode::OK
             } else {
@@ -256,7 +273,10 @@ mod tests {
 
     #[test]
     fn endpoints_answer_with_the_right_status() {
-        let key = "/kmirror/http-test/members/writer/w-1";
+        let (lease_tx, lease_rx) =
+            tokio::sync::watch::channel(crate::lease_keeper::LeaseState::Registering);
+        let health = Health::new(lease_rx);
+        let key = &health;
         assert_eq!(
             respond(&Method::GET, "/healthz", key).status(),
             StatusCode::OK
@@ -265,7 +285,13 @@ mod tests {
             respond(&Method::GET, "/readyz", key).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        crate::health::lease_acquired(key, &crate::membership::LeaseGuard::always_live());
+        lease_tx.send_replace(crate::lease_keeper::LeaseState::Live(
+            crate::lease_keeper::Lease {
+                id: 1,
+                guard: crate::membership::LeaseGuard::always_live(),
+                lost: CancellationToken::new(),
+            },
+        ));
         assert_eq!(
             respond(&Method::GET, "/readyz", key).status(),
             StatusCode::OK

@@ -1,6 +1,6 @@
 //! Runtime code the kmirror services share: domain types, the etcd key schema and the
-//! values stored under it, member registration, Kafka client properties, telemetry
-//! set-up and the shutdown signal.
+//! values stored under it, the member life cycle (config, lease keeper, health,
+//! tracked tasks), Kafka client properties, telemetry set-up and the shutdown signal.
 #![forbid(unsafe_code)]
 
 pub mod config_file;
@@ -8,8 +8,11 @@ pub mod etcd;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod lease_keeper;
+pub mod member_config;
 pub mod membership;
 pub mod metrics;
+pub mod runtime;
 pub mod schema;
 pub mod service;
 pub mod shutdown;

@@ -68,13 +68,34 @@ impl LeaseGuard {
     }
 
     pub fn is_live(&self) -> bool {
+        Instant::now() < self.deadline()
+    }
+
+    /// The instant the lease stops counting, unless renewed before.
+    pub fn deadline(&self) -> Instant {
         let last_success =
             Duration::from_millis(self.health.last_success_ms.load(Ordering::Acquire));
-        self.health.origin.elapsed() < last_success + self.health.local_deadline
+        self.health.origin + last_success + self.health.local_deadline
     }
 }
 
 impl Registration {
+    /// A registration kept by no task: `lost` and the guard's renewals are up to
+    /// the caller (unit tests of what is built on registrations).
+    #[cfg(test)]
+    pub(crate) fn detached(lease_id: i64, ttl: Duration) -> (Self, CancellationToken) {
+        let lost = CancellationToken::new();
+        let guard = LeaseGuard::new(local_deadline(ttl));
+        guard.renewed();
+        let registration = Self {
+            lease_id,
+            lost: lost.clone(),
+            stop_keepalive: CancellationToken::new(),
+            guard,
+        };
+        (registration, lost)
+    }
+
     /// Cancelled once the lease must be counted as lost.
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
@@ -122,7 +143,6 @@ pub async fn register(
     let ttl = Duration::from_secs(ttl_secs as u64);
     let guard = LeaseGuard::new(local_deadline(ttl));
     guard.renewed();
-    crate::health::lease_acquired(&key, &guard);
     crate::metrics::metrics().registrations.inc();
     let keepalive = KeepAlive {
         client: client.clone(),
@@ -140,38 +160,6 @@ pub async fn register(
         stop_keepalive,
         guard,
     })
-}
-
-/// Registers again after a lost lease, retrying until etcd answers or `stop` is
-/// cancelled (then `None`). The old lease is revoked on a best-effort basis so the
-/// member's old keys (partition errors, ...) go at once.
-pub async fn register_again(
-    client: &mut Client,
-    keys: &Keys,
-    info: &MemberInfo,
-    ttl: Duration,
-    old_lease_id: i64,
-    stop: &CancellationToken,
-) -> Option<Registration> {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let attempt = async {
-            let _ = client.lease_revoke(old_lease_id).await;
-            register(client, keys, info, ttl).await
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            result = attempt => match result {
-                Ok(registration) => return Some(registration),
-                Err(error) => debug!(%error, "cannot register again yet"),
-            },
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
 }
 
 /// When a member stops counting on its lease: two thirds of the TTL after the

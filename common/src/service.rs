@@ -1,9 +1,8 @@
-//! Command-line settings every fleet member takes, with `KMIRROR_*` environment
-//! overrides, and how a worker (fetcher or writer) joins the fleet with them.
+//! Command-line flags every fleet member takes, with `KMIRROR_*` environment
+//! overrides (they convert into [`MemberConfig`], see [`crate::config_file`]),
+//! and how a worker (fetcher or writer) joins the fleet with its config.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,12 +10,16 @@ use etcd_client::Client;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::etcd::{EtcdError, EtcdSettings};
-use crate::membership::{register, Registration};
+use crate::etcd::EtcdError;
+use crate::http::MetricsEndpoint;
+use crate::lease_keeper::{EtcdRegistrar, LeaseKeeper};
+use crate::member_config::MemberConfig;
+use crate::runtime::MemberRuntime;
 use crate::schema::{Keys, MemberInfo};
 use crate::types::{InvalidName, MemberId, Role};
 
-/// Settings shared by the coordinator, the fetcher and the writer.
+/// Flags shared by the coordinator, the fetcher and the writer: the flag
+/// form of [`MemberConfig`], field for field.
 #[derive(Debug, Clone, Args)]
 pub struct MemberArgs {
     /// etcd endpoints, comma-separated.
@@ -65,44 +68,13 @@ pub struct MemberArgs {
     pub metrics: crate::http::MetricsArgs,
 }
 
-impl MemberArgs {
-    /// Runs a member's `main` to its end on a runtime of `--worker-threads`
-    /// threads, with telemetry for `service` set up before it and flushed after.
-    pub fn run(&self, service: &str, main: impl Future<Output = ExitCode>) -> ExitCode {
-        match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.worker_threads.into())
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime.block_on(async {
-                let telemetry = crate::telemetry::init(service);
-                let exit_code = main.await;
-                telemetry.shutdown().await;
-                exit_code
-            }),
-            Err(error) => {
-                eprintln!(
-                    "error: cannot start a runtime of {} worker threads: {error}",
-                    self.worker_threads
-                );
-                ExitCode::FAILURE
-            }
-        }
-    }
-
-    pub fn etcd_settings(&self) -> EtcdSettings {
-        EtcdSettings {
-            endpoints: self.etcd.clone(),
-            fleet: self.fleet.clone(),
-        }
-    }
-
+impl MemberConfig {
     /// Joins the fleet as a worker of `role`: connects to etcd, binds the gRPC
     /// listener (`--listen`, else a free port on 127.0.0.1) and the metrics
     /// endpoint, and registers the member under a lease of `--lease-ttl`.
     pub async fn start(&self, role: Role) -> Result<StartedMember, StartError> {
         let settings = self.etcd_settings();
-        let mut etcd = crate::etcd::connect(&settings).await?;
+        let etcd = crate::etcd::connect(&settings).await?;
         let keys = Keys::new(&settings.fleet);
         let id = match &self.id {
             Some(id) => MemberId::new(id.clone())?,
@@ -118,10 +90,10 @@ impl MemberArgs {
             Some(advertised) => advertised.clone(),
             None => format!("http://{bound}"),
         };
-        let metrics_address = crate::http::start(
-            &self.metrics,
+        let metrics_endpoint_opt = crate::http::bind(
+            self.metrics_listen,
+            self.metrics_labels,
             role,
-            keys.member(role, &id),
             self.advertise.as_deref(),
         )
         .await?;
@@ -131,13 +103,20 @@ impl MemberArgs {
             address: advertised.clone(),
             version: crate::VERSION.to_string(),
             started_ms: crate::now_ms(),
-            metrics_address,
+            metrics_address: metrics_endpoint_opt
+                .as_ref()
+                .map(|endpoint| endpoint.url.clone()),
         };
-        let registration = register(&mut etcd, &keys, &info, self.lease_ttl).await?;
-        tokio::spawn(crate::metrics::forget_deleted_flows(
-            etcd.clone(),
-            keys.clone(),
-        ));
+        let (mut keeper, lease_rx) = LeaseKeeper::new(EtcdRegistrar {
+            client: etcd.clone(),
+            keys: keys.clone(),
+            info: info.clone(),
+            ttl: self.lease_ttl,
+        });
+        keeper.register_first().await?;
+        let mut runtime = MemberRuntime::new(lease_rx);
+        runtime.run_keeper(keeper);
+        start_background(&runtime, &etcd, &keys, metrics_endpoint_opt);
         info!(member = %id, listen = %bound, advertised, "{role} ready");
         Ok(StartedMember {
             etcd,
@@ -145,9 +124,30 @@ impl MemberArgs {
             id,
             listener,
             info,
-            registration,
+            runtime,
         })
     }
+}
+
+/// The background every member runs: its metrics endpoint, if any, and the
+/// clean-up of deleted flows' metric series.
+pub fn start_background(
+    runtime: &MemberRuntime,
+    etcd: &Client,
+    keys: &Keys,
+    metrics_endpoint_opt: Option<MetricsEndpoint>,
+) {
+    if let Some(endpoint) = metrics_endpoint_opt {
+        let health = runtime.health();
+        runtime.spawn_background(|stop| endpoint.serve(health, stop));
+    }
+    let forget = crate::metrics::forget_deleted_flows(etcd.clone(), keys.clone());
+    runtime.spawn_background(|stop| async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = forget => {}
+        }
+    });
 }
 
 /// A worker registered in etcd, with its gRPC listener bound and its metrics
@@ -158,7 +158,7 @@ pub struct StartedMember {
     pub id: MemberId,
     pub listener: TcpListener,
     pub info: MemberInfo,
-    pub registration: Registration,
+    pub runtime: MemberRuntime,
 }
 
 /// Why a worker could not join the fleet.

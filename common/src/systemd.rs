@@ -71,6 +71,62 @@ pub fn notify(state: &str) -> Result<bool, NotifyError> {
     }
 }
 
+/// Tells systemd what the member's lease says, until `stop`: ready at its first
+/// registration, stopping when a graceful stop begins, and a watchdog ping every
+/// [`watchdog_interval`] while the process serves (tied to the process, not to
+/// the lease: a member that lost its lease stays up to register again, and a
+/// restart would not help it). Does nothing outside systemd.
+pub async fn report(
+    mut lease_rx: tokio::sync::watch::Receiver<crate::lease_keeper::LeaseState>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use crate::lease_keeper::LeaseState;
+    if std::env::var_os(NOTIFY_SOCKET_ENV).is_none_or(|socket| socket.is_empty()) {
+        return;
+    }
+    let warn_once = |error: NotifyError, warned: &mut bool| {
+        if !std::mem::replace(warned, true) {
+            tracing::warn!(%error, "cannot notify systemd");
+        }
+    };
+    let mut warned = false;
+    let (mut ready_sent, mut stopping_sent) = (false, false);
+    let mut watchdog_opt = watchdog_interval().map(tokio::time::interval);
+    let mut keeper_gone = false;
+    loop {
+        let state = lease_rx.borrow_and_update().clone();
+        if !ready_sent && state.is_live() {
+            ready_sent = true;
+            if let Err(error) = notify_ready() {
+                warn_once(error, &mut warned);
+            }
+        }
+        if !stopping_sent && matches!(state, LeaseState::Stopping(_)) {
+            stopping_sent = true;
+            if let Err(error) = notify_stopping() {
+                warn_once(error, &mut warned);
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = lease_rx.changed(), if !keeper_gone => {
+                // The keeper is gone: only the watchdog is left to serve.
+                keeper_gone = changed.is_err();
+            }
+            _ = async {
+                match watchdog_opt.as_mut() {
+                    Some(watchdog) => watchdog.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Err(error) = notify_watchdog() {
+                    warn_once(error, &mut warned);
+                }
+            }
+        }
+    }
+}
+
 fn send(socket: &OsString, state: &str) -> Result<(), NotifyError> {
     let error = |source| NotifyError {
         socket: socket.clone(),
@@ -209,6 +265,44 @@ mod tests {
         assert_eq!(received(&receiver), "WATCHDOG=1\n");
         assert!(notify_stopping().unwrap());
         assert_eq!(received(&receiver), "STOPPING=1\n");
+
+        // A member's lease channel drives them: ready at the first registration
+        // (once), stopping when a graceful stop begins.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use crate::lease_keeper::{Lease, LeaseState};
+            use crate::membership::Registration;
+            let lease = || {
+                let (registration, lost) = Registration::detached(7, Duration::from_secs(6));
+                Lease {
+                    id: registration.lease_id,
+                    guard: registration.guard(),
+                    lost,
+                }
+            };
+            let (lease_tx, lease_rx) = tokio::sync::watch::channel(LeaseState::Registering);
+            let stop = tokio_util::sync::CancellationToken::new();
+            let reporter = tokio::spawn(report(lease_rx, stop.clone()));
+            lease_tx.send(LeaseState::Live(lease())).unwrap();
+            let receiver = tokio::net::UnixDatagram::from_std({
+                receiver.set_nonblocking(true).unwrap();
+                receiver.try_clone().unwrap()
+            })
+            .unwrap();
+            let mut buffer = [0u8; 64];
+            let length = receiver.recv(&mut buffer).await.unwrap();
+            assert_eq!(&buffer[..length], b"READY=1\n");
+            lease_tx.send(LeaseState::Lost).unwrap();
+            lease_tx.send(LeaseState::Live(lease())).unwrap();
+            lease_tx.send(LeaseState::Stopping(None)).unwrap();
+            let length = receiver.recv(&mut buffer).await.unwrap();
+            assert_eq!(&buffer[..length], b"STOPPING=1\n");
+            stop.cancel();
+            reporter.await.unwrap();
+        });
         std::env::remove_var(NOTIFY_SOCKET_ENV);
 
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,5 +1,5 @@
-//! Membership and leadership of a coordinator: register under `members/coordinator/`,
-//! campaign through etcd's election API with the same lease, reconcile while
+//! Leadership of a coordinator: campaign through etcd's election API with the
+//! lease its keeper holds (see [`kmirror_common::lease_keeper`]), reconcile while
 //! elected, and step down at the first sign of lost leadership.
 //!
 //! Failing safe: the lease is counted as lost locally (two thirds of its TTL after
@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, LeaderKey, ResignOptions};
 use kmirror_common::etcd::EtcdError;
-use kmirror_common::membership::{register, Registration};
+use kmirror_common::lease_keeper::{next_lease, LeaseState};
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::Keys;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -23,7 +24,7 @@ use crate::kafka::KafkaClients;
 use crate::reconcile::Reconciler;
 use crate::Config;
 
-/// Pause before retrying a failed registration or campaign.
+/// Pause before retrying a failed campaign.
 const RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// Bound on the best-effort requests of stepping down.
 const STEP_DOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +38,10 @@ pub struct Leadership {
     keys: Keys,
     member: MemberInfo,
     lease_ttl: Duration,
+    /// The keeper's channel: the lease to campaign with.
+    lease_rx: watch::Receiver<LeaseState>,
+    /// Whether this coordinator leads, for its health.
+    leader_tx: watch::Sender<bool>,
     kafka: KafkaClients,
     refresh_interval: Duration,
     debounce: Duration,
@@ -49,6 +54,8 @@ impl Leadership {
         keys: Keys,
         member: MemberInfo,
         kafka: KafkaClients,
+        lease_rx: watch::Receiver<LeaseState>,
+        leader_tx: watch::Sender<bool>,
     ) -> Result<Self, CoordinatorError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
@@ -67,39 +74,37 @@ impl Leadership {
             keys,
             member,
             lease_ttl: config.lease_ttl,
+            lease_rx,
+            leader_tx,
             kafka,
             refresh_interval: config.refresh_interval,
             debounce: config.debounce,
         })
     }
 
-    /// Registers and takes part in the election until `stop` is cancelled, then
-    /// resigns and revokes the lease.
+    /// Takes part in the election under each lease the keeper holds until
+    /// `stop` is cancelled (resigning if it leads) or the member stops.
     pub async fn run(mut self, stop: CancellationToken) {
-        let mut registration_opt: Option<Registration> = None;
         while !stop.is_cancelled() {
-            let registration = match registration_opt.take() {
-                Some(registration) if !registration.lost().is_cancelled() => registration,
-                _ => match self.register(&stop).await {
-                    Some(registration) => registration,
+            let lease = tokio::select! {
+                _ = stop.cancelled() => break,
+                lease_opt = next_lease(&mut self.lease_rx) => match lease_opt {
+                    Some(lease) => lease,
                     None => break,
                 },
             };
-            let lost = registration.lost();
+            let lost = lease.lost.clone();
             let campaign = self.election_client.campaign(
                 self.keys.election(),
                 self.member.id.as_str(),
-                registration.lease_id,
+                lease.id,
             );
             let campaign = tracing::Instrument::instrument(
                 campaign,
                 crate::telemetry::campaign_span(&self.member),
             );
             let leader_key = tokio::select! {
-                _ = stop.cancelled() => {
-                    registration_opt = Some(registration);
-                    break;
-                }
+                _ = stop.cancelled() => break,
                 _ = lost.cancelled() => {
                     warn!("lease lost while campaigning, registering again");
                     continue;
@@ -108,20 +113,19 @@ impl Leadership {
                     Ok(Some(leader_key)) => leader_key,
                     Ok(None) => {
                         warn!("campaign answered without a leader key, retrying");
-                        registration_opt = Some(registration);
                         self.pause(&stop).await;
                         continue;
                     }
                     Err(error) => {
                         warn!(%error, "campaign for leadership failed, retrying");
-                        registration_opt = Some(registration);
                         self.pause(&stop).await;
                         continue;
                     }
                 },
             };
             info!(member = %self.member.id, "elected leader, reconciling");
-            crate::telemetry::leading(&self.keys, &self.member, true);
+            self.leader_tx.send_replace(true);
+            crate::telemetry::leading(true);
 
             let reconciler = Reconciler::new(
                 self.client.clone(),
@@ -138,43 +142,22 @@ impl Leadership {
                 _ = lost.cancelled() => Err(CoordinatorError::Deposed),
             };
             session.cancel();
-            crate::telemetry::leading(&self.keys, &self.member, false);
+            self.leader_tx.send_replace(false);
+            crate::telemetry::leading(false);
             match outcome {
                 Ok(()) => {
                     // Stopping: hand leadership over at once rather than at lease expiry.
                     self.resign(leader_key).await;
-                    registration_opt = Some(registration);
                     break;
                 }
                 Err(error) => {
                     warn!(%error, "stepped down as leader");
                     if !lost.is_cancelled() {
                         self.resign(leader_key).await;
-                        registration_opt = Some(registration);
                     }
                     self.pause(&stop).await;
                 }
             }
-        }
-        if let Some(registration) = registration_opt {
-            // Revoking deletes the member key and any campaign key bound to the lease.
-            let _ = tokio::time::timeout(STEP_DOWN_TIMEOUT, registration.revoke(&mut self.client))
-                .await;
-            info!(member = %self.member.id, "left the fleet");
-        }
-    }
-
-    async fn register(&mut self, stop: &CancellationToken) -> Option<Registration> {
-        loop {
-            let attempt = register(&mut self.client, &self.keys, &self.member, self.lease_ttl);
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                result = attempt => match result {
-                    Ok(registration) => return Some(registration),
-                    Err(error) => warn!(%error, "cannot register in etcd, retrying"),
-                },
-            }
-            self.pause(stop).await;
         }
     }
 

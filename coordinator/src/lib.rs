@@ -7,7 +7,8 @@
 //! [`planner`] for how partitions are assigned and [`leadership`] for how a
 //! deposed leader is kept from writing.
 //!
-//! Life cycle: [`Config`] (from [`CoordinatorArgs`]) → [`Coordinator::build`]
+//! Life cycle: [`Config`] (from [`CoordinatorConfig`], which [`CoordinatorArgs`]
+//! and the config file convert into) → [`Coordinator::build`]
 //! (connects to etcd, binds the gRPC port) → [`Coordinator::run`] until the
 //! cancellation token fires.
 #![forbid(unsafe_code)]
@@ -29,13 +30,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kmirror_common::etcd::EtcdSettings;
+use kmirror_common::lease_keeper::{EtcdRegistrar, LeaseKeeper};
+use kmirror_common::member_config::MemberConfig;
+use kmirror_common::runtime::MemberRuntime;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::MemberArgs;
 use kmirror_common::{now_ms, Keys, MemberId, Role, VERSION};
+use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::transport::Server;
-use kmirror_proto::tonic_health::ServingStatus;
 use kmirror_proto::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -79,6 +84,25 @@ pub struct CoordinatorArgs {
     pub refresh_interval: Duration,
 }
 
+/// The coordinator's settings as plain data: the flags and the config file
+/// convert into it (see [`kmirror_common::config_file`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    pub member: MemberConfig,
+    #[serde(deserialize_with = "kmirror_common::member_config::text::duration")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            member: MemberConfig::default(),
+            refresh_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Everything the coordinator needs, as plain data.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,8 +124,8 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_args(args: &CoordinatorArgs) -> Result<Self, CoordinatorError> {
-        let member = &args.member;
+    pub fn from_config(config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        let member = &config.member;
         let member_id = match &member.id {
             Some(id) => MemberId::new(id.clone())?,
             None => MemberId::generate(Role::Coordinator),
@@ -117,10 +141,13 @@ impl Config {
             advertise_opt: member.advertise.clone(),
             lease_ttl: member.lease_ttl,
             shutdown_grace: member.shutdown_grace,
-            refresh_interval: args.refresh_interval,
+            refresh_interval: config.refresh_interval,
             debounce: Duration::from_millis(300),
             kafka_timeout: Duration::from_secs(10),
-            metrics: member.metrics.clone(),
+            metrics: kmirror_common::http::MetricsArgs {
+                metrics_listen: member.metrics_listen,
+                metrics_labels: member.metrics_labels,
+            },
         })
     }
 }
@@ -132,6 +159,8 @@ pub struct Coordinator {
     local_addr: SocketAddr,
     admin: AdminService,
     leadership: Leadership,
+    keeper: LeaseKeeper,
+    runtime: MemberRuntime,
 }
 
 impl Coordinator {
@@ -153,10 +182,10 @@ impl Coordinator {
             })?;
         let keys = Keys::new(&config.etcd.fleet);
         let kafka = KafkaClients::new(config.kafka_timeout);
-        let metrics_address = kmirror_common::http::start(
-            &config.metrics,
+        let metrics_endpoint_opt = kmirror_common::http::bind(
+            config.metrics.metrics_listen,
+            config.metrics.metrics_labels,
             Role::Coordinator,
-            keys.member(Role::Coordinator, &config.member_id),
             config.advertise_opt.as_deref(),
         )
         .await
@@ -173,16 +202,33 @@ impl Coordinator {
                 .unwrap_or_else(|| local_addr.to_string()),
             version: VERSION.to_string(),
             started_ms: now_ms(),
-            metrics_address,
+            metrics_address: metrics_endpoint_opt
+                .as_ref()
+                .map(|endpoint| endpoint.url.clone()),
         };
+        let (keeper, lease_rx) = LeaseKeeper::new(EtcdRegistrar {
+            client: client.clone(),
+            keys: keys.clone(),
+            info: member.clone(),
+            ttl: config.lease_ttl,
+        });
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let runtime = MemberRuntime::new(lease_rx.clone()).with_leader(leader_rx);
+        if let Some(endpoint) = metrics_endpoint_opt {
+            let health = runtime.health();
+            runtime.spawn_background(|stop| endpoint.serve(health, stop));
+        }
         let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
-        let leadership = Leadership::new(client, &config, keys, member, kafka).await?;
+        let leadership =
+            Leadership::new(client, &config, keys, member, kafka, lease_rx, leader_tx).await?;
         Ok(Self {
             config,
             listener,
             local_addr,
             admin,
             leadership,
+            keeper,
+            runtime,
         })
     }
 
@@ -195,37 +241,43 @@ impl Coordinator {
     /// order: health NOT_SERVING, resign leadership, revoke the lease, stop gRPC,
     /// all within the shutdown grace.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), CoordinatorError> {
+        let Coordinator {
+            config,
+            listener,
+            local_addr,
+            admin,
+            leadership,
+            keeper,
+            mut runtime,
+        } = self;
+        runtime.run_keeper(keeper);
+        runtime.stop_on(cancel.clone());
         let (health_reporter, health_service) =
             kmirror_proto::tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<AdminServer<AdminService>>()
-            .await;
-        kmirror_common::health::report_grpc(
-            Keys::new(&self.config.etcd.fleet).member(Role::Coordinator, &self.config.member_id),
-            health_reporter.clone(),
-            &["", "kmirror.v1.Admin"],
+        runtime.report_grpc_health(
+            health_reporter,
+            &["", <AdminServer<AdminService> as NamedService>::NAME],
             Some(kmirror_common::health::LEADER_HEALTH_SERVICE),
-            cancel.clone(),
         );
 
         let server_stop = CancellationToken::new();
         let server = Server::builder()
             .add_service(health_service)
-            .add_service(AdminServer::new(self.admin))
+            .add_service(AdminServer::new(admin))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                TcpListenerStream::new(listener),
                 server_stop.clone().cancelled_owned(),
             );
-        let mut server_handle = tokio::spawn(server);
+        let mut server_handle = runtime.spawn(server);
         info!(
-            member = %self.config.member_id,
-            fleet = %self.config.etcd.fleet,
-            address = %self.local_addr,
+            member = %config.member_id,
+            fleet = %config.etcd.fleet,
+            address = %local_addr,
             "coordinator serving"
         );
 
         let leadership_stop = CancellationToken::new();
-        let leadership_handle = tokio::spawn(self.leadership.run(leadership_stop.clone()));
+        let leadership_handle = runtime.spawn(leadership.run(leadership_stop.clone()));
 
         let server_failure_opt = tokio::select! {
             _ = cancel.cancelled() => None,
@@ -237,29 +289,28 @@ impl Coordinator {
         };
 
         info!("coordinator stopping");
-        health_reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health_reporter
-            .set_not_serving::<AdminServer<AdminService>>()
-            .await;
+        runtime.begin_stopping();
         let ordered_stop = async {
             leadership_stop.cancel();
             let _ = leadership_handle.await;
+            // Revoking deletes the member key and any campaign key bound to the lease.
+            runtime.leave().await;
+            info!(member = %config.member_id, "left the fleet");
             server_stop.cancel();
             if server_failure_opt.is_none() {
                 let _ = server_handle.await;
             }
+            runtime.finish().await;
         };
-        if tokio::time::timeout(self.config.shutdown_grace, ordered_stop)
+        if tokio::time::timeout(config.shutdown_grace, ordered_stop)
             .await
             .is_err()
         {
-            warn!(grace = ?self.config.shutdown_grace, "graceful stop did not finish in time");
+            warn!(grace = ?config.shutdown_grace, "graceful stop did not finish in time");
         }
         match server_failure_opt {
             Some(cause) => Err(CoordinatorError::Server {
-                address: self.local_addr.to_string(),
+                address: local_addr.to_string(),
                 cause,
             }),
             None => {
@@ -273,20 +324,28 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::CommandFactory;
+    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
+
+    fn config_of(args: &[&str]) -> CoordinatorConfig {
+        let command = CoordinatorArgs::command();
+        let matches = command.clone().try_get_matches_from(args).unwrap();
+        service_config(&command, &matches).unwrap()
+    }
 
     #[test]
     fn defaults_match_the_documented_contract() {
-        let args = CoordinatorArgs::try_parse_from(["kmirror-coordinator"]).unwrap();
-        let config = Config::from_args(&args).unwrap();
+        let config = Config::from_config(&config_of(&["kmirror-coordinator"])).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
         assert_eq!(config.refresh_interval, Duration::from_secs(5));
         assert!(config.member_id.as_str().starts_with("coordinator-"));
+        let from_flags: CoordinatorConfig = flag_defaults(&CoordinatorArgs::command()).unwrap();
+        assert_eq!(from_flags, CoordinatorConfig::default());
     }
 
     #[test]
     fn refresh_interval_takes_a_human_duration() {
-        let args = CoordinatorArgs::try_parse_from([
+        let config = Config::from_config(&config_of(&[
             "kmirror-coordinator",
             "--refresh-interval",
             "750ms",
@@ -294,17 +353,26 @@ mod tests {
             "coord-a",
             "--listen",
             "127.0.0.1:0",
-        ])
+        ]))
         .unwrap();
-        let config = Config::from_args(&args).unwrap();
         assert_eq!(config.refresh_interval, Duration::from_millis(750));
         assert_eq!(config.member_id.as_str(), "coord-a");
         assert_eq!(config.listen.port(), 0);
     }
 
     #[test]
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: CoordinatorConfig =
+            from_yaml("etcd: [http://10.0.0.5:2379]\nrefreshInterval: 2s\n").unwrap();
+        assert_eq!(config.member.etcd, ["http://10.0.0.5:2379"]);
+        assert_eq!(config.refresh_interval, Duration::from_secs(2));
+        let error = from_yaml::<CoordinatorConfig>("refresh: 2s\n").unwrap_err();
+        assert!(error.contains("unknown field `refresh`"), "{error}");
+    }
+
+    #[test]
     fn an_invalid_member_id_is_refused() {
-        let args = CoordinatorArgs::try_parse_from(["kmirror-coordinator", "--id", "a/b"]).unwrap();
-        assert!(Config::from_args(&args).is_err());
+        let config = config_of(&["kmirror-coordinator", "--id", "a/b"]);
+        assert!(Config::from_config(&config).is_err());
     }
 }

@@ -2,18 +2,19 @@
 
 use std::process::ExitCode;
 
-use kmirror_coordinator::{Config, Coordinator, CoordinatorArgs};
+use kmirror_coordinator::{Config, Coordinator, CoordinatorArgs, CoordinatorConfig};
 use tracing::error;
 
 fn main() -> ExitCode {
-    let args: CoordinatorArgs = kmirror_common::config_file::parse_service_args();
-    args.member.run("kmirror-coordinator", run(&args))
+    let (_, config): (CoordinatorArgs, CoordinatorConfig) =
+        kmirror_common::config_file::parse_service_args();
+    config.member.run("kmirror-coordinator", run(&config))
 }
 
-async fn run(args: &CoordinatorArgs) -> ExitCode {
+async fn run(config: &CoordinatorConfig) -> ExitCode {
     let shutdown = kmirror_common::shutdown::on_signal();
     let result = async {
-        let config = Config::from_args(args)?;
+        let config = Config::from_config(config)?;
         Coordinator::build(config).await?.run(shutdown).await
     }
     .await;

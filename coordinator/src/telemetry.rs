@@ -9,7 +9,7 @@ use std::time::Instant;
 use kmirror_common::metrics::metrics;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::telemetry::{set_error, SPAN_TARGET};
-use kmirror_common::{ClusterName, Keys};
+use kmirror_common::ClusterName;
 use tracing::{Instrument, Span};
 
 use crate::error::CoordinatorError;
@@ -26,9 +26,8 @@ pub fn campaign_span(member: &MemberInfo) -> Span {
     )
 }
 
-/// This coordinator took (`true`) or left the lead: health, gauge and count.
-pub fn leading(keys: &Keys, member: &MemberInfo, leading: bool) {
-    kmirror_common::health::set_leader(&keys.member(member.role, &member.id), leading);
+/// This coordinator took (`true`) or left the lead: gauge and count.
+pub fn leading(leading: bool) {
     let metrics = metrics();
     metrics.leader.set(i64::from(leading));
     if leading {

@@ -18,13 +18,16 @@ use std::time::Duration;
 
 use clap::Args;
 use etcd_client::Client;
-use kmirror_common::membership::{register_again, Registration};
+use kmirror_common::lease_keeper::{next_lease, Lease};
+use kmirror_common::member_config::{text, MemberConfig};
 use kmirror_common::service::{MemberArgs, StartedMember};
 use kmirror_common::{Keys, MemberId, Role};
 use kmirror_proto::frame::Compression;
+use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +36,9 @@ use tracing::{info, warn};
 /// Largest gRPC message exchanged with writers.
 pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The fetcher's flags: the flag form of [`FetcherConfig`], field for field.
 #[derive(Debug, Clone, Args)]
-pub struct FetcherConfig {
+pub struct FetcherArgs {
     #[command(flatten)]
     pub member: MemberArgs,
 
@@ -66,6 +70,41 @@ pub struct FetcherConfig {
     /// metered link. Writers accept both.
     #[arg(long, env = "KMIRROR_GRPC_COMPRESSION", value_enum, default_value_t = GrpcCompression::None)]
     pub grpc_compression: GrpcCompression,
+}
+
+/// Everything a fetcher is configured with, as plain data (see [`FetcherArgs`]
+/// for what each setting means).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FetcherConfig {
+    pub member: MemberConfig,
+    #[serde(deserialize_with = "text::duration")]
+    pub checkpoint_interval: Duration,
+    #[serde(deserialize_with = "text::parsed")]
+    pub max_in_flight_batches: usize,
+    #[serde(deserialize_with = "max_in_flight_mib")]
+    pub max_in_flight_mib: u32,
+    #[serde(deserialize_with = "text::duration")]
+    pub retry_backoff: Duration,
+    #[serde(deserialize_with = "text::value_enum")]
+    pub grpc_compression: GrpcCompression,
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        Self {
+            member: MemberConfig::default(),
+            checkpoint_interval: Duration::from_secs(1),
+            max_in_flight_batches: 64,
+            max_in_flight_mib: 32,
+            retry_backoff: Duration::from_secs(5),
+            grpc_compression: GrpcCompression::None,
+        }
+    }
+}
+
+fn max_in_flight_mib<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    text::number_in(deserializer, 1, u32::MAX)
 }
 
 /// `--grpc-compression`.
@@ -110,33 +149,29 @@ impl Fetcher {
     }
 
     /// Works until `shutdown` is cancelled. A lost lease stops every partition at
-    /// once; the fetcher then registers again under a new lease and starts over
-    /// from the checkpoints with whatever the coordinator assigns it.
+    /// once; the fetcher then works under the lease the keeper registers next,
+    /// starting over from the checkpoints with whatever the coordinator assigns it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FetcherError> {
         let Fetcher {
             config,
             member:
                 StartedMember {
-                    mut etcd,
+                    etcd,
                     keys,
                     id,
                     listener,
-                    info,
-                    mut registration,
+                    info: _,
+                    runtime,
                 },
         } = self;
+        runtime.stop_on(shutdown.clone());
         let stop_server = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(Vec::new());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<WorkerServer<StatusEndpoint>>()
-            .await;
-        kmirror_common::health::report_grpc(
-            keys.member(Role::Fetcher, &id),
-            health_reporter.clone(),
-            &[""],
+        runtime.report_grpc_health(
+            health_reporter,
+            &["", <WorkerServer<StatusEndpoint> as NamedService>::NAME],
             None,
-            shutdown.clone(),
         );
         let status = StatusEndpoint {
             id: id.clone(),
@@ -149,43 +184,27 @@ impl Fetcher {
                 TcpListenerStream::new(listener),
                 stop_server.clone().cancelled_owned(),
             );
-        let server_handle = tokio::spawn(server);
+        let server_handle = runtime.spawn(server);
 
-        loop {
+        let mut lease_rx = runtime.lease_rx();
+        while let Some(lease) = next_lease(&mut lease_rx).await {
             let session = Session {
                 config: &config,
                 id: &id,
                 keys: &keys,
                 etcd: &etcd,
-                registration: &registration,
+                lease: &lease,
                 status_tx: status_tx.clone(),
             };
-            let lease_lost = session.run(&shutdown).await;
-            if !lease_lost {
+            session.run(&shutdown).await;
+            if shutdown.is_cancelled() {
                 break;
             }
-            health_reporter
-                .set_not_serving::<WorkerServer<StatusEndpoint>>()
-                .await;
             warn!(member = %id, "lease lost: every partition stopped; registering again");
-            let ttl = config.member.lease_ttl;
-            let old_lease = registration.lease_id;
-            match register_again(&mut etcd, &keys, &info, ttl, old_lease, &shutdown).await {
-                Some(renewed) => {
-                    registration = renewed;
-                    health_reporter
-                        .set_serving::<WorkerServer<StatusEndpoint>>()
-                        .await;
-                }
-                None => break,
-            }
         }
-        health_reporter
-            .set_not_serving::<WorkerServer<StatusEndpoint>>()
-            .await;
         stop_server.cancel();
         let _ = server_handle.await;
-        registration.revoke(&mut etcd).await;
+        runtime.finish().await;
         info!(member = %id, "fetcher stopped");
         Ok(())
     }
@@ -198,14 +217,14 @@ struct Session<'a> {
     id: &'a MemberId,
     keys: &'a Keys,
     etcd: &'a Client,
-    registration: &'a Registration,
+    lease: &'a Lease,
     status_tx: watch::Sender<Vec<WorkerPartition>>,
 }
 
 impl Session<'_> {
-    /// Returns whether it ended because the lease was lost.
-    async fn run(self, shutdown: &CancellationToken) -> bool {
-        let lease_lost = self.registration.lost();
+    /// Works until `shutdown` is cancelled or the lease is lost.
+    async fn run(self, shutdown: &CancellationToken) {
+        let lease_lost = self.lease.lost.clone();
         let background = CancellationToken::new();
         let (desired_tx, desired_rx) = mpsc::channel(4);
         let (fetched_tx, fetched_rx) = mpsc::channel(64);
@@ -224,7 +243,7 @@ impl Session<'_> {
         let checkpointer = checkpointer::Checkpointer {
             etcd: self.etcd.clone(),
             keys: self.keys.clone(),
-            lease_id: self.registration.lease_id,
+            lease_id: self.lease.id,
             command_rx: checkpoint_rx,
         };
         let checkpointer_handle = tokio::spawn(checkpointer.run());
@@ -247,14 +266,13 @@ impl Session<'_> {
             link_events_tx,
             checkpoint_tx,
             self.status_tx,
-            self.registration.guard(),
+            self.lease.guard.clone(),
         );
         core.run(shutdown.clone(), lease_lost.clone()).await;
         background.cancel();
         // The core dropped its checkpoint sender: the checkpointer ends once the
         // last write is done.
         let _ = checkpointer_handle.await;
-        lease_lost.is_cancelled() && !shutdown.is_cancelled()
     }
 }
 
@@ -274,5 +292,58 @@ impl Worker for StatusEndpoint {
             role: Role::Fetcher.to_string(),
             partitions: self.status_rx.borrow().clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
+
+    use super::*;
+
+    fn command() -> Command {
+        FetcherArgs::augment_args(Command::new("kmirror-fetcher"))
+    }
+
+    #[test]
+    fn the_configs_defaults_are_the_flags_defaults() {
+        let from_flags: FetcherConfig = flag_defaults(&command()).unwrap();
+        assert_eq!(from_flags, FetcherConfig::default());
+    }
+
+    #[test]
+    fn flags_convert_into_the_config() {
+        let matches = command()
+            .try_get_matches_from([
+                "kmirror-fetcher",
+                "--id",
+                "fetcher-a",
+                "--checkpoint-interval",
+                "250ms",
+                "--max-in-flight-mib",
+                "8",
+                "--grpc-compression",
+                "zstd",
+            ])
+            .unwrap();
+        let config: FetcherConfig = service_config(&command(), &matches).unwrap();
+        assert_eq!(config.member.id.as_deref(), Some("fetcher-a"));
+        assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(config.max_in_flight_mib, 8);
+        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
+        assert_eq!(config.retry_backoff, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: FetcherConfig =
+            from_yaml("fleet: prod\nmaxInFlightBatches: 8\ngrpcCompression: zstd\n").unwrap();
+        assert_eq!(config.member.fleet, "prod");
+        assert_eq!(config.max_in_flight_batches, 8);
+        assert_eq!(config.grpc_compression, GrpcCompression::Zstd);
+        assert!(from_yaml::<FetcherConfig>("maxInFlightMib: 0\n").is_err());
+        let error = from_yaml::<FetcherConfig>("checkpointEvery: 1s\n").unwrap_err();
+        assert!(error.contains("unknown field `checkpointEvery`"), "{error}");
     }
 }

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kmirror_fetcher::{Fetcher, FetcherConfig};
+use kmirror_fetcher::{Fetcher, FetcherArgs, FetcherConfig};
 
 /// kmirror fetcher: reads the source partitions the coordinator assigns it and
 /// streams them to writers, checkpointing acknowledged progress in etcd.
@@ -19,13 +19,13 @@ struct Cli {
     config_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
-    config: FetcherConfig,
+    _flags: FetcherArgs,
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = kmirror_common::config_file::parse_service_args();
-    let member = cli.config.member.clone();
-    member.run("kmirror-fetcher", serve(cli.config))
+    let (_, config): (Cli, FetcherConfig) = kmirror_common::config_file::parse_service_args();
+    let member = config.member.clone();
+    member.run("kmirror-fetcher", serve(config))
 }
 
 async fn serve(config: FetcherConfig) -> ExitCode {

@@ -17,19 +17,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use etcd_client::Client;
-use kmirror_common::membership::{register_again, LeaseGuard, Registration};
-use kmirror_common::schema::{ClusterSpec, MemberInfo};
+use kmirror_common::lease_keeper::LeaseState;
+use kmirror_common::member_config::{text, MemberConfig};
+use kmirror_common::schema::ClusterSpec;
 use kmirror_common::service::{
     MemberArgs, StartedMember, REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_MAX_FRAME_BYTES,
     REPLICATE_STREAM_WINDOW_BYTES,
 };
-use kmirror_common::{Epoch, Keys, MemberId, PartitionKey, Role};
+use kmirror_common::{Epoch, MemberId, PartitionKey, Role};
+use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::{self, Request, Response, Status};
 use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{
     SourcePartition, WorkerPartition, WorkerStatusRequest, WorkerStatusResponse,
 };
+use serde::Deserialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
@@ -42,24 +45,26 @@ use routes::Routes;
 /// Largest gRPC message a writer accepts: a batch of a few MiB plus headroom.
 pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The writer's flags: the flag form of [`WriterConfig`], field for field.
 #[derive(Debug, Clone, Args)]
-pub struct WriterConfig {
+pub struct WriterArgs {
     #[command(flatten)]
     pub member: MemberArgs,
 
     /// librdkafka producer property for the destination, as KEY=VALUE (repeatable).
     /// Wins over the writer's defaults and the cluster's stored properties.
-    #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = text::parse_property)]
     pub producer_properties: Vec<(String, String)>,
 }
 
-fn parse_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.to_string()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-    }
+/// Everything a writer is configured with, as plain data (see [`WriterArgs`]
+/// for what each setting means).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WriterConfig {
+    pub member: MemberConfig,
+    #[serde(deserialize_with = "text::properties")]
+    pub producer_properties: Vec<(String, String)>,
 }
 
 /// State every stream session of the writer shares.
@@ -69,8 +74,8 @@ pub struct WriterShared {
     epochs: Mutex<HashMap<PartitionKey, Epoch>>,
     producer_overrides: Vec<(String, String)>,
     pub drain_timeout: Duration,
-    /// The current registration's lease; replaced when the writer registers again.
-    lease: Mutex<LeaseGuard>,
+    /// The lease keeper's channel: the lease the writer produces under.
+    lease_rx: watch::Receiver<LeaseState>,
 }
 
 impl WriterShared {
@@ -93,7 +98,10 @@ impl WriterShared {
     /// Whether the writer may still produce: a writer past its lease deadline
     /// writes nothing, since its partitions may already be written elsewhere.
     pub fn lease_is_live(&self) -> bool {
-        self.lease.lock().expect("lease lock poisoned").is_live()
+        self.lease_rx
+            .borrow()
+            .lease()
+            .is_some_and(|lease| lease.guard.is_live())
     }
 
     pub fn create_producer(
@@ -117,7 +125,7 @@ impl Writer {
         let member = config.member.start(Role::Writer).await?;
         let shared = Arc::new(WriterShared {
             routes: Routes::new(member.etcd.clone(), member.keys.clone()),
-            lease: Mutex::new(member.registration.guard()),
+            lease_rx: member.runtime.lease_rx(),
             epochs: Mutex::new(HashMap::new()),
             producer_overrides: config.producer_properties.clone(),
             drain_timeout: config.member.shutdown_grace,
@@ -137,21 +145,20 @@ impl Writer {
     /// fetchers stop sending and wait for the last acks) within the grace period.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WriterError> {
         let StartedMember {
-            mut etcd,
-            keys,
             id,
             listener,
-            info,
-            registration,
+            runtime,
+            ..
         } = self.member;
+        // A lost lease turns health NOT_SERVING and stops producing (sessions
+        // check [`WriterShared::lease_is_live`] before every batch) until the
+        // keeper registers the writer again.
+        runtime.stop_on(shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<ReplicateService>().await;
-        kmirror_common::health::report_grpc(
-            keys.member(Role::Writer, &id),
-            health_reporter.clone(),
-            &[""],
+        runtime.report_grpc_health(
+            health_reporter,
+            &["", <ReplicateService as NamedService>::NAME],
             None,
-            shutdown.clone(),
         );
         let replicate = ReplicateService::new(self.shared.clone());
         let status = WorkerEndpoint {
@@ -174,89 +181,22 @@ impl Writer {
             );
         tokio::pin!(server);
         let grace = self.config.member.shutdown_grace;
-        let serving = async {
-            let outcome = tokio::select! {
-                result = &mut server => result.map_err(WriterError::from),
-                _ = shutdown.cancelled() => {
-                    health_reporter.set_not_serving::<ReplicateService>().await;
-                    stop_serving.cancel();
-                    match tokio::time::timeout(grace, &mut server).await {
-                        Ok(result) => result.map_err(WriterError::from),
-                        Err(_) => {
-                            warn!(grace_secs = grace.as_secs(), "streams still open when the grace period ended");
-                            Ok(())
-                        }
+        let outcome = tokio::select! {
+            result = &mut server => result.map_err(WriterError::from),
+            _ = shutdown.cancelled() => {
+                stop_serving.cancel();
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result.map_err(WriterError::from),
+                    Err(_) => {
+                        warn!(grace_secs = grace.as_secs(), "streams still open when the grace period ended");
+                        Ok(())
                     }
                 }
-            };
-            // The lease keeper below ends with the shutdown too.
-            shutdown.cancel();
-            outcome
+            }
         };
-        let keeper = LeaseKeeper {
-            etcd: etcd.clone(),
-            keys,
-            info,
-            ttl: self.config.member.lease_ttl,
-            shared: self.shared.clone(),
-            health_reporter: health_reporter.clone(),
-        };
-        let (outcome, registration) =
-            tokio::join!(serving, keeper.run(registration, shutdown.clone()));
-        registration.revoke(&mut etcd).await;
+        runtime.finish().await;
         info!(member = %id, "writer stopped");
         outcome
-    }
-}
-
-/// Keeps the writer registered: when the lease is lost the writer stops producing
-/// (sessions check [`WriterShared::lease_is_live`] before every batch), reports
-/// NOT_SERVING, and registers again under a new lease.
-struct LeaseKeeper {
-    etcd: Client,
-    keys: Keys,
-    info: MemberInfo,
-    ttl: Duration,
-    shared: Arc<WriterShared>,
-    health_reporter: tonic_health::server::HealthReporter,
-}
-
-impl LeaseKeeper {
-    /// Returns the registration in force when `shutdown` was cancelled.
-    async fn run(
-        mut self,
-        mut registration: Registration,
-        shutdown: CancellationToken,
-    ) -> Registration {
-        loop {
-            let lost = registration.lost();
-            tokio::select! {
-                _ = shutdown.cancelled() => return registration,
-                _ = lost.cancelled() => {}
-            }
-            self.health_reporter
-                .set_not_serving::<ReplicateService>()
-                .await;
-            warn!(member = %self.info.id, "lease lost: producing nothing until registered again");
-            let old_lease = registration.lease_id;
-            match register_again(
-                &mut self.etcd,
-                &self.keys,
-                &self.info,
-                self.ttl,
-                old_lease,
-                &shutdown,
-            )
-            .await
-            {
-                Some(renewed) => {
-                    *self.shared.lease.lock().expect("lease lock poisoned") = renewed.guard();
-                    registration = renewed;
-                    self.health_reporter.set_serving::<ReplicateService>().await;
-                }
-                None => return registration,
-            }
-        }
     }
 }
 
@@ -291,5 +231,59 @@ impl Worker for WorkerEndpoint {
             role: Role::Writer.to_string(),
             partitions,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+    use kmirror_common::config_file::{flag_defaults, from_yaml, service_config};
+
+    use super::*;
+
+    fn command() -> Command {
+        WriterArgs::augment_args(Command::new("kmirror-writer"))
+    }
+
+    #[test]
+    fn the_configs_defaults_are_the_flags_defaults() {
+        let from_flags: WriterConfig = flag_defaults(&command()).unwrap();
+        assert_eq!(from_flags, WriterConfig::default());
+    }
+
+    #[test]
+    fn flags_convert_into_the_config() {
+        let matches = command()
+            .try_get_matches_from([
+                "kmirror-writer",
+                "--listen",
+                "127.0.0.1:7081",
+                "--producer-property",
+                "linger.ms=10",
+            ])
+            .unwrap();
+        let config: WriterConfig = service_config(&command(), &matches).unwrap();
+        assert_eq!(
+            config.member.listen,
+            Some("127.0.0.1:7081".parse().unwrap())
+        );
+        assert_eq!(
+            config.producer_properties,
+            [("linger.ms".to_string(), "10".to_string())]
+        );
+    }
+
+    #[test]
+    fn yaml_converts_into_the_config_and_unknown_keys_are_refused() {
+        let config: WriterConfig =
+            from_yaml("shutdownGrace: 5s\nproducerProperties:\n  acks: all\n").unwrap();
+        assert_eq!(config.member.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(
+            config.producer_properties,
+            [("acks".to_string(), "all".to_string())]
+        );
+        assert!(from_yaml::<WriterConfig>("producerProperties: [nokey]\n").is_err());
+        let error = from_yaml::<WriterConfig>("producer: x\n").unwrap_err();
+        assert!(error.contains("unknown field `producer`"), "{error}");
     }
 }

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kmirror_writer::{Writer, WriterConfig};
+use kmirror_writer::{Writer, WriterArgs, WriterConfig};
 
 /// mimalloc, built to replace `malloc` for librdkafka too: the producer allocates
 /// every record on the session's thread and frees it on the delivery thread, a
@@ -26,13 +26,13 @@ struct Cli {
     config_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
-    config: WriterConfig,
+    _flags: WriterArgs,
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = kmirror_common::config_file::parse_service_args();
-    let member = cli.config.member.clone();
-    member.run("kmirror-writer", serve(cli.config))
+    let (_, config): (Cli, WriterConfig) = kmirror_common::config_file::parse_service_args();
+    let member = config.member.clone();
+    member.run("kmirror-writer", serve(config))
 }
 
 async fn serve(config: WriterConfig) -> ExitCode {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use kmirror_common::member_config::MemberConfig;
 use kmirror_proto::packed::PackedBuilder;
 use kmirror_proto::v1::writer_client::WriterClient;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition};
@@ -22,12 +22,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    config: WriterConfig,
-}
 
 fn etcd_endpoint() -> String {
     let port = std::env::var("KMIRROR_ETCD_PORT").unwrap_or_else(|_| "2379".to_string());
@@ -112,18 +106,16 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
     .await
     .unwrap();
 
-    let args = Args::parse_from([
-        "kmirror-writer",
-        "--etcd",
-        &etcd_endpoint(),
-        "--fleet",
-        &fleet,
-        "--listen",
-        "127.0.0.1:0",
-        "--producer-property",
-        "message.timeout.ms=2000",
-    ]);
-    let writer = Writer::build(args.config).await.expect("writer starts");
+    let config = WriterConfig {
+        member: MemberConfig {
+            etcd: vec![etcd_endpoint()],
+            fleet: fleet.clone(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..MemberConfig::default()
+        },
+        producer_properties: vec![("message.timeout.ms".to_string(), "2000".to_string())],
+    };
+    let writer = Writer::build(config).await.expect("writer starts");
     let address = format!("http://{}", writer.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(shutdown.clone()));
