@@ -149,12 +149,16 @@ async fn finish_and_check(
 /// cause: what was sent since the last checkpoint etcd took — the checkpoint
 /// interval, twice for the checkpoint's own latency, plus a second of in-flight
 /// window, plus `checkpoints_blocked`, a time the fetcher kept sending while it
-/// could not checkpoint — at the load's rate per partition.
+/// could not checkpoint — at the load's rate per partition, half as much again
+/// for a fetcher that fell behind on a busy machine and sends faster than the
+/// load while it catches up. A fetcher that kept writing past its deadline, for
+/// the rest of the cut, would send several times that.
 fn duplicate_bound(partitions: usize, checkpoints_blocked: Duration) -> u64 {
+    const CATCH_UP: f64 = 1.5;
     let per_partition_rate = records_per_second() / f64::from(PARTITIONS);
     let window_seconds =
         checkpoints_blocked.as_secs_f64() + CHECKPOINT_INTERVAL.as_secs_f64() * 2.0 + 1.0;
-    (partitions as f64 * per_partition_rate * window_seconds).ceil() as u64
+    (partitions as f64 * per_partition_rate * window_seconds * CATCH_UP).ceil() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]
