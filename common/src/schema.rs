@@ -14,6 +14,7 @@
 //! | `flow-status/<flow>` | [`FlowState`] | leader |
 //! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
 //! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
+//! | `undeliverable/<writer>/<cluster>` | [`Undeliverable`], bound to the writer's lease | writer; it deletes it once it reaches the cluster again |
 
 use std::collections::BTreeMap;
 
@@ -120,6 +121,23 @@ impl Keys {
 
     pub fn rebalance_request(&self) -> String {
         format!("{}rebalance", self.root)
+    }
+
+    pub fn undeliverable(&self) -> String {
+        format!("{}undeliverable/", self.root)
+    }
+
+    pub fn undeliverable_mark(&self, writer: &MemberId, cluster: &ClusterName) -> String {
+        format!("{}undeliverable/{writer}/{cluster}", self.root)
+    }
+
+    /// `(writer, cluster)` out of an `undeliverable/<writer>/<cluster>` key.
+    pub fn parse_undeliverable(&self, key: &[u8]) -> Option<(MemberId, ClusterName)> {
+        let rest = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.undeliverable())?;
+        let (writer, cluster) = rest.split_once('/')?;
+        Some((MemberId::new(writer).ok()?, ClusterName::new(cluster).ok()?))
     }
 
     /// Parses the partition out of an `assignments/`, `checkpoints/` or `errors/` key.
@@ -431,6 +449,16 @@ pub struct OffsetRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drain {
     pub since_ms: i64,
+}
+
+/// A writer's word that it cannot deliver to a destination cluster (its
+/// deliveries there time out): the leader routes that cluster's partitions to
+/// writers that can, while another writer is left to route them to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeliverable {
+    pub since_ms: i64,
+    /// The last delivery error, for status and logs.
+    pub reason: String,
 }
 
 /// An operator asked for a rebalance of running partitions.

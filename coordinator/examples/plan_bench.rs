@@ -71,6 +71,7 @@ fn main() {
         partitions: partitions(),
         live_fetchers: members("fetcher", MEMBERS),
         live_writers: members("writer", MEMBERS),
+        writers_avoided: BTreeMap::new(),
         epoch: Epoch(1),
         tolerance: DEFAULT_TOLERANCE,
     };

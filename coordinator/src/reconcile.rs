@@ -324,6 +324,7 @@ impl ChangeWatcher {
         stream.watch(self.keys.clusters(), prefix()).await?;
         stream.watch(self.keys.members(), prefix()).await?;
         stream.watch(self.keys.drained(), prefix()).await?;
+        stream.watch(self.keys.undeliverable(), prefix()).await?;
         stream.watch(self.keys.rebalance_request(), None).await?;
         // Whatever changed while no watch was open is caught by one more round.
         let _ = self.changed_tx.try_send(());

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse};
 use kmirror_common::schema::{
     decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, MemberInfo, PartitionError,
-    RebalanceRequest,
+    RebalanceRequest, Undeliverable,
 };
 use kmirror_common::{ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use serde::Deserialize;
@@ -42,6 +42,7 @@ enum Section {
     FlowStates,
     Drained,
     Rebalance,
+    Undeliverable,
 }
 
 /// Control state read in one etcd transaction, so every part is from the same revision.
@@ -58,6 +59,8 @@ pub struct Snapshot {
     /// Members an operator drained.
     pub drained: BTreeSet<(Role, MemberId)>,
     pub rebalance_opt: Option<RebalanceRequest>,
+    /// Writers that cannot deliver to a destination cluster, read with the members.
+    pub undeliverable: BTreeMap<(MemberId, ClusterName), Undeliverable>,
 }
 
 impl Snapshot {
@@ -85,6 +88,11 @@ pub async fn read_snapshot(
         (sections.clusters, Section::Clusters, keys.clusters()),
         (sections.flows, Section::Flows, keys.flows()),
         (sections.members, Section::Members, keys.members()),
+        (
+            sections.members,
+            Section::Undeliverable,
+            keys.undeliverable(),
+        ),
         (
             sections.assignments,
             Section::Assignments,
@@ -154,6 +162,13 @@ pub async fn read_snapshot(
                 Section::Drained => {
                     if let Some(drained) = parse_drained(prefix, key) {
                         snapshot.drained.insert(drained);
+                    }
+                }
+                Section::Undeliverable => {
+                    if let (Some(mark), Some(undeliverable)) =
+                        (keys.parse_undeliverable(key), decode_or_warn(key, value))
+                    {
+                        snapshot.undeliverable.insert(mark, undeliverable);
                     }
                 }
                 Section::Rebalance => {

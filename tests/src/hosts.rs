@@ -33,6 +33,9 @@ pub const WRITERS: [&str; 3] = ["writer-0", "writer-1", "writer-2"];
 
 pub const LEASE_TTL: Duration = Duration::from_secs(4);
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// The writers' `message.timeout.ms`: how long a record waits for a destination
+/// that does not answer before the writer gives its partitions away.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const KAFKA_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 const ETCD_PORT: u16 = 2379;
@@ -295,8 +298,13 @@ impl Deployment {
                 ],
             )?;
         }
+        let delivery_timeout = format!("message.timeout.ms={}", DELIVERY_TIMEOUT.as_millis());
         for host in WRITERS {
-            member(host, stack::WRITER_BINARY, &[])?;
+            member(
+                host,
+                stack::WRITER_BINARY,
+                &["--producer-property", &delivery_timeout],
+            )?;
         }
         Ok(())
     }

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use kmirror_common::membership::local_deadline;
 use kmirror_tests::hosts::{
-    check_sequences, Deployment, SequenceCheck, CHECKPOINT_INTERVAL, COORDINATORS, ETCD, FETCHERS,
-    LEASE_TTL, SOURCE, WRITERS,
+    check_sequences, Deployment, SequenceCheck, CHECKPOINT_INTERVAL, COORDINATORS,
+    DELIVERY_TIMEOUT, DEST, ETCD, FETCHERS, LEASE_TTL, SOURCE, WRITERS,
 };
 use kmirror_tests::netns::unavailable_reason;
+use kmirror_tests::status::PartitionStatusView;
 
 const PARTITIONS: i32 = 8;
 /// Time for everything produced to arrive once the fault is gone.
@@ -210,13 +211,28 @@ async fn ten_percent_packet_loss_slows_mirroring_but_loses_and_reorders_nothing(
 /// How far past the lease TTL a failover may take.
 const FAILOVER_MARGIN: Duration = Duration::from_secs(5);
 
-/// Mirrored offset and epoch of each partition `fetcher` works on.
-async fn owned_by(deployment: &Deployment, fetcher: &str) -> BTreeMap<i64, (i64, i64)> {
+/// Who works on a partition: its fetcher or its writer.
+type Owner = fn(&PartitionStatusView) -> &str;
+
+fn fetcher_of(partition: &PartitionStatusView) -> &str {
+    &partition.fetcher
+}
+
+fn writer_of(partition: &PartitionStatusView) -> &str {
+    &partition.writer
+}
+
+/// Mirrored offset and epoch of each partition `member` works on.
+async fn owned_by(
+    deployment: &Deployment,
+    member: &str,
+    owner: Owner,
+) -> BTreeMap<i64, (i64, i64)> {
     let status = deployment.status().await.expect("status");
     status
         .partitions
         .iter()
-        .filter(|partition| partition.fetcher == fetcher)
+        .filter(|partition| owner(partition) == member)
         .map(|partition| {
             (
                 partition.partition,
@@ -226,15 +242,16 @@ async fn owned_by(deployment: &Deployment, fetcher: &str) -> BTreeMap<i64, (i64,
         .collect()
 }
 
-/// Waits until every partition of `before` runs on another fetcher and mirrored
-/// past where it stood; returns how long after `fault_at` that was.
+/// Waits until every partition of `before` runs on another member than `member`
+/// and mirrored past where it stood; returns how long after `fault_at` that was.
 async fn wait_moved_and_running(
     deployment: &Deployment,
-    fetcher: &str,
+    member: &str,
+    owner: Owner,
     before: &BTreeMap<i64, (i64, i64)>,
     fault_at: Instant,
 ) -> Duration {
-    let what = format!("the partitions of {fetcher} to run elsewhere");
+    let what = format!("the partitions of {member} to run elsewhere");
     deployment
         .wait_until(LEASE_TTL + Duration::from_secs(60), &what, || async {
             let status = deployment.status().await?;
@@ -246,8 +263,8 @@ async fn wait_moved_and_running(
                 else {
                     return Err(format!("partition {partition} not in status"));
                 };
-                if now.fetcher == fetcher {
-                    return Err(format!("partition {partition} still on {fetcher}"));
+                if owner(now) == member {
+                    return Err(format!("partition {partition} still on {member}"));
                 }
                 if now.mirrored_offset <= *mirrored_before {
                     return Err(format!(
@@ -275,12 +292,13 @@ async fn a_fetcher_cut_from_etcd_stops_at_its_deadline_and_its_partitions_resume
     let load = produce_steadily(&deployment, 60);
     wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
 
-    let before = owned_by(&deployment, cut_fetcher).await;
+    let before = owned_by(&deployment, cut_fetcher, fetcher_of).await;
     assert!(!before.is_empty(), "{cut_fetcher} had no partition");
     let revision = deployment.etcd_revision().await.expect("etcd revision");
     network.cut(&[cut_fetcher], &[ETCD]).expect("cut");
     let cut_at = Instant::now();
-    let resumed = wait_moved_and_running(&deployment, cut_fetcher, &before, cut_at).await;
+    let resumed =
+        wait_moved_and_running(&deployment, cut_fetcher, fetcher_of, &before, cut_at).await;
     assert!(
         deployment
             .member_log(cut_fetcher)
@@ -433,5 +451,79 @@ async fn the_standby_leads_when_the_leaders_host_is_cut_from_etcd_and_mirroring_
         arrived_without_new_leader - arrived_at_cut,
         check.records,
         check.duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_cut_from_the_destination_hands_its_partitions_to_writers_that_can_deliver() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(deployment) = deploy("hosts-cut-writer").await else {
+        return;
+    };
+    let network = deployment.network();
+    let cut_writer = WRITERS[0];
+    let load = produce_steadily(&deployment, 160);
+    wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
+
+    let before = owned_by(&deployment, cut_writer, writer_of).await;
+    assert!(!before.is_empty(), "{cut_writer} had no partition");
+    let marks = format!("/kmirror/{}/undeliverable/", deployment.fleet);
+    network.cut(&[cut_writer], &[DEST]).expect("cut");
+    let cut_at = Instant::now();
+    // Its fetchers and etcd still reach it: only its deliveries time out.
+    let resumed = wait_moved_and_running(&deployment, cut_writer, writer_of, &before, cut_at).await;
+    assert!(
+        resumed <= DELIVERY_TIMEOUT + LEASE_TTL + FAILOVER_MARGIN,
+        "took {resumed:?} to resume (delivery timeout {DELIVERY_TIMEOUT:?})"
+    );
+    let said = deployment
+        .etcdctl(&["get", "--prefix", "--keys-only", &marks])
+        .await
+        .expect("etcdctl get");
+    assert!(
+        said.contains(&format!("{marks}{cut_writer}/")),
+        "{cut_writer} did not say in etcd that it cannot deliver: {said:?}"
+    );
+
+    // What the cut writer still holds times out before the cut heals, so none
+    // of it is delivered late on top of what the new writers wrote.
+    tokio::time::sleep(DELIVERY_TIMEOUT).await;
+    network.heal().expect("heal");
+    deployment
+        .wait_until(
+            Duration::from_secs(30),
+            &format!("{cut_writer} to withdraw its mark"),
+            || async {
+                let marks_now = deployment
+                    .etcdctl(&["get", "--prefix", "--keys-only", &marks])
+                    .await?;
+                if marks_now.trim().is_empty() {
+                    Ok(())
+                } else {
+                    Err(marks_now)
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+
+    let check = finish_and_check(&deployment, load).await;
+    assert!(
+        check.resends <= before.len() as u64,
+        "{check:?}: more resends than the {} moved partitions make",
+        before.len()
+    );
+    assert!(
+        check.duplicates <= duplicate_bound(before.len(), Duration::ZERO),
+        "{check:?}: more duplicates than a resend of {} partitions allows",
+        before.len()
+    );
+    eprintln!(
+        "multi-host cut writer from the destination: {} partitions resumed on other writers in {resumed:?} \
+         (delivery timeout {DELIVERY_TIMEOUT:?}); {} records, {} duplicates, {} resends",
+        before.len(),
+        check.records,
+        check.duplicates,
+        check.resends
     );
 }

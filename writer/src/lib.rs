@@ -3,6 +3,7 @@
 //! (acks=all), acknowledging each batch only once Kafka has every record of it.
 #![forbid(unsafe_code)]
 
+pub mod deliverability;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
@@ -70,6 +71,8 @@ pub struct WriterConfig {
 /// State every stream session of the writer shares.
 pub struct WriterShared {
     pub routes: Routes,
+    /// Destination clusters whose deliveries time out.
+    pub deliverability: deliverability::Deliverability,
     /// Highest assignment epoch seen per partition: older ones are refused.
     epochs: Mutex<HashMap<PartitionKey, Epoch>>,
     producer_overrides: Vec<(String, String)>,
@@ -125,6 +128,7 @@ impl Writer {
         let member = config.member.start(Role::Writer).await?;
         let shared = Arc::new(WriterShared {
             routes: Routes::new(member.etcd.clone(), member.keys.clone()),
+            deliverability: Default::default(),
             lease_rx: member.runtime.lease_rx(),
             epochs: Mutex::new(HashMap::new()),
             producer_overrides: config.producer_properties.clone(),
@@ -148,12 +152,18 @@ impl Writer {
             id,
             listener,
             runtime,
+            etcd,
+            keys,
             ..
         } = self.member;
         // A lost lease turns health NOT_SERVING and stops producing (sessions
         // check [`WriterShared::lease_is_live`] before every batch) until the
         // keeper registers the writer again.
         runtime.stop_on(shutdown.clone());
+        runtime.spawn_background({
+            let (shared, id, lease_rx) = (self.shared.clone(), id.clone(), runtime.lease_rx());
+            move |stop| deliverability::publish(shared, etcd, keys, id, lease_rx, stop)
+        });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         runtime.report_grpc_health(
             health_reporter,

@@ -118,6 +118,22 @@ impl Routes {
             .remove(&(cluster.clone(), topic.to_string()));
     }
 
+    /// The admin client of a destination cluster some flow of this writer goes
+    /// to, for probing it.
+    pub fn known_admin(
+        &self,
+        cluster: &ClusterName,
+    ) -> Option<std::sync::Arc<AdminClient<DefaultClientContext>>> {
+        let spec = self
+            .flows
+            .lock()
+            .expect("routes lock")
+            .values()
+            .find(|spec| &spec.name == cluster)
+            .cloned()?;
+        self.admin(&spec)
+    }
+
     fn admin(
         &self,
         cluster: &ClusterSpec,

@@ -31,6 +31,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Span};
 
+use crate::deliverability::is_delivery_timeout;
 use crate::partitioner::PartitionMapping;
 use crate::producer::{
     batch_size_for, classify, record_batch_size_estimate, BatchTracker, Completion,
@@ -62,7 +63,7 @@ type ProducerKey = (ClusterName, i64);
 
 pub struct Session {
     shared: Arc<WriterShared>,
-    producers: HashMap<ProducerKey, DestinationProducer>,
+    producers: HashMap<ProducerKey, Arc<DestinationProducer>>,
     /// The producer each partition goes through. It changes only when the
     /// partition restarts from its checkpoint, so one partition's records are
     /// never split between two producers' queues (which could reorder them).
@@ -251,6 +252,18 @@ impl Session {
                     .await;
             }
         };
+        if let Some(mark) = self.shared.deliverability.mark(&cluster.name) {
+            // Queued here it would only time out: the fetcher retries, and the
+            // leader moves the partition to a writer that can deliver.
+            self.halted.insert(partition);
+            let message = format!(
+                "this writer cannot deliver to cluster {} (deliveries time out: {}); its partitions go to other writers",
+                cluster.name, mark.reason
+            );
+            return self
+                .refuse(&batch, write_error(ErrorKind::DeliveryFailed, message, -1))
+                .await;
+        }
         let limit = self
             .shared
             .routes
@@ -449,6 +462,11 @@ impl Session {
             (Some(failure), _) => {
                 let class = classify(&failure);
                 self.halted.insert(pending.partition.clone());
+                if is_delivery_timeout(&failure) {
+                    self.shared
+                        .deliverability
+                        .timed_out(&pending.cluster, &failure);
+                }
                 if matches!(
                     class,
                     FailureClass::DeliveryFailed | FailureClass::DestinationMissing
@@ -467,7 +485,10 @@ impl Session {
                 warn!(partition = %pending.partition, error = %failure, "delivery failed, partition halted");
                 (-1, Some(write_error(error_kind(class), message, -1)))
             }
-            (None, cut_short) => (pending.committed_on_success, cut_short),
+            (None, cut_short) => {
+                self.shared.deliverability.delivered(&pending.cluster);
+                (pending.committed_on_success, cut_short)
+            }
         };
         let trace_context = pending.telemetry.finish(
             &pending.partition,
@@ -510,7 +531,10 @@ impl Session {
         if self.producers.contains_key(key) {
             return Ok(());
         }
-        let producer = self.shared.create_producer(cluster, key.1)?;
+        let producer = Arc::new(self.shared.create_producer(cluster, key.1)?);
+        self.shared
+            .deliverability
+            .track(&cluster.name, Arc::downgrade(&producer));
         self.producers.insert(key.clone(), producer);
         Ok(())
     }
@@ -529,7 +553,7 @@ impl Session {
 }
 
 /// Lets a producer finish what it holds (or time out) off the async threads.
-fn retire(producer: DestinationProducer) {
+fn retire(producer: Arc<DestinationProducer>) {
     tokio::task::spawn_blocking(move || {
         let _ = producer.flush(Duration::from_secs(30));
         drop(producer);

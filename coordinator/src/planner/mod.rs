@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kmirror_common::schema::Assignment;
-use kmirror_common::{Epoch, MemberId, PartitionKey, Role};
+use kmirror_common::{Epoch, FlowName, MemberId, PartitionKey, Role};
 
 /// The balance tolerance of every reconcile round: a member may carry 10 % more
 /// (or less) than the mean before running partitions are moved.
@@ -27,6 +27,10 @@ pub struct Problem {
     pub partitions: Vec<WantedPartition>,
     pub live_fetchers: BTreeSet<MemberId>,
     pub live_writers: BTreeSet<MemberId>,
+    /// Live writers a flow's partitions must not go to (they cannot deliver to
+    /// its destination cluster). Never all of them: a writer avoided by every
+    /// flow is simply not live.
+    pub writers_avoided: BTreeMap<FlowName, BTreeSet<MemberId>>,
     /// Epoch of every assignment this plan creates or changes.
     pub epoch: Epoch,
     /// How far above or below the mean a member's load may be, as a share of the
@@ -124,6 +128,12 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
     wanted.dedup_by(|left, right| left.key == right.key);
     let weights = partition_weights(&wanted);
     let weight_of = |key: &PartitionKey| weights.get(key).copied().unwrap_or(1.0);
+    let writer_may_take = |key: &PartitionKey, writer: &MemberId| {
+        problem
+            .writers_avoided
+            .get(&key.flow)
+            .is_none_or(|avoided| !avoided.contains(writer))
+    };
 
     let mut fetchers = Loads::new(&problem.live_fetchers);
     let mut writers = Loads::new(&problem.live_writers);
@@ -136,6 +146,7 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
             Some(assignment)
                 if fetchers.is_live(&assignment.fetcher)
                     && writers.is_live(&assignment.writer)
+                    && writer_may_take(&partition.key, &assignment.writer)
                     && same_shape(assignment, partition) =>
             {
                 let weight = weight_of(&partition.key);
@@ -166,9 +177,9 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
             .or_else(|| fetchers.least_loaded());
         let writer_opt = previous_opt
             .map(|assignment| &assignment.writer)
-            .filter(|writer| writers.is_live(writer))
+            .filter(|writer| writers.is_live(writer) && writer_may_take(&partition.key, writer))
             .cloned()
-            .or_else(|| writers.least_loaded());
+            .or_else(|| writers.least_loaded_of(|writer| writer_may_take(&partition.key, writer)));
         let (Some(fetcher), Some(writer)) = (fetcher_opt, writer_opt) else {
             // Nobody can take it: keep the previous owner (it may come back under
             // the same id) rather than leave the partition without an assignment.
@@ -197,8 +208,16 @@ pub fn plan(problem: &Problem, previous: &BTreeMap<PartitionKey, Assignment>) ->
         outcome.changed.insert(partition.key.clone());
     }
 
-    for (role, loads) in [(Role::Fetcher, &mut fetchers), (Role::Writer, &mut writers)] {
-        for (key, to) in loads.balance(problem.tolerance) {
+    let anyone_may_take = |_: &PartitionKey, _: &MemberId| true;
+    for (role, loads, may_take) in [
+        (
+            Role::Fetcher,
+            &mut fetchers,
+            &anyone_may_take as &dyn Fn(&PartitionKey, &MemberId) -> bool,
+        ),
+        (Role::Writer, &mut writers, &writer_may_take),
+    ] {
+        for (key, to) in loads.balance(problem.tolerance, may_take) {
             let assignment = outcome
                 .assignments
                 .get_mut(&key)
@@ -338,6 +357,15 @@ impl Loads {
         self.by_load.first().map(|(_, id)| id.clone())
     }
 
+    /// The least loaded member of those `eligible` accepts.
+    fn least_loaded_of(&self, eligible: impl Fn(&MemberId) -> bool) -> Option<MemberId> {
+        self.by_load
+            .iter()
+            .map(|(_, id)| id)
+            .find(|id| eligible(id))
+            .cloned()
+    }
+
     /// Moves partitions from the most to the least loaded member until every
     /// member is within the bound of the mean (see [`slack`]). Returns the moves
     /// (partition, new member) in the order made.
@@ -345,7 +373,13 @@ impl Loads {
     /// Each move strictly lowers the sum of squared loads, so the loop ends; it
     /// only stops early when no move improves anything, which the bound rules out
     /// (a member outside it always has a partition whose move helps): see README.
-    fn balance(&mut self, tolerance: f64) -> Vec<(PartitionKey, MemberId)> {
+    /// Only partitions `may_take` lets the least loaded member take are moved to
+    /// it; where it may take none of the heaviest member's, balancing stops there.
+    fn balance(
+        &mut self,
+        tolerance: f64,
+        may_take: &dyn Fn(&PartitionKey, &MemberId) -> bool,
+    ) -> Vec<(PartitionKey, MemberId)> {
         let members = self.load_by_member.len();
         if members < 2 {
             return Vec::new();
@@ -390,10 +424,10 @@ impl Loads {
             let within_half = partitions
                 .iter()
                 .rev()
-                .find(|(weight, _)| *weight <= half_gap);
+                .find(|(weight, key)| *weight <= half_gap && may_take(key, &to));
             let candidate_opt = match within_half {
                 Some(found) => Some(found),
-                None if out_of_bound => partitions.first(),
+                None if out_of_bound => partitions.iter().find(|(_, key)| may_take(key, &to)),
                 None => None,
             }
             .filter(|(weight, _)| low + weight.0 < high - epsilon)

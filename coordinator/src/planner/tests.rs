@@ -32,6 +32,7 @@ fn problem(
         partitions,
         live_fetchers: members(fetchers),
         live_writers: members(writers),
+        writers_avoided: BTreeMap::new(),
         epoch: Epoch(epoch),
         tolerance: DEFAULT_TOLERANCE,
     }

@@ -41,10 +41,13 @@ impl Problem {
                     current_rate(snapshot.checkpoints.get(&partition.key), now_ms);
             }
         }
+        let mut live_writers = live_members(snapshot, Role::Writer, mode.assigned_members_live);
+        let writers_avoided = writers_avoided(snapshot, &partitions, &mut live_writers);
         Problem {
             partitions,
             live_fetchers: live_members(snapshot, Role::Fetcher, mode.assigned_members_live),
-            live_writers: live_members(snapshot, Role::Writer, mode.assigned_members_live),
+            live_writers,
+            writers_avoided,
             // Later rounds read later revisions (a round that changes anything
             // writes), so epochs grow across the fleet.
             epoch: round_epoch(snapshot),
@@ -55,6 +58,62 @@ impl Problem {
             },
         }
     }
+}
+
+/// Which live writers each flow of `partitions` must avoid: those that said they
+/// cannot deliver to its destination cluster, unless every live writer said so
+/// (moving would not help; the partitions stay where they are). A writer every
+/// such flow avoids is taken out of `live_writers`: it keeps nothing, as if
+/// drained, until it reaches its clusters again.
+pub fn writers_avoided(
+    snapshot: &Snapshot,
+    partitions: &[WantedPartition],
+    live_writers: &mut BTreeSet<MemberId>,
+) -> BTreeMap<FlowName, BTreeSet<MemberId>> {
+    let flows: BTreeSet<&FlowName> = partitions
+        .iter()
+        .map(|partition| &partition.key.flow)
+        .collect();
+    let mut avoided: BTreeMap<FlowName, BTreeSet<MemberId>> = BTreeMap::new();
+    for flow in flows {
+        let Some(spec) = snapshot.flows.get(flow) else {
+            continue;
+        };
+        let cannot: BTreeSet<MemberId> = live_writers
+            .iter()
+            .filter(|writer| {
+                snapshot
+                    .undeliverable
+                    .contains_key(&((*writer).clone(), spec.dest_cluster.clone()))
+            })
+            .cloned()
+            .collect();
+        if !cannot.is_empty() && cannot.len() < live_writers.len() {
+            avoided.insert(flow.clone(), cannot);
+        }
+    }
+    let flow_count = partitions
+        .iter()
+        .map(|partition| &partition.key.flow)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let avoided_by_all: Vec<MemberId> = live_writers
+        .iter()
+        .filter(|writer| {
+            flow_count > 0
+                && avoided.len() == flow_count
+                && avoided.values().all(|set| set.contains(*writer))
+        })
+        .cloned()
+        .collect();
+    for writer in &avoided_by_all {
+        live_writers.remove(writer);
+        for set in avoided.values_mut() {
+            set.remove(writer);
+        }
+    }
+    avoided.retain(|_, set| !set.is_empty());
+    avoided
 }
 
 /// The epoch of what a round reading `snapshot` writes.
@@ -213,9 +272,11 @@ pub fn deleted_flows(snapshot: &Snapshot) -> BTreeSet<FlowName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::{plan, Plan};
     use crate::round::test_support::{assignment, checkpoint, flow_spec, key};
     use crate::round::topics::carried;
-    use kmirror_common::schema::{FlowState, MemberInfo, RebalanceRequest};
+    use kmirror_common::schema::{FlowState, MemberInfo, RebalanceRequest, Undeliverable};
+    use kmirror_common::ClusterName;
 
     #[test]
     fn an_unwanted_partition_is_released_by_its_live_fetcher_not_taken_away() {
@@ -304,6 +365,7 @@ mod tests {
             partitions: vec![],
             live_fetchers: BTreeSet::from([MemberId::new("f1").unwrap()]),
             live_writers: BTreeSet::new(),
+            writers_avoided: BTreeMap::new(),
             epoch: Epoch(1),
             tolerance: DEFAULT_TOLERANCE,
         };
@@ -368,6 +430,121 @@ mod tests {
         let problem = Problem::from_snapshot(&snapshot, wanted, routine, 120_000);
         assert!(problem.partitions.iter().all(|p| p.bytes_per_sec == 0.0));
         assert_eq!(problem.tolerance, DEFAULT_TOLERANCE);
+    }
+
+    /// A fleet of fetcher f1 and writers w1, w2 with flow `dr` (to cluster
+    /// `dst`) whose partitions 0..4 all run on w1, and flow `other` to cluster
+    /// `elsewhere` with one partition on w1.
+    fn two_writers_and_two_destinations() -> (Snapshot, Vec<WantedPartition>) {
+        let mut snapshot = Snapshot {
+            revision: 9,
+            ..Snapshot::default()
+        };
+        snapshot.members.extend([
+            member(Role::Fetcher, "f1"),
+            member(Role::Writer, "w1"),
+            member(Role::Writer, "w2"),
+        ]);
+        snapshot
+            .flows
+            .insert(FlowName::new("dr").unwrap(), flow_spec("dr"));
+        let mut other = flow_spec("other");
+        other.dest_cluster = ClusterName::new("elsewhere").unwrap();
+        snapshot
+            .flows
+            .insert(FlowName::new("other").unwrap(), other);
+        let mut wanted = Vec::new();
+        for (flow, partition) in [("dr", 0), ("dr", 1), ("dr", 2), ("dr", 3), ("other", 0)] {
+            let key = key(flow, "orders", partition);
+            snapshot.assignments.insert(key.clone(), assignment());
+            wanted.push(carried(&key, &assignment()));
+        }
+        (snapshot, wanted)
+    }
+
+    fn cannot_deliver(snapshot: &mut Snapshot, writer: &str, cluster: &str) {
+        snapshot.undeliverable.insert(
+            (
+                MemberId::new(writer).unwrap(),
+                ClusterName::new(cluster).unwrap(),
+            ),
+            Undeliverable {
+                since_ms: 0,
+                reason: "Local: Message timed out".to_string(),
+            },
+        );
+    }
+
+    fn writers_of(plan: &Plan, flow: &str) -> BTreeSet<String> {
+        plan.assignments
+            .iter()
+            .filter(|(key, _)| key.flow.as_str() == flow)
+            .map(|(_, assignment)| assignment.writer.to_string())
+            .collect()
+    }
+
+    const ROUTINE: PlanningMode = PlanningMode {
+        rebalance: false,
+        assigned_members_live: false,
+    };
+
+    #[test]
+    fn a_writer_that_cannot_deliver_hands_that_clusters_partitions_to_one_that_can() {
+        let (mut snapshot, wanted) = two_writers_and_two_destinations();
+        cannot_deliver(&mut snapshot, "w1", "dst");
+        let problem = Problem::from_snapshot(&snapshot, wanted, ROUTINE, 0);
+        let plan = plan(&problem, &previous_assignments(&snapshot));
+        assert_eq!(writers_of(&plan, "dr"), BTreeSet::from(["w2".to_string()]));
+        // Its other destination is reachable: that partition stays.
+        assert_eq!(
+            writers_of(&plan, "other"),
+            BTreeSet::from(["w1".to_string()])
+        );
+        assert!(plan.unassigned.is_empty());
+    }
+
+    #[test]
+    fn a_writer_that_reaches_none_of_its_clusters_keeps_nothing_and_balance_ignores_it() {
+        let (mut snapshot, wanted) = two_writers_and_two_destinations();
+        cannot_deliver(&mut snapshot, "w1", "dst");
+        cannot_deliver(&mut snapshot, "w1", "elsewhere");
+        let problem = Problem::from_snapshot(&snapshot, wanted, ROUTINE, 0);
+        assert_eq!(
+            problem.live_writers,
+            BTreeSet::from([MemberId::new("w2").unwrap()])
+        );
+        let plan = plan(&problem, &previous_assignments(&snapshot));
+        assert_eq!(writers_of(&plan, "dr"), BTreeSet::from(["w2".to_string()]));
+        assert_eq!(
+            writers_of(&plan, "other"),
+            BTreeSet::from(["w2".to_string()])
+        );
+    }
+
+    #[test]
+    fn when_no_writer_can_deliver_the_partitions_stay_where_they_are() {
+        let (mut snapshot, wanted) = two_writers_and_two_destinations();
+        cannot_deliver(&mut snapshot, "w1", "dst");
+        cannot_deliver(&mut snapshot, "w2", "dst");
+        let problem = Problem::from_snapshot(&snapshot, wanted, ROUTINE, 0);
+        assert!(problem.writers_avoided.is_empty());
+        let previous = previous_assignments(&snapshot);
+        let plan = plan(&problem, &previous);
+        // Moving would not help: only the routine balance moves partitions, and
+        // it may move any of them to w2 (which is as stuck as w1).
+        assert_eq!(plan.assignments.len(), previous.len());
+        assert!(plan.unassigned.is_empty());
+    }
+
+    #[test]
+    fn a_writer_that_reaches_its_cluster_again_gets_partitions_again() {
+        let (snapshot, wanted) = two_writers_and_two_destinations();
+        let problem = Problem::from_snapshot(&snapshot, wanted, ROUTINE, 0);
+        assert!(problem.writers_avoided.is_empty());
+        let plan = plan(&problem, &previous_assignments(&snapshot));
+        // Plain balance: w2 takes its share of w1's five partitions.
+        assert!(writers_of(&plan, "dr").contains("w2"));
+        assert!(writers_of(&plan, "dr").contains("w1"));
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! Whether the writer can deliver to each destination cluster, and its word on
+//! it in etcd.
+//!
+//! A writer cut from a destination cluster (while its fetchers and etcd still
+//! reach it) would otherwise keep that cluster's partitions forever: every batch
+//! times out, the partition resends from its checkpoint to the same writer, and
+//! times out again. So a delivery that times out marks the cluster
+//! *undeliverable*; the writer publishes the mark under its lease
+//! (`undeliverable/<writer>/<cluster>`), and the leader routes the cluster's
+//! partitions to writers without one (see `Problem::from_snapshot`). A delivery
+//! that succeeds clears the mark, and so does a probe: while marked, the writer
+//! asks the cluster for its metadata every [`PROBE_INTERVAL`], since it no longer
+//! gets partitions to deliver there.
+//!
+//! A partition therefore stalls at most `message.timeout.ms` (the delivery
+//! timeout) plus one leader round before it runs on another writer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use kmirror_common::lease_keeper::LeaseState;
+use kmirror_common::schema::{encode, Keys, Undeliverable};
+use kmirror_common::{now_ms, ClusterName, MemberId};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{Producer, PurgeConfig};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::producer::DestinationProducer;
+use crate::routes::Routes;
+use crate::WriterShared;
+
+/// How often a marked cluster is probed, and how often the marks are written
+/// again after etcd refused a write.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a probe waits for the cluster's metadata.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a delivery failure says the cluster cannot be reached: the record
+/// waited `message.timeout.ms` without being delivered.
+pub fn is_delivery_timeout(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+    )
+}
+
+/// The marks, shared by the stream sessions (which set and clear them) and the
+/// publisher (which writes them to etcd and probes).
+#[derive(Default)]
+pub struct Deliverability {
+    marks: Mutex<BTreeMap<ClusterName, Undeliverable>>,
+    /// Set while any cluster is marked: a delivery checks it before taking the lock.
+    any_marked: AtomicBool,
+    changed: Notify,
+    /// Every session's producers, by cluster: marking a cluster purges what they
+    /// queue for it.
+    producers: Mutex<Vec<(ClusterName, Weak<DestinationProducer>)>>,
+}
+
+impl Deliverability {
+    /// Remembers a session's new producer for `cluster` (until it is dropped).
+    pub fn track(&self, cluster: &ClusterName, producer: Weak<DestinationProducer>) {
+        let mut producers = self.producers.lock().expect("deliverability lock");
+        producers.retain(|(_, tracked)| tracked.strong_count() > 0);
+        producers.push((cluster.clone(), producer));
+    }
+
+    /// A delivery to `cluster` timed out: the cluster is marked, and what every
+    /// producer still queues for it is purged. It would time out as well, or,
+    /// should the cluster answer again, arrive after its partitions were written
+    /// by another writer. Those batches fail and are resent from checkpoints.
+    pub fn timed_out(&self, cluster: &ClusterName, error: &KafkaError) {
+        let mut marks = self.marks.lock().expect("deliverability lock");
+        if marks.contains_key(cluster) {
+            return;
+        }
+        for (tracked_cluster, producer) in
+            self.producers.lock().expect("deliverability lock").iter()
+        {
+            if let Some(producer) = producer.upgrade().filter(|_| tracked_cluster == cluster) {
+                producer.purge(PurgeConfig::default().queue().non_blocking());
+            }
+        }
+        warn!(%cluster, %error, "deliveries to the destination cluster time out: asking for its partitions to go to other writers");
+        marks.insert(
+            cluster.clone(),
+            Undeliverable {
+                since_ms: now_ms(),
+                reason: error.to_string(),
+            },
+        );
+        self.any_marked.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// A delivery to `cluster` succeeded.
+    pub fn delivered(&self, cluster: &ClusterName) {
+        if self.any_marked.load(Ordering::Acquire) {
+            self.clear(cluster, "a delivery succeeded");
+        }
+    }
+
+    fn clear(&self, cluster: &ClusterName, why: &str) {
+        let mut marks = self.marks.lock().expect("deliverability lock");
+        if marks.remove(cluster).is_some() {
+            info!(%cluster, why, "the destination cluster can be delivered to again");
+            self.any_marked.store(!marks.is_empty(), Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The mark of `cluster`, if deliveries there time out.
+    pub fn mark(&self, cluster: &ClusterName) -> Option<Undeliverable> {
+        if !self.any_marked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.marks
+            .lock()
+            .expect("deliverability lock")
+            .get(cluster)
+            .cloned()
+    }
+
+    pub fn marks(&self) -> BTreeMap<ClusterName, Undeliverable> {
+        self.marks.lock().expect("deliverability lock").clone()
+    }
+}
+
+/// Keeps etcd's marks of this writer equal to its own and probes the marked
+/// clusters, until `stop` is cancelled. Marks are bound to the writer's lease: a
+/// new lease starts with none written.
+pub async fn publish(
+    shared: Arc<WriterShared>,
+    mut etcd: Client,
+    keys: Keys,
+    writer: MemberId,
+    mut lease_rx: watch::Receiver<LeaseState>,
+    stop: CancellationToken,
+) {
+    let deliverability = &shared.deliverability;
+    let mut written: BTreeMap<ClusterName, i64> = BTreeMap::new();
+    let mut written_under = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = deliverability.changed.notified() => {}
+            _ = lease_rx.changed() => {}
+            _ = tokio::time::sleep(PROBE_INTERVAL) => probe(deliverability, &shared.routes).await,
+        }
+        let Some(lease_id) = lease_rx.borrow().lease().map(|lease| lease.id) else {
+            continue;
+        };
+        if written_under != Some(lease_id) {
+            written.clear();
+            written_under = Some(lease_id);
+        }
+        let marks = deliverability.marks();
+        let gone: Vec<ClusterName> = written
+            .keys()
+            .filter(|cluster| !marks.contains_key(*cluster))
+            .cloned()
+            .collect();
+        for cluster in gone {
+            let key = keys.undeliverable_mark(&writer, &cluster);
+            if etcd.delete(key.as_str(), None).await.is_ok() {
+                written.remove(&cluster);
+            }
+        }
+        for (cluster, mark) in marks {
+            if written.get(&cluster) == Some(&mark.since_ms) {
+                continue;
+            }
+            let key = keys.undeliverable_mark(&writer, &cluster);
+            let options = PutOptions::new().with_lease(lease_id);
+            match etcd.put(key.as_str(), encode(&mark), Some(options)).await {
+                Ok(_) => {
+                    written.insert(cluster, mark.since_ms);
+                }
+                Err(error) => {
+                    warn!(%cluster, %error, "cannot record in etcd that the destination cluster is undeliverable; retrying")
+                }
+            }
+        }
+    }
+}
+
+/// Asks each marked cluster for its metadata; one that answers is cleared.
+async fn probe(deliverability: &Deliverability, routes: &Routes) {
+    for cluster in deliverability.marks().into_keys() {
+        let Some(admin) = routes.known_admin(&cluster) else {
+            continue;
+        };
+        let answered = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, PROBE_TIMEOUT)
+                .is_ok_and(|metadata| !metadata.brokers().is_empty())
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            deliverability.clear(&cluster, "it answered a metadata request");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str) -> ClusterName {
+        ClusterName::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_timed_out_delivery_marks_the_cluster_once_and_a_delivery_clears_it() {
+        let deliverability = Deliverability::default();
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(is_delivery_timeout(&timed_out));
+        deliverability.timed_out(&cluster("dest"), &timed_out);
+        let since = deliverability.marks()[&cluster("dest")].since_ms;
+        deliverability.timed_out(&cluster("dest"), &timed_out);
+        assert_eq!(deliverability.marks()[&cluster("dest")].since_ms, since);
+        deliverability.delivered(&cluster("other"));
+        assert_eq!(deliverability.marks().len(), 1);
+        deliverability.delivered(&cluster("dest"));
+        assert!(deliverability.marks().is_empty());
+    }
+
+    #[test]
+    fn only_a_delivery_timeout_says_the_cluster_is_unreachable() {
+        for code in [
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(!is_delivery_timeout(&KafkaError::MessageProduction(code)));
+        }
+    }
+}
