@@ -33,6 +33,18 @@ pub fn partition_lag(
     (high - next_offset).max(0)
 }
 
+/// Records still to mirror in a flow; -1 (unknown) until every partition's lag
+/// was measured: before the leader first discovered the flow's topics (no
+/// partition to show yet) and while a partition's source offsets are unknown.
+/// Never a 0 that was not measured.
+pub fn total_lag(flow_state_opt: Option<&FlowState>, partitions: &[PartitionStatus]) -> i64 {
+    let discovered = flow_state_opt.is_some_and(|state| state.started_ms.is_some());
+    if !discovered || partitions.iter().any(|partition| partition.lag < 0) {
+        return -1;
+    }
+    partitions.iter().map(|partition| partition.lag).sum()
+}
+
 /// The flow's state word, from the leader's verdict, the flow's phase and the
 /// partitions' errors.
 pub fn flow_state(
@@ -149,10 +161,7 @@ pub fn flow_status(
         // The last verdict is stale once nothing runs.
         _ => String::new(),
     };
-    let total_lag = partitions
-        .iter()
-        .map(|partition| partition.lag.max(0))
-        .sum();
+    let total_lag = total_lag(flow_state_opt, &partitions);
     let (target_records, remaining_records) = match flow_state_opt {
         Some(state) if flow.until_caught_up && state.started_ms.is_some() => {
             for partition in &mut partitions {
@@ -298,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn total_lag_ignores_unknown_partitions() {
+    fn total_lag_is_unknown_until_every_partition_was_measured() {
         let key = PartitionKey::new(FlowName::new("dr").unwrap(), "orders", 0);
         let known = partition_status(
             &flow(),
@@ -311,9 +320,37 @@ mod tests {
         let unknown = partition_status(&flow(), &key, None, None, None, None);
         assert_eq!(unknown.log_end_offset, -1);
         assert_eq!(unknown.lag, -1);
-        let status = flow_status(&flow(), None, &BTreeMap::new(), vec![known, unknown]);
-        assert_eq!(status.total_lag, 6);
+        let started = FlowState {
+            started_ms: Some(1),
+            ..FlowState::default()
+        };
+        let status = flow_status(
+            &flow(),
+            Some(&started),
+            &BTreeMap::new(),
+            vec![known.clone(), unknown],
+        );
+        assert_eq!(status.total_lag, -1);
         assert_eq!(status.state, STATE_RUNNING);
+        let status = flow_status(&flow(), Some(&started), &BTreeMap::new(), vec![known]);
+        assert_eq!(status.total_lag, 6);
+    }
+
+    #[test]
+    fn a_flow_whose_topics_were_not_discovered_yet_has_no_lag_to_show() {
+        // What `status` shows right after `flow create`: no partition yet.
+        let status = flow_status(&flow(), None, &BTreeMap::new(), vec![]);
+        assert_eq!(status.total_lag, -1);
+        let not_started = FlowState::default();
+        let status = flow_status(&flow(), Some(&not_started), &BTreeMap::new(), vec![]);
+        assert_eq!(status.total_lag, -1);
+        // Discovered, and nothing matched: nothing to mirror.
+        let started = FlowState {
+            started_ms: Some(1),
+            ..FlowState::default()
+        };
+        let status = flow_status(&flow(), Some(&started), &BTreeMap::new(), vec![]);
+        assert_eq!(status.total_lag, 0);
     }
 
     #[test]
