@@ -527,3 +527,143 @@ async fn a_writer_cut_from_the_destination_hands_its_partitions_to_writers_that_
         check.resends
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_split_in_two_runs_every_partition_on_the_half_with_etcd_only() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(deployment) = deploy("hosts-split").await else {
+        return;
+    };
+    let network = deployment.network();
+    // One half keeps etcd; the brokers stay reachable from both, as when a
+    // rack's switch to the others fails but both still reach the clusters.
+    let with_etcd = [ETCD, COORDINATORS[0], FETCHERS[0], WRITERS[0]];
+    let without = [
+        COORDINATORS[1],
+        FETCHERS[1],
+        FETCHERS[2],
+        WRITERS[1],
+        WRITERS[2],
+    ];
+    let load = produce_steadily(&deployment, 120);
+    wait_arrived(&deployment, 4_000, Duration::from_secs(60)).await;
+
+    let before = deployment.status().await.expect("status");
+    let epochs_before: BTreeMap<i64, i64> = before
+        .partitions
+        .iter()
+        .map(|partition| (partition.partition, partition.epoch))
+        .collect();
+    let revision = deployment.etcd_revision().await.expect("etcd revision");
+    deployment.prefer_coordinator(COORDINATORS[0]);
+    network.cut(&without, &with_etcd).expect("cut");
+    let cut_at = Instant::now();
+    deployment
+        .wait_until(
+            LEASE_TTL + Duration::from_secs(60),
+            "every partition to run on the half with etcd",
+            || async {
+                let status = deployment.status().await?;
+                for partition in &status.partitions {
+                    if partition.fetcher != FETCHERS[0] || partition.writer != WRITERS[0] {
+                        return Err(format!(
+                            "partition {} on {} and {}",
+                            partition.partition, partition.fetcher, partition.writer
+                        ));
+                    }
+                }
+                if status.partitions.len() != PARTITIONS as usize {
+                    return Err(format!("{} partitions in status", status.partitions.len()));
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let resumed = cut_at.elapsed();
+    assert!(
+        resumed <= LEASE_TTL + FAILOVER_MARGIN + Duration::from_secs(5),
+        "took {resumed:?} for the half with etcd to take every partition"
+    );
+    for member in [FETCHERS[1], FETCHERS[2], WRITERS[1], WRITERS[2]] {
+        assert!(
+            deployment
+                .member_log(member)
+                .contains("lease counted as lost"),
+            "{member}, cut from etcd, did not count its lease as lost"
+        );
+    }
+
+    let split_check = finish_and_check(&deployment, load).await;
+    network.heal().expect("heal");
+    let moved = epochs_before.len() as u64;
+    assert!(
+        split_check.resends <= moved,
+        "{split_check:?}: more resends than the {moved} partitions make"
+    );
+    assert!(
+        split_check.duplicates <= duplicate_bound(moved as usize, local_deadline(LEASE_TTL)),
+        "{split_check:?}: more duplicates than a resend of every partition allows"
+    );
+
+    // Healed, the other half registers again and takes its share back; nothing
+    // is lost on the way.
+    deployment
+        .wait_until(
+            LEASE_TTL + Duration::from_secs(30),
+            "the other half to register again",
+            || async {
+                let members = deployment.ctl(&["members", "-o", "json"]).await;
+                match without
+                    .iter()
+                    .find(|member| !members.stdout.contains(&format!("\"{member}\"")))
+                {
+                    Some(missing) => Err(format!("{missing} not registered: {members}")),
+                    None => Ok(()),
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let per_partition = split_check.records / PARTITIONS as u64;
+    deployment
+        .produce(per_partition, per_partition + 200)
+        .await
+        .expect("produced");
+    deployment
+        .wait_caught_up(CATCH_UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let healed_check = check_destination(&deployment, per_partition + 200).await;
+
+    // Checkpoints moved on one side only: once a partition's checkpoint carries
+    // a newer epoch than it had before the split, none carries an older one.
+    let writes = deployment
+        .checkpoint_writes_since(revision)
+        .await
+        .expect("checkpoint history");
+    let mut newest: BTreeMap<i64, i64> = BTreeMap::new();
+    for (topic, partition, epoch) in &writes {
+        if *topic != deployment.topic {
+            continue;
+        }
+        let seen = newest.entry(*partition).or_insert(*epoch);
+        assert!(
+            *epoch >= *seen,
+            "partition {partition}: a checkpoint of epoch {epoch} after one of epoch {seen}: \
+             both sides moved it"
+        );
+        *seen = *epoch;
+    }
+    eprintln!(
+        "multi-host split: every partition on the half with etcd after {resumed:?}; {} records, \
+         {} duplicates, {} resends; after healing {} records, {} duplicates; \
+         {} checkpoint writes checked",
+        split_check.records,
+        split_check.duplicates,
+        split_check.resends,
+        healed_check.records,
+        healed_check.duplicates,
+        writes.len()
+    );
+}
