@@ -19,7 +19,9 @@ use http::HeaderValue;
 use http_body::Frame;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
-use kmirror_proto::frame::{BatchFrame, Compression, GRPC_ENCODING_HEADER, REPLICATE_PATH};
+use kmirror_proto::frame::{
+    BatchFrame, Compression, GRPC_ENCODING_HEADER, MAX_BATCH_MESSAGE_BYTES, REPLICATE_PATH,
+};
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
@@ -30,8 +32,6 @@ use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Span};
-
-use crate::MAX_BATCH_MESSAGE_BYTES;
 
 /// Batches queued to one writer beyond those already on the wire.
 const LINK_QUEUE: usize = 1024;
@@ -110,7 +110,7 @@ impl Link {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (batch_tx, batch_rx) = mpsc::channel(LINK_QUEUE);
         let mut metadata = MetadataMap::new();
-        crate::telemetry::inject_stream_context(stream_span, &mut metadata);
+        kmirror_common::telemetry::inject_metadata_context(stream_span, &mut metadata);
         let mut acks =
             replicate(channel, metadata, batch_rx, self.compression, stream_span).await?;
         info!(writer = %self.writer, address = %self.address, compression = self.compression.grpc_encoding(), "replicate stream open");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use kmirror_common::kafka::client_config;
 use kmirror_common::schema::ClusterSpec;
-use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
+use kmirror_common::{ClusterName, Epoch, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
@@ -175,7 +175,7 @@ impl Session {
             error: Some(error),
             trace_context,
         };
-        let Some(order) = partition_key(batch.source.as_ref())
+        let Some(order) = PartitionKey::from_wire(batch.source.as_ref())
             .and_then(|partition| self.ack_order.get_mut(&partition))
         else {
             return self.ack(ack).await;
@@ -188,7 +188,7 @@ impl Session {
     }
 
     async fn handle_batch(&mut self, batch: Batch) -> Result<(), ()> {
-        let Some(partition) = partition_key(batch.source.as_ref()) else {
+        let Some(partition) = PartitionKey::from_wire(batch.source.as_ref()) else {
             return self
                 .refuse(
                     &batch,
@@ -557,16 +557,6 @@ fn next_in_order<Ack>(
     ready
 }
 
-fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
-    let source = source?;
-    let flow = FlowName::new(source.flow.clone()).ok()?;
-    Some(PartitionKey::new(
-        flow,
-        source.topic.clone(),
-        source.partition,
-    ))
-}
-
 fn error_kind(class: FailureClass) -> ErrorKind {
     match class {
         FailureClass::RecordTooLarge => ErrorKind::RecordTooLarge,
@@ -620,6 +610,7 @@ pub fn build_producer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kmirror_common::FlowName;
     use kmirror_proto::packed::PackedBuilder;
 
     fn batch(offsets: std::ops::Range<i64>) -> Batch {
