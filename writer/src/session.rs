@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
@@ -589,22 +589,22 @@ fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
     }
 }
 
-/// Builds a destination producer: the writer's defaults, the cluster's properties,
-/// then the operator's `--producer-property` overrides.
+/// Builds a destination producer: the operator's `--producer-property`
+/// overrides, then the cluster's properties, then the writer's defaults (with
+/// the `batch.size` for the topic's limit).
 pub fn build_producer(
     cluster: &ClusterSpec,
     batch_size: i64,
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
-    let mut config = client_config(cluster, PRODUCER_DEFAULTS);
-    config.set("batch.size", batch_size.to_string());
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
-    for (key, value) in overrides {
-        config.set(key, value);
-    }
-    config.create_with_context(DeliveryContext)
+    let batch_size = batch_size.to_string();
+    let mut defaults = PRODUCER_DEFAULTS.to_vec();
+    defaults.push(("batch.size", batch_size.as_str()));
+    let role = RoleSettings {
+        required: &[],
+        defaults: &defaults,
+    };
+    client_config(cluster, &role, overrides).create_with_context(DeliveryContext)
 }
 
 #[cfg(test)]
