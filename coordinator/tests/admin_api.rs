@@ -123,7 +123,9 @@ impl Running {
             refresh_interval: Duration::from_millis(500),
             debounce: Duration::from_millis(50),
             kafka_timeout: Duration::from_secs(3),
-            metrics: Default::default(),
+            // No metrics endpoint.
+            metrics_listen: Default::default(),
+            metrics_labels: Default::default(),
         };
         let coordinator = Coordinator::build(config)
             .await
