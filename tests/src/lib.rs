@@ -46,12 +46,7 @@ pub use wait::wait_until;
 pub use kmirror_test_support::unique_name;
 
 /// Milliseconds since the Unix epoch, for record timestamps.
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970");
-    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit in i64")
-}
+pub use kmirror_common::now_ms;
 
 #[cfg(test)]
 mod tests {

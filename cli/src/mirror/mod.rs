@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use kmirror_common::etcd::EtcdSettings;
 use kmirror_common::http::MetricsListen;
@@ -385,6 +384,8 @@ async fn wait_caught_up(
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
