@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use kmirror_common::backoff::doubling;
 use tokio::time::Instant;
 
 /// First pause between two checks; it doubles up to [`MAX_POLL_INTERVAL`].
@@ -26,7 +27,7 @@ where
     Check: Future<Output = Result<T, String>>,
 {
     let deadline = Instant::now() + timeout;
-    let mut poll_interval = FIRST_POLL_INTERVAL;
+    let mut poll_intervals = doubling(FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL);
     loop {
         let last_state = match condition().await {
             Ok(value) => return Ok(value),
@@ -38,8 +39,8 @@ where
                 "timed out after {timeout:?} waiting for {what}; last state: {last_state}"
             ));
         }
+        let poll_interval = poll_intervals.next().unwrap_or(MAX_POLL_INTERVAL);
         tokio::time::sleep(poll_interval.min(deadline - now)).await;
-        poll_interval = (poll_interval * 2).min(MAX_POLL_INTERVAL);
     }
 }
 
