@@ -38,17 +38,46 @@ pub fn masked(properties: &BTreeMap<String, String>) -> BTreeMap<String, String>
         .collect()
 }
 
-/// A librdkafka config for a cluster: its bootstrap servers and properties, then
-/// the caller's role-specific settings (which win).
+/// kmirror's own settings for one kind of client (a fetcher's consumer, a
+/// writer's producer, the coordinator's admin client), on either side of the
+/// user's properties in [`client_config`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoleSettings<'a> {
+    /// Settings kmirror's bookkeeping depends on (offsets never committed to
+    /// Kafka, a partition's end reported, ...): nothing the user gives changes them.
+    pub required: &'a [(&'a str, &'a str)],
+    /// kmirror's tuning: used for a key only where the user set nothing.
+    pub defaults: &'a [(&'a str, &'a str)],
+}
+
+/// A librdkafka config for a cluster. One precedence, highest first:
 ///
-/// Never log the result: `ClientConfig`'s `Debug` prints every value, secrets included.
-pub fn client_config(cluster: &ClusterSpec, role_settings: &[(&str, &str)]) -> ClientConfig {
+/// 1. `role.required`: what kmirror cannot work without;
+/// 2. the user's settings: `overrides` (a role's own flag, such as the writer's
+///    `--producer-property`), then the cluster's stored properties, then its
+///    bootstrap servers;
+/// 3. `role.defaults`, for keys the user did not set.
+///
+/// Callers add nothing after it. Never log the result: `ClientConfig`'s `Debug`
+/// prints every value, secrets included.
+pub fn client_config(
+    cluster: &ClusterSpec,
+    role: &RoleSettings<'_>,
+    overrides: &[(String, String)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
+    // Each layer overwrites the one before: lowest precedence first.
+    for (key, value) in role.defaults {
+        config.set(*key, *value);
+    }
     config.set("bootstrap.servers", &cluster.bootstrap_servers);
     for (key, value) in &cluster.properties {
         config.set(key, value);
     }
-    for (key, value) in role_settings {
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    for (key, value) in role.required {
         config.set(*key, *value);
     }
     config
@@ -57,6 +86,57 @@ pub fn client_config(cluster: &ClusterSpec, role_settings: &[(&str, &str)]) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ClusterName;
+
+    fn cluster(properties: &[(&str, &str)]) -> ClusterSpec {
+        ClusterSpec {
+            name: ClusterName::new("source").unwrap(),
+            bootstrap_servers: "10.0.0.1:9092".to_string(),
+            properties: properties
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        }
+    }
+
+    const ROLE: RoleSettings<'static> = RoleSettings {
+        required: &[("enable.auto.commit", "false")],
+        defaults: &[("linger.ms", "5"), ("acks", "all")],
+    };
+
+    #[test]
+    fn kmirrors_required_settings_win_over_properties_and_overrides() {
+        let config = client_config(
+            &cluster(&[("enable.auto.commit", "true")]),
+            &ROLE,
+            &[("enable.auto.commit".to_string(), "true".to_string())],
+        );
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn the_users_properties_win_over_kmirrors_defaults() {
+        let config = client_config(&cluster(&[("linger.ms", "50")]), &ROLE, &[]);
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn overrides_win_over_the_clusters_properties() {
+        let config = client_config(
+            &cluster(&[("linger.ms", "50"), ("client.rack", "a")]),
+            &ROLE,
+            &[("linger.ms".to_string(), "10".to_string())],
+        );
+        assert_eq!(config.get("linger.ms"), Some("10"));
+        assert_eq!(config.get("client.rack"), Some("a"));
+    }
+
+    #[test]
+    fn the_bootstrap_servers_come_from_the_cluster() {
+        let config = client_config(&cluster(&[]), &RoleSettings::default(), &[]);
+        assert_eq!(config.get("bootstrap.servers"), Some("10.0.0.1:9092"));
+    }
 
     #[test]
     fn secrets_are_masked_and_other_values_kept() {

@@ -181,7 +181,7 @@ impl<R: Registrar> LeaseKeeper<R> {
         lost_lease_opt: Option<i64>,
         stopping: &CancellationToken,
     ) -> Option<Registration> {
-        let mut backoff = FIRST_BACKOFF;
+        let mut pauses = crate::backoff::doubling(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             tokio::select! {
                 _ = stopping.cancelled() => return None,
@@ -195,9 +195,8 @@ impl<R: Registrar> LeaseKeeper<R> {
             }
             tokio::select! {
                 _ = stopping.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(pauses.next().unwrap_or(MAX_BACKOFF)) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! tracked tasks), Kafka client properties, telemetry set-up and the shutdown signal.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config_file;
 pub mod etcd;
 pub mod health;

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kmirror_proto::tonic::metadata::MetadataMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -284,6 +285,28 @@ pub fn inject_trace_context(span: &Span, mut set: impl FnMut(&'static str, &str)
             set(name, value);
         }
     }
+}
+
+/// Puts the W3C context of `span` (`traceparent`, `tracestate`) in gRPC
+/// metadata: a stream's request (fetcher) or its response headers (writer).
+/// Nothing when traces are off.
+pub fn inject_metadata_context(span: &Span, metadata: &mut MetadataMap) {
+    inject_trace_context(span, |name, value| {
+        if let Ok(value) = value.parse() {
+            metadata.insert(name, value);
+        }
+    });
+}
+
+/// The W3C trace context fields the other end put in gRPC metadata (see
+/// [`inject_metadata_context`]).
+pub fn metadata_trace_context(metadata: &MetadataMap) -> HashMap<String, String> {
+    read_trace_context(|name| {
+        metadata
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    })
 }
 
 /// The W3C trace context fields `get` finds by name (in gRPC metadata, say), as

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use kmirror_proto::v1::SourcePartition;
 use serde::{Deserialize, Serialize};
 
 /// Why a name cannot be used as a flow, cluster or member name.
@@ -149,6 +150,14 @@ impl PartitionKey {
             topic: topic.into(),
             partition,
         }
+    }
+
+    /// The partition a batch or an ack names on the wire; None when it names
+    /// none or its flow name is not valid.
+    pub fn from_wire(source: Option<&SourcePartition>) -> Option<Self> {
+        let source = source?;
+        let flow = FlowName::new(source.flow.clone()).ok()?;
+        Some(Self::new(flow, source.topic.clone(), source.partition))
     }
 }
 

@@ -688,7 +688,11 @@ impl ClusterClient {
 }
 
 fn client_config(spec: &ClusterSpec) -> ClientConfig {
-    kmirror_common::kafka::client_config(spec, &[("client.id", "kmirror-coordinator")])
+    let role = kmirror_common::kafka::RoleSettings {
+        required: &[("client.id", "kmirror-coordinator")],
+        defaults: &[],
+    };
+    kmirror_common::kafka::client_config(spec, &role, &[])
 }
 
 fn invalid_properties(spec: &ClusterSpec, error: &KafkaError) -> CoordinatorError {

@@ -30,8 +30,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kmirror_common::etcd::EtcdSettings;
+use kmirror_common::http::MetricsListen;
 use kmirror_common::lease_keeper::{EtcdRegistrar, LeaseKeeper};
 use kmirror_common::member_config::MemberConfig;
+use kmirror_common::metrics::Granularity;
 use kmirror_common::runtime::MemberRuntime;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::MemberArgs;
@@ -119,8 +121,10 @@ pub struct Config {
     pub debounce: Duration,
     /// Timeout of Kafka requests (metadata, admin operations).
     pub kafka_timeout: Duration,
-    /// The /metrics, /healthz and /readyz endpoint (none by default).
-    pub metrics: kmirror_common::http::MetricsArgs,
+    /// Where the /metrics, /healthz and /readyz endpoint listens, if anywhere.
+    pub metrics_listen: MetricsListen,
+    /// Labels of per-partition metrics.
+    pub metrics_labels: Granularity,
 }
 
 impl Config {
@@ -144,10 +148,8 @@ impl Config {
             refresh_interval: config.refresh_interval,
             debounce: Duration::from_millis(300),
             kafka_timeout: Duration::from_secs(10),
-            metrics: kmirror_common::http::MetricsArgs {
-                metrics_listen: member.metrics_listen,
-                metrics_labels: member.metrics_labels,
-            },
+            metrics_listen: member.metrics_listen,
+            metrics_labels: member.metrics_labels,
         })
     }
 }
@@ -183,8 +185,8 @@ impl Coordinator {
         let keys = Keys::new(&config.etcd.fleet);
         let kafka = KafkaClients::new(config.kafka_timeout);
         let metrics_endpoint_opt = kmirror_common::http::bind(
-            config.metrics.metrics_listen,
-            config.metrics.metrics_labels,
+            config.metrics_listen,
+            config.metrics_labels,
             Role::Coordinator,
             config.advertise_opt.as_deref(),
         )

@@ -221,7 +221,7 @@ pub fn flow_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kmirror_common::{ClusterName, Epoch, MemberId};
+    use kmirror_common::{Epoch, MemberId};
 
     fn checkpoint(next_offset: i64) -> Checkpoint {
         Checkpoint {
@@ -236,19 +236,7 @@ mod tests {
     }
 
     fn flow() -> FlowSpec {
-        FlowSpec {
-            name: FlowName::new("dr").unwrap(),
-            source_cluster: ClusterName::new("src").unwrap(),
-            dest_cluster: ClusterName::new("dst").unwrap(),
-            include: ".*".to_string(),
-            exclude: None,
-            created_ms: 0,
-            rename: Default::default(),
-            start: Default::default(),
-            config_sync: Default::default(),
-            paused: false,
-            until_caught_up: false,
-        }
+        crate::round::test_support::flow_spec("dr")
     }
 
     #[test]

@@ -26,6 +26,9 @@ use kmirror_proto::v1::{
     AddClusterRequest, Cluster, CreateFlowRequest, DeleteFlowRequest, Flow, ListMembersRequest,
     Member, StatusRequest,
 };
+use kmirror_test_support::etcd::forget_fleet;
+use kmirror_test_support::local_stack::{dest_bootstrap, etcd_endpoint, source_bootstrap};
+use kmirror_test_support::{unique_name, wait_until};
 use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
@@ -33,28 +36,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn etcd_endpoint() -> String {
-    let port = std::env::var("KMIRROR_ETCD_PORT").unwrap_or_else(|_| "2379".to_string());
-    format!("http://127.0.0.1:{port}")
-}
-
-fn source_bootstrap() -> String {
-    let port = std::env::var("KMIRROR_SOURCE_PORT").unwrap_or_else(|_| "19092".to_string());
-    format!("127.0.0.1:{port}")
-}
-
-fn dest_bootstrap() -> String {
-    let port = std::env::var("KMIRROR_DEST_PORT").unwrap_or_else(|_| "29092".to_string());
-    format!("127.0.0.1:{port}")
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
 
 fn settings(fleet: &str) -> EtcdSettings {
     EtcdSettings {
@@ -123,7 +104,9 @@ impl Running {
             refresh_interval: Duration::from_millis(500),
             debounce: Duration::from_millis(50),
             kafka_timeout: Duration::from_secs(3),
-            metrics: Default::default(),
+            // No metrics endpoint.
+            metrics_listen: Default::default(),
+            metrics_labels: Default::default(),
         };
         let coordinator = Coordinator::build(config)
             .await
@@ -153,31 +136,19 @@ impl Running {
     }
 }
 
-/// Deletes everything a test left under its fleet prefix.
-async fn forget_fleet(client: &mut Client, fleet: &str) {
-    let root = Keys::new(fleet).root().to_string();
-    let _ = client
-        .delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
-        .await;
-}
-
-/// Polls `check` until it returns `Some`, failing the test at the deadline.
+/// Polls `check` until it returns `Some` (through [`wait_until`]), failing the
+/// test at the deadline.
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(DEADLINE, what, || {
+        let found = check();
+        async move { found.await.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
+    .unwrap_or_else(|message| panic!("{message}"))
 }
 
 async fn members(admin: &mut AdminClient<Channel>) -> Vec<Member> {
@@ -264,7 +235,7 @@ async fn admin_api_rejects_bad_input_with_typed_errors() {
     let Some(mut etcd) = etcd_or_skip("admin_api_rejects_bad_input_with_typed_errors").await else {
         return;
     };
-    let fleet = unique("coord-errors");
+    let fleet = unique_name("coord-errors");
     let coordinator = Running::start(&fleet, "coordinator-errors").await;
     let mut admin = coordinator.admin().await;
 
@@ -350,7 +321,7 @@ async fn admin_api_rejects_bad_input_with_typed_errors() {
         assert_eq!(same_cluster.code(), Code::InvalidArgument);
 
         // A pattern no topic matches keeps this test away from real topics.
-        let include = unique("no-such-topic");
+        let include = unique_name("no-such-topic");
         admin
             .create_flow(flow("dr", "src", "dst", &include))
             .await
@@ -396,7 +367,7 @@ async fn one_coordinator_leads_and_another_takes_over_when_it_stops() {
     else {
         return;
     };
-    let fleet = unique("coord-election");
+    let fleet = unique_name("coord-election");
     let keys = Keys::new(&fleet);
     let first = Running::start(&fleet, "coordinator-first").await;
     let second = Running::start(&fleet, "coordinator-second").await;
@@ -460,9 +431,9 @@ async fn the_leader_creates_destination_topics_and_assigns_every_partition() {
     if !kafka_or_skip(test).await {
         return;
     }
-    let fleet = unique("coord-assign");
+    let fleet = unique_name("coord-assign");
     let keys = Keys::new(&fleet);
-    let topic = unique("coord-topic");
+    let topic = unique_name("coord-topic");
 
     let source_admin: rdkafka::admin::AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", source_bootstrap())

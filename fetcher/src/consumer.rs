@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
@@ -84,17 +84,14 @@ const CONSUMER_REQUIRED: &[(&str, &str)] = &[
     ("enable.partition.eof", "true"),
 ];
 
-/// The source consumer's settings: the defaults, then the cluster's properties
-/// (the operator's tuning and security win), then what the fetcher requires.
+/// The source consumer's settings: what the fetcher requires, then the
+/// cluster's properties (the operator's tuning and security), then the defaults.
 fn source_config(cluster: &ClusterSpec) -> ClientConfig {
-    let mut config = client_config(cluster, CONSUMER_DEFAULTS);
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
-    for (key, value) in CONSUMER_REQUIRED {
-        config.set(*key, *value);
-    }
-    config
+    let role = RoleSettings {
+        required: CONSUMER_REQUIRED,
+        defaults: CONSUMER_DEFAULTS,
+    };
+    client_config(cluster, &role, &[])
 }
 
 pub enum ConsumerCommand {

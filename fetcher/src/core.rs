@@ -17,7 +17,7 @@ use kmirror_common::membership::LeaseGuard;
 use kmirror_common::schema::{ClusterSpec, PartitionError};
 use kmirror_common::{FlowName, MemberId, PartitionKey};
 use kmirror_proto::frame::Compression;
-use kmirror_proto::v1::{Batch, BatchAck, SourcePartition, WorkerPartition};
+use kmirror_proto::v1::{Batch, BatchAck, WorkerPartition};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -518,7 +518,7 @@ impl Core {
     }
 
     fn on_ack(&mut self, ack: BatchAck) {
-        let Some(key) = partition_key(ack.source.as_ref()) else {
+        let Some(key) = PartitionKey::from_wire(ack.source.as_ref()) else {
             return;
         };
         // Ends when the ack is handled: the span covers settling the batch.
@@ -671,14 +671,4 @@ async fn wait_checkpoint(
         Some(done_rx) => done_rx.await.unwrap_or_default(),
         None => std::future::pending().await,
     }
-}
-
-fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
-    let source = source?;
-    let flow = FlowName::new(source.flow.clone()).ok()?;
-    Some(PartitionKey::new(
-        flow,
-        source.topic.clone(),
-        source.partition,
-    ))
 }

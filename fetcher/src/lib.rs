@@ -33,9 +33,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Largest gRPC message exchanged with writers.
-pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// The fetcher's flags: the flag form of [`FetcherConfig`], field for field.
 #[derive(Debug, Clone, Args)]
 pub struct FetcherArgs {

@@ -17,9 +17,12 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
 use http::HeaderValue;
 use http_body::Frame;
+use kmirror_common::backoff::doubling;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
 use kmirror_common::MemberId;
-use kmirror_proto::frame::{BatchFrame, Compression, GRPC_ENCODING_HEADER, REPLICATE_PATH};
+use kmirror_proto::frame::{
+    BatchFrame, Compression, GRPC_ENCODING_HEADER, MAX_BATCH_MESSAGE_BYTES, REPLICATE_PATH,
+};
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
@@ -31,10 +34,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Span};
 
-use crate::MAX_BATCH_MESSAGE_BYTES;
-
 /// Batches queued to one writer beyond those already on the wire.
 const LINK_QUEUE: usize = 1024;
+/// Pause before reconnecting to a writer after a stream ended; it doubles with
+/// each failed attempt up to [`MAX_RECONNECT_PAUSE`].
+const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 pub enum LinkEvent {
     Up {
@@ -62,10 +67,11 @@ pub struct Link {
 
 impl Link {
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut pauses = doubling(FIRST_RECONNECT_PAUSE, MAX_RECONNECT_PAUSE);
         while !self.cancel.is_cancelled() {
             match self.connect_and_stream().await {
-                Ok(()) => backoff = Duration::from_millis(100),
+                // A stream that ended cleanly starts the pauses over.
+                Ok(()) => pauses = doubling(FIRST_RECONNECT_PAUSE, MAX_RECONNECT_PAUSE),
                 Err(error) => {
                     warn!(writer = %self.writer, address = %self.address, %error, "replicate stream to writer failed")
                 }
@@ -76,9 +82,8 @@ impl Link {
             });
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(pauses.next().unwrap_or(MAX_RECONNECT_PAUSE)) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         debug!(writer = %self.writer, "writer link closed");
     }
@@ -110,7 +115,7 @@ impl Link {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (batch_tx, batch_rx) = mpsc::channel(LINK_QUEUE);
         let mut metadata = MetadataMap::new();
-        crate::telemetry::inject_stream_context(stream_span, &mut metadata);
+        kmirror_common::telemetry::inject_metadata_context(stream_span, &mut metadata);
         let mut acks =
             replicate(channel, metadata, batch_rx, self.compression, stream_span).await?;
         info!(writer = %self.writer, address = %self.address, compression = self.compression.grpc_encoding(), "replicate stream open");

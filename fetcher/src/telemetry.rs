@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use kmirror_common::metrics::{metrics, Counter, Histogram, PartitionReading};
 use kmirror_common::telemetry::{
-    inject_trace_context, link_remote, read_trace_context, set_error, set_parent_span,
-    set_remote_parent, trace_context, SPAN_TARGET,
+    link_remote, metadata_trace_context, set_error, set_parent_span, set_remote_parent,
+    trace_context, SPAN_TARGET,
 };
 use kmirror_common::{MemberId, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
@@ -396,28 +396,13 @@ pub fn replicate_stream_span(writer: &MemberId, address: &str) -> Span {
     )
 }
 
-/// Puts the stream span's W3C context (`traceparent`, `tracestate`) in the
-/// request metadata. Nothing when traces are off.
-pub fn inject_stream_context(stream_span: &Span, metadata: &mut MetadataMap) {
-    inject_trace_context(stream_span, |name, value| {
-        if let Ok(value) = value.parse() {
-            metadata.insert(name, value);
-        }
-    });
-}
-
 /// Links the stream span to the writer's span for the stream, whose W3C context
 /// the response's initial metadata carries.
 pub fn link_writer_stream(stream_span: &Span, metadata: &MetadataMap) {
     if stream_span.is_disabled() {
         return;
     }
-    let writer_context = read_trace_context(|name| {
-        metadata
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-    });
+    let writer_context = metadata_trace_context(metadata);
     link_remote(stream_span, &writer_context);
 }
 

@@ -24,6 +24,9 @@ use crate::v1::Batch;
 const RECORDS_FIELD: u32 = 7;
 /// The gRPC length prefix: a compression flag byte and a big-endian u32 length.
 pub const GRPC_PREFIX_BYTES: usize = 5;
+/// Largest `Replicate` message either end accepts: a batch of a few MiB plus
+/// headroom (the fetcher's encoder and the writer's decoder share it).
+pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The HTTP/2 path of the `Writer.Replicate` call.
 pub const REPLICATE_PATH: &str = "/kmirror.v1.Writer/Replicate";
 /// The request header naming a stream's [`Compression`].

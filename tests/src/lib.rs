@@ -41,31 +41,12 @@ pub use kafka::{Cluster, ConsumedRecord, Delivered, OutRecord};
 pub use stack::{stack, Stack};
 pub use wait::wait_until;
 
-/// A name unique to this run: `prefix` plus a random suffix. Used for fleets,
-/// topics and flows so that tests never collide, even across runs against the same
-/// stack.
-pub fn unique_name(prefix: &str) -> String {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let prefix: String = prefix
-        .chars()
-        .map(|character| {
-            if character.is_ascii_alphanumeric() || character == '-' {
-                character.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("{prefix}-{}", &suffix[..8])
-}
+/// A name unique to this run (fleets, topics, flows); shared with every crate's
+/// tests from `kmirror-test-support`.
+pub use kmirror_test_support::unique_name;
 
 /// Milliseconds since the Unix epoch, for record timestamps.
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970");
-    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit in i64")
-}
+pub use kmirror_common::now_ms;
 
 #[cfg(test)]
 mod tests {

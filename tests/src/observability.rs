@@ -33,6 +33,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::Fleet;
 
+/// The address of the metrics endpoint a member registered.
+pub fn metrics_url(member: &MemberInfo) -> Result<&str> {
+    member
+        .metrics_address
+        .as_deref()
+        .with_context(|| format!("{} registered no metrics address", member.id))
+}
+
 /// How long one HTTP or gRPC health request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -14,6 +14,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kmirror_test_support::local_stack::{
+    port_from_env, DEFAULT_DEST_PORT, DEFAULT_ETCD_PORT, DEFAULT_SOURCE_PORT, DEST_PORT_VARIABLE,
+    ETCD_PORT_VARIABLE, SOURCE_PORT_VARIABLE,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
@@ -78,9 +82,9 @@ impl Stack {
 
 fn start_stack() -> Result<Stack, String> {
     let workspace_dir = workspace_dir();
-    let etcd_port = port_from_env("KMIRROR_ETCD_PORT", 2379)?;
-    let source_port = port_from_env("KMIRROR_SOURCE_PORT", 19092)?;
-    let dest_port = port_from_env("KMIRROR_DEST_PORT", 29092)?;
+    let etcd_port = port_from_env(ETCD_PORT_VARIABLE, DEFAULT_ETCD_PORT)?;
+    let source_port = port_from_env(SOURCE_PORT_VARIABLE, DEFAULT_SOURCE_PORT)?;
+    let dest_port = port_from_env(DEST_PORT_VARIABLE, DEFAULT_DEST_PORT)?;
     let bin_dir = bin_dir();
     let logs_dir = logs_dir();
     let stack = Stack {
@@ -136,15 +140,6 @@ pub fn bin_dir() -> PathBuf {
         }
     });
     from_test_executable.unwrap_or_else(|| workspace_dir().join("target/debug"))
-}
-
-fn port_from_env(variable: &str, default: u16) -> Result<u16, String> {
-    match std::env::var(variable) {
-        Ok(value) => value
-            .parse()
-            .map_err(|error| format!("{variable}={value:?} is not a port: {error}")),
-        Err(_) => Ok(default),
-    }
 }
 
 fn run_stack_up(workspace_dir: &Path) -> Result<(), String> {

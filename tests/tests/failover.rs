@@ -280,9 +280,7 @@ async fn a_paused_fetcher_writes_nothing_once_its_partitions_moved() {
     );
 
     // Watch every checkpoint write from the moment the zombie runs again.
-    let mut etcd = etcd_client::Client::connect([fleet_etcd()], None)
-        .await
-        .expect("etcd");
+    let mut etcd = kmirror_test_support::etcd::connect().await;
     let prefix = format!("/kmirror/{}/checkpoints/{flow}/", fleet.name());
     let revision = etcd
         .get("/", None)
@@ -339,11 +337,6 @@ async fn a_paused_fetcher_writes_nothing_once_its_partitions_moved() {
         "no checkpoint write was seen after the zombie woke"
     );
     eprintln!("failover: SIGSTOP fetcher past its lease: moved in {resumed:?}, {finished} duplicates, {checked} checkpoint writes checked");
-}
-
-fn fleet_etcd() -> String {
-    let port = std::env::var("KMIRROR_ETCD_PORT").unwrap_or_else(|_| "2379".to_string());
-    format!("http://127.0.0.1:{port}")
 }
 
 async fn leader_of(fleet: &Fleet) -> Option<String> {

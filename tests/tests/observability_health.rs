@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kmirror_common::health::LEADER_HEALTH_SERVICE;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::Role;
 use kmirror_proto::tonic_health::pb::health_check_response::ServingStatus;
-use kmirror_tests::observability::{grpc_health, http_get, members, scrape, sum, PrivateEtcd};
+use kmirror_tests::observability::{
+    grpc_health, http_get, members, metrics_url, scrape, sum, PrivateEtcd,
+};
 use kmirror_tests::{stack, unique_name, Fleet, FleetOptions};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,11 +126,4 @@ async fn member_health(member: &MemberInfo, ready: bool) -> Result<(bool, String
             grpc.join(" ")
         ),
     ))
-}
-
-fn metrics_url(member: &MemberInfo) -> Result<&str> {
-    member
-        .metrics_address
-        .as_deref()
-        .with_context(|| format!("{} registered no metrics address", member.id))
 }

@@ -11,7 +11,9 @@ use kmirror_common::schema::MemberInfo;
 use kmirror_common::Role;
 use kmirror_tests::data::KeyedRecords;
 use kmirror_tests::kafka::{create_topic, produce, Cluster};
-use kmirror_tests::observability::{http_get, members, sample_value, samples, scrape, sum};
+use kmirror_tests::observability::{
+    http_get, members, metrics_url, sample_value, samples, scrape, sum,
+};
 use kmirror_tests::{unique_name, Fleet, FleetOptions};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,11 +220,4 @@ async fn totals(members: &BTreeMap<String, MemberInfo>, topic: &str) -> Result<T
         }
     }
     Ok(totals)
-}
-
-fn metrics_url(member: &MemberInfo) -> Result<&str> {
-    member
-        .metrics_address
-        .as_deref()
-        .with_context(|| format!("{} registered no metrics address", member.id))
 }

@@ -43,9 +43,6 @@ use producer::DestinationProducer;
 use replicate::ReplicateService;
 use routes::Routes;
 
-/// Largest gRPC message a writer accepts: a batch of a few MiB plus headroom.
-pub const MAX_BATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// The writer's flags: the flag form of [`WriterConfig`], field for field.
 #[derive(Debug, Clone, Args)]
 pub struct WriterArgs {

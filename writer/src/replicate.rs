@@ -35,7 +35,9 @@ use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::{session, telemetry, WriterShared, MAX_BATCH_MESSAGE_BYTES};
+use kmirror_proto::frame::MAX_BATCH_MESSAGE_BYTES;
+
+use crate::{session, telemetry, WriterShared};
 
 /// Acks waiting to go back to the fetcher; the bound only keeps a stalled reader
 /// from growing memory.
@@ -80,7 +82,7 @@ impl ReplicateService {
             .and_then(TcpConnectInfo::remote_addr);
         let stream_span = telemetry::stream_span(&MetadataMap::from_headers(parts.headers), peer);
         let mut metadata = MetadataMap::new();
-        telemetry::inject_stream_context(&stream_span, &mut metadata);
+        kmirror_common::telemetry::inject_metadata_context(&stream_span, &mut metadata);
         info!(
             peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()),
             compression = compression.grpc_encoding(),

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::{decode, ClusterSpec, FlowSpec};
 use kmirror_common::{ClusterName, FlowName, Keys};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -142,7 +142,10 @@ impl Routes {
         if let Some(admin) = admins.get(&cluster.name) {
             return Some(admin.clone());
         }
-        let admin: AdminClient<DefaultClientContext> = client_config(cluster, &[]).create().ok()?;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(cluster, &RoleSettings::default(), &[])
+                .create()
+                .ok()?;
         let admin = std::sync::Arc::new(admin);
         admins.insert(cluster.name.clone(), admin.clone());
         Some(admin)

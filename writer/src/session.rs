@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::ClusterSpec;
-use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
+use kmirror_common::{ClusterName, Epoch, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
@@ -176,7 +176,7 @@ impl Session {
             error: Some(error),
             trace_context,
         };
-        let Some(order) = partition_key(batch.source.as_ref())
+        let Some(order) = PartitionKey::from_wire(batch.source.as_ref())
             .and_then(|partition| self.ack_order.get_mut(&partition))
         else {
             return self.ack(ack).await;
@@ -189,7 +189,7 @@ impl Session {
     }
 
     async fn handle_batch(&mut self, batch: Batch) -> Result<(), ()> {
-        let Some(partition) = partition_key(batch.source.as_ref()) else {
+        let Some(partition) = PartitionKey::from_wire(batch.source.as_ref()) else {
             return self
                 .refuse(
                     &batch,
@@ -581,16 +581,6 @@ fn next_in_order<Ack>(
     ready
 }
 
-fn partition_key(source: Option<&SourcePartition>) -> Option<PartitionKey> {
-    let source = source?;
-    let flow = FlowName::new(source.flow.clone()).ok()?;
-    Some(PartitionKey::new(
-        flow,
-        source.topic.clone(),
-        source.partition,
-    ))
-}
-
 fn error_kind(class: FailureClass) -> ErrorKind {
     match class {
         FailureClass::RecordTooLarge => ErrorKind::RecordTooLarge,
@@ -623,27 +613,28 @@ fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
     }
 }
 
-/// Builds a destination producer: the writer's defaults, the cluster's properties,
-/// then the operator's `--producer-property` overrides.
+/// Builds a destination producer: the operator's `--producer-property`
+/// overrides, then the cluster's properties, then the writer's defaults (with
+/// the `batch.size` for the topic's limit).
 pub fn build_producer(
     cluster: &ClusterSpec,
     batch_size: i64,
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
-    let mut config = client_config(cluster, PRODUCER_DEFAULTS);
-    config.set("batch.size", batch_size.to_string());
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
-    for (key, value) in overrides {
-        config.set(key, value);
-    }
-    config.create_with_context(DeliveryContext)
+    let batch_size = batch_size.to_string();
+    let mut defaults = PRODUCER_DEFAULTS.to_vec();
+    defaults.push(("batch.size", batch_size.as_str()));
+    let role = RoleSettings {
+        required: &[],
+        defaults: &defaults,
+    };
+    client_config(cluster, &role, overrides).create_with_context(DeliveryContext)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kmirror_common::FlowName;
     use kmirror_proto::packed::PackedBuilder;
 
     fn batch(offsets: std::ops::Range<i64>) -> Batch {

@@ -13,8 +13,8 @@ use kmirror_common::metrics::{error_kind_label, metrics};
 use std::collections::HashMap;
 
 use kmirror_common::telemetry::{
-    inject_trace_context, link_traceparent, read_trace_context, set_error, set_remote_parent,
-    trace_context, SPAN_TARGET,
+    link_traceparent, metadata_trace_context, set_error, set_remote_parent, trace_context,
+    SPAN_TARGET,
 };
 use kmirror_common::PartitionKey;
 use kmirror_proto::packed::{PackedRecords, PackedSummary};
@@ -194,24 +194,9 @@ pub fn stream_span(metadata: &MetadataMap, peer_opt: Option<std::net::SocketAddr
         span.record("client.address", peer.ip().to_string());
         span.record("client.port", i64::from(peer.port()));
     }
-    let fetcher_context = read_trace_context(|name| {
-        metadata
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-    });
+    let fetcher_context = metadata_trace_context(metadata);
     set_remote_parent(&span, &fetcher_context);
     span
-}
-
-/// Puts the stream span's W3C context in the response's initial metadata, for the
-/// fetcher's span to link to. Nothing when traces are off.
-pub fn inject_stream_context(stream_span: &Span, metadata: &mut MetadataMap) {
-    inject_trace_context(stream_span, |name, value| {
-        if let Ok(value) = value.parse() {
-            metadata.insert(name, value);
-        }
-    });
 }
 
 /// The stream ended on an error: its span says so.
@@ -335,7 +320,7 @@ mod tests {
         let span = stream_span(&metadata, None);
         assert!(span.is_disabled());
         let mut response_metadata = MetadataMap::new();
-        inject_stream_context(&span, &mut response_metadata);
+        kmirror_common::telemetry::inject_metadata_context(&span, &mut response_metadata);
         assert!(response_metadata.is_empty());
     }
 

@@ -14,6 +14,8 @@ use kmirror_common::member_config::MemberConfig;
 use kmirror_proto::packed::PackedBuilder;
 use kmirror_proto::v1::writer_client::WriterClient;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition};
+use kmirror_test_support::local_stack::etcd_endpoint;
+use kmirror_test_support::unique_name;
 use kmirror_writer::{Writer, WriterConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -22,11 +24,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-
-fn etcd_endpoint() -> String {
-    let port = std::env::var("KMIRROR_ETCD_PORT").unwrap_or_else(|_| "2379".to_string());
-    format!("http://127.0.0.1:{port}")
-}
 
 fn batch(seq: u64, epoch: u64, restart: bool, offsets: std::ops::Range<i64>) -> Batch {
     let mut records = PackedBuilder::default();
@@ -83,13 +80,8 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
     mock.create_topic("orders", 1, 1).expect("mock topic");
     let bootstrap = mock.bootstrap_servers();
 
-    let fleet = format!(
-        "writer-fault-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let mut etcd = etcd_client::Client::connect([etcd_endpoint()], None)
-        .await
-        .expect("etcd of the local stack (deploy/local/stack up) must run");
+    let fleet = unique_name("writer-fault");
+    let mut etcd = kmirror_test_support::etcd::connect().await;
     let root = format!("/kmirror/{fleet}");
     etcd.put(
         format!("{root}/clusters/mock"),

@@ -1,3 +1,5 @@
+use super::clusters::cluster_stored_action;
+use super::status::watch_document;
 use super::*;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

@@ -1,3 +1,5 @@
+use kmirror_proto::v1::{Flow, FlowStatus, Member, PartitionStatus, TopicMatch};
+
 use super::*;
 
 /// Golden files live in `cli/tests/golden/`; `KMIRROR_UPDATE_GOLDEN=1` rewrites

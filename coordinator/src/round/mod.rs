@@ -30,7 +30,7 @@ pub mod fake_kafka;
 pub mod lifecycle;
 pub mod planning;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod topics;
 
 pub use lifecycle::{flow_phase, migration_remaining};

@@ -5,14 +5,24 @@
 //!
 //! The consumer config's `group.id` names the fleet (the checkpoint namespace),
 //! so running the same command again resumes where it stopped.
+//!
+//! The command line and the client configs are in `args`, the private etcd in
+//! `private_etcd`; running the fleet is here.
+
+mod args;
+mod private_etcd;
+
+use args::default_state_dir;
+pub use args::{
+    fleet_name, load_configs, whitelist_regex, KmirrorCli, KmirrorCommand, MirrorArgs,
+    MirrorConfigs, MirrorError,
+};
+pub use private_etcd::PrivateEtcd;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use kmirror_common::etcd::EtcdSettings;
 use kmirror_common::http::MetricsListen;
@@ -32,379 +42,11 @@ use tracing::{info, warn};
 
 use crate::console::console;
 use crate::progress::{Tracker, Verdict};
-use crate::properties::{load_client_config, ClientRole, ClientSettings};
 
 /// The names the one-process fleet gives its clusters and its flow.
 pub const SOURCE_CLUSTER: &str = "source";
 pub const DEST_CLUSTER: &str = "dest";
 pub const FLOW: &str = "mirror";
-
-const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
-const ETCD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "kmirror",
-    version,
-    about = "Mirror Kafka topics like MirrorMaker, in one process (coordinator, fetchers and writers of a kmirror fleet)"
-)]
-pub struct KmirrorCli {
-    #[command(subcommand)]
-    pub command: KmirrorCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum KmirrorCommand {
-    /// Mirror the topics matching --whitelist from the consumer config's cluster
-    /// to the producer config's cluster.
-    #[command(
-        after_help = "The config files are Java-properties Kafka client configs. \
-librdkafka keys pass through, Java keys with an equivalent are translated \
-(sasl.jaas.config for PLAIN and SCRAM, PEM truststores, ...), keys that cannot work \
-(zookeeper.connect, JKS stores) and unknown keys are errors naming the key. group.id \
-names the checkpoints: the same command run again resumes where it stopped.\n\n\
-Without --etcd, a private etcd (Debian's etcd-server) runs as a child process with \
-its data under --state-dir.\n\n\
-Exit codes: 0 stopped (or caught up), 1 mirroring failed, 2 usage or config error.\n\n\
-Environment: KMIRROR_ETCD, KMIRROR_MIRROR_STATE_DIR, KMIRROR_LEASE_TTL, RUST_LOG.\n\n\
-Examples:\n  \
-kmirror mirror --consumer.config consumer.properties --producer.config producer.properties \\\n      \
---whitelist 'orders.*' --num.streams 4\n  \
-kmirror mirror --consumer.config c.properties --producer.config p.properties \\\n      \
---include '.*' --until-caught-up --etcd http://10.0.0.5:2379"
-    )]
-    Mirror(MirrorArgs),
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct MirrorArgs {
-    /// Kafka consumer config of the source cluster (.properties); needs
-    /// bootstrap.servers and group.id.
-    #[arg(long = "consumer.config", value_name = "FILE")]
-    pub consumer_config: PathBuf,
-
-    /// Kafka producer config of the destination cluster (.properties); needs
-    /// bootstrap.servers.
-    #[arg(long = "producer.config", value_name = "FILE")]
-    pub producer_config: PathBuf,
-
-    /// Regex of the topics to mirror, matched against the whole name (commas
-    /// separate alternatives, as in MirrorMaker 1).
-    #[arg(long = "whitelist", alias = "include", value_name = "REGEX")]
-    pub whitelist: String,
-
-    /// Regex of topics to leave out.
-    #[arg(long = "blacklist", alias = "exclude", value_name = "REGEX")]
-    pub blacklist: Option<String>,
-
-    /// Fetcher streams (and as many writers).
-    #[arg(long = "num.streams", default_value_t = 1, value_name = "N")]
-    pub num_streams: usize,
-
-    /// etcd endpoints of an existing fleet store [default: a private etcd child].
-    #[arg(long, env = "KMIRROR_ETCD", value_delimiter = ',')]
-    pub etcd: Vec<String>,
-
-    /// Folder of the private etcd's data [default: $XDG_STATE_HOME/kmirror or
-    /// ~/.local/state/kmirror].
-    #[arg(long, env = "KMIRROR_MIRROR_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// The etcd server binary for the private etcd.
-    #[arg(long, default_value = "etcd")]
-    pub etcd_binary: PathBuf,
-
-    /// Migration: copy up to the source end offsets seen at the start, then exit 0.
-    #[arg(long)]
-    pub until_caught_up: bool,
-
-    /// How often progress is checkpointed, in milliseconds (MirrorMaker's flag).
-    #[arg(long = "offset.commit.interval.ms", default_value_t = 1000)]
-    pub offset_commit_interval_ms: u64,
-
-    /// Accepted for MirrorMaker compatibility: kmirror never skips a record that
-    /// cannot be sent, it stops the partition and retries.
-    #[arg(long = "abort.on.send.failure")]
-    pub abort_on_send_failure: Option<String>,
-
-    /// TTL of the members' etcd leases.
-    #[arg(long, env = "KMIRROR_LEASE_TTL", default_value = "6s", value_parser = humantime::parse_duration)]
-    pub lease_ttl: Duration,
-
-    /// How often the coordinator looks for new topics and partitions.
-    #[arg(long, env = "KMIRROR_REFRESH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub refresh_interval: Duration,
-}
-
-/// Why `kmirror mirror` stopped other than by being asked to.
-#[derive(Debug)]
-pub enum MirrorError {
-    /// The command line or a config file cannot work (exit code 2).
-    Config(String),
-    /// Mirroring could not start or failed (exit code 1).
-    Failed(String),
-}
-
-impl std::fmt::Display for MirrorError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MirrorError::Config(message) | MirrorError::Failed(message) => {
-                formatter.write_str(message)
-            }
-        }
-    }
-}
-
-/// Both client configs, translated and checked.
-#[derive(Debug, Clone)]
-pub struct MirrorConfigs {
-    pub source: ClientSettings,
-    pub dest: ClientSettings,
-    pub group_id: String,
-}
-
-/// Reads and checks the consumer and producer configs.
-pub fn load_configs(args: &MirrorArgs) -> Result<MirrorConfigs, MirrorError> {
-    let source = load_client_config(&args.consumer_config, ClientRole::Consumer)
-        .map_err(|errors| MirrorError::Config(errors.to_string()))?;
-    let dest = load_client_config(&args.producer_config, ClientRole::Producer)
-        .map_err(|errors| MirrorError::Config(errors.to_string()))?;
-    let missing = |file: &Path, key: &str, why: &str| {
-        MirrorError::Config(format!(
-            "invalid client config {}:\n  {key}: missing; {why}",
-            file.display()
-        ))
-    };
-    if source.bootstrap_opt.is_none() {
-        return Err(missing(
-            &args.consumer_config,
-            "bootstrap.servers",
-            "set it to the source cluster's brokers",
-        ));
-    }
-    if dest.bootstrap_opt.is_none() {
-        return Err(missing(
-            &args.producer_config,
-            "bootstrap.servers",
-            "set it to the destination cluster's brokers",
-        ));
-    }
-    let group_id = source
-        .group_id_opt
-        .clone()
-        .filter(|group| !group.trim().is_empty())
-        .ok_or_else(|| {
-            missing(
-                &args.consumer_config,
-                "group.id",
-                "it names the checkpoints, so that running the command again resumes",
-            )
-        })?;
-    if args.num_streams == 0 {
-        return Err(MirrorError::Config(
-            "--num.streams must be at least 1".to_string(),
-        ));
-    }
-    Ok(MirrorConfigs {
-        source,
-        dest,
-        group_id,
-    })
-}
-
-/// The fleet name a consumer group maps to (etcd key segments cannot hold '/').
-pub fn fleet_name(group_id: &str) -> String {
-    group_id.trim().replace('/', "_")
-}
-
-/// MirrorMaker 1's whitelist: commas separate alternatives.
-pub fn whitelist_regex(whitelist: &str) -> String {
-    whitelist
-        .split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-fn default_state_dir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(state).join("kmirror");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/kmirror")
-}
-
-/// A private etcd server run as a child process.
-pub struct PrivateEtcd {
-    child: tokio::process::Child,
-    pub endpoint: String,
-    pid_file: PathBuf,
-}
-
-impl PrivateEtcd {
-    /// Starts etcd with its data in `dir/etcd`, on the ports of its last run when
-    /// they are free, and waits until it answers.
-    pub async fn start(dir: &Path, binary: &Path) -> Result<Self, MirrorError> {
-        let failed = |what: String| {
-            MirrorError::Failed(format!("private etcd in {}: {what}", dir.display()))
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|error| failed(format!("cannot create the folder: {error}")))?;
-        let data_dir = dir.join("etcd");
-        let pid_file = dir.join("etcd.pid");
-        let ports_file = dir.join("etcd.ports");
-        let log_path = dir.join("etcd.log");
-        stop_leftover(&pid_file, &data_dir).await;
-
-        let stored: Option<(u16, u16)> = std::fs::read_to_string(&ports_file)
-            .ok()
-            .and_then(|text| {
-                let mut ports = text.split_whitespace().map(|port| port.parse::<u16>().ok());
-                Some((ports.next()??, ports.next()??))
-            })
-            .filter(|(client, peer)| port_is_free(*client) && port_is_free(*peer));
-        let (client_port, peer_port) = match stored {
-            Some(ports) => ports,
-            None => (
-                free_port().map_err(|error| failed(format!("no free port: {error}")))?,
-                free_port().map_err(|error| failed(format!("no free port: {error}")))?,
-            ),
-        };
-        let _ = std::fs::write(&ports_file, format!("{client_port} {peer_port}\n"));
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|error| failed(format!("cannot open {}: {error}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|error| failed(format!("cannot open {}: {error}", log_path.display())))?;
-        let child = tokio::process::Command::new(binary)
-            .arg("--name")
-            .arg("kmirror")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen-client-urls")
-            .arg(&client_url)
-            .arg("--advertise-client-urls")
-            .arg(&client_url)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("kmirror={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            // A process group of its own: Ctrl-C on a terminal signals the whole
-            // foreground group, and etcd must outlive the members, which still
-            // write their final checkpoints to it while they stop. `run` stops
-            // it last.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                failed(format!(
-                    "cannot run {} ({error}): install etcd (Debian: apt-get install etcd-server) or give --etcd",
-                    binary.display()
-                ))
-            })?;
-        if let Some(pid) = child.id() {
-            let _ = std::fs::write(&pid_file, format!("{pid}\n"));
-        }
-        let mut etcd = Self {
-            child,
-            endpoint: client_url,
-            pid_file,
-        };
-        let deadline = Instant::now() + ETCD_START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
-                return Err(failed(format!(
-                    "etcd exited ({status}) while starting; see {}",
-                    log_path.display()
-                )));
-            }
-            let settings = EtcdSettings {
-                endpoints: vec![etcd.endpoint.clone()],
-                fleet: String::new(),
-            };
-            if kmirror_common::etcd::connect(&settings).await.is_ok() {
-                info!(endpoint = %etcd.endpoint, data = %data_dir.display(), "private etcd ready");
-                return Ok(etcd);
-            }
-            if Instant::now() >= deadline {
-                etcd.stop().await;
-                return Err(failed(format!(
-                    "etcd did not answer within {}s; see {}",
-                    ETCD_START_TIMEOUT.as_secs(),
-                    log_path.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// SIGTERM, then SIGKILL after a grace.
-    pub async fn stop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-        }
-        if tokio::time::timeout(ETCD_STOP_TIMEOUT, self.child.wait())
-            .await
-            .is_err()
-        {
-            warn!("private etcd did not stop in time, killing it");
-            let _ = self.child.kill().await;
-        }
-        let _ = std::fs::remove_file(&self.pid_file);
-    }
-}
-
-/// An etcd left running on the same data by a run that was killed holds the
-/// data folder's lock: stop it first.
-async fn stop_leftover(pid_file: &Path, data_dir: &Path) {
-    let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|text| text.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&*data_dir.to_string_lossy());
-    let Some(process) = rustix::process::Pid::from_raw(pid) else {
-        return;
-    };
-    if !ours {
-        return;
-    }
-    warn!(pid, "stopping the private etcd a previous run left behind");
-    let _ = rustix::process::kill_process(process, rustix::process::Signal::TERM);
-    let deadline = Instant::now() + ETCD_STOP_TIMEOUT;
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() >= deadline {
-            let _ = rustix::process::kill_process(process, rustix::process::Signal::KILL);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
 
 /// What every member of the one-process fleet shares: loopback addresses, no
 /// metrics endpoint, the run's lease TTL.
@@ -742,6 +384,8 @@ async fn wait_caught_up(
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,160 @@
+//! A requested flow (the wire's `Flow`) checked field by field into the
+//! `FlowSpec` stored in etcd, and a stored one back into the wire's form.
+//! kmirrorctl uses both to compare manifests with the fleet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kmirror_common::schema::{ConfigSync, FlowSpec, FlowState, RenamePolicy, StartPosition};
+use kmirror_common::{now_ms, ClusterName, FlowName};
+use kmirror_proto::v1::Flow;
+
+use crate::error::CoordinatorError;
+use crate::round::flow_phase;
+use crate::topic_filter::TopicFilter;
+
+/// A stored flow from a requested one, every field checked.
+pub fn flow_spec(flow: Flow) -> Result<FlowSpec, CoordinatorError> {
+    let name = FlowName::new(flow.name)?;
+    let source_cluster = ClusterName::new(flow.source_cluster)?;
+    let dest_cluster = ClusterName::new(flow.dest_cluster)?;
+    let invalid = |what: String| CoordinatorError::InvalidArgument(format!("flow {name}: {what}"));
+    if flow.include.is_empty() {
+        return Err(invalid("the include regex is empty".to_string()));
+    }
+    let exclude_opt = Some(flow.exclude).filter(|exclude| !exclude.is_empty());
+    TopicFilter::new(&flow.include, exclude_opt.as_deref())?;
+    let rename = match flow.rename_policy.as_str() {
+        "" | "identity" => RenamePolicy::Identity,
+        "prefix" => {
+            let alias = match flow.rename_prefix.as_str() {
+                "" => source_cluster.to_string(),
+                alias => alias.to_string(),
+            };
+            let separator = match flow.rename_separator.as_str() {
+                "" => ".".to_string(),
+                separator => separator.to_string(),
+            };
+            if !is_topic_name(&format!("{alias}{separator}x")) {
+                return Err(invalid(format!(
+                    "prefix {alias:?} with separator {separator:?} does not make valid topic names"
+                )));
+            }
+            RenamePolicy::Prefix { alias, separator }
+        }
+        "map" => {
+            if flow.rename_map.is_empty() {
+                return Err(invalid("the rename map is empty".to_string()));
+            }
+            let topics: BTreeMap<String, String> = flow.rename_map.into_iter().collect();
+            if let Some((_, bad)) = topics.iter().find(|(_, dest)| !is_topic_name(dest)) {
+                return Err(invalid(format!("{bad:?} is not a valid topic name")));
+            }
+            let mut seen = BTreeSet::new();
+            if let Some((_, twice)) = topics.iter().find(|(_, dest)| !seen.insert(*dest)) {
+                return Err(invalid(format!(
+                    "two source topics map to destination topic {twice}"
+                )));
+            }
+            RenamePolicy::Map { topics }
+        }
+        other => {
+            return Err(invalid(format!(
+                "unknown rename policy {other:?} (use identity, prefix or map)"
+            )))
+        }
+    };
+    if source_cluster == dest_cluster && rename == RenamePolicy::Identity {
+        // Destination topics named like their sources: the flow would copy every
+        // topic onto itself.
+        return Err(invalid(format!(
+            "source and destination are the same cluster {source_cluster}"
+        )));
+    }
+    let start = match flow.start.as_str() {
+        "" | "earliest" => StartPosition::Earliest,
+        "latest" => StartPosition::Latest,
+        "timestamp" if flow.start_timestamp_ms >= 0 => StartPosition::Timestamp {
+            ms: flow.start_timestamp_ms,
+        },
+        "timestamp" => return Err(invalid("the start timestamp is negative".to_string())),
+        other => {
+            return Err(invalid(format!(
+                "unknown start position {other:?} (use earliest, latest or timestamp)"
+            )))
+        }
+    };
+    let mut config_sync = ConfigSync::default();
+    if let Some(enabled) = flow.sync_topic_configs {
+        config_sync.enabled = enabled;
+    }
+    if flow.sync_topic_configs_exclude_set || !flow.sync_topic_configs_exclude.is_empty() {
+        config_sync.exclude = flow.sync_topic_configs_exclude;
+    }
+    for pattern in &config_sync.exclude {
+        regex::Regex::new(pattern)
+            .map_err(|error| invalid(format!("invalid config exclusion {pattern:?}: {error}")))?;
+    }
+    Ok(FlowSpec {
+        name,
+        source_cluster,
+        dest_cluster,
+        include: flow.include,
+        exclude: exclude_opt,
+        created_ms: now_ms(),
+        rename,
+        start,
+        config_sync,
+        paused: false,
+        until_caught_up: flow.until_caught_up,
+    })
+}
+
+/// Kafka's topic name rules: 1 to 249 of letters, digits, '.', '_' and '-'.
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
+    let (rename_prefix, rename_separator, rename_map) = match &spec.rename {
+        RenamePolicy::Identity => (String::new(), String::new(), HashMap::new()),
+        RenamePolicy::Prefix { alias, separator } => {
+            (alias.clone(), separator.clone(), HashMap::new())
+        }
+        RenamePolicy::Map { topics } => (
+            String::new(),
+            String::new(),
+            topics.clone().into_iter().collect(),
+        ),
+    };
+    let (start, start_timestamp_ms) = match spec.start {
+        StartPosition::Earliest => ("earliest", 0),
+        StartPosition::Latest => ("latest", 0),
+        StartPosition::Timestamp { ms } => ("timestamp", ms),
+    };
+    Flow {
+        name: spec.name.to_string(),
+        source_cluster: spec.source_cluster.to_string(),
+        dest_cluster: spec.dest_cluster.to_string(),
+        include: spec.include.clone(),
+        exclude: spec.exclude.clone().unwrap_or_default(),
+        rename_policy: spec.rename.kind().to_string(),
+        rename_prefix,
+        rename_separator,
+        rename_map,
+        start: start.to_string(),
+        start_timestamp_ms,
+        until_caught_up: spec.until_caught_up,
+        paused: spec.paused,
+        sync_topic_configs: Some(spec.config_sync.enabled),
+        sync_topic_configs_exclude: spec.config_sync.exclude.clone(),
+        sync_topic_configs_exclude_set: true,
+        phase: flow_phase(spec, state_opt).as_str().to_string(),
+        created_ms: spec.created_ms,
+    }
+}
