@@ -34,7 +34,7 @@ pub struct FlowStatusView {
     pub state: String,
     #[serde(deserialize_with = "nullable_string")]
     pub error: String,
-    #[serde(deserialize_with = "flexible_integer")]
+    #[serde(deserialize_with = "offset_or_unknown")]
     pub total_lag: i64,
     pub partitions: Vec<PartitionStatusView>,
 }

@@ -16,7 +16,9 @@
 //!   migration that reached its targets). Unknown or inapplicable values are null,
 //!   never -1 or "": `leader` when no coordinator leads, `error` when there is
 //!   none, `log_end_offset` and `lag` when the source cannot be asked,
-//!   `dest_offset` before the first checkpoint, `fetcher` and `writer` for an
+//!   `dest_offset` before the first checkpoint, `total_lag` until every partition's
+//!   lag was measured (before the flow's topics were first discovered too),
+//!   `fetcher` and `writer` for an
 //!   unassigned partition, `target_records`, `remaining_records` and
 //!   `target_offset` outside migration mode.
 //! - `members`: `{"members":[{"id","role","address","version","leader","partitions",

@@ -137,7 +137,11 @@ pub fn status_text(
                 let mut row = vec![
                     flow.name.clone(),
                     flow.state.clone(),
-                    flow.total_lag.to_string(),
+                    if flow.total_lag < 0 {
+                        "unknown".to_string()
+                    } else {
+                        flow.total_lag.to_string()
+                    },
                     format!("{} -> {}", flow.source_cluster, flow.dest_cluster),
                 ];
                 if wide {

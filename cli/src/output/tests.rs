@@ -220,6 +220,16 @@ dr    degraded  42         src -> dst
 }
 
 #[test]
+fn an_unmeasured_total_lag_reads_unknown_and_null_never_0() {
+    let mut flows = sample_status();
+    flows[0].total_lag = -1;
+    let text = status_text("c", &flows, false, None);
+    assert!(text.contains("dr    degraded  unknown"), "{text}");
+    let json = serde_json::to_value(FlowStatusJson::from(&flows[0])).unwrap();
+    assert_eq!(json["total_lag"], serde_json::Value::Null);
+}
+
+#[test]
 fn status_text_says_when_no_coordinator_leads() {
     let text = status_text("", &[], false, None);
     assert_eq!(text, "no flows\n\nno coordinator leads the fleet\n");
