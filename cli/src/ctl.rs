@@ -364,14 +364,22 @@ impl Ctl {
                 name,
                 bootstrap,
                 properties,
+                property_files,
                 replace,
                 remove_properties,
             } => {
+                let what = || format!("cannot add cluster {name}");
+                let resolved = crate::cluster_properties::resolve(&properties, &property_files)
+                    .map_err(|cause| Failure { what: what(), cause })?;
+                let bootstrap_servers = bootstrap.or(resolved.bootstrap_opt).ok_or_else(|| Failure {
+                    what: what(),
+                    cause: "give the bootstrap servers with --bootstrap (or bootstrap.servers in a --property-file)".to_string(),
+                })?;
                 let request = AddClusterRequest {
                     cluster: Some(Cluster {
                         name: name.clone(),
-                        bootstrap_servers: bootstrap,
-                        properties: properties.into_iter().collect::<HashMap<_, _>>(),
+                        bootstrap_servers,
+                        properties: resolved.properties.into_iter().collect::<HashMap<_, _>>(),
                     }),
                     replace,
                     keep_properties: replace,

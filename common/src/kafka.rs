@@ -1,11 +1,12 @@
 //! Kafka client properties: building librdkafka configs from stored cluster specs
-//! without ever exposing secrets.
+//! (sealed secrets opened, see [`crate::secrets`]) without ever exposing secrets.
 
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
 use crate::schema::ClusterSpec;
+use crate::secrets::SecretsError;
 
 /// What a secret value is shown as.
 pub const MASK: &str = "********";
@@ -42,16 +43,37 @@ pub fn masked(properties: &BTreeMap<String, String>) -> BTreeMap<String, String>
 /// the caller's role-specific settings (which win).
 ///
 /// Never log the result: `ClientConfig`'s `Debug` prints every value, secrets included.
-pub fn client_config(cluster: &ClusterSpec, role_settings: &[(&str, &str)]) -> ClientConfig {
+pub fn client_config(
+    cluster: &ClusterSpec,
+    role_settings: &[(&str, &str)],
+) -> Result<ClientConfig, SecretsError> {
+    layered_client_config(cluster, &[], role_settings)
+}
+
+/// A librdkafka config in three layers: the role's `defaults`, then the
+/// cluster's bootstrap servers and properties (the operator's tuning and
+/// security win over the defaults; sealed secrets opened with the process's
+/// secrets key), then what the role `requires`.
+///
+/// Fails, naming the cluster and the property but never a value, when a sealed
+/// secret cannot be opened. Never log the result.
+pub fn layered_client_config(
+    cluster: &ClusterSpec,
+    defaults: &[(&str, &str)],
+    requires: &[(&str, &str)],
+) -> Result<ClientConfig, SecretsError> {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &cluster.bootstrap_servers);
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
-    for (key, value) in role_settings {
+    for (key, value) in defaults {
         config.set(*key, *value);
     }
-    config
+    config.set("bootstrap.servers", &cluster.bootstrap_servers);
+    for (key, value) in &cluster.properties {
+        config.set(key, crate::secrets::open_value(&cluster.name, key, value)?);
+    }
+    for (key, value) in requires {
+        config.set(*key, *value);
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ impl AdminService {
             bootstrap_servers,
             properties: merged.properties,
         };
+        // Secrets are stored sealed, never in the clear (refused without a key).
+        let mut stored = spec.clone();
+        kmirror_common::secrets::seal_properties(&name, &mut stored.properties)?;
         // A cluster is only stored once it answers: a typo in the address fails here,
         // not later in a flow.
         let probe = ClusterClient::build(&spec, self.kafka.timeout())?;
@@ -121,7 +124,7 @@ impl AdminService {
         probe.dispose();
         reachable?;
 
-        let put = TxnOp::put(key.as_str(), encode(&spec), None);
+        let put = TxnOp::put(key.as_str(), encode(&stored), None);
         // Stored over exactly what was read: a concurrent change is not lost
         // silently (its properties were merged from the version read).
         let unchanged = match &stored_opt {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::layered_client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
@@ -86,15 +86,9 @@ const CONSUMER_REQUIRED: &[(&str, &str)] = &[
 
 /// The source consumer's settings: the defaults, then the cluster's properties
 /// (the operator's tuning and security win), then what the fetcher requires.
-fn source_config(cluster: &ClusterSpec) -> ClientConfig {
-    let mut config = client_config(cluster, CONSUMER_DEFAULTS);
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
-    for (key, value) in CONSUMER_REQUIRED {
-        config.set(*key, *value);
-    }
-    config
+fn source_config(cluster: &ClusterSpec) -> Result<ClientConfig, KafkaError> {
+    layered_client_config(cluster, CONSUMER_DEFAULTS, CONSUMER_REQUIRED)
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))
 }
 
 pub enum ConsumerCommand {
@@ -165,7 +159,7 @@ pub fn spawn(
     let ends = SourceEnds::default();
     let context = SourceContext { ends: ends.clone() };
     let consumer: BaseConsumer<SourceContext> =
-        source_config(&cluster).create_with_context(context)?;
+        source_config(&cluster)?.create_with_context(context)?;
     let consumer = BatchConsumer::new(consumer);
     let (command_tx, command_rx) = std_mpsc::channel();
     let poller = Poller {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kmirror_common::kafka::client_config;
+use kmirror_common::kafka::layered_client_config;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, FlowName, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
@@ -606,11 +606,11 @@ pub fn build_producer(
     batch_size: i64,
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
-    let mut config = client_config(cluster, PRODUCER_DEFAULTS);
-    config.set("batch.size", batch_size.to_string());
-    for (key, value) in &cluster.properties {
-        config.set(key, value);
-    }
+    let batch_size = batch_size.to_string();
+    let mut defaults = PRODUCER_DEFAULTS.to_vec();
+    defaults.push(("batch.size", &batch_size));
+    let mut config = layered_client_config(cluster, &defaults, &[])
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))?;
     for (key, value) in overrides {
         config.set(key, value);
     }
