@@ -36,6 +36,30 @@ pub enum Cluster {
     Dest,
     /// A cluster a test started for itself, by bootstrap address.
     Custom(&'static str),
+    /// A cluster a test started for itself that needs client settings
+    /// (TLS, SASL) beyond its bootstrap address.
+    Secured(&'static SecuredCluster),
+}
+
+/// A secured cluster's bootstrap address and the librdkafka settings every
+/// test client uses for it (the tools' super user's).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SecuredCluster {
+    pub bootstrap: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// A client config for `cluster`: its bootstrap address and, for a secured
+/// cluster, its security settings.
+fn cluster_config(cluster: Cluster) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap());
+    if let Cluster::Secured(secured) = cluster {
+        for (key, value) in &secured.properties {
+            config.set(key, value);
+        }
+    }
+    config
 }
 
 impl fmt::Display for Cluster {
@@ -44,6 +68,7 @@ impl fmt::Display for Cluster {
             Cluster::Source => "source",
             Cluster::Dest => "destination",
             Cluster::Custom(bootstrap) => bootstrap,
+            Cluster::Secured(secured) => &secured.bootstrap,
         })
     }
 }
@@ -254,8 +279,7 @@ pub fn assert_partition_holds(records: &[ConsumedRecord], produced: &[&OutRecord
 // Topics
 
 fn admin_client(cluster: Cluster) -> Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    cluster_config(cluster)
         .create()
         .with_context(|| format!("cannot create an admin client for the {cluster} cluster"))
 }
@@ -263,8 +287,7 @@ fn admin_client(cluster: Cluster) -> Result<AdminClient<DefaultClientContext>> {
 /// A consumer used for metadata and watermarks only. It never creates topics:
 /// a destination topic must come from the coordinator, not from a test's look-up.
 fn metadata_consumer(cluster: Cluster) -> Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    cluster_config(cluster)
         .set("allow.auto.create.topics", "false")
         .set("enable.auto.commit", "false")
         .set("group.id", "kmirror-tests-metadata")
@@ -525,9 +548,8 @@ impl DeliveryReports {
 }
 
 fn producer_config(cluster: Cluster) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = cluster_config(cluster);
     config
-        .set("bootstrap.servers", cluster.bootstrap())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -714,8 +736,7 @@ pub async fn read_all(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
 }
 
 fn read_all_blocking(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    let consumer: BaseConsumer = cluster_config(cluster)
         .set("group.id", crate::unique_name("kmirror-tests-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -70,6 +70,7 @@ impl Stack {
             Cluster::Source => &self.source_bootstrap,
             Cluster::Dest => &self.dest_bootstrap,
             Cluster::Custom(bootstrap) => bootstrap,
+            Cluster::Secured(secured) => &secured.bootstrap,
         }
     }
 
