@@ -371,10 +371,15 @@ impl Ctl {
                 let what = || format!("cannot add cluster {name}");
                 let resolved = crate::cluster_properties::resolve(&properties, &property_files)
                     .map_err(|cause| Failure { what: what(), cause })?;
-                let bootstrap_servers = bootstrap.or(resolved.bootstrap_opt).ok_or_else(|| Failure {
-                    what: what(),
-                    cause: "give the bootstrap servers with --bootstrap (or bootstrap.servers in a --property-file)".to_string(),
-                })?;
+                // With --replace, the coordinator keeps the stored address when none is given.
+                let bootstrap_servers = match bootstrap.or(resolved.bootstrap_opt) {
+                    Some(bootstrap) => bootstrap,
+                    None if replace => String::new(),
+                    None => return Err(Failure {
+                        what: what(),
+                        cause: "give the bootstrap servers with --bootstrap (or bootstrap.servers in a --property-file)".to_string(),
+                    }),
+                };
                 let request = AddClusterRequest {
                     cluster: Some(Cluster {
                         name: name.clone(),

@@ -67,8 +67,8 @@ impl AdminService {
             CoordinatorError::InvalidArgument("the cluster is missing".to_string())
         })?;
         let name = ClusterName::new(cluster.name)?;
-        let bootstrap_servers = cluster.bootstrap_servers.trim().to_string();
-        if bootstrap_servers.is_empty() {
+        let given_bootstrap = cluster.bootstrap_servers.trim().to_string();
+        if given_bootstrap.is_empty() && !(request.replace && request.keep_properties) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "cluster {name}: the bootstrap address is empty"
             )));
@@ -91,6 +91,16 @@ impl AdminService {
         if !request.replace && stored_opt.is_some() {
             return Err(already_exists("cluster", &name));
         }
+        // Replacing what is kept (a credential, say) may leave the address as stored.
+        let bootstrap_servers = match (given_bootstrap.is_empty(), &stored_opt) {
+            (false, _) => given_bootstrap,
+            (true, Some((stored, _))) => stored.bootstrap_servers.clone(),
+            (true, None) => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "cluster {name}: the bootstrap address is empty (there is no stored one to keep)"
+                )))
+            }
+        };
         let given: BTreeMap<String, String> = cluster.properties.into_iter().collect();
         let merged = if request.keep_properties {
             merged_properties(

@@ -218,7 +218,7 @@ Examples:\n  \
         /// Name flows refer to the cluster by.
         name: String,
         /// Bootstrap servers, HOST:PORT[,HOST:PORT...] [default: bootstrap.servers
-        /// of --property-file].
+        /// of --property-file; with --replace, the stored ones].
         #[arg(long)]
         bootstrap: Option<String>,
         /// librdkafka client property KEY=VALUE (repeatable), e.g. security
