@@ -89,7 +89,8 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!("kmirror-props-{}-{unique}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("kmirror-props-{}-{unique}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -107,7 +108,10 @@ mod tests {
         ] {
             let error = resolve(&given(&[(key, "hunter2")]), &[]).unwrap_err();
             assert!(error.contains(key), "{error}");
-            assert!(error.contains(&format!("--property {key}=@FILE")), "{error}");
+            assert!(
+                error.contains(&format!("--property {key}=@FILE")),
+                "{error}"
+            );
             assert!(error.contains("--property-file"), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
         }

@@ -370,7 +370,10 @@ impl Ctl {
             } => {
                 let what = || format!("cannot add cluster {name}");
                 let resolved = crate::cluster_properties::resolve(&properties, &property_files)
-                    .map_err(|cause| Failure { what: what(), cause })?;
+                    .map_err(|cause| Failure {
+                        what: what(),
+                        cause,
+                    })?;
                 // With --replace, the coordinator keeps the stored address when none is given.
                 let bootstrap_servers = match bootstrap.or(resolved.bootstrap_opt) {
                     Some(bootstrap) => bootstrap,

@@ -326,7 +326,9 @@ pub fn translate(
                 }
             }
             // Java's inline PEM stores.
-            "ssl.truststore.certificates" | "ssl.keystore.certificate.chain" | "ssl.keystore.key" => {
+            "ssl.truststore.certificates"
+            | "ssl.keystore.certificate.chain"
+            | "ssl.keystore.key" => {
                 let librdkafka_key = match key {
                     "ssl.truststore.certificates" => "ssl.ca.pem",
                     "ssl.keystore.certificate.chain" => "ssl.certificate.pem",
@@ -704,8 +706,14 @@ mod tests {
     #[test]
     fn sasl_ssl_scram_sha_256_and_plain_files_translate() {
         for (mechanism, module) in [
-            ("SCRAM-SHA-256", "org.apache.kafka.common.security.scram.ScramLoginModule"),
-            ("PLAIN", "org.apache.kafka.common.security.plain.PlainLoginModule"),
+            (
+                "SCRAM-SHA-256",
+                "org.apache.kafka.common.security.scram.ScramLoginModule",
+            ),
+            (
+                "PLAIN",
+                "org.apache.kafka.common.security.plain.PlainLoginModule",
+            ),
         ] {
             let settings = translate(
                 &entries(&format!("bootstrap.servers=127.0.0.1:9093\nsecurity.protocol=SASL_SSL\nsasl.mechanism={mechanism}\nsasl.jaas.config={module} required username=\"kmirror\" password=\"pw\";\nssl.truststore.type=PEM\nssl.truststore.location=/s/ca.pem\ngroup.id=g\n")),

@@ -350,7 +350,9 @@ mod tests {
     #[test]
     fn a_tampered_or_moved_value_is_refused() {
         let key = key(3);
-        let sealed = key.seal(&cluster("dest"), "sasl.password", "secret").unwrap();
+        let sealed = key
+            .seal(&cluster("dest"), "sasl.password", "secret")
+            .unwrap();
         // Flip one hex digit of the ciphertext.
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 1;

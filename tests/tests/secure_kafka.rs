@@ -129,13 +129,25 @@ async fn scram_plain_and_client_certificates_mirror_exactly_between_secured_clus
     ] {
         ctl(
             &fleet,
-            &["cluster", "add", name, "--property-file", &path(&secure.file(file))],
+            &[
+                "cluster",
+                "add",
+                name,
+                "--property-file",
+                &path(&secure.file(file)),
+            ],
         )
         .await
         .assert_success();
     }
-    let source_password = format!("sasl.password=@{}", path(&secure.password_file(Side::Source, KMIRROR_PRINCIPAL)));
-    let dest_password = format!("sasl.password=@{}", path(&secure.password_file(Side::Dest, KMIRROR_PRINCIPAL)));
+    let source_password = format!(
+        "sasl.password=@{}",
+        path(&secure.password_file(Side::Source, KMIRROR_PRINCIPAL))
+    );
+    let dest_password = format!(
+        "sasl.password=@{}",
+        path(&secure.password_file(Side::Dest, KMIRROR_PRINCIPAL))
+    );
     let ca = format!("ssl.ca.location={}", path(&secure.ca()));
     for (name, side, password) in [
         ("source-plain", Side::Source, &source_password),
@@ -165,14 +177,27 @@ async fn scram_plain_and_client_certificates_mirror_exactly_between_secured_clus
         .assert_success();
     }
     for (flow, source, dest, topic) in [
-        ("scram256", "source-scram256", "dest-scram512", &scram256_topic),
+        (
+            "scram256",
+            "source-scram256",
+            "dest-scram512",
+            &scram256_topic,
+        ),
         ("plain", "source-plain", "dest", &plain_topic),
         ("mtls", "source-mtls", "dest-plain", &certificate_topic),
     ] {
         ctl(
             &fleet,
             &[
-                "flow", "create", flow, "--source", source, "--dest", dest, "--include", topic,
+                "flow",
+                "create",
+                flow,
+                "--source",
+                source,
+                "--dest",
+                dest,
+                "--include",
+                topic,
             ],
         )
         .await
@@ -193,7 +218,9 @@ async fn scram_plain_and_client_certificates_mirror_exactly_between_secured_clus
     }
 
     // Secrets are shown masked and stored sealed.
-    let shown = ctl(&fleet, &["config", "show", "-o", "json"]).await.assert_success();
+    let shown = ctl(&fleet, &["config", "show", "-o", "json"])
+        .await
+        .assert_success();
     let secret = secure.password(Side::Source, KMIRROR_PRINCIPAL);
     assert!(!shown.stdout.contains(&secret), "{shown}");
     assert!(shown.stdout.contains("sasl.password"), "{shown}");
@@ -229,8 +256,8 @@ async fn etcd_values(fleet: &Fleet) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority_named() -> Result<()>
-{
+async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority_named(
+) -> Result<()> {
     let secure = SecureStack::start("refusals").await?;
     let fleet = secure_fleet(&secure, "secure-refusals", Vec::new()).await;
     let refused = ctl(
@@ -246,15 +273,36 @@ async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority
         ],
     )
     .await;
-    refused.assert_failure(1, &["sasl.password is a secret", "--property sasl.password=@FILE"]);
-    assert!(!refused.stderr.contains("typed-in-clear") && !refused.stdout.contains("typed-in-clear"), "{refused}");
+    refused.assert_failure(
+        1,
+        &[
+            "sasl.password is a secret",
+            "--property sasl.password=@FILE",
+        ],
+    );
+    assert!(
+        !refused.stderr.contains("typed-in-clear") && !refused.stdout.contains("typed-in-clear"),
+        "{refused}"
+    );
 
     // A CA that did not sign the brokers' certificates: the cluster is not
     // stored, and the answer names the cluster and the cause, not the secret.
     let other_ca = secure.state_dir().join("other-ca.pem");
     let other_key = secure.state_dir().join("other-ca.key");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other CA", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other CA",
+            "-keyout",
+        ])
         .arg(&other_key)
         .arg("-out")
         .arg(&other_ca)
@@ -275,7 +323,10 @@ async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority
     .await;
     untrusted.assert_failure(1, &["cluster source", "certificate verify failed"]);
     let secret = secure.password(Side::Source, KMIRROR_PRINCIPAL);
-    assert!(!untrusted.stderr.contains(&secret) && !untrusted.stdout.contains(&secret), "{untrusted}");
+    assert!(
+        !untrusted.stderr.contains(&secret) && !untrusted.stdout.contains(&secret),
+        "{untrusted}"
+    );
     eprintln!("untrusted CA: {untrusted}");
     Ok(())
 }
@@ -286,15 +337,46 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
     let secure = SecureStack::start("faults").await?;
     let fleet = secure_fleet(&secure, "secure-faults", Vec::new()).await;
     let topic = source_topic(&secure, "secure-faults", 1_000, 2).await;
-    ctl(&fleet, &["cluster", "add", "source", "--property-file", &path(&secure.file("source.properties"))])
-        .await
-        .assert_success();
-    ctl(&fleet, &["cluster", "add", "dest", "--property-file", &path(&secure.file("dest.properties"))])
-        .await
-        .assert_success();
-    ctl(&fleet, &["flow", "create", "faults", "--source", "source", "--dest", "dest", "--include", &topic])
-        .await
-        .assert_success();
+    ctl(
+        &fleet,
+        &[
+            "cluster",
+            "add",
+            "source",
+            "--property-file",
+            &path(&secure.file("source.properties")),
+        ],
+    )
+    .await
+    .assert_success();
+    ctl(
+        &fleet,
+        &[
+            "cluster",
+            "add",
+            "dest",
+            "--property-file",
+            &path(&secure.file("dest.properties")),
+        ],
+    )
+    .await
+    .assert_success();
+    ctl(
+        &fleet,
+        &[
+            "flow",
+            "create",
+            "faults",
+            "--source",
+            "source",
+            "--dest",
+            "dest",
+            "--include",
+            &topic,
+        ],
+    )
+    .await
+    .assert_success();
     fleet.wait_for_mirror(&topic, 1_000, TIMEOUT).await;
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
 
@@ -321,16 +403,33 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
     // connection made with the old password survives.
     fleet.sigterm_all().await;
     fleet.restart().await;
-    produce(secure.admin(Side::Source), &topic, KeyedRecords { first_sequence: 1_000, ..KeyedRecords::new(500, 2) }.generate()).await?;
+    produce(
+        secure.admin(Side::Source),
+        &topic,
+        KeyedRecords {
+            first_sequence: 1_000,
+            ..KeyedRecords::new(500, 2)
+        }
+        .generate(),
+    )
+    .await?;
     fleet
-        .wait_until(TIMEOUT, "the flow to report the source's authentication failure", || async {
-            let status = ctl(&fleet, &["status", "-o", "json"]).await;
-            if status.stdout.to_ascii_lowercase().contains("authentication") {
-                Ok(())
-            } else {
-                Err(status.stdout)
-            }
-        })
+        .wait_until(
+            TIMEOUT,
+            "the flow to report the source's authentication failure",
+            || async {
+                let status = ctl(&fleet, &["status", "-o", "json"]).await;
+                if status
+                    .stdout
+                    .to_ascii_lowercase()
+                    .contains("authentication")
+                {
+                    Ok(())
+                } else {
+                    Err(status.stdout)
+                }
+            },
+        )
         .await;
     let failing = ctl(&fleet, &["status", "-o", "json"]).await;
     assert!(failing.stdout.contains("source"), "{failing}");
@@ -347,33 +446,67 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
     tokio::time::sleep(Duration::from_secs(10)).await; // a measurement window, not a synchronisation
     let during = failed_logins(&std::fs::read_to_string(&source_log)?) - before;
     eprintln!("failed logins in 10 s: {during}");
-    assert!(during <= 60, "{during} failed logins in 10 s: a retry storm");
+    assert!(
+        during <= 60,
+        "{during} failed logins in 10 s: a retry storm"
+    );
 
     // Fixing the credential with kmirrorctl resumes the flow by itself.
     let password_file = secure.state_dir().join("rotated.password");
     std::fs::write(&password_file, format!("{new_password}\n"))?;
-    ctl(&fleet, &["cluster", "add", "source", "--replace", "--property", &format!("sasl.password=@{}", path(&password_file))])
-        .await
-        .assert_success();
+    ctl(
+        &fleet,
+        &[
+            "cluster",
+            "add",
+            "source",
+            "--replace",
+            "--property",
+            &format!("sasl.password=@{}", path(&password_file)),
+        ],
+    )
+    .await
+    .assert_success();
+    std::fs::remove_file(&password_file)?;
     fleet.wait_for_mirror(&topic, 1_500, TIMEOUT).await;
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
     assert_mirrored_exactly(&secure, &topic).await;
 
     // The destination's Write ACL is taken away.
-    let acl = ["--allow-principal", "User:kmirror", "--operation", "Write", "--topic", "*"];
+    let acl = [
+        "--allow-principal",
+        "User:kmirror",
+        "--operation",
+        "Write",
+        "--topic",
+        "*",
+    ];
     let mut remove = vec!["--remove"];
     remove.extend_from_slice(&acl);
     secure.acls(Side::Dest, &remove).await?;
-    produce(secure.admin(Side::Source), &topic, KeyedRecords { first_sequence: 1_500, ..KeyedRecords::new(500, 2) }.generate()).await?;
+    produce(
+        secure.admin(Side::Source),
+        &topic,
+        KeyedRecords {
+            first_sequence: 1_500,
+            ..KeyedRecords::new(500, 2)
+        }
+        .generate(),
+    )
+    .await?;
     fleet
-        .wait_until(TIMEOUT, "the flow to report the destination's missing authorization", || async {
-            let status = ctl(&fleet, &["status", "-o", "json"]).await;
-            if status.stdout.to_ascii_lowercase().contains("authoriz") {
-                Ok(())
-            } else {
-                Err(status.stdout)
-            }
-        })
+        .wait_until(
+            TIMEOUT,
+            "the flow to report the destination's missing authorization",
+            || async {
+                let status = ctl(&fleet, &["status", "-o", "json"]).await;
+                if status.stdout.to_ascii_lowercase().contains("authoriz") {
+                    Ok(())
+                } else {
+                    Err(status.stdout)
+                }
+            },
+        )
         .await;
     let denied = ctl(&fleet, &["status", "-o", "json"]).await;
     eprintln!("status without the Write ACL: {}", denied.stdout);
@@ -421,7 +554,11 @@ async fn kmirror_mirror_takes_the_java_properties_of_the_secured_clusters() -> R
     .collect();
     let mut process = MirrorProcess::start(&args, &dir.log_path());
     let status = process.wait(TIMEOUT).await;
-    assert!(status.success(), "kmirror exited with {status}:\n{}", process.log());
+    assert!(
+        status.success(),
+        "kmirror exited with {status}:\n{}",
+        process.log()
+    );
     assert_mirrored_exactly(&secure, &topic).await;
     let secret = secure.password(Side::Source, KMIRROR_PRINCIPAL);
     assert!(!process.log().contains(&secret));
@@ -448,14 +585,30 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
         .to_string();
     // librdkafka's own debug output too.
     let debug = "--property=debug=security,broker,protocol,conf,generic";
-    let source_password = format!("sasl.password=@{}", path(&secure.password_file(Side::Source, KMIRROR_PRINCIPAL)));
-    let dest_password = format!("sasl.password=@{}", path(&secure.password_file(Side::Dest, KMIRROR_PRINCIPAL)));
+    let source_password = format!(
+        "sasl.password=@{}",
+        path(&secure.password_file(Side::Source, KMIRROR_PRINCIPAL))
+    );
+    let dest_password = format!(
+        "sasl.password=@{}",
+        path(&secure.password_file(Side::Dest, KMIRROR_PRINCIPAL))
+    );
     let client_key_pem = format!("ssl.key.pem=@{}", path(&secure.file("kmirror.key")));
     let mut outputs = Vec::new();
     outputs.push(
-        ctl(&fleet, &["cluster", "add", "source", "--property-file", &path(&secure.file("source.properties")), debug])
-            .await
-            .assert_success(),
+        ctl(
+            &fleet,
+            &[
+                "cluster",
+                "add",
+                "source",
+                "--property-file",
+                &path(&secure.file("source.properties")),
+                debug,
+            ],
+        )
+        .await
+        .assert_success(),
     );
     // The client key given inline (ssl.key.pem) rather than as a path.
     outputs.push(
@@ -469,7 +622,10 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
                 &secure.ssl_bootstrap(Side::Dest),
                 "--property=security.protocol=SSL",
                 &format!("--property=ssl.ca.location={}", path(&secure.ca())),
-                &format!("--property=ssl.certificate.location={}", path(&secure.file("kmirror.crt"))),
+                &format!(
+                    "--property=ssl.certificate.location={}",
+                    path(&secure.file("kmirror.crt"))
+                ),
                 "--property",
                 &client_key_pem,
                 debug,
@@ -497,14 +653,37 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
     );
     // Stored again with --replace: the kept sealed values open.
     outputs.push(
-        ctl(&fleet, &["cluster", "add", "source", "--replace", "--property", &source_password])
-            .await
-            .assert_success(),
+        ctl(
+            &fleet,
+            &[
+                "cluster",
+                "add",
+                "source",
+                "--replace",
+                "--property",
+                &source_password,
+            ],
+        )
+        .await
+        .assert_success(),
     );
     outputs.push(
-        ctl(&fleet, &["flow", "create", "sweep", "--source", "source", "--dest", "dest", "--include", &topic])
-            .await
-            .assert_success(),
+        ctl(
+            &fleet,
+            &[
+                "flow",
+                "create",
+                "sweep",
+                "--source",
+                "source",
+                "--dest",
+                "dest",
+                "--include",
+                &topic,
+            ],
+        )
+        .await
+        .assert_success(),
     );
     fleet.wait_for_mirror(&topic, 500, TIMEOUT).await;
     fleet.wait_caught_up("sweep", &topic, 2, TIMEOUT).await;
@@ -547,7 +726,10 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
     for output in &outputs {
         for (what, secret) in secrets {
             if output.stdout.contains(secret) || output.stderr.contains(secret) {
-                hits.push(format!("{what} in the output of kmirrorctl {}", output.args.join(" ")));
+                hits.push(format!(
+                    "{what} in the output of kmirrorctl {}",
+                    output.args.join(" ")
+                ));
             }
         }
     }

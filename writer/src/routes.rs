@@ -23,7 +23,15 @@ pub struct Routes {
     /// Per cluster, the spec an admin client was built from: a cluster stored
     /// again (new credentials) gets a new client.
     #[allow(clippy::type_complexity)]
-    admins: Mutex<HashMap<ClusterName, (ClusterSpec, std::sync::Arc<AdminClient<DefaultClientContext>>)>>,
+    admins: Mutex<
+        HashMap<
+            ClusterName,
+            (
+                ClusterSpec,
+                std::sync::Arc<AdminClient<DefaultClientContext>>,
+            ),
+        >,
+    >,
     /// Known limits, and when a limit could not be read (retried after a while
     /// rather than on every batch).
     limits: Mutex<HashMap<(ClusterName, String), LimitReading>>,
