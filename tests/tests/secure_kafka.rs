@@ -4,7 +4,7 @@
 //! credentials given from files and stored sealed; what an operator sees when a
 //! credential or an ACL is wrong, and that fixing it resumes the flow; `kmirror
 //! mirror` with the Java client properties the stack writes; and a sweep of
-//! every log, output and etcd value for the secrets.
+//! every log, output, etcd value, metrics page and exported span for the secrets.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use kmirror_tests::kafka::{
     assert_same_partitions, create_topic, produce, read_all, WatermarkReader,
 };
 use kmirror_tests::mirror_process::{MirrorDir, MirrorProcess};
+use kmirror_tests::observability::{http_get, members, OtlpReceiver};
 use kmirror_tests::secure_stack::{SecureStack, Side, KMIRROR_PRINCIPAL};
 use kmirror_tests::unique_name;
 
@@ -568,10 +569,18 @@ async fn kmirror_mirror_takes_the_java_properties_of_the_secured_clusters() -> R
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> {
     let secure = SecureStack::start("sweep").await?;
+    let receiver = OtlpReceiver::start().await?;
     let fleet = secure_fleet(
         &secure,
         "secure-sweep",
-        vec![("RUST_LOG".to_string(), "debug".to_string())],
+        vec![
+            ("RUST_LOG".to_string(), "debug".to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                receiver.endpoint.clone(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
+        ],
     )
     .await;
     let topic = source_topic(&secure, "secure-sweep", 500, 2).await;
@@ -700,7 +709,19 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
     ] {
         outputs.push(ctl(&fleet, &args).await);
     }
+    // Every member's metrics (labels name clusters, flows and topics only).
+    let mut scraped = Vec::new();
+    for (id, member) in members(&fleet).await? {
+        if let Some(address) = member.metrics_address {
+            let (_, body) = http_get(&address, "/metrics").await?;
+            scraped.push((id, body));
+        }
+    }
+    assert!(!scraped.is_empty());
     fleet.sigterm_all().await;
+    // The spans exported while mirroring (and flushed on stop).
+    let spans = receiver.spans();
+    assert!(!spans.is_empty(), "no span was exported");
 
     let secrets = [
         ("source password", source_secret.as_str()),
@@ -738,11 +759,24 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
         if stored.contains(secret) {
             hits.push(format!("{what} in etcd"));
         }
+        for (id, body) in &scraped {
+            if body.contains(secret) {
+                hits.push(format!("{what} in the metrics of {id}"));
+            }
+        }
+        if spans
+            .iter()
+            .any(|span| format!("{:?}", span.span).contains(secret))
+        {
+            hits.push(format!("{what} in an exported span"));
+        }
     }
     eprintln!(
-        "secrets sweep: {searched} log files ({log_bytes} bytes), {} kmirrorctl outputs, {} etcd bytes: {} hits",
+        "secrets sweep: {searched} log files ({log_bytes} bytes), {} kmirrorctl outputs, {} etcd bytes, {} metrics pages, {} spans: {} hits",
         outputs.len(),
         stored.len(),
+        scraped.len(),
+        spans.len(),
         hits.len()
     );
     // librdkafka's configuration dump was on, and redacts what it knows is secret.
