@@ -287,6 +287,14 @@ pub fn open_value(
     }
 }
 
+/// Why a secret property given as a value on a member's command line (`flag
+/// KEY=VALUE`) is refused, and where it goes instead. Names the key only.
+pub fn command_line_refusal(flag: &str, key: &str) -> String {
+    format!(
+        "{flag} {key}: {key} is a secret, and a command line is readable by every user of this machine (ps, /proc) and kept in shell histories and unit files: store it with the cluster instead, from a file (kmirrorctl cluster add NAME --replace --property {key}=@FILE), where the fleet keeps it sealed"
+    )
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -375,6 +383,19 @@ mod tests {
             key.open(&cluster("dest"), "sasl.password", "kmirror-sealed:v1:zz"),
             Err(SecretsError::Malformed { .. }) | Err(SecretsError::WrongKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_command_line_refusal_names_the_key_and_the_way_instead() {
+        let message = command_line_refusal("--producer-property", "sasl.password");
+        assert!(
+            message.contains("--producer-property sasl.password"),
+            "{message}"
+        );
+        assert!(
+            message.contains("--property sasl.password=@FILE"),
+            "{message}"
+        );
     }
 
     #[test]
