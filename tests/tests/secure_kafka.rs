@@ -260,6 +260,24 @@ async fn etcd_values(fleet: &Fleet) -> String {
 async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority_named(
 ) -> Result<()> {
     let secure = SecureStack::start("refusals").await?;
+    // The stack describes its secure endpoints.
+    let env = secure.run(&["env"]).await?;
+    for line in [
+        format!(
+            "KMIRROR_SOURCE_SSL_BOOTSTRAP={}",
+            secure.ssl_bootstrap(Side::Source)
+        ),
+        format!(
+            "KMIRROR_DEST_SASL_SSL_BOOTSTRAP={}",
+            secure.sasl_ssl_bootstrap(Side::Dest)
+        ),
+        format!(
+            "KMIRROR_SECURE_SOURCE_PROPERTIES={}",
+            path(&secure.file("source.properties"))
+        ),
+    ] {
+        assert!(env.contains(&line), "{line} missing from:\n{env}");
+    }
     let fleet = secure_fleet(&secure, "secure-refusals", Vec::new()).await;
     let refused = ctl(
         &fleet,
