@@ -231,6 +231,22 @@ async fn scram_plain_and_client_certificates_mirror_exactly_between_secured_clus
     Ok(())
 }
 
+/// A CA that signed none of the stack's certificates.
+fn other_ca(secure: &SecureStack) -> Result<std::path::PathBuf> {
+    let other_ca = secure.state_dir().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=other CA", "-keyout"])
+        .arg(secure.state_dir().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()?;
+    anyhow::ensure!(made.status.success(), "openssl failed: {made:?}");
+    Ok(other_ca)
+}
+
 /// Every value under the fleet's prefix in etcd, one per line (`key=value`).
 async fn etcd_values(fleet: &Fleet) -> String {
     let mut etcd = fleet.etcd();
@@ -306,27 +322,7 @@ async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority
 
     // A CA that did not sign the brokers' certificates: the cluster is not
     // stored, and the answer names the cluster and the cause, not the secret.
-    let other_ca = secure.state_dir().join("other-ca.pem");
-    let other_key = secure.state_dir().join("other-ca.key");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other CA",
-            "-keyout",
-        ])
-        .arg(&other_key)
-        .arg("-out")
-        .arg(&other_ca)
-        .output()?;
-    assert!(made.status.success(), "{made:?}");
+    let other_ca = other_ca(&secure)?;
     let untrusted = ctl(
         &fleet,
         &[
@@ -351,8 +347,8 @@ async fn a_secret_on_the_command_line_is_refused_and_a_bad_certificate_authority
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_fixed() -> Result<()>
-{
+async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_the_cause_until_fixed(
+) -> Result<()> {
     let secure = SecureStack::start("faults").await?;
     let fleet = secure_fleet(&secure, "secure-faults", Vec::new()).await;
     let topic = source_topic(&secure, "secure-faults", 1_000, 2).await;
@@ -368,6 +364,9 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
     )
     .await
     .assert_success();
+    // The destination's CA from a file of the test's own, to replace later.
+    let dest_ca = secure.state_dir().join("dest-ca.pem");
+    std::fs::copy(secure.ca(), &dest_ca)?;
     ctl(
         &fleet,
         &[
@@ -376,6 +375,8 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
             "dest",
             "--property-file",
             &path(&secure.file("dest.properties")),
+            "--property",
+            &format!("ssl.ca.location={}", path(&dest_ca)),
         ],
     )
     .await
@@ -534,6 +535,59 @@ async fn a_wrong_password_or_a_missing_acl_stops_the_flow_with_the_cause_until_f
     add.extend_from_slice(&acl);
     secure.acls(Side::Dest, &add).await?;
     fleet.wait_for_mirror(&topic, 2_000, TIMEOUT).await;
+    fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
+    assert_mirrored_exactly(&secure, &topic).await;
+
+    // The destination's CA file now holds a CA that did not sign its brokers'
+    // certificates (new connections: the fleet restarts).
+    std::fs::copy(other_ca(&secure)?, &dest_ca)?;
+    fleet.sigterm_all().await;
+    fleet.restart().await;
+    produce(
+        secure.admin(Side::Source),
+        &topic,
+        KeyedRecords {
+            first_sequence: 2_000,
+            ..KeyedRecords::new(500, 2)
+        }
+        .generate(),
+    )
+    .await?;
+    fleet
+        .wait_until(
+            TIMEOUT,
+            "the flow to report the destination's untrusted certificate",
+            || async {
+                let status = ctl(&fleet, &["status", "-o", "json"]).await;
+                if status.stdout.contains("certificate verify failed") {
+                    Ok(())
+                } else {
+                    Err(status.stdout)
+                }
+            },
+        )
+        .await;
+    let untrusted = ctl(&fleet, &["status", "-o", "json"]).await;
+    eprintln!(
+        "status with an untrusted destination CA: {}",
+        untrusted.stdout
+    );
+    assert!(untrusted.stdout.contains("dest"), "{untrusted}");
+    assert_eq!(dest.offset_count(&topic).await?, 2_000);
+    ctl(
+        &fleet,
+        &[
+            "cluster",
+            "add",
+            "dest",
+            "--replace",
+            "--property",
+            &format!("ssl.ca.location={}", path(&secure.ca())),
+        ],
+    )
+    .await
+    .assert_success();
+    fleet.wait_for_mirror(&topic, 2_500, TIMEOUT).await;
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
     assert_mirrored_exactly(&secure, &topic).await;
     Ok(())
