@@ -3,6 +3,7 @@
 //! in one process (coordinator, fetchers and writers on the fleet's code paths).
 #![forbid(unsafe_code)]
 
+pub mod cluster_properties;
 pub mod console;
 pub mod ctl;
 pub mod manifest;

@@ -175,6 +175,10 @@ const DROPPED: &[(&str, &str)] = &[
         "ssl.truststore.password",
         "read with ssl.truststore.location",
     ),
+    (
+        "ssl.keystore.password",
+        "a PEM keystore has no store password (an encrypted key's is ssl.key.password)",
+    ),
 ];
 
 const BYTE_SERDES: &[&str] = &[
@@ -297,11 +301,20 @@ pub fn translate(
                             .insert(key.to_string(), value.to_string());
                     }
                     "PEM" => {
+                        // Java's PEM keystore is one file with the private key
+                        // and the certificate chain; librdkafka reads each from
+                        // it, skipping the other's blocks. A separate
+                        // ssl.key.location wins.
                         settings
                             .properties
                             .insert("ssl.certificate.location".to_string(), value.to_string());
+                        if !map.contains_key("ssl.key.location") {
+                            settings
+                                .properties
+                                .insert("ssl.key.location".to_string(), value.to_string());
+                        }
                         settings.notes.push(
-                            "ssl.keystore.location (PEM) translated into ssl.certificate.location; set ssl.key.location to the private key".to_string(),
+                            "ssl.keystore.location (PEM) translated into ssl.certificate.location and ssl.key.location".to_string(),
                         );
                     }
                     _ => error(
@@ -311,6 +324,22 @@ pub fn translate(
                         ),
                     ),
                 }
+            }
+            // Java's inline PEM stores.
+            "ssl.truststore.certificates"
+            | "ssl.keystore.certificate.chain"
+            | "ssl.keystore.key" => {
+                let librdkafka_key = match key {
+                    "ssl.truststore.certificates" => "ssl.ca.pem",
+                    "ssl.keystore.certificate.chain" => "ssl.certificate.pem",
+                    _ => "ssl.key.pem",
+                };
+                settings
+                    .properties
+                    .insert(librdkafka_key.to_string(), value.to_string());
+                settings
+                    .notes
+                    .push(format!("{key} translated into {librdkafka_key}"));
             }
             "ssl.endpoint.identification.algorithm" => {
                 let algorithm = if value.is_empty() { "none" } else { value };
@@ -647,6 +676,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pem.properties["ssl.ca.location"], "/etc/ca.pem");
+    }
+
+    #[test]
+    fn pem_stores_become_librdkafka_locations() {
+        let settings = translate(
+            &entries("security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location=/s/ca.pem\nssl.keystore.type=PEM\nssl.keystore.location=/s/kmirror-keystore.pem\n"),
+            ClientRole::Consumer,
+        )
+        .unwrap();
+        assert_eq!(settings.properties["ssl.ca.location"], "/s/ca.pem");
+        assert_eq!(
+            settings.properties["ssl.certificate.location"],
+            "/s/kmirror-keystore.pem"
+        );
+        assert_eq!(
+            settings.properties["ssl.key.location"],
+            "/s/kmirror-keystore.pem"
+        );
+        let separate_key = translate(
+            &entries("ssl.keystore.type=PEM\nssl.keystore.location=/s/cert.pem\nssl.key.location=/s/key.pem\nssl.key.password=kp\n"),
+            ClientRole::Consumer,
+        )
+        .unwrap();
+        assert_eq!(separate_key.properties["ssl.key.location"], "/s/key.pem");
+        assert_eq!(separate_key.properties["ssl.key.password"], "kp");
+    }
+
+    #[test]
+    fn sasl_ssl_scram_sha_256_and_plain_files_translate() {
+        for (mechanism, module) in [
+            (
+                "SCRAM-SHA-256",
+                "org.apache.kafka.common.security.scram.ScramLoginModule",
+            ),
+            (
+                "PLAIN",
+                "org.apache.kafka.common.security.plain.PlainLoginModule",
+            ),
+        ] {
+            let settings = translate(
+                &entries(&format!("bootstrap.servers=127.0.0.1:9093\nsecurity.protocol=SASL_SSL\nsasl.mechanism={mechanism}\nsasl.jaas.config={module} required username=\"kmirror\" password=\"pw\";\nssl.truststore.type=PEM\nssl.truststore.location=/s/ca.pem\ngroup.id=g\n")),
+                ClientRole::Consumer,
+            )
+            .unwrap();
+            assert_eq!(settings.properties["sasl.mechanism"], mechanism);
+            assert_eq!(settings.properties["sasl.username"], "kmirror");
+            assert_eq!(settings.properties["sasl.password"], "pw");
+            assert_eq!(settings.properties["security.protocol"], "SASL_SSL");
+        }
     }
 
     #[test]

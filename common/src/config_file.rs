@@ -469,4 +469,30 @@ mod tests {
         let error = from_yaml::<Config>("fleet: prod\nretryBackof: 1s\n").unwrap_err();
         assert!(error.contains("unknown field `retryBackof`"), "{error}");
     }
+
+    #[test]
+    fn the_secrets_key_file_comes_from_the_file_or_the_flag() {
+        let file = write("apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  secretsKeyFile: /etc/kmirror/secrets.key\n");
+        let from_file = parse(&["kmirror-writer", "--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.member.secrets_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/secrets.key"))
+        );
+        let from_flag = parse(&[
+            "kmirror-writer",
+            "--config",
+            file.to_str().unwrap(),
+            "--secrets-key-file",
+            "/run/secrets/fleet.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            from_flag.member.secrets_key_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/fleet.key"))
+        );
+        assert_eq!(
+            parse(&["kmirror-writer"]).unwrap().member.secrets_key_file,
+            None
+        );
+    }
 }

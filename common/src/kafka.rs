@@ -1,11 +1,12 @@
 //! Kafka client properties: building librdkafka configs from stored cluster specs
-//! without ever exposing secrets.
+//! (sealed secrets opened, see [`crate::secrets`]) without ever exposing secrets.
 
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
 use crate::schema::ClusterSpec;
+use crate::secrets::SecretsError;
 
 /// What a secret value is shown as.
 pub const MASK: &str = "********";
@@ -58,13 +59,15 @@ pub struct RoleSettings<'a> {
 ///    bootstrap servers;
 /// 3. `role.defaults`, for keys the user did not set.
 ///
-/// Callers add nothing after it. Never log the result: `ClientConfig`'s `Debug`
-/// prints every value, secrets included.
+/// Sealed secrets among the cluster's properties are opened with the process's
+/// secrets key; fails, naming the cluster and the property but never a value,
+/// when one cannot be. Callers add nothing after it. Never log the result:
+/// `ClientConfig`'s `Debug` prints every value, secrets included.
 pub fn client_config(
     cluster: &ClusterSpec,
     role: &RoleSettings<'_>,
     overrides: &[(String, String)],
-) -> ClientConfig {
+) -> Result<ClientConfig, SecretsError> {
     let mut config = ClientConfig::new();
     // Each layer overwrites the one before: lowest precedence first.
     for (key, value) in role.defaults {
@@ -72,7 +75,7 @@ pub fn client_config(
     }
     config.set("bootstrap.servers", &cluster.bootstrap_servers);
     for (key, value) in &cluster.properties {
-        config.set(key, value);
+        config.set(key, crate::secrets::open_value(&cluster.name, key, value)?);
     }
     for (key, value) in overrides {
         config.set(key, value);
@@ -80,7 +83,7 @@ pub fn client_config(
     for (key, value) in role.required {
         config.set(*key, *value);
     }
-    config
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -110,13 +113,14 @@ mod tests {
             &cluster(&[("enable.auto.commit", "true")]),
             &ROLE,
             &[("enable.auto.commit".to_string(), "true".to_string())],
-        );
+        )
+        .unwrap();
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
     }
 
     #[test]
     fn the_users_properties_win_over_kmirrors_defaults() {
-        let config = client_config(&cluster(&[("linger.ms", "50")]), &ROLE, &[]);
+        let config = client_config(&cluster(&[("linger.ms", "50")]), &ROLE, &[]).unwrap();
         assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("acks"), Some("all"));
     }
@@ -127,14 +131,15 @@ mod tests {
             &cluster(&[("linger.ms", "50"), ("client.rack", "a")]),
             &ROLE,
             &[("linger.ms".to_string(), "10".to_string())],
-        );
+        )
+        .unwrap();
         assert_eq!(config.get("linger.ms"), Some("10"));
         assert_eq!(config.get("client.rack"), Some("a"));
     }
 
     #[test]
     fn the_bootstrap_servers_come_from_the_cluster() {
-        let config = client_config(&cluster(&[]), &RoleSettings::default(), &[]);
+        let config = client_config(&cluster(&[]), &RoleSettings::default(), &[]).unwrap();
         assert_eq!(config.get("bootstrap.servers"), Some("10.0.0.1:9092"));
     }
 

@@ -15,6 +15,7 @@ pub mod membership;
 pub mod metrics;
 pub mod runtime;
 pub mod schema;
+pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod systemd;

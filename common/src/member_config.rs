@@ -10,6 +10,7 @@
 //! `workerThreads: 2` or `workerThreads: "2"` alike, and `leaseTtl: 6s`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,6 +49,11 @@ pub struct MemberConfig {
     pub metrics_listen: MetricsListen,
     #[serde(deserialize_with = "text::value_enum")]
     pub metrics_labels: Granularity,
+    // Secrets.
+    /// The fleet's secrets key file: cluster secrets are sealed with it in etcd
+    /// and opened with it for Kafka clients (see [`crate::secrets`]).
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl MemberConfig {
@@ -64,6 +70,7 @@ impl MemberConfig {
         "workerThreads",
         "metricsListen",
         "metricsLabels",
+        "secretsKeyFile",
     ];
 
     pub fn etcd_settings(&self) -> EtcdSettings {
@@ -80,6 +87,10 @@ impl MemberConfig {
         service: &str,
         main: impl std::future::Future<Output = ExitCode>,
     ) -> ExitCode {
+        if let Err(error) = crate::secrets::install_from_file(self.secrets_key_file.as_deref()) {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
         match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.worker_threads.into())
             .enable_all()
@@ -116,6 +127,7 @@ impl Default for MemberConfig {
             worker_threads: 1,
             metrics_listen: MetricsListen(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
             metrics_labels: Granularity::Partition,
+            secrets_key_file: None,
         }
     }
 }

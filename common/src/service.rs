@@ -66,6 +66,14 @@ pub struct MemberArgs {
 
     #[command(flatten)]
     pub metrics: crate::http::MetricsArgs,
+
+    // Secrets.
+    /// The fleet's secrets key: a file of 64 hexadecimal characters (make one
+    /// with `openssl rand -hex 32`). Cluster secrets (passwords, private keys)
+    /// are stored in etcd sealed with it; every member of the fleet needs the
+    /// same file. Without it, clusters with secrets cannot be stored or used.
+    #[arg(long, env = "KMIRROR_SECRETS_KEY_FILE", value_name = "FILE")]
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 impl MemberConfig {

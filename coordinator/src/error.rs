@@ -55,6 +55,11 @@ pub enum CoordinatorError {
         waited_secs: u64,
     },
 
+    /// A cluster secret cannot be sealed or opened (no secrets key, another
+    /// key, a tampered value); the message names the cluster and the property.
+    #[error(transparent)]
+    Secrets(#[from] kmirror_common::secrets::SecretsError),
+
     /// The gRPC server could not start or failed.
     #[error("grpc server on {address}: {cause}")]
     Server { address: String, cause: String },
@@ -92,6 +97,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Deposed => Code::Unavailable,
             CoordinatorError::StopTimedOut { .. } => Code::DeadlineExceeded,
             CoordinatorError::Server { .. } => Code::Internal,
+            CoordinatorError::Secrets(_) => Code::FailedPrecondition,
         };
         Status::new(code, error.to_string())
     }

@@ -325,7 +325,7 @@ pub struct ClusterClient {
 impl ClusterClient {
     /// Builds a client (it connects lazily). Fails on properties librdkafka rejects.
     pub fn build(spec: &ClusterSpec, timeout: Duration) -> Result<Self, CoordinatorError> {
-        let probe: Probe = client_config(spec)
+        let probe: Probe = client_config(spec)?
             .create_with_context(ClusterContext::new(spec.name.clone()))
             .map_err(|error| invalid_properties(spec, &error))?;
         Ok(Self {
@@ -354,7 +354,7 @@ impl ClusterClient {
 
     /// An admin client for one operation; hand it to [`dispose_admin`] afterwards.
     fn admin(&self) -> Result<Admin, CoordinatorError> {
-        client_config(&self.spec)
+        client_config(&self.spec)?
             .create_with_context(ClusterContext::new(self.spec.name.clone()))
             .map_err(|error| invalid_properties(&self.spec, &error))
     }
@@ -534,7 +534,7 @@ impl ClusterClient {
         partitions: Vec<(String, i32)>,
         timestamp_ms: i64,
     ) -> Result<Vec<i64>, CoordinatorError> {
-        let consumer: BaseConsumer = client_config(&self.spec)
+        let consumer: BaseConsumer = client_config(&self.spec)?
             .create()
             .map_err(|error| invalid_properties(&self.spec, &error))?;
         let timeout = self.timeout;
@@ -687,12 +687,12 @@ impl ClusterClient {
     }
 }
 
-fn client_config(spec: &ClusterSpec) -> ClientConfig {
+fn client_config(spec: &ClusterSpec) -> Result<ClientConfig, CoordinatorError> {
     let role = kmirror_common::kafka::RoleSettings {
         required: &[("client.id", "kmirror-coordinator")],
         defaults: &[],
     };
-    kmirror_common::kafka::client_config(spec, &role, &[])
+    Ok(kmirror_common::kafka::client_config(spec, &role, &[])?)
 }
 
 fn invalid_properties(spec: &ClusterSpec, error: &KafkaError) -> CoordinatorError {

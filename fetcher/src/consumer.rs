@@ -86,12 +86,13 @@ const CONSUMER_REQUIRED: &[(&str, &str)] = &[
 
 /// The source consumer's settings: what the fetcher requires, then the
 /// cluster's properties (the operator's tuning and security), then the defaults.
-fn source_config(cluster: &ClusterSpec) -> ClientConfig {
+fn source_config(cluster: &ClusterSpec) -> Result<ClientConfig, KafkaError> {
     let role = RoleSettings {
         required: CONSUMER_REQUIRED,
         defaults: CONSUMER_DEFAULTS,
     };
     client_config(cluster, &role, &[])
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))
 }
 
 pub enum ConsumerCommand {
@@ -162,7 +163,7 @@ pub fn spawn(
     let ends = SourceEnds::default();
     let context = SourceContext { ends: ends.clone() };
     let consumer: BaseConsumer<SourceContext> =
-        source_config(&cluster).create_with_context(context)?;
+        source_config(&cluster)?.create_with_context(context)?;
     let consumer = BatchConsumer::new(consumer);
     let (command_tx, command_rx) = std_mpsc::channel();
     let poller = Poller {

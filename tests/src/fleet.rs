@@ -287,6 +287,7 @@ impl Fleet {
                 duration_arg(options.lease_ttl),
                 "--shutdown-grace".into(),
                 duration_arg(options.shutdown_grace),
+                format!("--secrets-key-file={}", stack.secrets_key_file().display()),
             ]
         };
         let member = |id: String, role: Role, binary: &str, args: Vec<String>| Member {

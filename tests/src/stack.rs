@@ -59,12 +59,22 @@ pub fn stack() -> &'static Stack {
 }
 
 impl Stack {
+    /// The secrets key file every test fleet's members get
+    /// (`--secrets-key-file`), made once in the logs folder.
+    pub fn secrets_key_file(&self) -> PathBuf {
+        let path = self.logs_dir.join("fleet-secrets.key");
+        kmirror_common::secrets::SecretsKey::create_if_missing(&path)
+            .unwrap_or_else(|error| panic!("cannot make the test fleets' secrets key: {error}"));
+        path
+    }
+
     /// Bootstrap address of a Kafka cluster.
     pub fn bootstrap(&self, cluster: Cluster) -> &str {
         match cluster {
             Cluster::Source => &self.source_bootstrap,
             Cluster::Dest => &self.dest_bootstrap,
             Cluster::Custom(bootstrap) => bootstrap,
+            Cluster::Secured(secured) => &secured.bootstrap,
         }
     }
 

@@ -215,10 +215,14 @@ async fn the_fleets_config_shown_and_applied_again_is_unchanged() -> Result<()> 
     };
     let args = |line: &str| -> Vec<String> { line.split(' ').map(String::from).collect() };
 
-    // Clusters and flows made with the command line, with defaults and without.
+    // Clusters and flows made with the command line, with defaults and without
+    // (a secret from a file: on the command line it would be refused).
+    let secret_dir = MirrorDir::new(&unique_name("roundtrip-secret"));
+    let secret_file = secret_dir.file("east.password", "not-a-real-secret\n");
     ctl(args(&format!(
-        "cluster add east --bootstrap {} --property client.id=kmirror-east --property sasl.password=not-a-real-secret",
-        stack.source_bootstrap
+        "cluster add east --bootstrap {} --property client.id=kmirror-east --property sasl.password=@{}",
+        stack.source_bootstrap,
+        secret_file.display()
     )))
     .await;
     ctl(args(&format!(

@@ -26,11 +26,24 @@ struct Cli {
     config_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
-    _flags: WriterArgs,
+    flags: WriterArgs,
 }
 
 fn main() -> ExitCode {
-    let (_, config): (Cli, WriterConfig) = kmirror_common::config_file::parse_service_args();
+    let (cli, config): (Cli, WriterConfig) = kmirror_common::config_file::parse_service_args();
+    // A secret on the command line is readable by every user of the machine.
+    if let Some((key, _)) = cli
+        .flags
+        .producer_properties
+        .iter()
+        .find(|(key, _)| kmirror_common::kafka::is_secret_property(key))
+    {
+        eprintln!(
+            "error: {}",
+            kmirror_common::secrets::command_line_refusal("--producer-property", key)
+        );
+        return ExitCode::from(2);
+    }
     let member = config.member.clone();
     member.run("kmirror-writer", serve(config))
 }

@@ -20,7 +20,18 @@ pub struct Routes {
     etcd: Client,
     keys: Keys,
     flows: Mutex<HashMap<FlowName, ClusterSpec>>,
-    admins: Mutex<HashMap<ClusterName, std::sync::Arc<AdminClient<DefaultClientContext>>>>,
+    /// Per cluster, the spec an admin client was built from: a cluster stored
+    /// again (new credentials) gets a new client.
+    #[allow(clippy::type_complexity)]
+    admins: Mutex<
+        HashMap<
+            ClusterName,
+            (
+                ClusterSpec,
+                std::sync::Arc<AdminClient<DefaultClientContext>>,
+            ),
+        >,
+    >,
     /// Known limits, and when a limit could not be read (retried after a while
     /// rather than on every batch).
     limits: Mutex<HashMap<(ClusterName, String), LimitReading>>,
@@ -139,15 +150,18 @@ impl Routes {
         cluster: &ClusterSpec,
     ) -> Option<std::sync::Arc<AdminClient<DefaultClientContext>>> {
         let mut admins = self.admins.lock().expect("routes lock");
-        if let Some(admin) = admins.get(&cluster.name) {
-            return Some(admin.clone());
+        if let Some((built_from, admin)) = admins.get(&cluster.name) {
+            if built_from == cluster {
+                return Some(admin.clone());
+            }
         }
         let admin: AdminClient<DefaultClientContext> =
             client_config(cluster, &RoleSettings::default(), &[])
+                .ok()?
                 .create()
                 .ok()?;
         let admin = std::sync::Arc::new(admin);
-        admins.insert(cluster.name.clone(), admin.clone());
+        admins.insert(cluster.name.clone(), (cluster.clone(), admin.clone()));
         Some(admin)
     }
 }

@@ -628,7 +628,9 @@ pub fn build_producer(
         required: &[],
         defaults: &defaults,
     };
-    client_config(cluster, &role, overrides).create_with_context(DeliveryContext)
+    client_config(cluster, &role, overrides)
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))?
+        .create_with_context(DeliveryContext)
 }
 
 #[cfg(test)]

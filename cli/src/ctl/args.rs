@@ -202,23 +202,33 @@ pub enum ClusterCommand {
     #[command(
         after_help = "With --replace, properties stored before and not given again are \
 kept (the output names them); --remove-property KEY drops one.\n\n\
+Secrets (passwords, keys) come from files: --property KEY=@FILE or --property-file FILE; \
+a secret given as a value on the command line is refused. The fleet stores them sealed \
+with its secrets key.\n\n\
 Examples:\n  \
         kmirrorctl cluster add source --bootstrap 127.0.0.1:19092\n  \
         kmirrorctl cluster add dest --bootstrap broker-1:9093,broker-2:9093 \\\n      \
         --property security.protocol=SASL_SSL --property sasl.mechanism=SCRAM-SHA-512 \\\n      \
-        --property sasl.username=mirror --property sasl.password=secret\n  \
+        --property sasl.username=mirror --property sasl.password=@/etc/kmirror/dest.password\n  \
+        kmirrorctl cluster add source --property-file source.properties\n  \
         kmirrorctl cluster add source --bootstrap 10.0.0.5:9092 --replace\n  \
         kmirrorctl cluster add dest --bootstrap broker-1:9093 --replace --remove-property compression.type"
     )]
     Add {
         /// Name flows refer to the cluster by.
         name: String,
-        /// Bootstrap servers, HOST:PORT[,HOST:PORT...].
+        /// Bootstrap servers, HOST:PORT[,HOST:PORT...] [default: bootstrap.servers
+        /// of --property-file; with --replace, the stored ones].
         #[arg(long)]
-        bootstrap: String,
-        /// librdkafka client property KEY=VALUE (repeatable), e.g. security settings.
+        bootstrap: Option<String>,
+        /// librdkafka client property KEY=VALUE (repeatable), e.g. security
+        /// settings; KEY=@FILE reads the value from FILE (secrets must).
         #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
         properties: Vec<(String, String)>,
+        /// A client .properties file (Java's, as MirrorMaker takes, or
+        /// librdkafka's), translated like kmirror mirror's (repeatable).
+        #[arg(long = "property-file", value_name = "FILE")]
+        property_files: Vec<std::path::PathBuf>,
         /// Update a cluster of the same name instead of failing: the bootstrap
         /// address and the given properties replace the stored ones, other stored
         /// properties are kept.

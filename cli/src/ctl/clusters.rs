@@ -16,14 +16,30 @@ impl Ctl {
                 name,
                 bootstrap,
                 properties,
+                property_files,
                 replace,
                 remove_properties,
             } => {
+                let what = || format!("cannot add cluster {name}");
+                let resolved = crate::cluster_properties::resolve(&properties, &property_files)
+                    .map_err(|cause| Failure {
+                        what: what(),
+                        cause,
+                    })?;
+                // With --replace, the coordinator keeps the stored address when none is given.
+                let bootstrap_servers = match bootstrap.or(resolved.bootstrap_opt) {
+                    Some(bootstrap) => bootstrap,
+                    None if replace => String::new(),
+                    None => return Err(Failure {
+                        what: what(),
+                        cause: "give the bootstrap servers with --bootstrap (or bootstrap.servers in a --property-file)".to_string(),
+                    }),
+                };
                 let request = AddClusterRequest {
                     cluster: Some(Cluster {
                         name: name.clone(),
-                        bootstrap_servers: bootstrap,
-                        properties: properties.into_iter().collect::<HashMap<_, _>>(),
+                        bootstrap_servers,
+                        properties: resolved.properties.into_iter().collect::<HashMap<_, _>>(),
                     }),
                     replace,
                     keep_properties: replace,

@@ -36,7 +36,7 @@ fn cluster_add_collects_repeated_properties() {
         panic!("parsed as another command");
     };
     assert_eq!(name, "source");
-    assert_eq!(bootstrap, "127.0.0.1:19092");
+    assert_eq!(bootstrap.as_deref(), Some("127.0.0.1:19092"));
     assert!(!replace);
     assert_eq!(
         properties,

@@ -90,6 +90,13 @@ pub async fn run(args: MirrorArgs, shutdown: CancellationToken) -> Result<(), Mi
     if args.abort_on_send_failure.is_some() {
         info!("abort.on.send.failure ignored: a record that cannot be sent stops its partition, which retries; nothing is skipped");
     }
+    // The clusters are stored again at every start (run_fleet), so a key that
+    // lives for this run keeps their secrets sealed in etcd, as a fleet's key does.
+    if kmirror_common::secrets::installed().is_none() {
+        let (_, key) = kmirror_common::secrets::SecretsKey::generate()
+            .map_err(|error| MirrorError::Failed(error.to_string()))?;
+        kmirror_common::secrets::install(key);
+    }
     let fleet = fleet_name(&configs.group_id);
     let mut private_etcd_opt = None;
     let endpoints = if args.etcd.is_empty() {

@@ -23,8 +23,8 @@ impl AdminService {
             CoordinatorError::InvalidArgument("the cluster is missing".to_string())
         })?;
         let name = ClusterName::new(cluster.name)?;
-        let bootstrap_servers = cluster.bootstrap_servers.trim().to_string();
-        if bootstrap_servers.is_empty() {
+        let given_bootstrap = cluster.bootstrap_servers.trim().to_string();
+        if given_bootstrap.is_empty() && !(request.replace && request.keep_properties) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "cluster {name}: the bootstrap address is empty"
             )));
@@ -40,6 +40,14 @@ impl AdminService {
         if !request.replace && stored_opt.is_some() {
             return Err(already_exists("cluster", &name));
         }
+        // Replacing what is kept (a credential, say) may leave the address as stored.
+        let bootstrap_servers = match (given_bootstrap.is_empty(), &stored_opt) {
+            (false, _) => given_bootstrap,
+            (true, Some((stored, _))) => stored.bootstrap_servers.clone(),
+            (true, None) => return Err(CoordinatorError::InvalidArgument(format!(
+                "cluster {name}: the bootstrap address is empty (there is no stored one to keep)"
+            ))),
+        };
         let given: BTreeMap<String, String> = cluster.properties.into_iter().collect();
         let merged = if request.keep_properties {
             merged_properties(
@@ -63,6 +71,9 @@ impl AdminService {
             bootstrap_servers,
             properties: merged.properties,
         };
+        // Secrets are stored sealed, never in the clear (refused without a key).
+        let mut stored = spec.clone();
+        kmirror_common::secrets::seal_properties(&name, &mut stored.properties)?;
         // A cluster is only stored once it answers: a typo in the address fails here,
         // not later in a flow.
         let probe = ClusterClient::build(&spec, self.kafka.timeout())?;
@@ -70,7 +81,7 @@ impl AdminService {
         probe.dispose();
         reachable?;
 
-        let put = TxnOp::put(key.as_str(), encode(&spec), None);
+        let put = TxnOp::put(key.as_str(), encode(&stored), None);
         // Stored over exactly what was read: a concurrent change is not lost
         // silently (its properties were merged from the version read).
         let unchanged = match &stored_opt {

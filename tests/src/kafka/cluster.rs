@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use rdkafka::config::ClientConfig;
 
 use crate::stack::stack;
 
@@ -20,6 +21,30 @@ pub enum Cluster {
     Dest,
     /// A cluster a test started for itself, by bootstrap address.
     Custom(&'static str),
+    /// A cluster a test started for itself that needs client settings
+    /// (TLS, SASL) beyond its bootstrap address.
+    Secured(&'static SecuredCluster),
+}
+
+/// A secured cluster's bootstrap address and the librdkafka settings every
+/// test client uses for it (the tools' super user's).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SecuredCluster {
+    pub bootstrap: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// A client config for `cluster`: its bootstrap address and, for a secured
+/// cluster, its security settings.
+pub(super) fn cluster_config(cluster: Cluster) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap());
+    if let Cluster::Secured(secured) = cluster {
+        for (key, value) in &secured.properties {
+            config.set(key, value);
+        }
+    }
+    config
 }
 
 impl fmt::Display for Cluster {
@@ -28,6 +53,7 @@ impl fmt::Display for Cluster {
             Cluster::Source => "source",
             Cluster::Dest => "destination",
             Cluster::Custom(bootstrap) => bootstrap,
+            Cluster::Secured(secured) => &secured.bootstrap,
         })
     }
 }

@@ -17,7 +17,7 @@ mod read;
 mod records;
 mod topics;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, SecuredCluster};
 pub use produce::*;
 pub use read::*;
 pub use records::*;

@@ -14,7 +14,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
-use super::cluster::{blocking, Cluster, BULK_TIMEOUT, REQUEST_TIMEOUT};
+use super::cluster::{blocking, cluster_config, Cluster, BULK_TIMEOUT, REQUEST_TIMEOUT};
 use super::records::{Delivered, OutRecord};
 
 /// Collects delivery reports: record index -> where it landed or why it failed.
@@ -82,9 +82,8 @@ impl DeliveryReports {
 }
 
 fn producer_config(cluster: Cluster) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = cluster_config(cluster);
     config
-        .set("bootstrap.servers", cluster.bootstrap())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")

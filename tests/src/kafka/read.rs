@@ -4,13 +4,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
-use super::cluster::{blocking, Cluster, BULK_TIMEOUT};
+use super::cluster::{blocking, cluster_config, Cluster, BULK_TIMEOUT};
 use super::records::{ConsumedRecord, TimestampType, TopicRecords};
 use super::topics::partition_count_with;
 
@@ -23,8 +22,7 @@ pub async fn read_all(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
 }
 
 fn read_all_blocking(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    let consumer: BaseConsumer = cluster_config(cluster)
         .set("group.id", crate::unique_name("kmirror-tests-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -9,14 +9,12 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::cluster::{blocking, Cluster, REQUEST_TIMEOUT};
+use super::cluster::{blocking, cluster_config, Cluster, REQUEST_TIMEOUT};
 
 fn admin_client(cluster: Cluster) -> Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    cluster_config(cluster)
         .create()
         .with_context(|| format!("cannot create an admin client for the {cluster} cluster"))
 }
@@ -24,8 +22,7 @@ fn admin_client(cluster: Cluster) -> Result<AdminClient<DefaultClientContext>> {
 /// A consumer used for metadata and watermarks only. It never creates topics:
 /// a destination topic must come from the coordinator, not from a test's look-up.
 fn metadata_consumer(cluster: Cluster) -> Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
+    cluster_config(cluster)
         .set("allow.auto.create.topics", "false")
         .set("enable.auto.commit", "false")
         .set("group.id", "kmirror-tests-metadata")
