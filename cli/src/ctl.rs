@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::admin_client::AdminClient;
@@ -32,6 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 mod args;
+mod certificates;
+pub mod connection;
 mod failure;
 mod files;
 
@@ -69,8 +72,13 @@ pub struct Ctl {
 
 impl Ctl {
     /// Connects to the first coordinator that answers of `addresses`
-    /// (comma-separated): any coordinator serves the admin API.
-    pub async fn connect(addresses: &str, format: OutputFormat) -> Result<Self, Failure> {
+    /// (comma-separated): any coordinator serves the admin API. Over TLS, the
+    /// server must present a coordinator certificate of the fleet CA.
+    pub async fn connect(
+        addresses: &str,
+        transport: &Transport,
+        format: OutputFormat,
+    ) -> Result<Self, Failure> {
         let candidates = coordinator_addresses(addresses);
         if candidates.is_empty() {
             return Err(Failure {
@@ -87,7 +95,7 @@ impl Ctl {
                 })?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT);
-            match endpoint.connect().await {
+            match transport.connect(endpoint, &[PeerRole::Coordinator]).await {
                 Ok(channel) => {
                     return Ok(Self {
                         client: AdminClient::new(channel),
@@ -263,6 +271,10 @@ impl Ctl {
             Command::Config(_) => Err(Failure {
                 what: "config".to_string(),
                 cause: "this config command needs no coordinator".to_string(),
+            }),
+            Command::Certificates(_) | Command::Context(_) => Err(Failure {
+                what: "certificates".to_string(),
+                cause: "this command needs no coordinator".to_string(),
             }),
             Command::Completion { shell } => {
                 let mut script = Vec::new();
@@ -864,6 +876,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    match cli.command {
+        Command::Certificates(command) => return report(certificates::run_certificates(command)),
+        Command::Context(command) => {
+            return report(certificates::run_context(command, &cli.connection))
+        }
+        _ => {}
+    }
     match &cli.command {
         Command::Config(ConfigCommand::Validate { file }) => {
             return report(validate_file(file, cli.output));
@@ -874,7 +893,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         _ => {}
     }
     let result = async {
-        let mut ctl = Ctl::connect(&cli.coordinator, cli.output).await?;
+        let connection = cli.connection.resolve()?;
+        let mut ctl = Ctl::connect(&connection.coordinators, &connection.transport, cli.output).await?;
         ctl.run(cli.command).await
     }
     .await;

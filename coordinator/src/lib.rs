@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authorize;
 pub mod error;
 pub mod guard;
 pub mod kafka;
@@ -35,17 +36,18 @@ use kmirror_common::member_config::MemberConfig;
 use kmirror_common::runtime::MemberRuntime;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::MemberArgs;
+use kmirror_common::tls::{PeerRole, Transport, TransportSettings};
 use kmirror_common::{now_ms, Keys, MemberId, Role, VERSION};
 use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::transport::Server;
 use kmirror_proto::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
+use crate::authorize::Authorize;
 pub use crate::error::CoordinatorError;
 use crate::kafka::KafkaClients;
 use crate::leadership::Leadership;
@@ -121,6 +123,9 @@ pub struct Config {
     pub kafka_timeout: Duration,
     /// The /metrics, /healthz and /readyz endpoint (none by default).
     pub metrics: kmirror_common::http::MetricsArgs,
+    /// Mutual TLS (the admin API's clients are authorised by their
+    /// certificate's role), or `--insecure`.
+    pub transport: TransportSettings,
 }
 
 impl Config {
@@ -148,6 +153,7 @@ impl Config {
                 metrics_listen: member.metrics_listen,
                 metrics_labels: member.metrics_labels,
             },
+            transport: member.transport_settings(),
         })
     }
 }
@@ -161,11 +167,15 @@ pub struct Coordinator {
     leadership: Leadership,
     keeper: LeaseKeeper,
     runtime: MemberRuntime,
+    transport: Transport,
 }
 
 impl Coordinator {
     /// Connects to etcd and binds the listen address (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, CoordinatorError> {
+        let transport = config
+            .transport
+            .resolve(&config.etcd.fleet, PeerRole::Coordinator)?;
         let client = kmirror_common::etcd::connect(&config.etcd).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -229,6 +239,7 @@ impl Coordinator {
             leadership,
             keeper,
             runtime,
+            transport,
         })
     }
 
@@ -249,6 +260,7 @@ impl Coordinator {
             leadership,
             keeper,
             mut runtime,
+            transport,
         } = self;
         runtime.run_keeper(keeper);
         runtime.stop_on(cancel.clone());
@@ -261,11 +273,16 @@ impl Coordinator {
         );
 
         let server_stop = CancellationToken::new();
+        let watched = transport.clone();
+        runtime.spawn_background(|stop| watched.watch(stop));
         let server = Server::builder()
             .add_service(health_service)
-            .add_service(AdminServer::new(admin))
+            .add_service(Authorize::new(
+                AdminServer::new(admin),
+                config.etcd.fleet.clone(),
+            ))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                transport.incoming(listener),
                 server_stop.clone().cancelled_owned(),
             );
         let mut server_handle = runtime.spawn(server);

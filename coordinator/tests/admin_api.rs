@@ -124,6 +124,11 @@ impl Running {
             debounce: Duration::from_millis(50),
             kafka_timeout: Duration::from_secs(3),
             metrics: Default::default(),
+            // The admin API's own behaviour, without TLS (fleet_tls covers it).
+            transport: kmirror_common::tls::TransportSettings {
+                insecure: true,
+                ..Default::default()
+            },
         };
         let coordinator = Coordinator::build(config)
             .await

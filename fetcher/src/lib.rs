@@ -29,7 +29,7 @@ use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use kmirror_common::tls::Transport;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -162,6 +162,7 @@ impl Fetcher {
                     listener,
                     info: _,
                     runtime,
+                    transport,
                 },
         } = self;
         runtime.stop_on(shutdown.clone());
@@ -181,7 +182,7 @@ impl Fetcher {
             .add_service(health_service)
             .add_service(WorkerServer::new(status))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                transport.incoming(listener),
                 stop_server.clone().cancelled_owned(),
             );
         let server_handle = runtime.spawn(server);
@@ -195,6 +196,7 @@ impl Fetcher {
                 etcd: &etcd,
                 lease: &lease,
                 status_tx: status_tx.clone(),
+                transport: &transport,
             };
             session.run(&shutdown).await;
             if shutdown.is_cancelled() {
@@ -219,6 +221,7 @@ struct Session<'a> {
     etcd: &'a Client,
     lease: &'a Lease,
     status_tx: watch::Sender<Vec<WorkerPartition>>,
+    transport: &'a Transport,
 }
 
 impl Session<'_> {
@@ -255,6 +258,7 @@ impl Session<'_> {
             retry_backoff: self.config.retry_backoff,
             shutdown_grace: self.config.member.shutdown_grace,
             compression: self.config.grpc_compression.into(),
+            transport: self.transport.clone(),
         };
         let core = core::Core::new(
             self.id.clone(),

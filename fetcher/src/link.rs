@@ -23,6 +23,7 @@ use kmirror_proto::frame::{BatchFrame, Compression, GRPC_ENCODING_HEADER, REPLIC
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::{self, Code, Status};
 use kmirror_proto::tonic_prost::ProstCodec;
@@ -58,6 +59,7 @@ pub struct Link {
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
     pub cancel: CancellationToken,
     pub compression: Compression,
+    pub transport: Transport,
 }
 
 impl Link {
@@ -90,8 +92,12 @@ impl Link {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .initial_stream_window_size(REPLICATE_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
-            .connect()
+            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES);
+        // Only the connection is TLS: the hand-built request below goes over
+        // it as it does over plain TCP.
+        let channel = self
+            .transport
+            .connect(channel, &[PeerRole::Writer])
             .await?;
         let stream_span = crate::telemetry::replicate_stream_span(&self.writer, &self.address);
         let outcome = self.stream(channel, &stream_span).await;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use crate::fleet::CtlOutput;
+use crate::ctl_output::CtlOutput;
 use crate::netns::Network;
 use crate::stack;
 use crate::status::{FlowStatusView, StatusView};

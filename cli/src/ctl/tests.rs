@@ -274,6 +274,7 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     drop(closed);
     let failure = Ctl::connect(
         &format!("{closed_address},{closed_address}"),
+        &Transport::Insecure,
         OutputFormat::Text,
     )
     .await
@@ -286,6 +287,7 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     let open_address = listener.local_addr().unwrap().to_string();
     let ctl = Ctl::connect(
         &format!("{closed_address},{open_address}"),
+        &Transport::Insecure,
         OutputFormat::Text,
     )
     .await
