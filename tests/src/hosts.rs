@@ -19,6 +19,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
 use crate::ctl_output::CtlOutput;
+use crate::pki::{TestPki, TlsFiles};
+use kmirror_common::tls::PeerRole;
 use crate::netns::Network;
 use crate::stack;
 use crate::status::{FlowStatusView, StatusView};
@@ -67,6 +69,10 @@ pub struct Deployment {
     /// Admin addresses `kmirrorctl` tries, in order (a test puts a coordinator
     /// that can still reach etcd first).
     coordinator_list: std::sync::Mutex<String>,
+    /// The fleet's CA; every member and kmirrorctl run with mutual TLS.
+    pki: TestPki,
+    /// kmirrorctl's (admin) certificate.
+    admin_tls: TlsFiles,
 }
 
 impl Deployment {
@@ -84,7 +90,11 @@ impl Deployment {
         let classpath = kafka_classpath(&log_dir)?;
         let network = Network::create(&host_names())?;
         let address = |host: &str| network.host(host).address;
+        let pki = TestPki::new(&fleet, &log_dir.join("tls"));
+        let admin_tls = pki.issue(PeerRole::Admin, "e2e-admin");
         let deployment = Deployment {
+            pki,
+            admin_tls,
             etcd_endpoint: format!("http://{}:{ETCD_PORT}", address(ETCD)),
             source_bootstrap: format!("{}:{KAFKA_PORT}", address(SOURCE)),
             dest_bootstrap: format!("{}:{KAFKA_PORT}", address(DEST)),
@@ -250,6 +260,12 @@ impl Deployment {
         let etcd_endpoint = self.etcd_endpoint.clone();
         let member = |host: &str, binary: &str, extra: &[&str]| -> Result<()> {
             let address = self.network.host(host).address;
+            let role = match binary {
+                stack::COORDINATOR_BINARY => PeerRole::Coordinator,
+                stack::FETCHER_BINARY => PeerRole::Fetcher,
+                _ => PeerRole::Writer,
+            };
+            let tls = self.pki.issue(role, host);
             let mut command = self.network.command(host, &self.bin_dir.join(binary));
             command
                 .args([
@@ -264,6 +280,7 @@ impl Deployment {
                 .args(["--metrics-listen", &format!("{address}:{METRICS_PORT}")])
                 .args(["--lease-ttl", &format!("{}ms", LEASE_TTL.as_millis())])
                 .args(["--shutdown-grace", "10s"])
+                .args(tls.args())
                 .args(extra);
             if let Ok(filter) = std::env::var("KMIRROR_E2E_RUST_LOG") {
                 command.env("RUST_LOG", filter);
@@ -398,6 +415,7 @@ impl Deployment {
             .expect("coordinator list")
             .clone();
         let mut full_args = vec!["--coordinator".to_string(), coordinators];
+        full_args.extend(self.admin_tls.args());
         full_args.extend(args.iter().map(|arg| arg.to_string()));
         let ctl = self.bin_dir.join(stack::CTL_BINARY);
         match self.network.output(CLIENT, &ctl, &full_args).await {

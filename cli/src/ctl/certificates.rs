@@ -90,8 +90,12 @@ pub enum ContextCommand {
         use_it: bool,
     },
     /// Make a context the current one.
+    #[command(after_help = "Examples:\n  \
+        kmirrorctl context use prod")]
     Use { name: String },
     /// List the contexts (the current one marked with *).
+    #[command(after_help = "Examples:\n  \
+        kmirrorctl context list")]
     List,
 }
 
