@@ -894,7 +894,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     let result = async {
         let connection = cli.connection.resolve()?;
-        let mut ctl = Ctl::connect(&connection.coordinators, &connection.transport, cli.output).await?;
+        let mut ctl =
+            Ctl::connect(&connection.coordinators, &connection.transport, cli.output).await?;
         ctl.run(cli.command).await
     }
     .await;

@@ -18,8 +18,8 @@ use kmirror_common::etcd::EtcdSettings;
 use kmirror_common::http::MetricsListen;
 use kmirror_common::member_config::MemberConfig;
 use kmirror_common::schema::{decode, encode, FlowPhase, FlowState};
-use kmirror_common::types::FlowName;
 use kmirror_common::tls::{PeerRole, TransportSettings};
+use kmirror_common::types::FlowName;
 use kmirror_common::Keys;
 use kmirror_coordinator::admin::AdminService;
 use kmirror_coordinator::kafka::KafkaClients;
@@ -558,7 +558,13 @@ async fn run_fleet(
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-writer-{index}");
         let config = WriterConfig {
-            member: member_config(endpoints, fleet, &id, args, tls.member(PeerRole::Writer, &id)?),
+            member: member_config(
+                endpoints,
+                fleet,
+                &id,
+                args,
+                tls.member(PeerRole::Writer, &id)?,
+            ),
             ..WriterConfig::default()
         };
         let writer = Writer::build(config)
@@ -578,7 +584,13 @@ async fn run_fleet(
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-fetcher-{index}");
         let config = FetcherConfig {
-            member: member_config(endpoints, fleet, &id, args, tls.member(PeerRole::Fetcher, &id)?),
+            member: member_config(
+                endpoints,
+                fleet,
+                &id,
+                args,
+                tls.member(PeerRole::Fetcher, &id)?,
+            ),
             checkpoint_interval: Duration::from_millis(args.offset_commit_interval_ms.max(10)),
             ..FetcherConfig::default()
         };

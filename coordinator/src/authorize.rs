@@ -100,7 +100,9 @@ where
         let (roles, mutation) = allowed_roles(&path);
         let peer_opt = request.extensions().get::<PeerInfo>().cloned();
         let identity = match PeerInfo::authorize(peer_opt.as_ref(), &self.fleet, &path, roles) {
-            Ok(identity_opt) => identity_opt.map_or_else(|| "insecure".to_string(), ToString::to_string),
+            Ok(identity_opt) => {
+                identity_opt.map_or_else(|| "insecure".to_string(), ToString::to_string)
+            }
             Err(denied) => {
                 let remote = peer_opt.and_then(|peer| peer.remote_addr);
                 if mutation {
@@ -138,22 +140,47 @@ mod tests {
     use super::*;
 
     fn may(role: PeerRole, method: &str) -> bool {
-        allowed_roles(&format!("/kmirror.v1.Admin/{method}")).0.contains(&role)
+        allowed_roles(&format!("/kmirror.v1.Admin/{method}"))
+            .0
+            .contains(&role)
     }
 
     #[test]
     fn viewers_read_and_change_nothing() {
-        for method in ["Status", "ListFlows", "ListClusters", "ListMembers", "ListAssignments"] {
+        for method in [
+            "Status",
+            "ListFlows",
+            "ListClusters",
+            "ListMembers",
+            "ListAssignments",
+        ] {
             assert!(may(PeerRole::Viewer, method), "{method}");
         }
-        for method in ["CreateFlow", "DeleteFlow", "PauseFlow", "ResumeFlow", "DrainMember", "Rebalance", "AddCluster", "DeleteCluster"] {
+        for method in [
+            "CreateFlow",
+            "DeleteFlow",
+            "PauseFlow",
+            "ResumeFlow",
+            "DrainMember",
+            "Rebalance",
+            "AddCluster",
+            "DeleteCluster",
+        ] {
             assert!(!may(PeerRole::Viewer, method), "{method}");
         }
     }
 
     #[test]
     fn operators_run_flows_and_members_but_not_clusters() {
-        for method in ["CreateFlow", "DeleteFlow", "PauseFlow", "ResumeFlow", "DrainMember", "Rebalance", "Status"] {
+        for method in [
+            "CreateFlow",
+            "DeleteFlow",
+            "PauseFlow",
+            "ResumeFlow",
+            "DrainMember",
+            "Rebalance",
+            "Status",
+        ] {
             assert!(may(PeerRole::Operator, method), "{method}");
         }
         for method in ["AddCluster", "DeleteCluster"] {
@@ -163,7 +190,14 @@ mod tests {
 
     #[test]
     fn admins_may_do_everything_members_may_only_read() {
-        for method in ["AddCluster", "DeleteCluster", "CreateFlow", "Rebalance", "Status", "SomethingNew"] {
+        for method in [
+            "AddCluster",
+            "DeleteCluster",
+            "CreateFlow",
+            "Rebalance",
+            "Status",
+            "SomethingNew",
+        ] {
             assert!(may(PeerRole::Admin, method), "{method}");
         }
         for member in [PeerRole::Fetcher, PeerRole::Writer, PeerRole::Coordinator] {

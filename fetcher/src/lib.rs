@@ -21,6 +21,7 @@ use etcd_client::Client;
 use kmirror_common::lease_keeper::{next_lease, Lease};
 use kmirror_common::member_config::{text, MemberConfig};
 use kmirror_common::service::{MemberArgs, StartedMember};
+use kmirror_common::tls::Transport;
 use kmirror_common::{Keys, MemberId, Role};
 use kmirror_proto::frame::Compression;
 use kmirror_proto::tonic::server::NamedService;
@@ -29,7 +30,6 @@ use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
-use kmirror_common::tls::Transport;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

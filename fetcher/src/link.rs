@@ -18,12 +18,12 @@ use http::header::{CONTENT_TYPE, TE};
 use http::HeaderValue;
 use http_body::Frame;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_common::MemberId;
 use kmirror_proto::frame::{BatchFrame, Compression, GRPC_ENCODING_HEADER, REPLICATE_PATH};
 use kmirror_proto::tonic::client::GrpcService;
 use kmirror_proto::tonic::codec::{Codec, Streaming};
 use kmirror_proto::tonic::metadata::MetadataMap;
-use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::{self, Code, Status};
 use kmirror_proto::tonic_prost::ProstCodec;
@@ -95,10 +95,7 @@ impl Link {
             .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES);
         // Only the connection is TLS: the hand-built request below goes over
         // it as it does over plain TCP.
-        let channel = self
-            .transport
-            .connect(channel, &[PeerRole::Writer])
-            .await?;
+        let channel = self.transport.connect(channel, &[PeerRole::Writer]).await?;
         let stream_span = crate::telemetry::replicate_stream_span(&self.writer, &self.address);
         let outcome = self.stream(channel, &stream_span).await;
         if let Err(error) = &outcome {

@@ -58,4 +58,3 @@ impl fmt::Display for CtlOutput {
         )
     }
 }
-

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kmirror_common::schema::{decode, MemberInfo};
-use kmirror_common::{Keys, MemberId, Role};
 use kmirror_common::tls::PeerRole;
+use kmirror_common::{Keys, MemberId, Role};
 use rustix::process::Signal;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -380,7 +380,8 @@ impl Fleet {
 
     /// Runs `kmirrorctl --coordinator ADDRESS ARGS` as the fleet's admin.
     pub async fn ctl_at(&self, address: &str, args: &[String]) -> CtlOutput {
-        self.ctl_with(address, self.admin_tls_opt.as_ref(), args).await
+        self.ctl_with(address, self.admin_tls_opt.as_ref(), args)
+            .await
     }
 
     /// The fleet's CA and certificates (`None` for an `--insecure` fleet).

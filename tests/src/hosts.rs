@@ -19,11 +19,11 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
 use crate::ctl_output::CtlOutput;
-use crate::pki::{TestPki, TlsFiles};
-use kmirror_common::tls::PeerRole;
 use crate::netns::Network;
+use crate::pki::{TestPki, TlsFiles};
 use crate::stack;
 use crate::status::{FlowStatusView, StatusView};
+use kmirror_common::tls::PeerRole;
 
 pub const CLIENT: &str = "client";
 pub const ETCD: &str = "etcd";

@@ -103,8 +103,16 @@ async fn every_listener_refuses_what_is_not_a_fleet_identity_allowed_the_call() 
     create_topic(Cluster::Source, &topic, 1, &[]).await?;
     fleet.add_clusters().await;
     fleet.create_flow(&flow, &topic, None).await;
-    let flows_before = fleet.ctl(["flow", "list", "-o", "json"]).await.assert_success().stdout;
-    let clusters_before = fleet.ctl(["cluster", "list", "-o", "json"]).await.assert_success().stdout;
+    let flows_before = fleet
+        .ctl(["flow", "list", "-o", "json"])
+        .await
+        .assert_success()
+        .stdout;
+    let clusters_before = fleet
+        .ctl(["cluster", "list", "-o", "json"])
+        .await
+        .assert_success()
+        .stdout;
 
     let other_fleet = TestPki::new(fleet.name(), &fleet.log_dir().join("tls-other-ca"));
     let stranger_admin = other_fleet.issue(PeerRole::Admin, "mallory");
@@ -120,17 +128,29 @@ async fn every_listener_refuses_what_is_not_a_fleet_identity_allowed_the_call() 
         ("another CA", Some(&stranger_admin)),
         ("expired", Some(&expired_admin)),
     ] {
-        let output = fleet.ctl_as(tls_opt, ["flow", "delete", flow.as_str()]).await;
+        let output = fleet
+            .ctl_as(tls_opt, ["flow", "delete", flow.as_str()])
+            .await;
         assert_eq!(output.code, Some(1), "{who}: {output}");
     }
     // A member's certificate may read but not change anything.
-    let output = fleet.ctl_as(Some(&fetcher), ["flow", "delete", flow.as_str()]).await;
+    let output = fleet
+        .ctl_as(Some(&fetcher), ["flow", "delete", flow.as_str()])
+        .await;
     output.assert_failure(1, &["may not call", "DeleteFlow"]);
-    fleet.ctl_as(Some(&fetcher), ["flow", "list"]).await.assert_success();
+    fleet
+        .ctl_as(Some(&fetcher), ["flow", "list"])
+        .await
+        .assert_success();
     // A viewer reads, and deletes nothing.
     fleet.ctl_as(Some(&viewer), ["status", "-o", "json"]).await;
-    fleet.ctl_as(Some(&viewer), ["flow", "list"]).await.assert_success();
-    let output = fleet.ctl_as(Some(&viewer), ["flow", "delete", flow.as_str()]).await;
+    fleet
+        .ctl_as(Some(&viewer), ["flow", "list"])
+        .await
+        .assert_success();
+    let output = fleet
+        .ctl_as(Some(&viewer), ["flow", "delete", flow.as_str()])
+        .await;
     output.assert_failure(1, &["may not call", "operator"]);
     // An operator runs flows but does not touch clusters.
     let output = fleet
@@ -151,13 +171,24 @@ async fn every_listener_refuses_what_is_not_a_fleet_identity_allowed_the_call() 
     for (address, role) in [
         (writer_address.clone(), dialled(PeerRole::Writer)),
         (fetcher_address, dialled(PeerRole::Fetcher)),
-        (fleet.coordinator_address().to_string(), dialled(PeerRole::Coordinator)),
+        (
+            fleet.coordinator_address().to_string(),
+            dialled(PeerRole::Coordinator),
+        ),
     ] {
         let address = &address;
-        health_check(&client(&fetcher), address, role).await.unwrap();
+        health_check(&client(&fetcher), address, role)
+            .await
+            .unwrap();
         for (who, transport) in [
-            ("another CA", client(&other_fleet.issue(PeerRole::Fetcher, "fetcher-x"))),
-            ("expired", client(&pki.issue_expired(PeerRole::Fetcher, "fetcher-old"))),
+            (
+                "another CA",
+                client(&other_fleet.issue(PeerRole::Fetcher, "fetcher-x")),
+            ),
+            (
+                "expired",
+                client(&pki.issue_expired(PeerRole::Fetcher, "fetcher-old")),
+            ),
             ("no certificate", Transport::Insecure),
         ] {
             assert!(
@@ -168,17 +199,40 @@ async fn every_listener_refuses_what_is_not_a_fleet_identity_allowed_the_call() 
     }
 
     // Nothing changed.
-    assert_eq!(fleet.ctl(["flow", "list", "-o", "json"]).await.assert_success().stdout, flows_before);
-    assert_eq!(fleet.ctl(["cluster", "list", "-o", "json"]).await.assert_success().stdout, clusters_before);
+    assert_eq!(
+        fleet
+            .ctl(["flow", "list", "-o", "json"])
+            .await
+            .assert_success()
+            .stdout,
+        flows_before
+    );
+    assert_eq!(
+        fleet
+            .ctl(["cluster", "list", "-o", "json"])
+            .await
+            .assert_success()
+            .stdout,
+        clusters_before
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_without_tls_files_or_insecure_does_not_start_and_says_why() {
     let stack = stack();
-    for binary in [stack::COORDINATOR_BINARY, stack::FETCHER_BINARY, stack::WRITER_BINARY] {
+    for binary in [
+        stack::COORDINATOR_BINARY,
+        stack::FETCHER_BINARY,
+        stack::WRITER_BINARY,
+    ] {
         let output = tokio::process::Command::new(stack.binary(binary))
-            .args(["--etcd", &stack.etcd_endpoint, "--fleet", &unique_name("tls-none")])
+            .args([
+                "--etcd",
+                &stack.etcd_endpoint,
+                "--fleet",
+                &unique_name("tls-none"),
+            ])
             .args(["--listen", "127.0.0.1:0"])
             .env_remove("KMIRROR_TLS_CERT")
             .env_remove("KMIRROR_TLS_KEY")
@@ -197,7 +251,10 @@ async fn a_member_without_tls_files_or_insecure_does_not_start_and_says_why() {
             String::from_utf8_lossy(&output.stderr)
         );
         for named in ["--tls-cert", "--tls-key", "--tls-ca", "--insecure"] {
-            assert!(said.contains(named), "{binary} does not name {named}: {said}");
+            assert!(
+                said.contains(named),
+                "{binary} does not name {named}: {said}"
+            );
         }
     }
 }
@@ -241,13 +298,21 @@ async fn certificates_rotated_while_records_flow_are_used_without_restart_and_lo
     });
     let members = fleet.member_ids();
     fleet
-        .wait_until(Duration::from_secs(60), "every member to reload the CA file", || async {
-            let behind: Vec<&String> = members
-                .iter()
-                .filter(|id| log_counts(&fleet.log_dir().join(format!("{id}.log"))).1 < 1)
-                .collect();
-            if behind.is_empty() { Ok(()) } else { Err(format!("not reloaded: {behind:?}")) }
-        })
+        .wait_until(
+            Duration::from_secs(60),
+            "every member to reload the CA file",
+            || async {
+                let behind: Vec<&String> = members
+                    .iter()
+                    .filter(|id| log_counts(&fleet.log_dir().join(format!("{id}.log"))).1 < 1)
+                    .collect();
+                if behind.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("not reloaded: {behind:?}"))
+                }
+            },
+        )
         .await;
     let role_of = |id: &str| {
         if id.starts_with("coordinator") {
@@ -289,9 +354,11 @@ async fn certificates_rotated_while_records_flow_are_used_without_restart_and_lo
     for (address, role) in &addresses {
         let role = dialled(*role);
         fleet
-            .wait_until(Duration::from_secs(60), &format!("{address} to serve the new certificate"), || async {
-                health_check(&probe, address, role).await
-            })
+            .wait_until(
+                Duration::from_secs(60),
+                &format!("{address} to serve the new certificate"),
+                || async { health_check(&probe, address, role).await },
+            )
             .await;
     }
     // Then the old CA is dropped from every CA file; kmirrorctl uses a

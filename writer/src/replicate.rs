@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kmirror_common::tls::{PeerInfo, PeerRole};
 use futures::Stream;
+use kmirror_common::tls::{PeerInfo, PeerRole};
 use kmirror_proto::frame::{
     put_grpc_prefix, Compression, FrameError, GRPC_ENCODING_HEADER, GRPC_PREFIX_BYTES,
     REPLICATE_PATH,
@@ -82,9 +82,12 @@ impl ReplicateService {
         // Records reach the destination through this call: fetchers alone may
         // make it (a writer's or an admin's certificate is refused as well).
         let peer_info_opt = parts.extensions.get::<PeerInfo>();
-        if let Err(denied) =
-            PeerInfo::authorize(peer_info_opt, &self.fleet, REPLICATE_PATH, &[PeerRole::Fetcher])
-        {
+        if let Err(denied) = PeerInfo::authorize(
+            peer_info_opt,
+            &self.fleet,
+            REPLICATE_PATH,
+            &[PeerRole::Fetcher],
+        ) {
             warn!(peer = ?peer_info_opt.and_then(|peer| peer.remote_addr), %denied, "replicate stream refused");
             return Status::permission_denied(denied.to_string()).into_http();
         }

@@ -38,14 +38,16 @@ Members reload their files within seconds; no restart is needed.")]
     },
     /// Issue a certificate naming an identity (spiffe://kmirror/<fleet>/<role>/<id>):
     /// writes DIR/NAME.pem and DIR/NAME-key.pem.
-    #[command(after_help = "Roles: coordinator, fetcher, writer (members: the id is the member's \
+    #[command(
+        after_help = "Roles: coordinator, fetcher, writer (members: the id is the member's \
 --id), and admin, operator, viewer (people and scripts using kmirrorctl: the id names who).\n\n\
 Examples:\n  \
         kmirrorctl certificates issue --ca-dir /etc/kmirror/ca --fleet prod --role writer --id writer-a --address writer-a.internal\n  \
         kmirrorctl certificates issue --ca-dir /etc/kmirror/ca --fleet prod --role operator --id alice\n\n\
 A member is started with --tls-cert DIR/NAME.pem --tls-key DIR/NAME-key.pem --tls-ca ca.pem.\n\
 Rotating a certificate: issue a new one and write it over the old files (key first, then the\n\
-certificate); the member uses it for new connections within seconds, without a restart.")]
+certificate); the member uses it for new connections within seconds, without a restart."
+    )]
     Issue {
         /// Folder holding the CA's ca.pem and ca-key.pem.
         #[arg(long, default_value = ".")]
@@ -113,7 +115,8 @@ fn write_file(path: &Path, text: &str, private: bool) -> Result<(), Failure> {
     std::fs::write(&partial, text).map_err(failure)?;
     if private {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600)).map_err(failure)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(failure)?;
     }
     std::fs::rename(&partial, path).map_err(failure)
 }
@@ -144,10 +147,12 @@ pub fn run_certificates(command: CertificatesCommand) -> Result<String, Failure>
             if cert_path.exists() && !force {
                 return Err(Failure {
                     what: format!("{} exists", cert_path.display()),
-                    cause: "give --force to replace the CA (then issue every certificate again)".to_string(),
+                    cause: "give --force to replace the CA (then issue every certificate again)"
+                        .to_string(),
                 });
             }
-            let authority = CertificateAuthority::generate(&fleet, Validity::days(days)).map_err(issue_failure)?;
+            let authority = CertificateAuthority::generate(&fleet, Validity::days(days))
+                .map_err(issue_failure)?;
             write_file(&dir.join("ca-key.pem"), authority.key_pem(), true)?;
             write_file(&cert_path, &authority.cert_pem, false)?;
             Ok(format!(
@@ -166,10 +171,12 @@ pub fn run_certificates(command: CertificatesCommand) -> Result<String, Failure>
             dir,
             name,
         } => {
-            let role: PeerRole = role.parse().map_err(|error: kmirror_common::tls::IdentityError| Failure {
-                what: "invalid --role".to_string(),
-                cause: error.to_string(),
-            })?;
+            let role: PeerRole =
+                role.parse()
+                    .map_err(|error: kmirror_common::tls::IdentityError| Failure {
+                        what: "invalid --role".to_string(),
+                        cause: error.to_string(),
+                    })?;
             let identity = Identity::new(fleet, role, id.clone());
             if id.is_empty() || id.contains('/') {
                 return Err(Failure {
@@ -208,14 +215,18 @@ pub fn run_certificates(command: CertificatesCommand) -> Result<String, Failure>
     }
 }
 
-pub fn run_context(command: ContextCommand, connection: &ConnectionArgs) -> Result<String, Failure> {
+pub fn run_context(
+    command: ContextCommand,
+    connection: &ConnectionArgs,
+) -> Result<String, Failure> {
     let path = connection.config_path().ok_or_else(|| Failure {
         what: "no kmirrorctl config file".to_string(),
         cause: "set HOME, KMIRRORCTL_CONFIG or --kmirrorctl-config".to_string(),
     })?;
     let mut config = ClientConfig::read(&path)?;
     let absolute = |file: &Option<PathBuf>| {
-        file.as_ref().map(|file| std::path::absolute(file).unwrap_or_else(|_| file.clone()))
+        file.as_ref()
+            .map(|file| std::path::absolute(file).unwrap_or_else(|_| file.clone()))
     };
     match command {
         ContextCommand::Set { name, use_it } => {
@@ -237,7 +248,16 @@ pub fn run_context(command: ContextCommand, connection: &ConnectionArgs) -> Resu
             if !config.contexts.contains_key(&name) {
                 return Err(Failure {
                     what: format!("no context {name:?}"),
-                    cause: format!("{} has: {}", path.display(), config.contexts.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    cause: format!(
+                        "{} has: {}",
+                        path.display(),
+                        config
+                            .contexts
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 });
             }
             config.current_context = Some(name.clone());
@@ -248,7 +268,11 @@ pub fn run_context(command: ContextCommand, connection: &ConnectionArgs) -> Resu
             .contexts
             .keys()
             .map(|name| {
-                let mark = if config.current_context.as_deref() == Some(name.as_str()) { "*" } else { " " };
+                let mark = if config.current_context.as_deref() == Some(name.as_str()) {
+                    "*"
+                } else {
+                    " "
+                };
                 format!("{mark} {name}\n")
             })
             .collect()),

@@ -45,7 +45,12 @@ pub struct ConnectionArgs {
     pub coordinator: Option<String>,
 
     /// The context of kmirrorctl's config file to use [default: its currentContext].
-    #[arg(long, global = true, env = "KMIRROR_CONTEXT", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_CONTEXT",
+        help_heading = "Connection"
+    )]
     pub context: Option<String>,
 
     /// kmirrorctl's config file (contexts) [default: ~/.config/kmirror/kmirrorctl.yaml].
@@ -54,19 +59,42 @@ pub struct ConnectionArgs {
 
     /// Client certificate (PEM) of an admin, operator or viewer identity
     /// (`kmirrorctl certificates issue --role admin`).
-    #[arg(long, global = true, env = "KMIRROR_TLS_CERT", value_name = "FILE", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The client certificate's private key (PEM).
-    #[arg(long, global = true, env = "KMIRROR_TLS_KEY", value_name = "FILE", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// The fleet CA's certificate (PEM): the coordinator must present one it signed.
-    #[arg(long, global = true, env = "KMIRROR_TLS_CA", value_name = "FILE", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_TLS_CA",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
     pub tls_ca: Option<PathBuf>,
 
     /// Connect without TLS, to a fleet run with --insecure.
-    #[arg(long, global = true, env = "KMIRROR_INSECURE", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_INSECURE",
+        help_heading = "Connection"
+    )]
     pub insecure: bool,
 }
 
@@ -202,9 +230,16 @@ impl ConnectionArgs {
                         what: format!("no context {name:?}"),
                         cause: format!(
                             "{} has the contexts: {}",
-                            self.config_path()
-                                .map_or_else(|| "the config".to_string(), |path| path.display().to_string()),
-                            config.contexts.keys().cloned().collect::<Vec<_>>().join(", ")
+                            self.config_path().map_or_else(
+                                || "the config".to_string(),
+                                |path| path.display().to_string()
+                            ),
+                            config
+                                .contexts
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     })
                 }
@@ -219,9 +254,17 @@ impl ConnectionArgs {
             .iter()
             .any(|path| path.is_some());
         let (cert, key, ca) = if flags_tls {
-            (self.tls_cert.clone(), self.tls_key.clone(), self.tls_ca.clone())
+            (
+                self.tls_cert.clone(),
+                self.tls_key.clone(),
+                self.tls_ca.clone(),
+            )
         } else {
-            (context.cert.clone(), context.key.clone(), context.ca.clone())
+            (
+                context.cert.clone(),
+                context.key.clone(),
+                context.ca.clone(),
+            )
         };
         let insecure = self.insecure || (!flags_tls && context.insecure);
         let transport = match (cert, key, ca, insecure) {
@@ -274,7 +317,8 @@ mod tests {
         }
         impl Dir {
             pub fn new() -> Self {
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
                 let path = std::env::temp_dir().join(format!(
                     "kmirrorctl-test-{}-{}",
                     std::process::id(),
@@ -341,8 +385,10 @@ mod tests {
     #[test]
     fn a_context_round_trips_and_its_relative_paths_are_from_the_file() {
         let (dir, path) = config_file("");
-        let mut config = ClientConfig::default();
-        config.current_context = Some("local".to_string());
+        let mut config = ClientConfig {
+            current_context: Some("local".to_string()),
+            ..ClientConfig::default()
+        };
         config.contexts.insert(
             "local".to_string(),
             Context {

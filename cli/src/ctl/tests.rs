@@ -158,7 +158,10 @@ fn the_coordinator_flag_works_before_or_after_the_command() {
     assert_eq!(cli.connection.coordinator.as_deref(), Some("http://c:1"));
     let cli = parse(&["status", "--context", "lab", "--tls-ca", "ca.pem"]).unwrap();
     assert_eq!(cli.connection.context.as_deref(), Some("lab"));
-    assert_eq!(cli.connection.tls_ca, Some(std::path::PathBuf::from("ca.pem")));
+    assert_eq!(
+        cli.connection.tls_ca,
+        Some(std::path::PathBuf::from("ca.pem"))
+    );
 }
 
 #[test]

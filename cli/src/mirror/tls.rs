@@ -30,24 +30,28 @@ fn failed(what: &str, cause: impl std::fmt::Display) -> MirrorError {
 
 fn write(path: &Path, text: &str, private: bool) -> Result<(), MirrorError> {
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, text).map_err(|error| failed(&format!("cannot write {}", partial.display()), error))?;
+    std::fs::write(&partial, text)
+        .map_err(|error| failed(&format!("cannot write {}", partial.display()), error))?;
     if private {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
             .map_err(|error| failed(&format!("cannot protect {}", partial.display()), error))?;
     }
-    std::fs::rename(&partial, path).map_err(|error| failed(&format!("cannot write {}", path.display()), error))
+    std::fs::rename(&partial, path)
+        .map_err(|error| failed(&format!("cannot write {}", path.display()), error))
 }
 
 impl MirrorTls {
     /// The fleet's CA in `dir`, made if absent.
     pub fn open(dir: PathBuf, fleet: &str) -> Result<Self, MirrorError> {
-        std::fs::create_dir_all(&dir).map_err(|error| failed(&format!("cannot create {}", dir.display()), error))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| failed(&format!("cannot create {}", dir.display()), error))?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca-key.pem");
         let authority = if cert_path.exists() && key_path.exists() {
             let read = |path: &Path| {
-                std::fs::read_to_string(path).map_err(|error| failed(&format!("cannot read {}", path.display()), error))
+                std::fs::read_to_string(path)
+                    .map_err(|error| failed(&format!("cannot read {}", path.display()), error))
             };
             CertificateAuthority::from_pem(&read(&cert_path)?, &read(&key_path)?)
                 .map_err(|error| failed("the fleet CA of the state folder", error))?

@@ -15,8 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +22,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
 use super::files::{TlsFiles, RELOAD_INTERVAL};
@@ -253,7 +253,12 @@ impl Transport {
                 return None;
             }
         };
-        let security = match tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()) {
+        let security = match tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+        {
             Some(certificate) => match Identity::from_certificate_der(certificate) {
                 Ok(identity) => PeerSecurity::Verified(Arc::new(identity)),
                 Err(error) => PeerSecurity::Unidentified(error),
@@ -353,7 +358,12 @@ impl Connector {
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "the server presented no certificate"))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the server presented no certificate",
+                )
+            })
             .and_then(|certificate| {
                 Identity::from_certificate_der(certificate).map_err(|error| {
                     io::Error::new(io::ErrorKind::PermissionDenied, format!("{uri}: {error}"))

@@ -52,7 +52,8 @@ pub enum TlsError {
     #[error("{path} is the certificate of {identity}, not of a {expected} of fleet {fleet}")]
     WrongIdentity {
         path: PathBuf,
-        identity: Identity,
+        /// The identity's URI.
+        identity: String,
         expected: String,
         fleet: String,
     },
@@ -83,7 +84,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certificates = certificates_from_pem(&read(path)?).map_err(|cause| TlsError::Read {
         path: path.to_path_buf(),
         cause,
@@ -114,23 +118,23 @@ pub fn load(
     roles: &[super::PeerRole],
 ) -> Result<Loaded, TlsError> {
     let chain = read_certificates(&paths.cert, "certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&paths.key)?).map_err(|error| TlsError::Read {
-        path: paths.key.clone(),
-        cause: error.to_string(),
-    })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(&paths.key)?).map_err(|error| TlsError::Read {
+            path: paths.key.clone(),
+            cause: error.to_string(),
+        })?;
     let mut roots = RootCertStore::empty();
     for ca in read_certificates(&paths.ca, "CA certificate")? {
-        roots
-            .add(ca)
-            .map_err(|error| TlsError::Read {
-                path: paths.ca.clone(),
-                cause: error.to_string(),
-            })?;
+        roots.add(ca).map_err(|error| TlsError::Read {
+            path: paths.ca.clone(),
+            cause: error.to_string(),
+        })?;
     }
-    let identity = Identity::from_certificate_der(&chain[0]).map_err(|source| TlsError::Identity {
-        path: paths.cert.clone(),
-        source,
-    })?;
+    let identity =
+        Identity::from_certificate_der(&chain[0]).map_err(|source| TlsError::Identity {
+            path: paths.cert.clone(),
+            source,
+        })?;
     let other_fleet = fleet_opt.is_some_and(|fleet| fleet != identity.fleet);
     if other_fleet || !(roles.is_empty() || roles.contains(&identity.role)) {
         return Err(TlsError::WrongIdentity {
@@ -141,16 +145,17 @@ pub fn load(
                 .collect::<Vec<_>>()
                 .join(" or "),
             fleet: fleet_opt.unwrap_or(&identity.fleet).to_string(),
-            identity,
+            identity: identity.to_string(),
         });
     }
     let roots = Arc::new(roots);
     let provider = provider();
     let config_error = |error: rustls::Error| TlsError::Config(error.to_string());
 
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|error| TlsError::Config(error.to_string()))?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|error| TlsError::Config(error.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
@@ -163,10 +168,7 @@ pub fn load(
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(FleetServerVerifier {
-            roots,
-            provider,
-        }))
+        .with_custom_certificate_verifier(Arc::new(FleetServerVerifier { roots, provider }))
         .with_client_auth_cert(chain, key)
         .map_err(config_error)?;
     client.alpn_protocols = vec![b"h2".to_vec()];

@@ -119,14 +119,19 @@ impl Identity {
 
     /// The URI subject alternative name that carries this identity.
     pub fn uri(&self) -> String {
-        format!("{IDENTITY_URI_PREFIX}{}/{}/{}", self.fleet, self.role, self.id)
+        format!(
+            "{IDENTITY_URI_PREFIX}{}/{}/{}",
+            self.fleet, self.role, self.id
+        )
     }
 
     /// Reads `spiffe://kmirror/<fleet>/<role>/<id>`; each part is non-empty and
     /// holds no `/`.
     pub fn parse_uri(uri: &str) -> Result<Self, IdentityError> {
         let malformed = || IdentityError::Malformed(uri.to_string());
-        let path = uri.strip_prefix(IDENTITY_URI_PREFIX).ok_or_else(malformed)?;
+        let path = uri
+            .strip_prefix(IDENTITY_URI_PREFIX)
+            .ok_or_else(malformed)?;
         let parts: Vec<&str> = path.split('/').collect();
         let [fleet, role, id] = parts.as_slice() else {
             return Err(malformed());
@@ -205,11 +210,16 @@ mod tests {
         let authority = CertificateAuthority::generate("prod", Validity::days(1)).unwrap();
         let identity = Identity::new("prod", PeerRole::Writer, "writer-1");
         let issued = authority
-            .issue(&identity, &["127.0.0.1".to_string(), "localhost".to_string()], Validity::days(1))
+            .issue(
+                &identity,
+                &["127.0.0.1".to_string(), "localhost".to_string()],
+                Validity::days(1),
+            )
             .unwrap();
         let der = crate::tls::files::certificates_from_pem(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(Identity::from_certificate_der(&der[0]), Ok(identity));
-        let ca_der = crate::tls::files::certificates_from_pem(authority.cert_pem.as_bytes()).unwrap();
+        let ca_der =
+            crate::tls::files::certificates_from_pem(authority.cert_pem.as_bytes()).unwrap();
         assert_eq!(
             Identity::from_certificate_der(&ca_der[0]),
             Err(IdentityError::Missing)

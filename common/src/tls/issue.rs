@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -141,9 +141,9 @@ impl CertificateAuthority {
             format!("{}/{}", identity.role, identity.id),
         );
         params.distinguished_name = name;
-        params.subject_alt_names.push(SanType::URI(
-            identity.uri().try_into()?,
-        ));
+        params
+            .subject_alt_names
+            .push(SanType::URI(identity.uri().try_into()?));
         for address in addresses {
             let san = match address.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),

@@ -117,7 +117,13 @@ mod tests {
     fn a_member_without_tls_or_insecure_is_refused_with_both_named() {
         let error = settings(false, false, false, false).paths().unwrap_err();
         let message = error.to_string();
-        for named in ["--tls-cert", "--tls-key", "--tls-ca", "--insecure", "KMIRROR_TLS_CERT"] {
+        for named in [
+            "--tls-cert",
+            "--tls-key",
+            "--tls-ca",
+            "--insecure",
+            "KMIRROR_TLS_CERT",
+        ] {
             assert!(message.contains(named), "{message}");
         }
     }
@@ -132,8 +138,14 @@ mod tests {
             settings(true, true, true, true).paths(),
             Err(TransportError::Both)
         ));
-        assert!(matches!(settings(false, false, false, true).paths(), Ok(None)));
-        assert!(matches!(settings(true, true, true, false).paths(), Ok(Some(_))));
+        assert!(matches!(
+            settings(false, false, false, true).paths(),
+            Ok(None)
+        ));
+        assert!(matches!(
+            settings(true, true, true, false).paths(),
+            Ok(Some(_))
+        ));
     }
 }
 

@@ -70,7 +70,11 @@ async fn serve(transport: Transport, stop: &CancellationToken) -> String {
 }
 
 /// Whether a health check over a new connection succeeds.
-async fn check(client: &Transport, address: &str, expect: &'static [PeerRole]) -> Result<(), String> {
+async fn check(
+    client: &Transport,
+    address: &str,
+    expect: &'static [PeerRole],
+) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(address.to_string())
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
@@ -95,29 +99,52 @@ async fn a_fleet_certificate_is_accepted_and_every_other_refused() {
     let pki = Pki::new("refusals");
     let other = Pki::new("other");
     let stop = CancellationToken::new();
-    let writer = transport(pki.issue(PeerRole::Writer, "writer-1", Validity::days(1)), &[PeerRole::Writer]);
+    let writer = transport(
+        pki.issue(PeerRole::Writer, "writer-1", Validity::days(1)),
+        &[PeerRole::Writer],
+    );
     let address = serve(writer, &stop).await;
 
-    let fetcher = transport(pki.issue(PeerRole::Fetcher, "fetcher-1", Validity::days(1)), &[PeerRole::Fetcher]);
-    check(&fetcher, &address, &[PeerRole::Writer]).await.unwrap();
+    let fetcher = transport(
+        pki.issue(PeerRole::Fetcher, "fetcher-1", Validity::days(1)),
+        &[PeerRole::Fetcher],
+    );
+    check(&fetcher, &address, &[PeerRole::Writer])
+        .await
+        .unwrap();
 
     // The server is not of the role the client dials.
-    let error = check(&fetcher, &address, &[PeerRole::Coordinator]).await.unwrap_err();
+    let error = check(&fetcher, &address, &[PeerRole::Coordinator])
+        .await
+        .unwrap_err();
     assert!(error.contains("expected a coordinator"), "{error}");
 
     // Another CA's certificate.
-    let stranger = transport(other.issue(PeerRole::Fetcher, "fetcher-x", Validity::days(1)), &[PeerRole::Fetcher]);
-    assert!(check(&stranger, &address, &[PeerRole::Writer]).await.is_err());
+    let stranger = transport(
+        other.issue(PeerRole::Fetcher, "fetcher-x", Validity::days(1)),
+        &[PeerRole::Fetcher],
+    );
+    assert!(check(&stranger, &address, &[PeerRole::Writer])
+        .await
+        .is_err());
 
     // An expired certificate of the fleet CA.
     let expired = transport(
-        pki.issue(PeerRole::Fetcher, "fetcher-old", Validity::ended(Duration::from_secs(3600))),
+        pki.issue(
+            PeerRole::Fetcher,
+            "fetcher-old",
+            Validity::ended(Duration::from_secs(3600)),
+        ),
         &[PeerRole::Fetcher],
     );
-    assert!(check(&expired, &address, &[PeerRole::Writer]).await.is_err());
+    assert!(check(&expired, &address, &[PeerRole::Writer])
+        .await
+        .is_err());
 
     // No client certificate at all: plaintext against a TLS server.
-    assert!(check(&Transport::Insecure, &address, &[PeerRole::Writer]).await.is_err());
+    assert!(check(&Transport::Insecure, &address, &[PeerRole::Writer])
+        .await
+        .is_err());
     stop.cancel();
 }
 
@@ -135,7 +162,9 @@ async fn replaced_files_serve_new_connections_without_a_restart() {
     )
     .unwrap();
     let fetcher = Transport::Tls(fetcher_files.clone());
-    check(&fetcher, &address, &[PeerRole::Writer]).await.unwrap();
+    check(&fetcher, &address, &[PeerRole::Writer])
+        .await
+        .unwrap();
     assert!(!files.reload_if_changed(), "nothing changed yet");
 
     // A new CA: both trusted during the rotation, then the writer's
@@ -146,20 +175,31 @@ async fn replaced_files_serve_new_connections_without_a_restart() {
     std::fs::write(&paths.ca, &both).unwrap();
     let issued = successor
         .authority
-        .issue(&Identity::new("test", PeerRole::Writer, "writer-1"), &[], Validity::days(1))
+        .issue(
+            &Identity::new("test", PeerRole::Writer, "writer-1"),
+            &[],
+            Validity::days(1),
+        )
         .unwrap();
     std::fs::write(&paths.key, issued.key_pem).unwrap();
     std::fs::write(&paths.cert, issued.cert_pem).unwrap();
     assert_ne!(before, server_certificate_serial(&paths.cert));
     assert!(files.reload_if_changed());
-    assert!(fetcher_files.reload_if_changed(), "the fetcher's CA file changed too");
+    assert!(
+        fetcher_files.reload_if_changed(),
+        "the fetcher's CA file changed too"
+    );
 
     // A client that trusts the new CA alone now reaches the writer.
     let successor_fetcher = successor.issue(PeerRole::Fetcher, "fetcher-2", Validity::days(1));
     let successor_fetcher = transport(successor_fetcher, &[PeerRole::Fetcher]);
-    check(&successor_fetcher, &address, &[PeerRole::Writer]).await.unwrap();
+    check(&successor_fetcher, &address, &[PeerRole::Writer])
+        .await
+        .unwrap();
     // And the old fetcher's certificate is still trusted during the rotation.
-    check(&fetcher, &address, &[PeerRole::Writer]).await.unwrap();
+    check(&fetcher, &address, &[PeerRole::Writer])
+        .await
+        .unwrap();
     stop.cancel();
 }
 
@@ -167,8 +207,12 @@ async fn replaced_files_serve_new_connections_without_a_restart() {
 fn a_member_refuses_a_certificate_of_another_role_or_fleet() {
     let pki = Pki::new("wrong-role");
     let paths = pki.issue(PeerRole::Admin, "alice", Validity::days(1));
-    let error = TlsFiles::load(paths.clone(), Some("test"), &[PeerRole::Writer]).err().unwrap();
+    let error = TlsFiles::load(paths.clone(), Some("test"), &[PeerRole::Writer])
+        .err()
+        .unwrap();
     assert!(matches!(error, TlsError::WrongIdentity { .. }), "{error}");
-    let error = TlsFiles::load(paths, Some("prod"), &[PeerRole::Admin]).err().unwrap();
+    let error = TlsFiles::load(paths, Some("prod"), &[PeerRole::Admin])
+        .err()
+        .unwrap();
     assert!(error.to_string().contains("fleet prod"), "{error}");
 }
