@@ -33,6 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 mod args;
+mod audit;
 mod certificates;
 pub mod connection;
 mod failure;
@@ -66,6 +67,8 @@ type Offsets = BTreeMap<(String, String, i32), i64>;
 /// A connected admin client.
 pub struct Ctl {
     pub client: AdminClient<Channel>,
+    /// The connection, for the coordinator's other services (audit).
+    channel: Channel,
     coordinator: String,
     format: OutputFormat,
 }
@@ -98,7 +101,8 @@ impl Ctl {
             match transport.connect(endpoint, &[PeerRole::Coordinator]).await {
                 Ok(channel) => {
                     return Ok(Self {
-                        client: AdminClient::new(channel),
+                        client: AdminClient::new(channel.clone()),
+                        channel,
                         coordinator: address.clone(),
                         format,
                     })
@@ -272,6 +276,7 @@ impl Ctl {
                 what: "config".to_string(),
                 cause: "this config command needs no coordinator".to_string(),
             }),
+            Command::Audit { limit } => self.audit(limit).await.map(Outcome::from),
             Command::Certificates(_) | Command::Context(_) => Err(Failure {
                 what: "certificates".to_string(),
                 cause: "this command needs no coordinator".to_string(),

@@ -14,6 +14,7 @@
 //! | `flow-status/<flow>` | [`FlowState`] | leader |
 //! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
 //! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
+//! | `audit/<time ms, 16 digits>-<random>` | [`AuditRecord`] | coordinator (every mutating admin call) |
 
 use std::collections::BTreeMap;
 
@@ -120,6 +121,16 @@ impl Keys {
 
     pub fn rebalance_request(&self) -> String {
         format!("{}rebalance", self.root)
+    }
+
+    pub fn audit_log(&self) -> String {
+        format!("{}audit/", self.root)
+    }
+
+    /// An audit entry's key: sorted by time (zero-padded), unique by a random
+    /// suffix (two coordinators may record at the same millisecond).
+    pub fn audit_entry(&self, time_ms: i64, unique: &str) -> String {
+        format!("{}audit/{time_ms:016}-{unique}", self.root)
     }
 
     /// Parses the partition out of an `assignments/`, `checkpoints/` or `errors/` key.
@@ -440,6 +451,23 @@ pub struct RebalanceRequest {
 }
 
 /// Encodes a stored value.
+/// One mutating admin call, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time_ms: i64,
+    /// The caller's identity URI, `insecure` on a coordinator without TLS.
+    pub identity: String,
+    /// The gRPC method.
+    pub call: String,
+    /// The flow, cluster or member the call names; empty when none.
+    #[serde(default)]
+    pub object: String,
+    /// `ok`, or the gRPC status code it ended with.
+    pub outcome: String,
+    #[serde(default)]
+    pub remote: String,
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored values always serialize")
 }

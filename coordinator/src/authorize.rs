@@ -2,13 +2,14 @@
 //! method to the roles that may call it ([`allowed_roles`]), enforced by
 //! [`Authorize`], a service wrapped around the admin API that reads the peer's
 //! identity (its client certificate, see `kmirror_common::tls`) before the call
-//! reaches [`crate::admin::AdminService`]. Mutating calls are audited in the
-//! coordinator's log (target `audit`): identity, call, outcome and time.
+//! reaches [`crate::admin::AdminService`]. Mutating calls, allowed or refused,
+//! are audited ([`crate::audit`]: the coordinator's log and etcd): identity,
+//! call, object, outcome and time.
 //!
 //! | role | may call |
 //! | --- | --- |
 //! | viewer | status, lists (clusters with secrets masked, flows, members, assignments) |
-//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance |
+//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, the audit log |
 //! | admin | everything: clusters and their credentials too |
 //! | coordinator, fetcher, writer | what a viewer may: members are no admins |
 //!
@@ -20,13 +21,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http_body_util::{BodyExt, Full, Limited};
+use kmirror_common::schema::AuditRecord;
 use kmirror_common::tls::{PeerInfo, PeerRole};
 use kmirror_proto::tonic::body::Body;
 use kmirror_proto::tonic::codegen::http;
 use kmirror_proto::tonic::codegen::Service;
 use kmirror_proto::tonic::server::NamedService;
-use kmirror_proto::tonic::Status;
+use kmirror_proto::tonic::{Code, Status};
 use tracing::{info, warn};
+
+use crate::audit::AuditLog;
 
 /// Read-only calls: every identity of the fleet.
 const READERS: &[PeerRole] = &[
@@ -54,6 +59,8 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
             (OPERATORS, true)
         }
         "AddCluster" | "DeleteCluster" => (ADMINS, true),
+        // Who did what: for those who may change things.
+        "ListAudit" => (OPERATORS, false),
         _ => (ADMINS, true),
     }
 }
@@ -64,13 +71,16 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
 pub struct Authorize<S> {
     inner: S,
     fleet: std::sync::Arc<str>,
+    /// Where mutations are recorded besides the log (etcd).
+    audit_opt: Option<AuditLog>,
 }
 
 impl<S> Authorize<S> {
-    pub fn new(inner: S, fleet: String) -> Self {
+    pub fn new(inner: S, fleet: String, audit_opt: Option<AuditLog>) -> Self {
         Self {
             inner,
             fleet: fleet.into(),
+            audit_opt,
         }
     }
 }
@@ -99,39 +109,93 @@ where
         let path = request.uri().path().to_string();
         let (roles, mutation) = allowed_roles(&path);
         let peer_opt = request.extensions().get::<PeerInfo>().cloned();
-        let identity = match PeerInfo::authorize(peer_opt.as_ref(), &self.fleet, &path, roles) {
-            Ok(identity_opt) => {
-                identity_opt.map_or_else(|| "insecure".to_string(), ToString::to_string)
-            }
-            Err(denied) => {
-                let remote = peer_opt.and_then(|peer| peer.remote_addr);
-                if mutation {
-                    warn!(target: "audit", call = %path, ?remote, outcome = "permission denied", reason = %denied, time_ms = kmirror_common::now_ms(), "admin call refused");
-                } else {
-                    warn!(call = %path, ?remote, reason = %denied, "admin call refused");
-                }
-                let response = Status::permission_denied(denied.to_string()).into_http();
-                return Box::pin(async move { Ok(response) });
-            }
-        };
+        let decision = PeerInfo::authorize(peer_opt.as_ref(), &self.fleet, &path, roles)
+            .map(|identity_opt| identity_opt.map(ToString::to_string));
         // The clone that was made ready serves this call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let audit_opt = self.audit_opt.clone();
         Box::pin(async move {
-            let response = inner.call(request).await?;
-            if mutation {
-                // A failed unary call carries its status in the headers
-                // (trailers-only); a success in trailers, as OK.
-                let outcome = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|status| status.to_str().ok())
-                    .map(|code| Status::new(code.parse::<i32>().unwrap_or(2).into(), "").code())
-                    .map_or_else(|| "ok".to_string(), |code| format!("{code:?}"));
-                info!(target: "audit", %identity, call = %path, %outcome, time_ms = kmirror_common::now_ms(), "admin call");
+            let remote = peer_opt
+                .as_ref()
+                .and_then(|peer| peer.remote_addr)
+                .map(|address| address.to_string())
+                .unwrap_or_default();
+            if !mutation {
+                return match decision {
+                    Ok(_) => inner.call(request).await,
+                    Err(denied) => {
+                        warn!(call = %path, %remote, reason = %denied, "admin call refused");
+                        Ok(Status::permission_denied(denied.to_string()).into_http())
+                    }
+                };
+            }
+            // A mutation is audited with the object it names: its (small)
+            // request is read whole first, then handed on as it was.
+            let (parts, body) = request.into_parts();
+            let bytes = match Limited::new(body, MAX_AUDITED_REQUEST_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    return Ok(Status::invalid_argument(format!(
+                        "cannot read the request: {error}"
+                    ))
+                    .into_http())
+                }
+            };
+            let object = crate::audit::call_object(&path, &bytes);
+            let identity = match &decision {
+                Ok(Some(identity)) => identity.clone(),
+                Ok(None) => "insecure".to_string(),
+                Err(denied) => denied.identity().unwrap_or("unidentified").to_string(),
+            };
+            let (response, outcome) = match decision {
+                Ok(_) => {
+                    let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+                    let response = inner.call(request).await?;
+                    let outcome = outcome_of(&response);
+                    (response, outcome)
+                }
+                Err(denied) => (
+                    Status::permission_denied(denied.to_string()).into_http(),
+                    "PermissionDenied".to_string(),
+                ),
+            };
+            let record = AuditRecord {
+                time_ms: kmirror_common::now_ms(),
+                identity,
+                call: path,
+                object,
+                outcome,
+                remote,
+            };
+            match audit_opt {
+                Some(audit) => audit.record(record).await,
+                None => {
+                    info!(target: "audit", identity = %record.identity, call = %record.call, object = %record.object, outcome = %record.outcome, "admin call")
+                }
             }
             Ok(response)
         })
+    }
+}
+
+/// Admin requests are small; a mutation's body is read whole up to this.
+const MAX_AUDITED_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// `ok`, or the code a failed unary call carries in its headers
+/// (trailers-only); a success carries its status in the trailers, as OK.
+fn outcome_of(response: &http::Response<Body>) -> String {
+    match response
+        .headers()
+        .get("grpc-status")
+        .and_then(|status| status.to_str().ok())
+        .and_then(|code| code.parse::<i32>().ok())
+    {
+        None | Some(0) => "ok".to_string(),
+        Some(code) => format!("{:?}", Code::from(code)),
     }
 }
 

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod authorize;
 pub mod error;
 pub mod guard;
@@ -41,12 +42,14 @@ use kmirror_common::{now_ms, Keys, MemberId, Role, VERSION};
 use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::transport::Server;
 use kmirror_proto::v1::admin_server::AdminServer;
+use kmirror_proto::v1::audit_server::AuditServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
+use crate::audit::{AuditLog, AuditService};
 use crate::authorize::Authorize;
 pub use crate::error::CoordinatorError;
 use crate::kafka::KafkaClients;
@@ -164,6 +167,8 @@ pub struct Coordinator {
     listener: TcpListener,
     local_addr: SocketAddr,
     admin: AdminService,
+    audit_log: AuditLog,
+    audit_service: AuditService,
     leadership: Leadership,
     keeper: LeaseKeeper,
     runtime: MemberRuntime,
@@ -229,6 +234,8 @@ impl Coordinator {
             runtime.spawn_background(|stop| endpoint.serve(health, stop));
         }
         let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
+        let audit_log = AuditLog::new(client.clone(), keys.clone());
+        let audit_service = AuditService::new(client.clone(), keys.clone());
         let leadership =
             Leadership::new(client, &config, keys, member, kafka, lease_rx, leader_tx).await?;
         Ok(Self {
@@ -236,6 +243,8 @@ impl Coordinator {
             listener,
             local_addr,
             admin,
+            audit_log,
+            audit_service,
             leadership,
             keeper,
             runtime,
@@ -257,6 +266,8 @@ impl Coordinator {
             listener,
             local_addr,
             admin,
+            audit_log,
+            audit_service,
             leadership,
             keeper,
             mut runtime,
@@ -280,6 +291,12 @@ impl Coordinator {
             .add_service(Authorize::new(
                 AdminServer::new(admin),
                 config.etcd.fleet.clone(),
+                Some(audit_log.clone()),
+            ))
+            .add_service(Authorize::new(
+                AuditServer::new(audit_service),
+                config.etcd.fleet.clone(),
+                None,
             ))
             .serve_with_incoming_shutdown(
                 transport.incoming(listener),

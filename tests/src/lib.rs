@@ -25,6 +25,8 @@
 pub mod ctl_output;
 pub mod data;
 pub mod fleet;
+pub mod fleet_options;
+pub mod host_producer;
 pub mod hosts;
 pub mod kafka;
 pub mod kcat;

@@ -186,6 +186,16 @@ Examples:\n  \
     /// Check or show configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The audit log: every mutating admin call, allowed or refused, newest first.
+    #[command(after_help = "Needs an operator or admin certificate.\n\n\
+Examples:\n  \
+        kmirrorctl audit\n  \
+        kmirrorctl audit --limit 1000 -o json")]
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Make a fleet CA and issue member and client certificates.
     #[command(subcommand)]
     Certificates(super::certificates::CertificatesCommand),

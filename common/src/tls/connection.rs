@@ -85,6 +85,16 @@ pub enum Denied {
     },
 }
 
+impl Denied {
+    /// The identity refused, when the peer had one.
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            Denied::OtherFleet { identity, .. } | Denied::Role { identity, .. } => Some(identity),
+            Denied::NoPeer | Denied::Unidentified(_) => None,
+        }
+    }
+}
+
 impl PeerInfo {
     /// Lets the call through when the peer's role is one of `roles` in
     /// `fleet`, or when the server runs insecure; returns the identity, if any.
