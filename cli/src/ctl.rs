@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use kmirror_common::tls::{PeerRole, Transport};
+use kmirror_proto::tonic::service::interceptor::InterceptedService;
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::admin_client::AdminClient;
@@ -35,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 mod args;
 mod audit;
 mod certificates;
+mod tokens;
+use tokens::BearerToken;
 pub mod connection;
 mod failure;
 mod files;
@@ -66,9 +69,11 @@ type Offsets = BTreeMap<(String, String, i32), i64>;
 
 /// A connected admin client.
 pub struct Ctl {
-    pub client: AdminClient<Channel>,
-    /// The connection, for the coordinator's other services (audit).
+    pub client: AdminClient<InterceptedService<Channel, BearerToken>>,
+    /// The connection, for the coordinator's other services (audit, tokens).
     channel: Channel,
+    /// Adds the bearer token, if any, to every call.
+    bearer: BearerToken,
     coordinator: String,
     format: OutputFormat,
 }
@@ -80,6 +85,7 @@ impl Ctl {
     pub async fn connect(
         addresses: &str,
         transport: &Transport,
+        bearer: BearerToken,
         format: OutputFormat,
     ) -> Result<Self, Failure> {
         let candidates = coordinator_addresses(addresses);
@@ -101,8 +107,9 @@ impl Ctl {
             match transport.connect(endpoint, &[PeerRole::Coordinator]).await {
                 Ok(channel) => {
                     return Ok(Self {
-                        client: AdminClient::new(channel.clone()),
+                        client: AdminClient::with_interceptor(channel.clone(), bearer.clone()),
                         channel,
+                        bearer,
                         coordinator: address.clone(),
                         format,
                     })
@@ -277,6 +284,7 @@ impl Ctl {
                 cause: "this config command needs no coordinator".to_string(),
             }),
             Command::Audit { limit } => self.audit(limit).await.map(Outcome::from),
+            Command::Token(command) => self.token(command).await.map(Outcome::from),
             Command::Certificates(_) | Command::Context(_) => Err(Failure {
                 what: "certificates".to_string(),
                 cause: "this command needs no coordinator".to_string(),
@@ -899,8 +907,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     let result = async {
         let connection = cli.connection.resolve()?;
-        let mut ctl =
-            Ctl::connect(&connection.coordinators, &connection.transport, cli.output).await?;
+        let mut ctl = Ctl::connect(
+            &connection.coordinators,
+            &connection.transport,
+            BearerToken::new(connection.token_opt.as_ref())?,
+            cli.output,
+        )
+        .await?;
         ctl.run(cli.command).await
     }
     .await;

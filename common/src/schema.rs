@@ -15,6 +15,7 @@
 //! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
 //! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
 //! | `audit/<time ms, 16 digits>-<random>` | [`AuditRecord`] | coordinator (every mutating admin call) |
+//! | `tokens/<name>` | [`TokenRecord`] (a hash of the token, never the token) | coordinator (admin API) |
 
 use std::collections::BTreeMap;
 
@@ -121,6 +122,14 @@ impl Keys {
 
     pub fn rebalance_request(&self) -> String {
         format!("{}rebalance", self.root)
+    }
+
+    pub fn tokens(&self) -> String {
+        format!("{}tokens/", self.root)
+    }
+
+    pub fn token(&self, name: &str) -> String {
+        format!("{}tokens/{name}", self.root)
     }
 
     pub fn audit_log(&self) -> String {
@@ -451,6 +460,18 @@ pub struct RebalanceRequest {
 }
 
 /// Encodes a stored value.
+/// A bearer token of the admin API, as stored: its SHA-256, not the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
 /// One mutating admin call, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

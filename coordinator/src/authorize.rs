@@ -23,7 +23,9 @@ use std::task::{Context, Poll};
 
 use http_body_util::{BodyExt, Full, Limited};
 use kmirror_common::schema::AuditRecord;
-use kmirror_common::tls::{PeerInfo, PeerRole};
+use std::sync::Arc;
+
+use kmirror_common::tls::{Identity, PeerInfo, PeerRole, PeerSecurity};
 use kmirror_proto::tonic::body::Body;
 use kmirror_proto::tonic::codegen::http;
 use kmirror_proto::tonic::codegen::Service;
@@ -32,6 +34,7 @@ use kmirror_proto::tonic::{Code, Status};
 use tracing::{info, warn};
 
 use crate::audit::AuditLog;
+use crate::tokens::TokenStore;
 
 /// Read-only calls: every identity of the fleet.
 const READERS: &[PeerRole] = &[
@@ -59,6 +62,8 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
             (OPERATORS, true)
         }
         "AddCluster" | "DeleteCluster" => (ADMINS, true),
+        "CreateToken" | "RevokeToken" => (ADMINS, true),
+        "ListTokens" => (ADMINS, false),
         // Who did what: for those who may change things.
         "ListAudit" => (OPERATORS, false),
         _ => (ADMINS, true),
@@ -73,14 +78,22 @@ pub struct Authorize<S> {
     fleet: std::sync::Arc<str>,
     /// Where mutations are recorded besides the log (etcd).
     audit_opt: Option<AuditLog>,
+    /// The bearer tokens callers may show instead of a certificate.
+    tokens_opt: Option<TokenStore>,
 }
 
 impl<S> Authorize<S> {
-    pub fn new(inner: S, fleet: String, audit_opt: Option<AuditLog>) -> Self {
+    pub fn new(
+        inner: S,
+        fleet: String,
+        audit_opt: Option<AuditLog>,
+        tokens_opt: Option<TokenStore>,
+    ) -> Self {
         Self {
             inner,
             fleet: fleet.into(),
             audit_opt,
+            tokens_opt,
         }
     }
 }
@@ -105,28 +118,89 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path().to_string();
         let (roles, mutation) = allowed_roles(&path);
         let peer_opt = request.extensions().get::<PeerInfo>().cloned();
-        let decision = PeerInfo::authorize(peer_opt.as_ref(), &self.fleet, &path, roles)
-            .map(|identity_opt| identity_opt.map(ToString::to_string));
+        let token_opt = bearer_token(request.headers());
         // The clone that was made ready serves this call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let audit_opt = self.audit_opt.clone();
+        let tokens_opt = self.tokens_opt.clone();
+        let fleet = self.fleet.clone();
         Box::pin(async move {
             let remote = peer_opt
                 .as_ref()
                 .and_then(|peer| peer.remote_addr)
                 .map(|address| address.to_string())
                 .unwrap_or_default();
+            // A bearer token, when sent, stands for its role instead of the
+            // connection's certificate.
+            let token_peer_opt = match (&token_opt, &tokens_opt) {
+                (Some(token), Some(tokens)) => match tokens.lookup(token).await {
+                    Ok(Some((name, role))) => Some(Ok(PeerInfo {
+                        remote_addr: peer_opt.as_ref().and_then(|peer| peer.remote_addr),
+                        security: PeerSecurity::Verified(Arc::new(Identity::new(
+                            fleet.to_string(),
+                            role,
+                            format!("token:{name}"),
+                        ))),
+                    })),
+                    Ok(None) => Some(Err(Status::unauthenticated(
+                        "the bearer token is unknown or revoked",
+                    ))),
+                    Err(status) => Some(Err(status)),
+                },
+                _ => None,
+            };
+            let decision = match &token_peer_opt {
+                Some(Err(status)) => Err(status.clone()),
+                Some(Ok(token_peer)) => PeerInfo::authorize(Some(token_peer), &fleet, &path, roles)
+                    .map(|identity_opt| identity_opt.map(ToString::to_string))
+                    .map_err(|denied| Status::permission_denied(denied.to_string())),
+                None => PeerInfo::authorize(peer_opt.as_ref(), &fleet, &path, roles)
+                    .map(|identity_opt| identity_opt.map(ToString::to_string))
+                    .map_err(|denied| {
+                        let identity = denied.identity().map(str::to_string);
+                        let mut status = Status::permission_denied(denied.to_string());
+                        if let Some(identity) = identity {
+                            status.metadata_mut().insert(
+                                "x-kmirror-identity",
+                                identity
+                                    .parse()
+                                    .unwrap_or_else(|_| "unknown".parse().expect("ascii")),
+                            );
+                        }
+                        status
+                    }),
+            };
+            let identity = match (&decision, &token_peer_opt) {
+                (Ok(Some(identity)), _) => identity.clone(),
+                (Ok(None), _) => "insecure".to_string(),
+                (
+                    Err(_),
+                    Some(Ok(PeerInfo {
+                        security: PeerSecurity::Verified(identity),
+                        ..
+                    })),
+                ) => identity.to_string(),
+                (Err(status), _) => status
+                    .metadata()
+                    .get("x-kmirror-identity")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("unidentified")
+                    .to_string(),
+            };
+            if decision.is_ok() {
+                request.extensions_mut().insert(Caller(identity.clone()));
+            }
             if !mutation {
                 return match decision {
                     Ok(_) => inner.call(request).await,
-                    Err(denied) => {
-                        warn!(call = %path, %remote, reason = %denied, "admin call refused");
-                        Ok(Status::permission_denied(denied.to_string()).into_http())
+                    Err(status) => {
+                        warn!(call = %path, %remote, %identity, reason = %status.message(), "admin call refused");
+                        Ok(status.into_http())
                     }
                 };
             }
@@ -146,11 +220,6 @@ where
                 }
             };
             let object = crate::audit::call_object(&path, &bytes);
-            let identity = match &decision {
-                Ok(Some(identity)) => identity.clone(),
-                Ok(None) => "insecure".to_string(),
-                Err(denied) => denied.identity().unwrap_or("unidentified").to_string(),
-            };
             let (response, outcome) = match decision {
                 Ok(_) => {
                     let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
@@ -158,10 +227,10 @@ where
                     let outcome = outcome_of(&response);
                     (response, outcome)
                 }
-                Err(denied) => (
-                    Status::permission_denied(denied.to_string()).into_http(),
-                    "PermissionDenied".to_string(),
-                ),
+                Err(status) => {
+                    let outcome = format!("{:?}", status.code());
+                    (status.into_http(), outcome)
+                }
             };
             let record = AuditRecord {
                 time_ms: kmirror_common::now_ms(),
@@ -180,6 +249,17 @@ where
             Ok(response)
         })
     }
+}
+
+/// Who made a call, for the handlers (a token's creator): the identity URI.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then(|| token.to_string())
 }
 
 /// Admin requests are small; a mutation's body is read whole up to this.

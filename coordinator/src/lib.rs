@@ -26,6 +26,7 @@ pub mod round;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod topic_filter;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::transport::Server;
 use kmirror_proto::v1::admin_server::AdminServer;
 use kmirror_proto::v1::audit_server::AuditServer;
+use kmirror_proto::v1::tokens_server::TokensServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +56,7 @@ use crate::authorize::Authorize;
 pub use crate::error::CoordinatorError;
 use crate::kafka::KafkaClients;
 use crate::leadership::Leadership;
+use crate::tokens::{TokenService, TokenStore};
 
 /// Address the admin API listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -169,6 +172,7 @@ pub struct Coordinator {
     admin: AdminService,
     audit_log: AuditLog,
     audit_service: AuditService,
+    token_store: TokenStore,
     leadership: Leadership,
     keeper: LeaseKeeper,
     runtime: MemberRuntime,
@@ -236,6 +240,7 @@ impl Coordinator {
         let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
         let audit_log = AuditLog::new(client.clone(), keys.clone());
         let audit_service = AuditService::new(client.clone(), keys.clone());
+        let token_store = TokenStore::new(client.clone(), keys.clone());
         let leadership =
             Leadership::new(client, &config, keys, member, kafka, lease_rx, leader_tx).await?;
         Ok(Self {
@@ -245,6 +250,7 @@ impl Coordinator {
             admin,
             audit_log,
             audit_service,
+            token_store,
             leadership,
             keeper,
             runtime,
@@ -268,6 +274,7 @@ impl Coordinator {
             admin,
             audit_log,
             audit_service,
+            token_store,
             leadership,
             keeper,
             mut runtime,
@@ -292,11 +299,19 @@ impl Coordinator {
                 AdminServer::new(admin),
                 config.etcd.fleet.clone(),
                 Some(audit_log.clone()),
+                Some(token_store.clone()),
             ))
             .add_service(Authorize::new(
                 AuditServer::new(audit_service),
                 config.etcd.fleet.clone(),
                 None,
+                Some(token_store.clone()),
+            ))
+            .add_service(Authorize::new(
+                TokensServer::new(TokenService::new(token_store.clone())),
+                config.etcd.fleet.clone(),
+                Some(audit_log.clone()),
+                Some(token_store.clone()),
             ))
             .serve_with_incoming_shutdown(
                 transport.incoming(listener),

@@ -14,7 +14,11 @@ use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::Code;
 use kmirror_proto::v1::admin_client::AdminClient;
 use kmirror_proto::v1::audit_client::AuditClient;
-use kmirror_proto::v1::{DeleteFlowRequest, ListAuditRequest, ListFlowsRequest, PauseFlowRequest};
+use kmirror_proto::v1::tokens_client::TokensClient;
+use kmirror_proto::v1::{
+    CreateTokenRequest, DeleteFlowRequest, ListAuditRequest, ListFlowsRequest, PauseFlowRequest,
+    RevokeTokenRequest,
+};
 use tokio_util::sync::CancellationToken;
 
 const FLEET_PREFIX: &str = "authz";
@@ -219,6 +223,201 @@ async fn calls_follow_the_certificates_role_and_every_mutation_is_audited() {
     assert!(entries
         .iter()
         .all(|entry| entry.time_ms > 0 && !entry.remote.is_empty()));
+
+    stop.cancel();
+    let _ = handle.await;
+    let _ = etcd
+        .delete(
+            format!("/kmirror/{fleet}/"),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await;
+}
+
+fn with_token(
+    channel: Channel,
+    token: &str,
+) -> AdminClient<
+    kmirror_proto::tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl kmirror_proto::tonic::service::Interceptor,
+    >,
+> {
+    let value: kmirror_proto::tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().unwrap();
+    AdminClient::with_interceptor(
+        channel,
+        move |mut request: kmirror_proto::tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+            Ok(request)
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_token_stands_for_its_role_until_revoked_and_is_stored_hashed() {
+    let fleet = format!(
+        "{FLEET_PREFIX}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let Ok(Ok(mut etcd)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        kmirror_common::etcd::connect(&EtcdSettings {
+            endpoints: vec![etcd_endpoint()],
+            fleet: fleet.clone(),
+        }),
+    )
+    .await
+    else {
+        eprintln!("skipping: etcd does not answer at {}", etcd_endpoint());
+        return;
+    };
+    let pki = Pki::new(&fleet);
+    let coordinator_files = pki.issue(PeerRole::Coordinator, "coordinator-0");
+    let config = Config {
+        etcd: EtcdSettings {
+            endpoints: vec![etcd_endpoint()],
+            fleet: fleet.clone(),
+        },
+        member_id: MemberId::new("coordinator-0").unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise_opt: None,
+        lease_ttl: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(5),
+        refresh_interval: Duration::from_millis(500),
+        debounce: Duration::from_millis(50),
+        kafka_timeout: Duration::from_secs(3),
+        metrics: Default::default(),
+        transport: TransportSettings {
+            tls_cert: Some(coordinator_files.cert.clone()),
+            tls_key: Some(coordinator_files.key.clone()),
+            tls_ca: Some(coordinator_files.ca.clone()),
+            insecure: false,
+        },
+    };
+    let coordinator = Coordinator::build(config)
+        .await
+        .expect("coordinator builds");
+    let address = format!("http://{}", coordinator.local_addr());
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(coordinator.run(stop.clone()));
+
+    let admin = channel(&address, pki.issue(PeerRole::Admin, "alice")).await;
+    let operator_cert = channel(&address, pki.issue(PeerRole::Operator, "otto")).await;
+    let mut tokens = TokensClient::new(admin.clone());
+    let token = tokens
+        .create_token(CreateTokenRequest {
+            name: "ci".to_string(),
+            role: "operator".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let refused = TokensClient::new(operator_cert)
+        .create_token(CreateTokenRequest {
+            name: "mine".to_string(),
+            role: "admin".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "only admins make tokens"
+    );
+
+    // A client with the CA alone: its token is its identity.
+    let ca_only = Transport::Tls(TlsFiles::load_ca_only(coordinator_files.ca.clone()).unwrap());
+    let anonymous = ca_only
+        .connect(
+            Endpoint::from_shared(address.clone()).unwrap(),
+            &[PeerRole::Coordinator],
+        )
+        .await
+        .unwrap();
+    let refused = AdminClient::new(anonymous.clone())
+        .list_flows(ListFlowsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "no certificate, no token: {refused:?}"
+    );
+    let not_found = with_token(anonymous.clone(), &token)
+        .pause_flow(PauseFlowRequest {
+            name: "ghost".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_found.code(),
+        Code::NotFound,
+        "an operator token pauses flows"
+    );
+    let refused = with_token(anonymous.clone(), "kmt_0000")
+        .list_flows(ListFlowsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // Stored as a hash only.
+    let stored = etcd
+        .get(format!("/kmirror/{fleet}/tokens/ci"), None)
+        .await
+        .unwrap();
+    let stored = String::from_utf8_lossy(stored.kvs()[0].value()).into_owned();
+    assert!(!stored.contains(&token[4..]), "{stored}");
+    assert!(
+        stored.contains("/admin/alice"),
+        "the creator is kept: {stored}"
+    );
+
+    tokens
+        .revoke_token(RevokeTokenRequest {
+            name: "ci".to_string(),
+        })
+        .await
+        .unwrap();
+    let refused = with_token(anonymous, &token)
+        .pause_flow(PauseFlowRequest {
+            name: "ghost".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::Unauthenticated,
+        "a revoked token is refused"
+    );
+
+    let entries = AuditClient::new(admin)
+        .list_audit(ListAuditRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let outcomes: Vec<(String, String)> = entries
+        .iter()
+        .filter(|entry| entry.call.ends_with("PauseFlow"))
+        .map(|entry| (entry.identity.clone(), entry.outcome.clone()))
+        .collect();
+    assert!(
+        outcomes.contains(&(
+            format!("spiffe://kmirror/{fleet}/operator/token:ci"),
+            "NotFound".to_string()
+        )),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, outcome)| outcome == "Unauthenticated"),
+        "{outcomes:?}"
+    );
 
     stop.cancel();
     let _ = handle.await;

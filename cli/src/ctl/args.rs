@@ -196,6 +196,9 @@ Examples:\n  \
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Bearer tokens of the admin API, for scripts without a certificate (admins only).
+    #[command(subcommand)]
+    Token(super::tokens::TokenCommand),
     /// Make a fleet CA and issue member and client certificates.
     #[command(subcommand)]
     Certificates(super::certificates::CertificatesCommand),

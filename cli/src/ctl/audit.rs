@@ -34,7 +34,7 @@ fn rfc3339(time_ms: i64) -> String {
 
 impl Ctl {
     pub(super) async fn audit(&self, limit: u32) -> Result<String, Failure> {
-        let entries = AuditClient::new(self.channel.clone())
+        let entries = AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
             .list_audit(ListAuditRequest { limit })
             .await
             .map_err(|status| self.failure("cannot read the audit log", status))?

@@ -236,6 +236,7 @@ pub fn run_context(
                 cert: absolute(&connection.tls_cert),
                 key: absolute(&connection.tls_key),
                 insecure: connection.insecure,
+                token_file: absolute(&connection.token_file),
             };
             config.contexts.insert(name.clone(), context);
             if use_it || config.current_context.is_none() {

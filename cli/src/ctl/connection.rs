@@ -96,6 +96,18 @@ pub struct ConnectionArgs {
         help_heading = "Connection"
     )]
     pub insecure: bool,
+
+    /// File holding a bearer token of the admin API (`kmirrorctl token
+    /// create`): the calls are made as its role. With --tls-ca alone, no client
+    /// certificate is needed. A token is never taken on the command line.
+    #[arg(
+        long,
+        global = true,
+        env = "KMIRROR_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// kmirrorctl's config file.
@@ -121,6 +133,9 @@ pub struct Context {
     pub key: Option<PathBuf>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// A file holding a bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One address (possibly comma-separated) or a list.
@@ -146,6 +161,18 @@ pub struct Connection {
     /// Comma-separated, tried in order.
     pub coordinators: String,
     pub transport: Transport,
+    /// A bearer token sent with every call.
+    pub token_opt: Option<Token>,
+}
+
+/// A bearer token; shown as `<redacted>`.
+#[derive(Clone)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Token(<redacted>)")
+    }
 }
 
 /// `$KMIRRORCTL_CONFIG` is read by clap; this is the default beside it.
@@ -182,9 +209,14 @@ impl ClientConfig {
         // Relative paths are relative to the file, not to where kmirrorctl runs.
         let folder = path.parent().unwrap_or(Path::new("."));
         for context in config.contexts.values_mut() {
-            for file in [&mut context.ca, &mut context.cert, &mut context.key]
-                .into_iter()
-                .flatten()
+            for file in [
+                &mut context.ca,
+                &mut context.cert,
+                &mut context.key,
+                &mut context.token_file,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if file.is_relative() {
                     *file = folder.join(&*file);
@@ -267,8 +299,26 @@ impl ConnectionArgs {
             )
         };
         let insecure = self.insecure || (!flags_tls && context.insecure);
+        let token_file_opt = self.token_file.clone().or(context.token_file.clone());
+        let token_opt = match &token_file_opt {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| Failure {
+                    what: format!("cannot read the token file {}", path.display()),
+                    cause: error.to_string(),
+                })?;
+                Some(Token(text.trim().to_string()))
+            }
+        };
         let transport = match (cert, key, ca, insecure) {
             (_, _, _, true) => Transport::Insecure,
+            (None, None, Some(ca), false) if token_opt.is_some() => {
+                let files = TlsFiles::load_ca_only(ca).map_err(|error| Failure {
+                    what: "cannot load the TLS files".to_string(),
+                    cause: error.to_string(),
+                })?;
+                Transport::Tls(files)
+            }
             (Some(cert), Some(key), Some(ca), false) => {
                 let files = TlsFiles::load(TlsPaths { cert, key, ca }, None, &[]).map_err(|error| Failure {
                     what: "cannot load the TLS files".to_string(),
@@ -296,6 +346,7 @@ impl ConnectionArgs {
         Ok(Connection {
             coordinators,
             transport,
+            token_opt,
         })
     }
 }
@@ -397,6 +448,7 @@ mod tests {
                 cert: Some(PathBuf::from("/abs/admin.pem")),
                 key: None,
                 insecure: false,
+                token_file: None,
             },
         );
         config.write(&path).unwrap();

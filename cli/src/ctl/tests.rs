@@ -281,6 +281,7 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     let failure = Ctl::connect(
         &format!("{closed_address},{closed_address}"),
         &Transport::Insecure,
+        BearerToken::default(),
         OutputFormat::Text,
     )
     .await
@@ -294,6 +295,7 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     let ctl = Ctl::connect(
         &format!("{closed_address},{open_address}"),
         &Transport::Insecure,
+        BearerToken::default(),
         OutputFormat::Text,
     )
     .await

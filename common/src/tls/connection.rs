@@ -45,7 +45,10 @@ pub enum Transport {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Transport::Tls(files) => write!(formatter, "Tls({})", files.current().identity),
+            Transport::Tls(files) => match &files.current().identity {
+                Some(identity) => write!(formatter, "Tls({identity})"),
+                None => formatter.write_str("Tls(no certificate)"),
+            },
             Transport::Insecure => formatter.write_str("Insecure"),
         }
     }
@@ -66,6 +69,9 @@ pub enum PeerSecurity {
     Verified(Arc<Identity>),
     /// A certificate of the fleet CA that names no identity.
     Unidentified(IdentityError),
+    /// TLS without a client certificate (only a coordinator takes these: the
+    /// caller must show a bearer token).
+    Anonymous,
 }
 
 /// Why a peer may not make a call.
@@ -73,6 +79,8 @@ pub enum PeerSecurity {
 pub enum Denied {
     #[error("the connection carries no peer information")]
     NoPeer,
+    #[error("no client certificate and no valid bearer token")]
+    NoCertificate,
     #[error("the client certificate names no kmirror identity: {0}")]
     Unidentified(IdentityError),
     #[error("{identity} belongs to another fleet than {fleet}")]
@@ -90,7 +98,7 @@ impl Denied {
     pub fn identity(&self) -> Option<&str> {
         match self {
             Denied::OtherFleet { identity, .. } | Denied::Role { identity, .. } => Some(identity),
-            Denied::NoPeer | Denied::Unidentified(_) => None,
+            Denied::NoPeer | Denied::NoCertificate | Denied::Unidentified(_) => None,
         }
     }
 }
@@ -108,6 +116,7 @@ impl PeerInfo {
         match &peer.security {
             PeerSecurity::Insecure => Ok(None),
             PeerSecurity::Unidentified(error) => Err(Denied::Unidentified(error.clone())),
+            PeerSecurity::Anonymous => Err(Denied::NoCertificate),
             PeerSecurity::Verified(identity) => {
                 if identity.fleet != fleet {
                     return Err(Denied::OtherFleet {
@@ -249,7 +258,11 @@ impl Transport {
             }
             Transport::Tls(files) => files,
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(files.current().server.clone());
+        let Some(server) = files.current().server.clone() else {
+            warn!("a client-only TLS configuration cannot accept connections");
+            return None;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
@@ -273,8 +286,8 @@ impl Transport {
                 Ok(identity) => PeerSecurity::Verified(Arc::new(identity)),
                 Err(error) => PeerSecurity::Unidentified(error),
             },
-            // The verifier requires a certificate; kept total all the same.
-            None => PeerSecurity::Unidentified(IdentityError::Missing),
+            // Only a coordinator's verifier lets a client without one through.
+            None => PeerSecurity::Anonymous,
         };
         Some(PeerStream {
             io: Either::Right(Box::new(tls)),
@@ -379,7 +392,9 @@ impl Connector {
                     io::Error::new(io::ErrorKind::PermissionDenied, format!("{uri}: {error}"))
                 })
             })?;
-        if identity.fleet != loaded.identity.fleet || !self.expect.contains(&identity.role) {
+        let own_fleet_opt = loaded.identity.as_ref().map(|own| own.fleet.as_str());
+        let other_fleet = own_fleet_opt.is_some_and(|fleet| fleet != identity.fleet);
+        if other_fleet || !self.expect.contains(&identity.role) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
@@ -389,7 +404,7 @@ impl Connector {
                         .map(|role| role.as_str())
                         .collect::<Vec<_>>()
                         .join(" or "),
-                    loaded.identity.fleet
+                    own_fleet_opt.unwrap_or(&identity.fleet)
                 ),
             ));
         }

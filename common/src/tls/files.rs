@@ -103,9 +103,11 @@ fn read_certificates(
 
 /// The TLS material as read at one time, ready for connections.
 pub struct Loaded {
-    /// Whose certificate this member presents.
-    pub identity: Identity,
-    pub server: Arc<ServerConfig>,
+    /// Whose certificate this member presents (none: a client with the CA
+    /// alone, which authenticates with a bearer token).
+    pub identity: Option<Identity>,
+    /// Absent for a client with the CA alone.
+    pub server: Option<Arc<ServerConfig>>,
     pub client: Arc<ClientConfig>,
 }
 
@@ -152,10 +154,20 @@ pub fn load(
     let provider = provider();
     let config_error = |error: rustls::Error| TlsError::Config(error.to_string());
 
-    let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|error| TlsError::Config(error.to_string()))?;
+    // A coordinator also takes clients without a certificate: kmirrorctl with a
+    // bearer token and the CA alone. Every call of such a client is refused
+    // unless its token is valid (coordinator/src/authorize.rs); the data path
+    // (fetchers, writers) always requires a certificate.
+    let verifier_builder =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+    let verifier_builder = if roles == [super::PeerRole::Coordinator] {
+        verifier_builder.allow_unauthenticated()
+    } else {
+        verifier_builder
+    };
+    let client_verifier = verifier_builder
+        .build()
+        .map_err(|error| TlsError::Config(error.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
@@ -174,8 +186,35 @@ pub fn load(
     client.alpn_protocols = vec![b"h2".to_vec()];
 
     Ok(Loaded {
-        identity,
-        server: Arc::new(server),
+        identity: Some(identity),
+        server: Some(Arc::new(server)),
+        client: Arc::new(client),
+    })
+}
+
+/// A client config trusting the CA at `ca` and presenting no certificate.
+pub fn load_ca_only(ca: &Path) -> Result<Loaded, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates(ca, "CA certificate")? {
+        roots.add(certificate).map_err(|error| TlsError::Read {
+            path: ca.to_path_buf(),
+            cause: error.to_string(),
+        })?;
+    }
+    let provider = provider();
+    let mut client = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError::Config(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(FleetServerVerifier {
+            roots: Arc::new(roots),
+            provider,
+        }))
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Loaded {
+        identity: None,
+        server: None,
         client: Arc::new(client),
     })
 }
@@ -284,6 +323,22 @@ impl TlsFiles {
         }))
     }
 
+    /// A client's material from the CA alone, not reloaded (kmirrorctl with a
+    /// bearer token lives for one command).
+    pub fn load_ca_only(ca: PathBuf) -> Result<Arc<Self>, TlsError> {
+        let loaded = load_ca_only(&ca)?;
+        Ok(Arc::new(Self {
+            paths: TlsPaths {
+                cert: ca.clone(),
+                key: ca.clone(),
+                ca,
+            },
+            fleet_opt: None,
+            roles: Vec::new(),
+            current: RwLock::new((Vec::new(), Arc::new(loaded))),
+        }))
+    }
+
     /// The material for the next connection.
     pub fn current(&self) -> Arc<Loaded> {
         self.current
@@ -311,7 +366,7 @@ impl TlsFiles {
         }
         match load(&self.paths, self.fleet_opt.as_deref(), &self.roles) {
             Ok(loaded) => {
-                info!(identity = %loaded.identity, cert = %self.paths.cert.display(), "TLS certificates reloaded");
+                info!(identity = ?loaded.identity.as_ref().map(ToString::to_string), cert = %self.paths.cert.display(), "TLS certificates reloaded");
                 let mut current = self
                     .current
                     .write()

@@ -93,7 +93,9 @@ impl TransportSettings {
             }
             Some(paths) => {
                 let files = TlsFiles::load(paths, Some(fleet), &[role])?;
-                tracing::info!(identity = %files.current().identity, "mutual TLS on");
+                if let Some(identity) = &files.current().identity {
+                    tracing::info!(%identity, "mutual TLS on");
+                }
                 Ok(Transport::Tls(files))
             }
         }
