@@ -64,6 +64,23 @@ impl From<String> for Outcome {
     }
 }
 
+/// Why a call's connection was dropped before any answer, in words: under
+/// TLS 1.3 a server checks the client's certificate after the client thinks
+/// the handshake is done, so a refused certificate shows as a cancelled call or
+/// a bare transport error.
+fn connection_refused_hint(status: &Status, coordinator: &str) -> Option<String> {
+    let dropped = matches!(status.code(), kmirror_proto::tonic::Code::Cancelled)
+        || (status.code() == kmirror_proto::tonic::Code::Unknown
+            && status.message() == "transport error");
+    dropped.then(|| {
+        format!(
+            "the coordinator at {coordinator} closed the connection: it takes a client \
+             certificate of the fleet CA that is valid now (--tls-cert, --tls-key, --tls-ca, or a \
+             context), or, for a fleet run with --insecure, --insecure"
+        )
+    })
+}
+
 /// Each partition's mirrored offset, keyed like [`Rates`].
 type Offsets = BTreeMap<(String, String, i32), i64>;
 
@@ -136,7 +153,8 @@ impl Ctl {
     pub fn failure(&self, what: impl Into<String>, status: Status) -> Failure {
         Failure {
             what: what.into(),
-            cause: status_cause(&status, &self.coordinator),
+            cause: connection_refused_hint(&status, &self.coordinator)
+                .unwrap_or_else(|| status_cause(&status, &self.coordinator)),
         }
     }
 

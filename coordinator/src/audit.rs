@@ -12,8 +12,9 @@ use kmirror_proto::prost::Message;
 use kmirror_proto::tonic::{Request, Response, Status};
 use kmirror_proto::v1::audit_server::Audit;
 use kmirror_proto::v1::{
-    AddClusterRequest, AuditEntry, CreateFlowRequest, DeleteClusterRequest, DeleteFlowRequest,
-    DrainMemberRequest, ListAuditRequest, ListAuditResponse, PauseFlowRequest, ResumeFlowRequest,
+    AddClusterRequest, AuditEntry, CreateFlowRequest, CreateTokenRequest, DeleteClusterRequest,
+    DeleteFlowRequest, DrainMemberRequest, ListAuditRequest, ListAuditResponse, PauseFlowRequest,
+    ResumeFlowRequest, RevokeTokenRequest,
 };
 use tracing::{info, warn};
 
@@ -84,6 +85,12 @@ pub fn call_object(path: &str, body: &[u8]) -> String {
             .ok()
             .map(|request| format!("member/{}", request.id)),
         "Rebalance" => Some("fleet".to_string()),
+        "CreateToken" => CreateTokenRequest::decode(message)
+            .ok()
+            .map(|request| format!("token/{}", request.name)),
+        "RevokeToken" => RevokeTokenRequest::decode(message)
+            .ok()
+            .map(|request| format!("token/{}", request.name)),
         _ => None,
     };
     object.unwrap_or_default()

@@ -84,7 +84,16 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "kmirror");
-        name.push(DnType::CommonName, format!("kmirror fleet {fleet} CA"));
+        // The time makes each CA's name its own: a certificate of another CA
+        // of the same fleet is then refused as of an unknown issuer, not as a
+        // bad signature.
+        name.push(
+            DnType::CommonName,
+            format!(
+                "kmirror fleet {fleet} CA {}",
+                OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+            ),
+        );
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
