@@ -198,6 +198,101 @@ async fn every_listener_refuses_what_is_not_a_fleet_identity_allowed_the_call() 
         }
     }
 
+    // A bearer token of an operator pauses the flow; once revoked it is refused.
+    let token_file = fleet.log_dir().join("tls").join("ci.token");
+    fleet
+        .ctl([
+            "token",
+            "create",
+            "ci",
+            "--role",
+            "operator",
+            "--out",
+            token_file.to_str().unwrap(),
+        ])
+        .await
+        .assert_success();
+    let with_token = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(stack().binary(stack::CTL_BINARY));
+        command
+            .args(["--coordinator", fleet.coordinator_address()])
+            .args(["--tls-ca", pki.ca_path().to_str().unwrap()])
+            .args(["--token-file", token_file.to_str().unwrap()])
+            .args(args)
+            .env("KMIRRORCTL_CONFIG", "/dev/null")
+            .kill_on_drop(true);
+        async move { command.output().await.unwrap() }
+    };
+    let paused = with_token(&["flow", "pause", flow.as_str()]).await;
+    assert!(paused.status.success(), "{paused:?}");
+    fleet.ctl(["token", "revoke", "ci"]).await.assert_success();
+    let refused = with_token(&["flow", "resume", flow.as_str()]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unknown or revoked"),
+        "{refused:?}"
+    );
+    fleet
+        .ctl(["flow", "resume", flow.as_str()])
+        .await
+        .assert_success();
+
+    // The mutations, allowed and refused, are in the audit log with who tried
+    // what on which object; viewers may not read it.
+    let audit = fleet
+        .ctl(["audit", "-o", "json"])
+        .await
+        .assert_success()
+        .stdout;
+    let audit: serde_json::Value = serde_json::from_str(&audit)?;
+    let entries = audit["entries"].as_array().expect("entries");
+    let has = |role: &str, call: &str, object: &str, outcome: &str| {
+        entries.iter().any(|entry| {
+            entry["identity"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("/{role}/"))
+                && entry["call"].as_str().unwrap_or_default().ends_with(call)
+                && entry["object"] == object
+                && entry["outcome"] == outcome
+        })
+    };
+    let flow_object = format!("flow/{flow}");
+    assert!(has("admin", "CreateFlow", &flow_object, "ok"), "{audit:#}");
+    assert!(
+        has("fetcher", "DeleteFlow", &flow_object, "PermissionDenied"),
+        "{audit:#}"
+    );
+    assert!(
+        has("viewer", "DeleteFlow", &flow_object, "PermissionDenied"),
+        "{audit:#}"
+    );
+    assert!(
+        has(
+            "operator",
+            "DeleteCluster",
+            "cluster/source",
+            "PermissionDenied"
+        ),
+        "{audit:#}"
+    );
+    assert!(
+        has("operator", "PauseFlow", &flow_object, "ok"),
+        "the token's call: {audit:#}"
+    );
+    assert!(
+        entries.iter().any(|entry| entry["call"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("ResumeFlow")
+            && entry["outcome"] == "Unauthenticated"),
+        "{audit:#}"
+    );
+    fleet
+        .ctl_as(Some(&viewer), ["audit"])
+        .await
+        .assert_failure(1, &["may not call"]);
+
     // Nothing changed.
     assert_eq!(
         fleet
