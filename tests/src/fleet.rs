@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kmirror_common::schema::{decode, MemberInfo};
-use kmirror_common::tls::PeerRole;
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_common::{Keys, MemberId, Role};
 use rustix::process::Signal;
 use serde_json::Value;
@@ -321,6 +321,26 @@ impl Fleet {
     pub async fn ctl_at(&self, address: &str, args: &[String]) -> CtlOutput {
         self.ctl_with(address, self.admin_tls_opt.as_ref(), args)
             .await
+    }
+
+    /// How a test's own gRPC client reaches the members: with the fleet
+    /// admin's certificate, or plaintext for an `--insecure` fleet.
+    pub fn client_transport(&self) -> Transport {
+        match &self.admin_tls_opt {
+            Some(files) => Transport::Tls(
+                kmirror_common::tls::TlsFiles::load(
+                    kmirror_common::tls::TlsPaths {
+                        cert: files.cert.clone(),
+                        key: files.key.clone(),
+                        ca: files.ca.clone(),
+                    },
+                    None,
+                    &[],
+                )
+                .expect("the fleet's admin certificate loads"),
+            ),
+            None => Transport::Insecure,
+        }
     }
 
     /// The fleet's CA and certificates (`None` for an `--insecure` fleet).
