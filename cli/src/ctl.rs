@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use kmirror_common::tls::{PeerRole, Transport};
+use kmirror_proto::tonic::service::interceptor::InterceptedService;
 use kmirror_proto::tonic::transport::{Channel, Endpoint};
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::admin_client::AdminClient;
@@ -23,7 +25,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 mod apply;
 mod args;
+mod audit;
+mod certificates;
 mod clusters;
+mod tokens;
+use tokens::BearerToken;
+pub mod connection;
 mod failure;
 mod files;
 mod flows;
@@ -52,17 +59,44 @@ impl From<String> for Outcome {
     }
 }
 
+/// Why a call's connection was dropped before any answer, in words: under
+/// TLS 1.3 a server checks the client's certificate after the client thinks
+/// the handshake is done, so a refused certificate shows as a cancelled call or
+/// a bare transport error.
+fn connection_refused_hint(status: &Status, coordinator: &str) -> Option<String> {
+    let dropped = matches!(status.code(), kmirror_proto::tonic::Code::Cancelled)
+        || (status.code() == kmirror_proto::tonic::Code::Unknown
+            && status.message() == "transport error");
+    dropped.then(|| {
+        format!(
+            "the coordinator at {coordinator} closed the connection: it takes a client \
+             certificate of the fleet CA that is valid now (--tls-cert, --tls-key, --tls-ca, or a \
+             context), or, for a fleet run with --insecure, --insecure"
+        )
+    })
+}
+
 /// A connected admin client.
 pub struct Ctl {
-    pub client: AdminClient<Channel>,
+    pub client: AdminClient<InterceptedService<Channel, BearerToken>>,
+    /// The connection, for the coordinator's other services (audit, tokens).
+    channel: Channel,
+    /// Adds the bearer token, if any, to every call.
+    bearer: BearerToken,
     coordinator: String,
     format: OutputFormat,
 }
 
 impl Ctl {
     /// Connects to the first coordinator that answers of `addresses`
-    /// (comma-separated): any coordinator serves the admin API.
-    pub async fn connect(addresses: &str, format: OutputFormat) -> Result<Self, Failure> {
+    /// (comma-separated): any coordinator serves the admin API. Over TLS, the
+    /// server must present a coordinator certificate of the fleet CA.
+    pub async fn connect(
+        addresses: &str,
+        transport: &Transport,
+        bearer: BearerToken,
+        format: OutputFormat,
+    ) -> Result<Self, Failure> {
         let candidates = coordinator_addresses(addresses);
         if candidates.is_empty() {
             return Err(Failure {
@@ -79,10 +113,12 @@ impl Ctl {
                 })?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT);
-            match endpoint.connect().await {
+            match transport.connect(endpoint, &[PeerRole::Coordinator]).await {
                 Ok(channel) => {
                     return Ok(Self {
-                        client: AdminClient::new(channel),
+                        client: AdminClient::with_interceptor(channel.clone(), bearer.clone()),
+                        channel,
+                        bearer,
                         coordinator: address.clone(),
                         format,
                     })
@@ -109,7 +145,8 @@ impl Ctl {
     pub fn failure(&self, what: impl Into<String>, status: Status) -> Failure {
         Failure {
             what: what.into(),
-            cause: status_cause(&status, &self.coordinator),
+            cause: connection_refused_hint(&status, &self.coordinator)
+                .unwrap_or_else(|| status_cause(&status, &self.coordinator)),
         }
     }
 
@@ -173,6 +210,12 @@ impl Ctl {
                 what: "config".to_string(),
                 cause: "this config command needs no coordinator".to_string(),
             }),
+            Command::Audit { limit } => self.audit(limit).await.map(Outcome::from),
+            Command::Token(command) => self.token(command).await.map(Outcome::from),
+            Command::Certificates(_) | Command::Context(_) => Err(Failure {
+                what: "certificates".to_string(),
+                cause: "this command needs no coordinator".to_string(),
+            }),
             Command::Completion { shell } => {
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "kmirrorctl", &mut script);
@@ -217,6 +260,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    match cli.command {
+        Command::Certificates(command) => return report(certificates::run_certificates(command)),
+        Command::Context(command) => {
+            return report(certificates::run_context(command, &cli.connection))
+        }
+        _ => {}
+    }
     match &cli.command {
         Command::Config(ConfigCommand::Validate { file }) => {
             return report(validate_file(file, cli.output));
@@ -227,7 +277,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         _ => {}
     }
     let result = async {
-        let mut ctl = Ctl::connect(&cli.coordinator, cli.output).await?;
+        let connection = cli.connection.resolve()?;
+        let mut ctl = Ctl::connect(
+            &connection.coordinators,
+            &connection.transport,
+            BearerToken::new(connection.token_opt.as_ref())?,
+            cli.output,
+        )
+        .await?;
         ctl.run(cli.command).await
     }
     .await;

@@ -391,6 +391,39 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_come_from_the_file_and_the_flags_alike() {
+        let path = write(
+            "apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  tlsCert: /etc/kmirror/tls/writer.pem\n  tlsKey: /etc/kmirror/tls/writer.key\n  tlsCa: /etc/kmirror/tls/ca.pem\n",
+        );
+        let path_text = path.display().to_string();
+        let config = parse(&["kmirror-writer", "--config", &path_text]).unwrap();
+        let settings = config.member.transport_settings();
+        assert_eq!(
+            settings.tls_cert.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/tls/writer.pem"))
+        );
+        assert_eq!(
+            settings.tls_ca.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/tls/ca.pem"))
+        );
+        assert!(!settings.insecure);
+        assert!(settings.paths().unwrap().is_some());
+
+        let config = parse(&["kmirror-writer", "--insecure"]).unwrap();
+        assert!(config.member.insecure);
+        assert!(config
+            .member
+            .transport_settings()
+            .paths()
+            .unwrap()
+            .is_none());
+        let path = write("apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  insecure: yes\n");
+        let path_text = path.display().to_string();
+        let config = parse(&["kmirror-writer", "--config", &path_text]).unwrap();
+        assert!(config.member.insecure);
+    }
+
+    #[test]
     fn flags_win_over_the_file_which_wins_over_the_defaults() {
         let path = write(
             "apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  fleet: from-file\n  leaseTtl: 9s\n  worker-threads: 3\n  etcd: [http://a:2379, http://b:2379]\n  producerProperties:\n    linger.ms: 10\n",

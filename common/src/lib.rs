@@ -20,6 +20,7 @@ pub mod service;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod types;
 
 pub use schema::Keys;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::etcd::EtcdSettings;
 use crate::http::MetricsListen;
 use crate::metrics::Granularity;
+use crate::tls::TransportSettings;
 
 /// Settings shared by the coordinator, the fetcher and the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -54,6 +55,21 @@ pub struct MemberConfig {
     /// and opened with it for Kafka clients (see [`crate::secrets`]).
     #[serde(deserialize_with = "text::optional_parsed")]
     pub secrets_key_file: Option<PathBuf>,
+
+    // Transport security (`crate::tls`): mutual TLS with these PEM files, or
+    // plaintext only when `insecure` says so.
+    /// This member's certificate (chain), PEM.
+    #[serde(deserialize_with = "text::optional_path")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM.
+    #[serde(deserialize_with = "text::optional_path")]
+    pub tls_key: Option<PathBuf>,
+    /// The fleet CA's certificate, PEM: peers must present one it signed.
+    #[serde(deserialize_with = "text::optional_path")]
+    pub tls_ca: Option<PathBuf>,
+    /// Plaintext, unauthenticated connections, asked for by name.
+    #[serde(deserialize_with = "text::flag")]
+    pub insecure: bool,
 }
 
 impl MemberConfig {
@@ -71,7 +87,21 @@ impl MemberConfig {
         "metricsListen",
         "metricsLabels",
         "secretsKeyFile",
+        "tlsCert",
+        "tlsKey",
+        "tlsCa",
+        "insecure",
     ];
+
+    /// The transport settings, to be resolved with the member's role.
+    pub fn transport_settings(&self) -> TransportSettings {
+        TransportSettings {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            insecure: self.insecure,
+        }
+    }
 
     pub fn etcd_settings(&self) -> EtcdSettings {
         EtcdSettings {
@@ -128,6 +158,10 @@ impl Default for MemberConfig {
             metrics_listen: MetricsListen(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
             metrics_labels: Granularity::Partition,
             secrets_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            insecure: false,
         }
     }
 }
@@ -201,6 +235,24 @@ pub mod text {
         T::Err: Display,
     {
         parsed(deserializer).map(Some)
+    }
+
+    /// A path, as its text.
+    pub fn optional_path<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::path::PathBuf>, D::Error> {
+        scalar(deserializer).map(|text| Some(std::path::PathBuf::from(text)))
+    }
+
+    /// A boolean as a flag's variable may say it: `true`/`false`, `1`/`0`,
+    /// `yes`/`no`, `on`/`off`.
+    pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        let text = scalar(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            _ => Err(D::Error::custom(format!("{text:?} is not a boolean"))),
+        }
     }
 
     /// A human duration such as `6s` or `750ms`.

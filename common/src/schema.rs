@@ -15,6 +15,8 @@
 //! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
 //! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
 //! | `undeliverable/<writer>/<cluster>` | [`Undeliverable`], bound to the writer's lease | writer; it deletes it once it reaches the cluster again |
+//! | `audit/<time ms, 16 digits>-<random>` | [`AuditRecord`] | coordinator (every mutating admin call) |
+//! | `tokens/<name>` | [`TokenRecord`] (a hash of the token, never the token) | coordinator (admin API) |
 
 use std::collections::BTreeMap;
 
@@ -138,6 +140,24 @@ impl Keys {
             .strip_prefix(&self.undeliverable())?;
         let (writer, cluster) = rest.split_once('/')?;
         Some((MemberId::new(writer).ok()?, ClusterName::new(cluster).ok()?))
+    }
+
+    pub fn tokens(&self) -> String {
+        format!("{}tokens/", self.root)
+    }
+
+    pub fn token(&self, name: &str) -> String {
+        format!("{}tokens/{name}", self.root)
+    }
+
+    pub fn audit_log(&self) -> String {
+        format!("{}audit/", self.root)
+    }
+
+    /// An audit entry's key: sorted by time (zero-padded), unique by a random
+    /// suffix (two coordinators may record at the same millisecond).
+    pub fn audit_entry(&self, time_ms: i64, unique: &str) -> String {
+        format!("{}audit/{time_ms:016}-{unique}", self.root)
     }
 
     /// Parses the partition out of an `assignments/`, `checkpoints/` or `errors/` key.
@@ -468,6 +488,35 @@ pub struct RebalanceRequest {
 }
 
 /// Encodes a stored value.
+/// A bearer token of the admin API, as stored: its SHA-256, not the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
+/// One mutating admin call, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time_ms: i64,
+    /// The caller's identity URI, `insecure` on a coordinator without TLS.
+    pub identity: String,
+    /// The gRPC method.
+    pub call: String,
+    /// The flow, cluster or member the call names; empty when none.
+    #[serde(default)]
+    pub object: String,
+    /// `ok`, or the gRPC status code it ended with.
+    pub outcome: String,
+    #[serde(default)]
+    pub remote: String,
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored values always serialize")
 }

@@ -3,6 +3,7 @@
 //! and how a worker (fetcher or writer) joins the fleet with its config.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -16,6 +17,7 @@ use crate::lease_keeper::{EtcdRegistrar, LeaseKeeper};
 use crate::member_config::MemberConfig;
 use crate::runtime::MemberRuntime;
 use crate::schema::{Keys, MemberInfo};
+use crate::tls::Transport;
 use crate::types::{InvalidName, MemberId, Role};
 
 /// Flags shared by the coordinator, the fetcher and the writer: the flag
@@ -74,6 +76,27 @@ pub struct MemberArgs {
     /// same file. Without it, clusters with secrets cannot be stored or used.
     #[arg(long, env = "KMIRROR_SECRETS_KEY_FILE", value_name = "FILE")]
     pub secrets_key_file: Option<std::path::PathBuf>,
+
+    // Transport security (mutual TLS between members and with kmirrorctl).
+    /// This member's certificate (PEM), issued by the fleet CA for its role
+    /// and id (`kmirrorctl certificates issue`). Reloaded when the file changes.
+    #[arg(long, env = "KMIRROR_TLS_CERT", help_heading = "Transport security")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "KMIRROR_TLS_KEY", help_heading = "Transport security")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The fleet CA's certificate (PEM): every peer must present a certificate
+    /// it signed.
+    #[arg(long, env = "KMIRROR_TLS_CA", help_heading = "Transport security")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Run without TLS: plaintext and unauthenticated, anyone who reaches the
+    /// port may call the member. Only for a trusted network; without TLS
+    /// files or this flag a member does not start.
+    #[arg(long, env = "KMIRROR_INSECURE", help_heading = "Transport security")]
+    pub insecure: bool,
 }
 
 impl MemberConfig {
@@ -81,6 +104,11 @@ impl MemberConfig {
     /// listener (`--listen`, else a free port on 127.0.0.1) and the metrics
     /// endpoint, and registers the member under a lease of `--lease-ttl`.
     pub async fn start(&self, role: Role) -> Result<StartedMember, StartError> {
+        // Checked first: a member without its transport settings must not
+        // join the fleet at all.
+        let transport = self
+            .transport_settings()
+            .resolve(&self.fleet, role.into())?;
         let settings = self.etcd_settings();
         let etcd = crate::etcd::connect(&settings).await?;
         let keys = Keys::new(&settings.fleet);
@@ -125,7 +153,9 @@ impl MemberConfig {
         let mut runtime = MemberRuntime::new(lease_rx);
         runtime.run_keeper(keeper);
         start_background(&runtime, &etcd, &keys, metrics_endpoint_opt);
-        info!(member = %id, listen = %bound, advertised, "{role} ready");
+        let watched = transport.clone();
+        runtime.spawn_background(|stop| watched.watch(stop));
+        info!(member = %id, listen = %bound, advertised, tls = transport.is_tls(), "{role} ready");
         Ok(StartedMember {
             etcd,
             keys,
@@ -133,6 +163,7 @@ impl MemberConfig {
             listener,
             info,
             runtime,
+            transport,
         })
     }
 }
@@ -167,6 +198,8 @@ pub struct StartedMember {
     pub listener: TcpListener,
     pub info: MemberInfo,
     pub runtime: MemberRuntime,
+    /// How the member's connections are made (TLS or `--insecure`).
+    pub transport: Transport,
 }
 
 /// Why a worker could not join the fleet.
@@ -184,6 +217,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Metrics(#[from] crate::http::ListenError),
+    #[error(transparent)]
+    Transport(#[from] crate::tls::TransportError),
 }
 
 /// HTTP/2 flow-control window of one replicate stream, on both ends. The protocol's

@@ -63,6 +63,10 @@ pub enum CoordinatorError {
     /// The gRPC server could not start or failed.
     #[error("grpc server on {address}: {cause}")]
     Server { address: String, cause: String },
+
+    /// No usable transport settings (TLS files, or `--insecure`).
+    #[error(transparent)]
+    Transport(#[from] kmirror_common::tls::TransportError),
 }
 
 impl From<etcd_client::Error> for CoordinatorError {
@@ -98,6 +102,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::StopTimedOut { .. } => Code::DeadlineExceeded,
             CoordinatorError::Server { .. } => Code::Internal,
             CoordinatorError::Secrets(_) => Code::FailedPrecondition,
+            CoordinatorError::Transport(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
+pub mod authorize;
 pub mod error;
 pub mod guard;
 pub mod kafka;
@@ -24,6 +26,7 @@ pub mod round;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod topic_filter;
 
 use std::net::SocketAddr;
@@ -37,20 +40,25 @@ use kmirror_common::metrics::Granularity;
 use kmirror_common::runtime::MemberRuntime;
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::service::MemberArgs;
+use kmirror_common::tls::{PeerRole, Transport, TransportSettings};
 use kmirror_common::{now_ms, Keys, MemberId, Role, VERSION};
 use kmirror_proto::tonic::server::NamedService;
 use kmirror_proto::tonic::transport::Server;
 use kmirror_proto::v1::admin_server::AdminServer;
+use kmirror_proto::v1::audit_server::AuditServer;
+use kmirror_proto::v1::tokens_server::TokensServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
+use crate::audit::{AuditLog, AuditService};
+use crate::authorize::Authorize;
 pub use crate::error::CoordinatorError;
 use crate::kafka::KafkaClients;
 use crate::leadership::Leadership;
+use crate::tokens::{TokenService, TokenStore};
 
 /// Address the admin API listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -125,6 +133,9 @@ pub struct Config {
     pub metrics_listen: MetricsListen,
     /// Labels of per-partition metrics.
     pub metrics_labels: Granularity,
+    /// Mutual TLS (the admin API's clients are authorised by their
+    /// certificate's role), or `--insecure`.
+    pub transport: TransportSettings,
 }
 
 impl Config {
@@ -150,6 +161,7 @@ impl Config {
             kafka_timeout: Duration::from_secs(10),
             metrics_listen: member.metrics_listen,
             metrics_labels: member.metrics_labels,
+            transport: member.transport_settings(),
         })
     }
 }
@@ -160,14 +172,21 @@ pub struct Coordinator {
     listener: TcpListener,
     local_addr: SocketAddr,
     admin: AdminService,
+    audit_log: AuditLog,
+    audit_service: AuditService,
+    token_store: TokenStore,
     leadership: Leadership,
     keeper: LeaseKeeper,
     runtime: MemberRuntime,
+    transport: Transport,
 }
 
 impl Coordinator {
     /// Connects to etcd and binds the listen address (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, CoordinatorError> {
+        let transport = config
+            .transport
+            .resolve(&config.etcd.fleet, PeerRole::Coordinator)?;
         let client = kmirror_common::etcd::connect(&config.etcd).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -221,6 +240,9 @@ impl Coordinator {
             runtime.spawn_background(|stop| endpoint.serve(health, stop));
         }
         let admin = AdminService::new(client.clone(), keys.clone(), kafka.clone());
+        let audit_log = AuditLog::new(client.clone(), keys.clone());
+        let audit_service = AuditService::new(client.clone(), keys.clone());
+        let token_store = TokenStore::new(client.clone(), keys.clone());
         let leadership =
             Leadership::new(client, &config, keys, member, kafka, lease_rx, leader_tx).await?;
         Ok(Self {
@@ -228,9 +250,13 @@ impl Coordinator {
             listener,
             local_addr,
             admin,
+            audit_log,
+            audit_service,
+            token_store,
             leadership,
             keeper,
             runtime,
+            transport,
         })
     }
 
@@ -248,9 +274,13 @@ impl Coordinator {
             listener,
             local_addr,
             admin,
+            audit_log,
+            audit_service,
+            token_store,
             leadership,
             keeper,
             mut runtime,
+            transport,
         } = self;
         runtime.run_keeper(keeper);
         runtime.stop_on(cancel.clone());
@@ -263,11 +293,30 @@ impl Coordinator {
         );
 
         let server_stop = CancellationToken::new();
+        let watched = transport.clone();
+        runtime.spawn_background(|stop| watched.watch(stop));
         let server = Server::builder()
             .add_service(health_service)
-            .add_service(AdminServer::new(admin))
+            .add_service(Authorize::new(
+                AdminServer::new(admin),
+                config.etcd.fleet.clone(),
+                Some(audit_log.clone()),
+                Some(token_store.clone()),
+            ))
+            .add_service(Authorize::new(
+                AuditServer::new(audit_service),
+                config.etcd.fleet.clone(),
+                None,
+                Some(token_store.clone()),
+            ))
+            .add_service(Authorize::new(
+                TokensServer::new(TokenService::new(token_store.clone())),
+                config.etcd.fleet.clone(),
+                Some(audit_log.clone()),
+                Some(token_store.clone()),
+            ))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                transport.incoming(listener),
                 server_stop.clone().cancelled_owned(),
             );
         let mut server_handle = runtime.spawn(server);

@@ -107,6 +107,11 @@ impl Running {
             // No metrics endpoint.
             metrics_listen: Default::default(),
             metrics_labels: Default::default(),
+            // The admin API's own behaviour, without TLS (fleet_tls covers it).
+            transport: kmirror_common::tls::TransportSettings {
+                insecure: true,
+                ..Default::default()
+            },
         };
         let coordinator = Coordinator::build(config)
             .await

@@ -29,6 +29,7 @@ use crate::consumer::{self, ConsumerCommand, ConsumerHandle, Fetched};
 use crate::link::{Link, LinkEvent};
 use crate::partition::{Effect, Limits, Partition, Route};
 use crate::watcher::Desired;
+use kmirror_common::tls::Transport;
 
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
@@ -40,6 +41,8 @@ pub struct CoreSettings {
     pub shutdown_grace: Duration,
     /// How batches are compressed on the way to writers.
     pub compression: Compression,
+    /// How links to writers connect (mutual TLS or `--insecure`).
+    pub transport: Transport,
 }
 
 struct LinkState {
@@ -254,6 +257,7 @@ impl Core {
                 events_tx: self.link_events_tx.clone(),
                 cancel: cancel.clone(),
                 compression: self.settings.compression,
+                transport: self.settings.transport.clone(),
             };
             tokio::spawn(link.run());
             self.links.insert(

@@ -21,6 +21,7 @@ use etcd_client::Client;
 use kmirror_common::lease_keeper::{next_lease, Lease};
 use kmirror_common::member_config::{text, MemberConfig};
 use kmirror_common::service::{MemberArgs, StartedMember};
+use kmirror_common::tls::Transport;
 use kmirror_common::{Keys, MemberId, Role};
 use kmirror_proto::frame::Compression;
 use kmirror_proto::tonic::server::NamedService;
@@ -29,7 +30,6 @@ use kmirror_proto::v1::worker_server::{Worker, WorkerServer};
 use kmirror_proto::v1::{WorkerPartition, WorkerStatusRequest, WorkerStatusResponse};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -159,6 +159,7 @@ impl Fetcher {
                     listener,
                     info: _,
                     runtime,
+                    transport,
                 },
         } = self;
         runtime.stop_on(shutdown.clone());
@@ -178,7 +179,7 @@ impl Fetcher {
             .add_service(health_service)
             .add_service(WorkerServer::new(status))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                transport.incoming(listener),
                 stop_server.clone().cancelled_owned(),
             );
         let server_handle = runtime.spawn(server);
@@ -192,6 +193,7 @@ impl Fetcher {
                 etcd: &etcd,
                 lease: &lease,
                 status_tx: status_tx.clone(),
+                transport: &transport,
             };
             session.run(&shutdown).await;
             if shutdown.is_cancelled() {
@@ -216,6 +218,7 @@ struct Session<'a> {
     etcd: &'a Client,
     lease: &'a Lease,
     status_tx: watch::Sender<Vec<WorkerPartition>>,
+    transport: &'a Transport,
 }
 
 impl Session<'_> {
@@ -252,6 +255,7 @@ impl Session<'_> {
             retry_backoff: self.config.retry_backoff,
             shutdown_grace: self.config.member.shutdown_grace,
             compression: self.config.grpc_compression.into(),
+            transport: self.transport.clone(),
         };
         let core = core::Core::new(
             self.id.clone(),

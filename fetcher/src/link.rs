@@ -19,6 +19,7 @@ use http::HeaderValue;
 use http_body::Frame;
 use kmirror_common::backoff::doubling;
 use kmirror_common::service::{REPLICATE_CONNECTION_WINDOW_BYTES, REPLICATE_STREAM_WINDOW_BYTES};
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_common::MemberId;
 use kmirror_proto::frame::{
     BatchFrame, Compression, GRPC_ENCODING_HEADER, MAX_BATCH_MESSAGE_BYTES, REPLICATE_PATH,
@@ -63,6 +64,7 @@ pub struct Link {
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
     pub cancel: CancellationToken,
     pub compression: Compression,
+    pub transport: Transport,
 }
 
 impl Link {
@@ -95,9 +97,10 @@ impl Link {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .initial_stream_window_size(REPLICATE_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES)
-            .connect()
-            .await?;
+            .initial_connection_window_size(REPLICATE_CONNECTION_WINDOW_BYTES);
+        // Only the connection is TLS: the hand-built request below goes over
+        // it as it does over plain TCP.
+        let channel = self.transport.connect(channel, &[PeerRole::Writer]).await?;
         let stream_span = crate::telemetry::replicate_stream_span(&self.writer, &self.address);
         let outcome = self.stream(channel, &stream_span).await;
         if let Err(error) = &outcome {

@@ -5,24 +5,25 @@
 //! restarts); failures print those paths. Dropping the fleet kills every process
 //! it started, so a failing test leaves nothing behind.
 
-use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use kmirror_common::schema::{decode, MemberInfo};
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_common::{Keys, MemberId, Role};
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub use crate::ctl_output::CtlOutput;
+pub use crate::fleet_options::FleetOptions;
 use crate::kafka::{Cluster, WatermarkReader};
+use crate::member_process::{duration_arg, free_port, log_tail, Member};
+use crate::pki::{TestPki, TlsFiles};
 use crate::stack::{self, Stack};
 use crate::status::{FlowStatusView, StatusView};
 use crate::wait::{FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
@@ -33,214 +34,6 @@ pub const DEST_CLUSTER: &str = "dest";
 
 /// How long one `kmirrorctl` call may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Lines of a member's log shown when it died unexpectedly.
-const LOG_TAIL_LINES: usize = 40;
-
-/// What fleet to start. Timings are short so that tests run fast.
-#[derive(Debug, Clone)]
-pub struct FleetOptions {
-    /// Prefix of the fleet name; a random suffix makes it unique.
-    pub name: String,
-    pub coordinators: usize,
-    pub fetchers: usize,
-    pub writers: usize,
-    pub refresh_interval: Duration,
-    pub checkpoint_interval: Duration,
-    pub retry_backoff: Duration,
-    pub lease_ttl: Duration,
-    pub shutdown_grace: Duration,
-    pub max_in_flight_batches: Option<u32>,
-    /// `--producer-property k=v` for every writer.
-    pub writer_properties: Vec<(String, String)>,
-    /// How long the fleet may take to be ready (members registered, admin API up).
-    pub ready_timeout: Duration,
-    /// Extra environment variables of every member (`OTEL_*`, say).
-    pub env: Vec<(String, String)>,
-    /// etcd of the fleet, when not the stack's (a test that stops its own etcd).
-    pub etcd_endpoint: Option<String>,
-    /// Source and destination clusters, when not the stack's (a test that
-    /// restarts its own brokers).
-    pub clusters: Option<(Cluster, Cluster)>,
-}
-
-impl FleetOptions {
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            ..Self::default()
-        }
-    }
-}
-
-impl Default for FleetOptions {
-    fn default() -> Self {
-        Self {
-            name: "e2e".to_string(),
-            coordinators: 1,
-            fetchers: 2,
-            writers: 2,
-            refresh_interval: Duration::from_secs(1),
-            checkpoint_interval: Duration::from_millis(200),
-            retry_backoff: Duration::from_secs(1),
-            lease_ttl: Duration::from_secs(4),
-            shutdown_grace: Duration::from_secs(20),
-            max_in_flight_batches: None,
-            writer_properties: Vec::new(),
-            ready_timeout: Duration::from_secs(60),
-            env: Vec::new(),
-            etcd_endpoint: None,
-            clusters: None,
-        }
-    }
-}
-
-/// What one `kmirrorctl` call did.
-#[derive(Debug, Clone)]
-pub struct CtlOutput {
-    pub args: Vec<String>,
-    /// Exit code; `None` when killed by a signal.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CtlOutput {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// `status` printed the status but exited 1 because the fleet is degraded (a
-    /// partition stopped, a flow failing, no leader).
-    pub fn is_degraded_status(&self) -> bool {
-        self.code == Some(1)
-            && !self.stdout.is_empty()
-            && self.stderr.contains("the fleet is degraded")
-    }
-
-    /// Panics unless the call succeeded; returns the output for chaining.
-    #[track_caller]
-    pub fn assert_success(self) -> Self {
-        assert!(self.success(), "kmirrorctl failed: {self}");
-        self
-    }
-
-    /// Panics unless the call exited with `code` and its stderr contains every
-    /// one of `needles`.
-    #[track_caller]
-    pub fn assert_failure(&self, code: i32, needles: &[&str]) {
-        assert_eq!(self.code, Some(code), "unexpected exit code: {self}");
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr does not name {needle:?}: {self}"
-            );
-        }
-    }
-}
-
-impl fmt::Display for CtlOutput {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "`kmirrorctl {}` exited with {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-}
-
-/// One process of the fleet.
-struct Member {
-    id: String,
-    role: Role,
-    binary: PathBuf,
-    args: Vec<String>,
-    log_path: PathBuf,
-    /// `None` while stopped.
-    child: Mutex<Option<Child>>,
-    /// When the process was last started (ms since the epoch).
-    started_ms: AtomicI64,
-    env: Vec<(String, String)>,
-}
-
-impl Member {
-    fn start(&self) {
-        let mut child = self.child.lock().expect("member lock");
-        assert!(child.is_none(), "member {} is already running", self.id);
-        let log = open_log(&self.log_path);
-        let mut header = log.try_clone().expect("log file handle");
-        let _ = writeln!(
-            header,
-            "--- kmirror-tests: starting {} {}",
-            self.binary.display(),
-            self.args.join(" ")
-        );
-        let mut command = Command::new(&self.binary);
-        command
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file handle"))
-            .stderr(log);
-        if let Ok(filter) = std::env::var("KMIRROR_E2E_RUST_LOG") {
-            command.env("RUST_LOG", filter);
-        }
-        command.envs(self.env.iter().map(|(name, value)| (name, value)));
-        self.started_ms.store(crate::now_ms(), Ordering::SeqCst);
-        let spawned = command.spawn().unwrap_or_else(|error| {
-            panic!(
-                "cannot start {} ({}): {error}",
-                self.id,
-                self.binary.display()
-            )
-        });
-        *child = Some(spawned);
-    }
-
-    fn is_running(&self) -> bool {
-        let mut child = self.child.lock().expect("member lock");
-        matches!(child.as_mut().map(Child::try_wait), Some(Ok(None)))
-    }
-
-    /// The exit status of a member that stopped without being told to.
-    fn unexpected_exit(&self) -> Option<ExitStatus> {
-        let mut child = self.child.lock().expect("member lock");
-        child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    fn signal(&self, signal: Signal) -> bool {
-        let child = self.child.lock().expect("member lock");
-        match child.as_ref() {
-            Some(child) => kill_process(Pid::from_child(child), signal).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Reaps the member if it exited: `Some(status)` once it has (it is then
-    /// stopped), `None` while it runs or when it was not running.
-    fn reap(&self) -> Option<ExitStatus> {
-        let mut child = self.child.lock().expect("member lock");
-        let status = child.as_mut()?.try_wait().ok().flatten()?;
-        *child = None;
-        Some(status)
-    }
-
-    fn kill_and_reap(&self) -> Option<ExitStatus> {
-        let mut child = self.child.lock().expect("member lock");
-        let mut running = child.take()?;
-        let _ = running.kill();
-        running.wait().ok()
-    }
-}
-
-fn open_log(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|error| panic!("cannot open log file {}: {error}", path.display()))
-}
 
 /// A running fleet. See the module documentation.
 pub struct Fleet {
@@ -256,6 +49,10 @@ pub struct Fleet {
     log_dir: PathBuf,
     etcd: etcd_client::Client,
     etcd_endpoint: String,
+    /// The fleet's CA and certificates (`None` when it runs `--insecure`).
+    pki_opt: Option<TestPki>,
+    /// The certificate kmirrorctl presents: an admin's.
+    admin_tls_opt: Option<TlsFiles>,
 }
 
 impl Fleet {
@@ -275,8 +72,18 @@ impl Fleet {
             .await
             .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
 
-        let common_args = |id: &str| -> Vec<String> {
-            vec![
+        let pki_opt = options
+            .tls
+            .then(|| TestPki::new(&name, &log_dir.join("tls")));
+        let admin_tls_opt = pki_opt
+            .as_ref()
+            .map(|pki| pki.issue(PeerRole::Admin, "e2e-admin"));
+        let common_args = |id: &str, role: Role| -> Vec<String> {
+            let transport = match &pki_opt {
+                Some(pki) => pki.issue(role.into(), id).args(),
+                None => vec!["--insecure".to_string()],
+            };
+            let mut args: Vec<String> = vec![
                 "--etcd".into(),
                 etcd_endpoint.clone(),
                 "--fleet".into(),
@@ -288,7 +95,9 @@ impl Fleet {
                 "--shutdown-grace".into(),
                 duration_arg(options.shutdown_grace),
                 format!("--secrets-key-file={}", stack.secrets_key_file().display()),
-            ]
+            ];
+            args.extend(transport);
+            args
         };
         let member = |id: String, role: Role, binary: &str, args: Vec<String>| Member {
             log_path: log_dir.join(format!("{id}.log")),
@@ -307,7 +116,7 @@ impl Fleet {
             let id = format!("coordinator-{index}");
             let port = free_port();
             coordinator_addresses.push(format!("http://127.0.0.1:{port}"));
-            let mut args = common_args(&id);
+            let mut args = common_args(&id, Role::Coordinator);
             args.extend([
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
@@ -323,7 +132,7 @@ impl Fleet {
         }
         for index in 0..options.fetchers {
             let id = format!("fetcher-{index}");
-            let mut args = common_args(&id);
+            let mut args = common_args(&id, Role::Fetcher);
             args.extend([
                 "--listen".into(),
                 "127.0.0.1:0".into(),
@@ -339,7 +148,7 @@ impl Fleet {
         }
         for index in 0..options.writers {
             let id = format!("writer-{index}");
-            let mut args = common_args(&id);
+            let mut args = common_args(&id, Role::Writer);
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
             for (key, value) in &options.writer_properties {
                 args.extend(["--producer-property".into(), format!("{key}={value}")]);
@@ -361,6 +170,8 @@ impl Fleet {
             log_dir,
             etcd,
             etcd_endpoint,
+            pki_opt,
+            admin_tls_opt,
         };
         eprintln!("fleet {} logs to {}", fleet.name, fleet.log_dir.display());
         for member in &fleet.members {
@@ -507,13 +318,75 @@ impl Fleet {
         );
     }
 
-    /// Runs `kmirrorctl --coordinator ADDRESS ARGS`.
+    /// Runs `kmirrorctl --coordinator ADDRESS ARGS` as the fleet's admin.
     pub async fn ctl_at(&self, address: &str, args: &[String]) -> CtlOutput {
+        self.ctl_with(address, self.admin_tls_opt.as_ref(), args)
+            .await
+    }
+
+    /// How a test's own gRPC client reaches the members: with the fleet
+    /// admin's certificate, or plaintext for an `--insecure` fleet.
+    pub fn client_transport(&self) -> Transport {
+        match &self.admin_tls_opt {
+            Some(files) => Transport::Tls(
+                kmirror_common::tls::TlsFiles::load(
+                    kmirror_common::tls::TlsPaths {
+                        cert: files.cert.clone(),
+                        key: files.key.clone(),
+                        ca: files.ca.clone(),
+                    },
+                    None,
+                    &[],
+                )
+                .expect("the fleet's admin certificate loads"),
+            ),
+            None => Transport::Insecure,
+        }
+    }
+
+    /// The fleet's CA and certificates (`None` for an `--insecure` fleet).
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki_opt.as_ref()
+    }
+
+    /// Every coordinator's admin address.
+    pub fn coordinator_addresses(&self) -> &[String] {
+        &self.coordinator_addresses
+    }
+
+    /// Runs `kmirrorctl` against the first coordinator presenting `tls_opt`'s
+    /// certificate (none: `--insecure`).
+    pub async fn ctl_as<I, S>(&self, tls_opt: Option<&TlsFiles>, args: I) -> CtlOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|arg| arg.as_ref().to_string())
+            .collect();
+        self.ctl_with(&self.coordinator_address, tls_opt, &args)
+            .await
+    }
+
+    async fn ctl_with(
+        &self,
+        address: &str,
+        tls_opt: Option<&TlsFiles>,
+        args: &[String],
+    ) -> CtlOutput {
         let args = args.to_vec();
         let mut command = tokio::process::Command::new(&self.ctl_binary);
+        let transport = match tls_opt {
+            Some(files) => files.args(),
+            None => vec!["--insecure".to_string()],
+        };
         command
             .arg("--coordinator")
             .arg(address)
+            .args(transport)
+            // The tester's own contexts stay out of it.
+            .env("KMIRRORCTL_CONFIG", "/dev/null")
             .args(&args)
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -894,52 +767,6 @@ fn has_no_leader(json: &Value) -> bool {
     !flags.is_empty() && !flags.contains(&true)
 }
 
-/// A duration as the fleet's flags take it (humantime).
-fn duration_arg(duration: Duration) -> String {
-    format!("{}ms", duration.as_millis())
-}
-
-/// A free port for a coordinator's admin API, whose address the CLI must know in
-/// advance and which must stay the same across restarts.
-///
-/// It is taken below the kernel's ephemeral range: a port from `bind(0)` would be
-/// handed to the next process asking for any port (a restarted fetcher listening
-/// on port 0, say) as soon as the coordinator let go of it.
-pub(crate) fn free_port() -> u16 {
-    let ephemeral_start = ephemeral_range_start();
-    let span = u128::from(ephemeral_start - LOWEST);
-    for _ in 0..1_000 {
-        let random = uuid::Uuid::new_v4().as_u128();
-        let port = LOWEST + u16::try_from(random % span).expect("below the ephemeral range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between {LOWEST} and {ephemeral_start}");
-}
-
-/// Lowest port tried for a coordinator.
-const LOWEST: u16 = 10_000;
-
-/// First port of the kernel's ephemeral range (Linux's default when unknown).
-fn ephemeral_range_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|start| *start > LOWEST + 1_000)
-        .unwrap_or(32_768)
-}
-
-fn log_tail(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        }
-        Err(error) => format!("(cannot read: {error})"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,59 +780,5 @@ mod tests {
         assert!(!has_no_leader(&with_leader));
         assert!(has_no_leader(&without_leader));
         assert!(!has_no_leader(&no_flags));
-    }
-
-    #[test]
-    fn coordinator_ports_are_free_and_below_the_ephemeral_range() {
-        for _ in 0..20 {
-            let port = free_port();
-            assert!((LOWEST..ephemeral_range_start()).contains(&port), "{port}");
-            assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
-        }
-    }
-
-    #[test]
-    fn durations_are_written_for_humantime() {
-        assert_eq!(duration_arg(Duration::from_millis(200)), "200ms");
-        assert_eq!(duration_arg(Duration::from_secs(1)), "1000ms");
-    }
-
-    #[tokio::test]
-    async fn members_are_signalled_reaped_and_killed_on_drop() {
-        let log_dir = std::env::temp_dir().join(crate::unique_name("kmirror-tests-member"));
-        std::fs::create_dir_all(&log_dir).unwrap();
-        let member = Member {
-            id: "sleeper".to_string(),
-            role: Role::Fetcher,
-            binary: PathBuf::from("sleep"),
-            args: vec!["600".to_string()],
-            log_path: log_dir.join("sleeper.log"),
-            child: Mutex::new(None),
-            started_ms: AtomicI64::new(0),
-            env: Vec::new(),
-        };
-        member.start();
-        assert!(member.is_running());
-        assert!(member.unexpected_exit().is_none());
-        assert!(member.signal(Signal::TERM));
-        crate::wait_until(Duration::from_secs(10), "sleep to stop", || async {
-            match member.reap() {
-                Some(status) if !status.success() => Ok(()),
-                Some(status) => Err(format!("exited with {status}")),
-                None => Err("still running".to_string()),
-            }
-        })
-        .await
-        .unwrap();
-        assert!(!member.is_running());
-        member.start();
-        assert!(member.kill_and_reap().is_some());
-        assert!(member.kill_and_reap().is_none());
-        let log = std::fs::read_to_string(&member.log_path).unwrap();
-        assert_eq!(
-            log.matches("--- kmirror-tests: starting sleep 600").count(),
-            2
-        );
-        std::fs::remove_dir_all(&log_dir).unwrap();
     }
 }

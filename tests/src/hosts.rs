@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt as _;
-use tokio::time::Instant;
 
-use crate::fleet::CtlOutput;
+use crate::ctl_output::CtlOutput;
+use crate::host_producer::produce_on;
+pub use crate::host_producer::{check_sequences, parse_sequences, Producer, SequenceCheck};
 use crate::netns::Network;
+use crate::pki::{TestPki, TlsFiles};
 use crate::stack;
 use crate::status::{FlowStatusView, StatusView};
+use kmirror_common::tls::PeerRole;
 
 pub const CLIENT: &str = "client";
 pub const ETCD: &str = "etcd";
@@ -70,6 +72,10 @@ pub struct Deployment {
     /// Admin addresses `kmirrorctl` tries, in order (a test puts a coordinator
     /// that can still reach etcd first).
     coordinator_list: std::sync::Mutex<String>,
+    /// The fleet's CA; every member and kmirrorctl run with mutual TLS.
+    pki: TestPki,
+    /// kmirrorctl's (admin) certificate.
+    admin_tls: TlsFiles,
 }
 
 impl Deployment {
@@ -87,7 +93,11 @@ impl Deployment {
         let classpath = kafka_classpath(&log_dir)?;
         let network = Network::create(&host_names())?;
         let address = |host: &str| network.host(host).address;
+        let pki = TestPki::new(&fleet, &log_dir.join("tls"));
+        let admin_tls = pki.issue(PeerRole::Admin, "e2e-admin");
         let deployment = Deployment {
+            pki,
+            admin_tls,
             etcd_endpoint: format!("http://{}:{ETCD_PORT}", address(ETCD)),
             source_bootstrap: format!("{}:{KAFKA_PORT}", address(SOURCE)),
             dest_bootstrap: format!("{}:{KAFKA_PORT}", address(DEST)),
@@ -253,6 +263,12 @@ impl Deployment {
         let etcd_endpoint = self.etcd_endpoint.clone();
         let member = |host: &str, binary: &str, extra: &[&str]| -> Result<()> {
             let address = self.network.host(host).address;
+            let role = match binary {
+                stack::COORDINATOR_BINARY => PeerRole::Coordinator,
+                stack::FETCHER_BINARY => PeerRole::Fetcher,
+                _ => PeerRole::Writer,
+            };
+            let tls = self.pki.issue(role, host);
             let mut command = self.network.command(host, &self.bin_dir.join(binary));
             command
                 .args([
@@ -267,6 +283,7 @@ impl Deployment {
                 .args(["--metrics-listen", &format!("{address}:{METRICS_PORT}")])
                 .args(["--lease-ttl", &format!("{}ms", LEASE_TTL.as_millis())])
                 .args(["--shutdown-grace", "10s"])
+                .args(tls.args())
                 .args(extra);
             if let Ok(filter) = std::env::var("KMIRROR_E2E_RUST_LOG") {
                 command.env("RUST_LOG", filter);
@@ -406,6 +423,7 @@ impl Deployment {
             .expect("coordinator list")
             .clone();
         let mut full_args = vec!["--coordinator".to_string(), coordinators];
+        full_args.extend(self.admin_tls.args());
         full_args.extend(args.iter().map(|arg| arg.to_string()));
         let ctl = self.bin_dir.join(stack::CTL_BINARY);
         match self.network.output(CLIENT, &ctl, &full_args).await {
@@ -692,186 +710,6 @@ impl Drop for Deployment {
     }
 }
 
-/// Produces into the source topic from the client host; cheap to clone into a
-/// background task.
-#[derive(Debug, Clone)]
-pub struct Producer {
-    namespace: String,
-    bootstrap: String,
-    topic: String,
-    partitions: i32,
-}
-
-impl Producer {
-    /// Produces `chunk` records per partition every `tick`, `chunks` times, through
-    /// one kcat per partition that runs throughout; returns how many records per
-    /// partition it produced.
-    pub async fn produce_steadily(self, chunk: u64, tick: Duration, chunks: u64) -> Result<u64> {
-        let mut kcats = Vec::new();
-        for partition in 0..self.partitions {
-            let mut child = self.kcat(partition).spawn().context("cannot run kcat")?;
-            let stdin = child.stdin.take().expect("kcat's stdin");
-            kcats.push((partition, child, stdin));
-        }
-        let mut next_tick = Instant::now();
-        for index in 0..chunks {
-            for (partition, _, stdin) in &mut kcats {
-                let lines = sequence_lines(*partition, index * chunk, (index + 1) * chunk);
-                stdin.write_all(lines.as_bytes()).await?;
-                stdin.flush().await?;
-            }
-            next_tick += tick;
-            tokio::time::sleep_until(next_tick).await;
-        }
-        for (partition, child, stdin) in kcats {
-            drop(stdin);
-            wait_delivered(partition, child).await?;
-        }
-        Ok(chunks * chunk)
-    }
-
-    /// `kcat -P` into one partition, reading records from its standard input.
-    fn kcat(&self, partition: i32) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new("ip");
-        command
-            .args(["netns", "exec", &self.namespace])
-            .args(["setpriv", "--pdeathsig", "KILL", "--", "kcat", "-P"])
-            .args(["-b", &self.bootstrap, "-t", &self.topic])
-            .args(["-p", &partition.to_string()])
-            .args(["-X", "enable.idempotence=true", "-X", "linger.ms=20"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        command
-    }
-}
-
-/// Values `p:n` for `n` in `from..to`, one a line.
-fn sequence_lines(partition: i32, from: u64, to: u64) -> String {
-    (from..to)
-        .map(|sequence| format!("{partition}:{sequence}\n"))
-        .collect()
-}
-
-/// Waits until a kcat whose input ended delivered everything, or says why not.
-async fn wait_delivered(partition: i32, child: tokio::process::Child) -> Result<()> {
-    let output = child.wait_with_output().await?;
-    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() || errors.contains("ERROR") {
-        bail!(
-            "kcat producing to partition {partition} failed ({}): {errors}",
-            output.status
-        );
-    }
-    Ok(())
-}
-
-async fn produce_on(producer: Producer, from: u64, to: u64) -> Result<()> {
-    let mut runs = tokio::task::JoinSet::new();
-    for partition in 0..producer.partitions {
-        let mut child = producer
-            .kcat(partition)
-            .spawn()
-            .context("cannot run kcat")?;
-        let mut stdin = child.stdin.take().expect("kcat's stdin");
-        runs.spawn(async move {
-            stdin
-                .write_all(sequence_lines(partition, from, to).as_bytes())
-                .await?;
-            drop(stdin);
-            wait_delivered(partition, child).await
-        });
-    }
-    while let Some(result) = runs.join_next().await {
-        result.context("producer task")??;
-    }
-    Ok(())
-}
-
-/// Parses kcat's `%p\t%o\t%s` lines into sequence numbers per partition.
-pub fn parse_sequences(output: &str) -> Result<BTreeMap<i32, Vec<u64>>> {
-    let mut partitions: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
-    for line in output.lines().filter(|line| !line.is_empty()) {
-        let mut fields = line.split('\t');
-        let (Some(partition), Some(offset), Some(value)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            bail!("unexpected kcat line {line:?}");
-        };
-        let partition: i32 = partition.parse().with_context(|| line.to_string())?;
-        let offset: i64 = offset.parse().with_context(|| line.to_string())?;
-        let (value_partition, sequence) = value
-            .split_once(':')
-            .with_context(|| format!("value without a sequence number: {line:?}"))?;
-        ensure!(
-            value_partition.parse::<i32>().ok() == Some(partition),
-            "record {line:?} is in the wrong partition"
-        );
-        partitions
-            .entry(partition)
-            .or_default()
-            .push((offset, sequence.parse().with_context(|| line.to_string())?));
-    }
-    Ok(partitions
-        .into_iter()
-        .map(|(partition, mut records)| {
-            records.sort_unstable();
-            (partition, records.into_iter().map(|(_, seq)| seq).collect())
-        })
-        .collect())
-}
-
-/// What [`check_sequences`] found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SequenceCheck {
-    pub records: u64,
-    pub duplicates: u64,
-    /// Times a partition went back to an earlier record (a resend from a
-    /// checkpoint); each is one run of duplicates.
-    pub resends: u64,
-}
-
-/// Checks, per partition, that the destination holds records `0..produced` by
-/// sequence number, the first copy of each in order, and that every other copy
-/// repeats one that had arrived already. Counts duplicates and resends.
-pub fn check_sequences(
-    produced: u64,
-    partitions: i32,
-    dest: &BTreeMap<i32, Vec<u64>>,
-) -> Result<SequenceCheck, String> {
-    let mut check = SequenceCheck::default();
-    for partition in 0..partitions {
-        let empty = Vec::new();
-        let sequences = dest.get(&partition).unwrap_or(&empty);
-        let mut next = 0;
-        let mut previous: Option<u64> = None;
-        for (index, &sequence) in sequences.iter().enumerate() {
-            if sequence == next {
-                next += 1;
-            } else if sequence < next {
-                check.duplicates += 1;
-            } else {
-                return Err(format!(
-                    "partition {partition}: destination record #{index} is record {sequence}, \
-                     but record {next} has not arrived yet (lost or out of order)"
-                ));
-            }
-            if previous.is_some_and(|previous| sequence <= previous) {
-                check.resends += 1;
-            }
-            previous = Some(sequence);
-        }
-        if next != produced {
-            return Err(format!(
-                "partition {partition}: records {next}..{produced} are missing from the destination"
-            ));
-        }
-        check.records += produced;
-    }
-    Ok(check)
-}
-
 /// The id of the member marked as leader in `members -o json`.
 fn leader_in(members_json: &str) -> Option<String> {
     let json: Value = serde_json::from_str(members_json).ok()?;
@@ -945,49 +783,6 @@ logger.network.level = warn
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dest(partitions: &[&[u64]]) -> BTreeMap<i32, Vec<u64>> {
-        partitions
-            .iter()
-            .enumerate()
-            .map(|(partition, sequences)| (partition as i32, sequences.to_vec()))
-            .collect()
-    }
-
-    #[test]
-    fn a_complete_destination_in_order_passes() {
-        let check = check_sequences(3, 2, &dest(&[&[0, 1, 2], &[0, 1, 2]])).unwrap();
-        assert_eq!(
-            check,
-            SequenceCheck {
-                records: 6,
-                duplicates: 0,
-                resends: 0
-            }
-        );
-    }
-
-    #[test]
-    fn a_resend_from_a_checkpoint_counts_duplicates_and_one_resend() {
-        let check = check_sequences(5, 1, &dest(&[&[0, 1, 2, 3, 1, 2, 3, 4]])).unwrap();
-        assert_eq!(check.duplicates, 3);
-        assert_eq!(check.resends, 1);
-    }
-
-    #[test]
-    fn lost_or_reordered_records_fail() {
-        assert!(check_sequences(3, 1, &dest(&[&[0, 2, 1]])).is_err());
-        assert!(check_sequences(3, 1, &dest(&[&[0, 1]])).is_err());
-        assert!(check_sequences(3, 2, &dest(&[&[0, 1, 2]])).is_err());
-    }
-
-    #[test]
-    fn kcat_lines_become_sequences_in_offset_order() {
-        let parsed = parse_sequences("1\t1\t1:5\n0\t0\t0:0\n1\t0\t1:4\n").unwrap();
-        assert_eq!(parsed[&0], vec![0]);
-        assert_eq!(parsed[&1], vec![4, 5]);
-        assert!(parse_sequences("0\t0\t1:0\n").is_err());
-    }
 
     #[test]
     fn cluster_ids_are_22_url_safe_characters() {

@@ -6,7 +6,9 @@
 //! - [`stack`]: the local stack (`deploy/local/stack up`, once per test process) and
 //!   the addresses of its servers;
 //! - [`fleet`]: coordinator, fetcher and writer processes of one fleet, `kmirrorctl`
-//!   against it, graceful and hard stops, restarts;
+//!   against it, graceful and hard stops, restarts ([`member_process`]: one
+//!   process; [`ctl_output`]: one `kmirrorctl` call);
+//! - [`pki`]: a CA and certificates per test fleet, so every test crosses mutual TLS;
 //! - [`kafka`]: topics, producing (plain and transactional), reading every record
 //!   back, comparing partitions;
 //! - [`kcat`]: reading a topic with Debian's `kcat`, a second, independent client;
@@ -20,16 +22,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ctl_output;
 pub mod data;
 pub mod fleet;
+pub mod fleet_options;
+pub mod host_producer;
 pub mod hosts;
 pub mod kafka;
 pub mod kcat;
+pub mod member_process;
 pub mod mirror_process;
 pub mod murmur2;
 pub mod netns;
 pub mod observability;
 pub mod ordering;
+pub mod pki;
 pub mod private_stack;
 pub mod secure_stack;
 pub mod stack;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use kmirror_common::schema::{decode, MemberInfo};
+use kmirror_common::tls::{PeerRole, Transport};
 use kmirror_common::Keys;
 use kmirror_proto::tonic::transport::{Channel, Server};
 use kmirror_proto::tonic::{Request, Response, Status};
@@ -146,15 +147,28 @@ pub fn sample_value(sample: &prometheus_parse::Sample) -> f64 {
 }
 
 /// The gRPC health of `service` (`""`: the server as a whole) at a member's
-/// registered address.
-pub async fn grpc_health(address: &str, service: &str) -> Result<ServingStatus> {
+/// registered address, over `transport` (the fleet's TLS, see
+/// [`crate::Fleet::client_transport`]), the member being of `role`.
+pub async fn grpc_health(
+    transport: &Transport,
+    role: PeerRole,
+    address: &str,
+    service: &str,
+) -> Result<ServingStatus> {
     let url = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
     };
+    let expected: &'static [PeerRole] = match role {
+        PeerRole::Fetcher => &[PeerRole::Fetcher],
+        PeerRole::Writer => &[PeerRole::Writer],
+        _ => &[PeerRole::Coordinator],
+    };
     let check = async {
-        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        let channel = transport
+            .connect(Channel::from_shared(url.clone())?, expected)
+            .await?;
         let answer = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_string(),

@@ -24,7 +24,7 @@ pub struct PrivateStack {
 /// on the next port).
 fn free_port_pair() -> u16 {
     loop {
-        let port = crate::fleet::free_port();
+        let port = crate::member_process::free_port();
         if TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
         }

@@ -49,7 +49,7 @@ pub struct SecureStack {
 /// the next port, the SSL listener on the one after).
 fn free_port_triple() -> u16 {
     loop {
-        let port = crate::fleet::free_port();
+        let port = crate::member_process::free_port();
         if (1..=2).all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok()) {
             return port;
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 use kmirror_common::health::LEADER_HEALTH_SERVICE;
 use kmirror_common::schema::MemberInfo;
+use kmirror_common::tls::Transport;
 use kmirror_common::Role;
 use kmirror_proto::tonic_health::pb::health_check_response::ServingStatus;
 use kmirror_tests::observability::{
@@ -76,12 +77,14 @@ async fn wait_for_health(
     ready: bool,
     what: &str,
 ) {
+    let transport = fleet.client_transport();
+    let transport = &transport;
     fleet
-        .wait_until(Duration::from_secs(60), what, || async {
+        .wait_until(Duration::from_secs(60), what, || async move {
             let mut states = Vec::new();
             let mut all = true;
             for member in members.values() {
-                let (matches, state) = member_health(member, ready)
+                let (matches, state) = member_health(transport, member, ready)
                     .await
                     .unwrap_or_else(|error| (false, format!("{error:#}")));
                 all &= matches;
@@ -97,7 +100,11 @@ async fn wait_for_health(
 }
 
 /// Whether the member's health is as expected, and what it says.
-async fn member_health(member: &MemberInfo, ready: bool) -> Result<(bool, String)> {
+async fn member_health(
+    transport: &Transport,
+    member: &MemberInfo,
+    ready: bool,
+) -> Result<(bool, String)> {
     let expected_status = if ready {
         ServingStatus::Serving
     } else {
@@ -114,7 +121,7 @@ async fn member_health(member: &MemberInfo, ready: bool) -> Result<(bool, String
     let mut grpc = Vec::new();
     let mut matches = readyz == if ready { 200 } else { 503 };
     for service in services {
-        let status = grpc_health(&member.address, service).await?;
+        let status = grpc_health(transport, member.role.into(), &member.address, service).await?;
         matches &= status == expected_status;
         grpc.push(format!("{service:?}={status:?}"));
     }

@@ -35,7 +35,6 @@ use kmirror_proto::v1::{
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use error::WriterError;
@@ -151,6 +150,7 @@ impl Writer {
             runtime,
             etcd,
             keys,
+            transport,
             ..
         } = self.member;
         // A lost lease turns health NOT_SERVING and stops producing (sessions
@@ -167,7 +167,8 @@ impl Writer {
             &["", <ReplicateService as NamedService>::NAME],
             None,
         );
-        let replicate = ReplicateService::new(self.shared.clone());
+        let replicate =
+            ReplicateService::new(self.shared.clone(), self.config.member.fleet.clone());
         let status = WorkerEndpoint {
             id: id.clone(),
             shared: self.shared.clone(),
@@ -181,9 +182,10 @@ impl Writer {
             .add_service(replicate)
             .add_service(WorkerServer::new(status))
             .serve_with_incoming_shutdown(
-                // Acks are small: without TCP_NODELAY each could wait for the
-                // fetcher's delayed TCP acknowledgement.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                // Accepted connections have TCP_NODELAY: acks are small, and
+                // each could otherwise wait for the fetcher's delayed TCP
+                // acknowledgement.
+                transport.incoming(listener),
                 stop_serving.clone().cancelled_owned(),
             );
         tokio::pin!(server);

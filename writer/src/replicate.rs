@@ -18,6 +18,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
+use kmirror_common::tls::{PeerInfo, PeerRole};
 use kmirror_proto::frame::{
     put_grpc_prefix, Compression, FrameError, GRPC_ENCODING_HEADER, GRPC_PREFIX_BYTES,
     REPLICATE_PATH,
@@ -29,11 +30,10 @@ use kmirror_proto::tonic::codegen::http::{self, HeaderMap, HeaderValue};
 use kmirror_proto::tonic::codegen::Service;
 use kmirror_proto::tonic::metadata::MetadataMap;
 use kmirror_proto::tonic::server::NamedService;
-use kmirror_proto::tonic::transport::server::TcpConnectInfo;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use kmirror_proto::frame::MAX_BATCH_MESSAGE_BYTES;
 
@@ -49,11 +49,16 @@ const ACK_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ReplicateService {
     shared: Arc<WriterShared>,
+    /// Only fetchers of this fleet may send batches (over TLS).
+    fleet: Arc<str>,
 }
 
 impl ReplicateService {
-    pub(crate) fn new(shared: Arc<WriterShared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<WriterShared>, fleet: String) -> Self {
+        Self {
+            shared,
+            fleet: fleet.into(),
+        }
     }
 
     fn respond(&self, request: http::Request<Body>) -> http::Response<Body> {
@@ -76,10 +81,19 @@ impl ReplicateService {
         };
         // Trace context crosses here once per stream (metadata); each batch's own
         // travels in the batch and its ack.
-        let peer = parts
-            .extensions
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+        // Records reach the destination through this call: fetchers alone may
+        // make it (a writer's or an admin's certificate is refused as well).
+        let peer_info_opt = parts.extensions.get::<PeerInfo>();
+        if let Err(denied) = PeerInfo::authorize(
+            peer_info_opt,
+            &self.fleet,
+            REPLICATE_PATH,
+            &[PeerRole::Fetcher],
+        ) {
+            warn!(peer = ?peer_info_opt.and_then(|peer| peer.remote_addr), %denied, "replicate stream refused");
+            return Status::permission_denied(denied.to_string()).into_http();
+        }
+        let peer = peer_info_opt.and_then(|peer| peer.remote_addr);
         let stream_span = telemetry::stream_span(&MetadataMap::from_headers(parts.headers), peer);
         let mut metadata = MetadataMap::new();
         kmirror_common::telemetry::inject_metadata_context(&stream_span, &mut metadata);

@@ -103,6 +103,8 @@ async fn failed_delivery_is_not_acknowledged_and_the_restart_goes_through_a_fres
             etcd: vec![etcd_endpoint()],
             fleet: fleet.clone(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            // The writer's delivery, not its transport (fleet_tls covers that).
+            insecure: true,
             ..MemberConfig::default()
         },
         producer_properties: vec![("message.timeout.ms".to_string(), "2000".to_string())],

@@ -19,18 +19,16 @@ Examples:\n  \
         kmirrorctl flow create dr --source source --dest dest --include 'orders\\..*'\n  \
         kmirrorctl status --flow dr --watch\n  \
         kmirrorctl --coordinator coordinator.internal:7070 members -o json\n  \
-        KMIRROR_COORDINATOR=10.0.0.5:7070,10.0.0.6:7070 kmirrorctl status"
+        KMIRROR_COORDINATOR=10.0.0.5:7070,10.0.0.6:7070 kmirrorctl status\n\n\
+Connection: the admin API takes mutual TLS; kmirrorctl presents an admin, operator or viewer \
+certificate of the fleet CA. It takes the coordinator address and its files from flags, \
+KMIRROR_* variables, or a context of ~/.config/kmirror/kmirrorctl.yaml (deploy/local/fleet \
+writes one named local): see `kmirrorctl context --help` and `kmirrorctl certificates --help`."
 )]
 pub struct Cli {
-    /// Address of a coordinator's admin API (http://HOST:PORT or HOST:PORT); several,
-    /// comma-separated, are tried in order until one answers.
-    #[arg(
-        long,
-        global = true,
-        env = "KMIRROR_COORDINATOR",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    pub coordinator: String,
+    /// Where the admin API is and how to reach it (flags, variables, a context).
+    #[command(flatten)]
+    pub connection: super::connection::ConnectionArgs,
 
     /// Output format: aligned tables (text, wide with more columns) for people,
     /// json or yaml for scripts.
@@ -188,6 +186,25 @@ Examples:\n  \
     /// Check or show configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The audit log: every mutating admin call, allowed or refused, newest first.
+    #[command(after_help = "Needs an operator or admin certificate.\n\n\
+Examples:\n  \
+        kmirrorctl audit\n  \
+        kmirrorctl audit --limit 1000 -o json")]
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Bearer tokens of the admin API, for scripts without a certificate (admins only).
+    #[command(subcommand)]
+    Token(super::tokens::TokenCommand),
+    /// Make a fleet CA and issue member and client certificates.
+    #[command(subcommand)]
+    Certificates(super::certificates::CertificatesCommand),
+    /// kmirrorctl's contexts: named coordinators with their TLS files.
+    #[command(subcommand)]
+    Context(super::certificates::ContextCommand),
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         kmirrorctl completion bash > /etc/bash_completion.d/kmirrorctl\n  \

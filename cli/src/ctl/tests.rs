@@ -155,9 +155,15 @@ fn every_command_takes_every_output_format() {
 #[test]
 fn the_coordinator_flag_works_before_or_after_the_command() {
     let cli = parse(&["members", "--coordinator", "10.0.0.1:7070"]).unwrap();
-    assert_eq!(cli.coordinator, "10.0.0.1:7070");
+    assert_eq!(cli.connection.coordinator.as_deref(), Some("10.0.0.1:7070"));
     let cli = parse(&["--coordinator", "http://c:1", "flow", "list"]).unwrap();
-    assert_eq!(cli.coordinator, "http://c:1");
+    assert_eq!(cli.connection.coordinator.as_deref(), Some("http://c:1"));
+    let cli = parse(&["status", "--context", "lab", "--tls-ca", "ca.pem"]).unwrap();
+    assert_eq!(cli.connection.context.as_deref(), Some("lab"));
+    assert_eq!(
+        cli.connection.tls_ca,
+        Some(std::path::PathBuf::from("ca.pem"))
+    );
 }
 
 #[test]
@@ -276,6 +282,8 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     drop(closed);
     let failure = Ctl::connect(
         &format!("{closed_address},{closed_address}"),
+        &Transport::Insecure,
+        BearerToken::default(),
         OutputFormat::Text,
     )
     .await
@@ -288,6 +296,8 @@ async fn the_next_coordinator_is_used_when_the_first_is_unreachable() {
     let open_address = listener.local_addr().unwrap().to_string();
     let ctl = Ctl::connect(
         &format!("{closed_address},{open_address}"),
+        &Transport::Insecure,
+        BearerToken::default(),
         OutputFormat::Text,
     )
     .await

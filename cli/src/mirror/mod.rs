@@ -28,6 +28,7 @@ use kmirror_common::etcd::EtcdSettings;
 use kmirror_common::http::MetricsListen;
 use kmirror_common::member_config::MemberConfig;
 use kmirror_common::schema::{decode, encode, FlowPhase, FlowState};
+use kmirror_common::tls::{PeerRole, TransportSettings};
 use kmirror_common::types::FlowName;
 use kmirror_common::Keys;
 use kmirror_coordinator::admin::AdminService;
@@ -50,7 +51,13 @@ pub const FLOW: &str = "mirror";
 
 /// What every member of the one-process fleet shares: loopback addresses, no
 /// metrics endpoint, the run's lease TTL.
-fn member_config(endpoints: &[String], fleet: &str, id: &str, args: &MirrorArgs) -> MemberConfig {
+fn member_config(
+    endpoints: &[String],
+    fleet: &str,
+    id: &str,
+    args: &MirrorArgs,
+    transport: TransportSettings,
+) -> MemberConfig {
     MemberConfig {
         etcd: endpoints.to_vec(),
         fleet: fleet.to_string(),
@@ -58,6 +65,10 @@ fn member_config(endpoints: &[String], fleet: &str, id: &str, args: &MirrorArgs)
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         lease_ttl: args.lease_ttl,
         metrics_listen: MetricsListen(None),
+        tls_cert: transport.tls_cert,
+        tls_key: transport.tls_key,
+        tls_ca: transport.tls_ca,
+        insecure: transport.insecure,
         ..MemberConfig::default()
     }
 }
@@ -175,8 +186,17 @@ async fn run_fleet(
     }
 
     let mut members: Vec<Running> = Vec::new();
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let tls = tls::MirrorTls::open(state_dir.join(fleet).join("tls"), fleet)?;
+    let coordinator_id = format!("{fleet}-coordinator");
     let coordinator_config = kmirror_coordinator::Config::from_config(&CoordinatorConfig {
-        member: member_config(endpoints, fleet, &format!("{fleet}-coordinator"), args),
+        member: member_config(
+            endpoints,
+            fleet,
+            &coordinator_id,
+            args,
+            tls.member(PeerRole::Coordinator, &coordinator_id)?,
+        ),
         refresh_interval: args.refresh_interval,
     })
     .map_err(|error| MirrorError::Failed(error.to_string()))?;
@@ -187,7 +207,13 @@ async fn run_fleet(
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-writer-{index}");
         let config = WriterConfig {
-            member: member_config(endpoints, fleet, &id, args),
+            member: member_config(
+                endpoints,
+                fleet,
+                &id,
+                args,
+                tls.member(PeerRole::Writer, &id)?,
+            ),
             ..WriterConfig::default()
         };
         let writer = Writer::build(config)
@@ -207,7 +233,13 @@ async fn run_fleet(
     for index in 1..=args.num_streams {
         let id = format!("{fleet}-fetcher-{index}");
         let config = FetcherConfig {
-            member: member_config(endpoints, fleet, &id, args),
+            member: member_config(
+                endpoints,
+                fleet,
+                &id,
+                args,
+                tls.member(PeerRole::Fetcher, &id)?,
+            ),
             checkpoint_interval: Duration::from_millis(args.offset_commit_interval_ms.max(10)),
             ..FetcherConfig::default()
         };
@@ -388,6 +420,8 @@ async fn wait_caught_up(
         }
     }
 }
+
+mod tls;
 
 #[cfg(test)]
 mod tests {
