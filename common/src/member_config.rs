@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::etcd::EtcdSettings;
+use crate::etcd::{EtcdSecurity, EtcdSettings};
 use crate::http::MetricsListen;
 use crate::metrics::Granularity;
 
@@ -54,6 +54,22 @@ pub struct MemberConfig {
     /// and opened with it for Kafka clients (see [`crate::secrets`]).
     #[serde(deserialize_with = "text::optional_parsed")]
     pub secrets_key_file: Option<PathBuf>,
+    // etcd security (see [`crate::etcd::EtcdSecurity`]).
+    /// Client certificate (PEM) presented to an `https://` etcd.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of `etcd_cert`.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_key: Option<PathBuf>,
+    /// CA (PEM) of etcd's server certificate.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_ca: Option<PathBuf>,
+    /// etcd RBAC user.
+    #[serde(deserialize_with = "text::optional_scalar")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl MemberConfig {
@@ -71,12 +87,25 @@ impl MemberConfig {
         "metricsListen",
         "metricsLabels",
         "secretsKeyFile",
+        // etcd security.
+        "etcdCert",
+        "etcdKey",
+        "etcdCa",
+        "etcdUser",
+        "etcdPasswordFile",
     ];
 
     pub fn etcd_settings(&self) -> EtcdSettings {
         EtcdSettings {
             endpoints: self.etcd.clone(),
             fleet: self.fleet.clone(),
+            security: EtcdSecurity {
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+                ca: self.etcd_ca.clone(),
+                user: self.etcd_user.clone(),
+                password_file: self.etcd_password_file.clone(),
+            },
         }
     }
 
@@ -128,6 +157,11 @@ impl Default for MemberConfig {
             metrics_listen: MetricsListen(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
             metrics_labels: Granularity::Partition,
             secrets_key_file: None,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_ca: None,
+            etcd_user: None,
+            etcd_password_file: None,
         }
     }
 }

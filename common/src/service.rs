@@ -74,6 +74,56 @@ pub struct MemberArgs {
     /// same file. Without it, clusters with secrets cannot be stored or used.
     #[arg(long, env = "KMIRROR_SECRETS_KEY_FILE", value_name = "FILE")]
     pub secrets_key_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
+}
+
+/// How a member authenticates to etcd and encrypts the connection: the flag
+/// form of [`crate::etcd::EtcdSecurity`]. `kmirror mirror --etcd` takes them too.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdSecurityArgs {
+    /// Client certificate (PEM) presented to etcd; the endpoints must be https://.
+    #[arg(long, env = "KMIRROR_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, env = "KMIRROR_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<std::path::PathBuf>,
+
+    /// CA (PEM) that signed etcd's server certificate; needed by https:// endpoints.
+    #[arg(long, env = "KMIRROR_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+
+    /// etcd user (etcd's RBAC) the member authenticates as; its role needs
+    /// readwrite on the fleet's prefix /kmirror/<fleet>/.
+    #[arg(long, env = "KMIRROR_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password (its first line).
+    #[arg(long, env = "KMIRROR_ETCD_PASSWORD_FILE", value_name = "FILE")]
+    pub etcd_password_file: Option<std::path::PathBuf>,
+
+    /// Refused: give the password in a file with --etcd-password-file.
+    #[arg(long, env = "KMIRROR_ETCD_PASSWORD", hide = true, value_parser = refuse_password_on_command_line)]
+    pub etcd_password: Option<String>,
+}
+
+/// Why `--etcd-password` (or `KMIRROR_ETCD_PASSWORD`) is refused, whatever its value.
+fn refuse_password_on_command_line(_: &str) -> Result<String, String> {
+    Err("a password on the command line or in the environment is readable by other users of this machine (ps, /proc) and kept in shell histories and unit files: put it in a file readable by the member only and give --etcd-password-file FILE (KMIRROR_ETCD_PASSWORD_FILE)".to_string())
+}
+
+impl EtcdSecurityArgs {
+    pub fn security(&self) -> crate::etcd::EtcdSecurity {
+        crate::etcd::EtcdSecurity {
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            ca: self.etcd_ca.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
 }
 
 impl MemberConfig {

@@ -58,6 +58,11 @@ fn member_config(endpoints: &[String], fleet: &str, id: &str, args: &MirrorArgs)
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         lease_ttl: args.lease_ttl,
         metrics_listen: MetricsListen(None),
+        etcd_cert: args.etcd_security.etcd_cert.clone(),
+        etcd_key: args.etcd_security.etcd_key.clone(),
+        etcd_ca: args.etcd_security.etcd_ca.clone(),
+        etcd_user: args.etcd_security.etcd_user.clone(),
+        etcd_password_file: args.etcd_security.etcd_password_file.clone(),
         ..MemberConfig::default()
     }
 }
@@ -125,6 +130,7 @@ async fn run_fleet(
     let settings = EtcdSettings {
         endpoints: endpoints.to_vec(),
         fleet: fleet.to_string(),
+        security: args.etcd_security.security(),
     };
     let mut client = kmirror_common::etcd::connect(&settings)
         .await
