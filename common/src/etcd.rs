@@ -278,6 +278,10 @@ fn classify(settings: &EtcdSettings, source: etcd_client::Error) -> EtcdError {
         "TLS",
         "handshake",
         "UnknownIssuer",
+        // A server that rejects the client's certificate under TLS 1.3 often
+        // closes the connection before its alert is read.
+        "broken pipe",
+        "connection reset",
     ];
     if settings
         .endpoints

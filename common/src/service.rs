@@ -97,7 +97,7 @@ pub struct EtcdSecurityArgs {
 
     /// etcd user (etcd's RBAC) the member authenticates as; its role needs
     /// readwrite on the fleet's prefix /kmirror/<fleet>/.
-    #[arg(long, env = "KMIRROR_ETCD_USER", requires = "etcd_password_file")]
+    #[arg(long, env = "KMIRROR_ETCD_USER")]
     pub etcd_user: Option<String>,
 
     /// File holding the etcd user's password (its first line).
@@ -105,13 +105,30 @@ pub struct EtcdSecurityArgs {
     pub etcd_password_file: Option<std::path::PathBuf>,
 
     /// Refused: give the password in a file with --etcd-password-file.
-    #[arg(long, env = "KMIRROR_ETCD_PASSWORD", hide = true, value_parser = refuse_password_on_command_line)]
+    #[arg(long, env = "KMIRROR_ETCD_PASSWORD", hide = true, value_parser = RefusePasswordOnCommandLine)]
     pub etcd_password: Option<String>,
 }
 
-/// Why `--etcd-password` (or `KMIRROR_ETCD_PASSWORD`) is refused, whatever its value.
-fn refuse_password_on_command_line(_: &str) -> Result<String, String> {
-    Err("a password on the command line or in the environment is readable by other users of this machine (ps, /proc) and kept in shell histories and unit files: put it in a file readable by the member only and give --etcd-password-file FILE (KMIRROR_ETCD_PASSWORD_FILE)".to_string())
+/// Refuses `--etcd-password` (or `KMIRROR_ETCD_PASSWORD`) whatever its value,
+/// without the value in the message (clap's own errors quote it).
+#[derive(Clone)]
+struct RefusePasswordOnCommandLine;
+
+impl clap::builder::TypedValueParser for RefusePasswordOnCommandLine {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        _value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            "--etcd-password: a password on the command line or in the environment is readable by other users of this machine (ps, /proc) and kept in shell histories and unit files: put it in a file readable by the member only and give --etcd-password-file FILE (KMIRROR_ETCD_PASSWORD_FILE)\n",
+        )
+        .with_cmd(command))
+    }
 }
 
 impl EtcdSecurityArgs {

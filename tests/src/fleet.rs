@@ -61,6 +61,12 @@ pub struct FleetOptions {
     /// Source and destination clusters, when not the stack's (a test that
     /// restarts its own brokers).
     pub clusters: Option<(Cluster, Cluster)>,
+    /// How the test reaches a secured etcd (TLS, a user), and each role's extra
+    /// environment (its etcd certificate and user).
+    pub etcd_connect_options: Option<etcd_client::ConnectOptions>,
+    pub role_env: Vec<(Role, String, String)>,
+    /// `name` is already unique (etcd users were granted its prefix): no suffix.
+    pub name_is_unique: bool,
 }
 
 impl FleetOptions {
@@ -90,6 +96,9 @@ impl Default for FleetOptions {
             env: Vec::new(),
             etcd_endpoint: None,
             clusters: None,
+            etcd_connect_options: None,
+            role_env: Vec::new(),
+            name_is_unique: false,
         }
     }
 }
@@ -263,7 +272,10 @@ impl Fleet {
     /// running, fetchers and writers registered in etcd, the admin API answering.
     pub async fn start(options: FleetOptions) -> Fleet {
         let stack = stack::stack();
-        let name = crate::unique_name(&options.name);
+        let name = match options.name_is_unique {
+            true => options.name.clone(),
+            false => crate::unique_name(&options.name),
+        };
         let log_dir = stack.logs_dir.join(&name);
         std::fs::create_dir_all(&log_dir)
             .unwrap_or_else(|error| panic!("cannot create {}: {error}", log_dir.display()));
@@ -271,9 +283,12 @@ impl Fleet {
             .etcd_endpoint
             .clone()
             .unwrap_or_else(|| stack.etcd_endpoint.clone());
-        let etcd = etcd_client::Client::connect([etcd_endpoint.as_str()], None)
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
+        let etcd = etcd_client::Client::connect(
+            [etcd_endpoint.as_str()],
+            options.etcd_connect_options.clone(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
 
         let common_args = |id: &str| -> Vec<String> {
             vec![
@@ -298,7 +313,15 @@ impl Fleet {
             args,
             child: Mutex::new(None),
             started_ms: AtomicI64::new(0),
-            env: options.env.clone(),
+            env: (options.env.iter().cloned())
+                .chain(
+                    options
+                        .role_env
+                        .iter()
+                        .filter(|(for_role, ..)| *for_role == role)
+                        .map(|(_, name, value)| (name.clone(), value.clone())),
+                )
+                .collect(),
         };
 
         let mut members = Vec::new();

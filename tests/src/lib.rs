@@ -31,6 +31,7 @@ pub mod netns;
 pub mod observability;
 pub mod ordering;
 pub mod private_stack;
+pub mod secure_etcd;
 pub mod secure_stack;
 pub mod stack;
 pub mod status;
