@@ -528,4 +528,46 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn the_etcd_security_settings_come_from_the_file_or_the_flags() {
+        let file = write("apiVersion: kmirror.io/v1\nkind: Writer\nspec:\n  etcd: https://etcd:2379\n  etcdCa: /etc/kmirror/etcd-ca.pem\n  etcdCert: /etc/kmirror/etcd.crt\n  etcdKey: /etc/kmirror/etcd.key\n  etcdUser: prod-writer\n  etcdPasswordFile: /etc/kmirror/etcd.password\n");
+        let config = parse(&[
+            "kmirror-writer",
+            "--config",
+            file.to_str().unwrap(),
+            "--etcd-user",
+            "other-writer",
+        ])
+        .unwrap();
+        let security = config.member.etcd_settings().security;
+        assert_eq!(security.user.as_deref(), Some("other-writer"));
+        assert_eq!(
+            security.ca.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/etcd-ca.pem"))
+        );
+        assert_eq!(
+            security.cert.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/etcd.crt"))
+        );
+        assert_eq!(
+            security.key.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/etcd.key"))
+        );
+        assert_eq!(
+            security.password_file.as_deref(),
+            Some(std::path::Path::new("/etc/kmirror/etcd.password"))
+        );
+    }
+
+    #[test]
+    fn an_etcd_password_on_the_command_line_is_refused_without_echoing_it() {
+        let error = Flags::command()
+            .try_get_matches_from(["kmirror-writer", "--etcd-password", "hunter2"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--etcd-password-file"), "{error}");
+        assert!(error.contains("readable by other users"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::etcd::EtcdSettings;
+use crate::etcd::{EtcdSecurity, EtcdSettings};
 use crate::http::MetricsListen;
 use crate::metrics::Granularity;
 use crate::tls::TransportSettings;
@@ -70,6 +70,23 @@ pub struct MemberConfig {
     /// Plaintext, unauthenticated connections, asked for by name.
     #[serde(deserialize_with = "text::flag")]
     pub insecure: bool,
+
+    // etcd security (see [`crate::etcd::EtcdSecurity`]).
+    /// Client certificate (PEM) presented to an `https://` etcd.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of `etcd_cert`.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_key: Option<PathBuf>,
+    /// CA (PEM) of etcd's server certificate.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_ca: Option<PathBuf>,
+    /// etcd RBAC user.
+    #[serde(deserialize_with = "text::optional_scalar")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password.
+    #[serde(deserialize_with = "text::optional_parsed")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl MemberConfig {
@@ -91,6 +108,12 @@ impl MemberConfig {
         "tlsKey",
         "tlsCa",
         "insecure",
+        // etcd security.
+        "etcdCert",
+        "etcdKey",
+        "etcdCa",
+        "etcdUser",
+        "etcdPasswordFile",
     ];
 
     /// The transport settings, to be resolved with the member's role.
@@ -107,6 +130,13 @@ impl MemberConfig {
         EtcdSettings {
             endpoints: self.etcd.clone(),
             fleet: self.fleet.clone(),
+            security: EtcdSecurity {
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+                ca: self.etcd_ca.clone(),
+                user: self.etcd_user.clone(),
+                password_file: self.etcd_password_file.clone(),
+            },
         }
     }
 
@@ -162,6 +192,11 @@ impl Default for MemberConfig {
             tls_key: None,
             tls_ca: None,
             insecure: false,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_ca: None,
+            etcd_user: None,
+            etcd_password_file: None,
         }
     }
 }

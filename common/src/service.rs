@@ -97,6 +97,73 @@ pub struct MemberArgs {
     /// files or this flag a member does not start.
     #[arg(long, env = "KMIRROR_INSECURE", help_heading = "Transport security")]
     pub insecure: bool,
+
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
+}
+
+/// How a member authenticates to etcd and encrypts the connection: the flag
+/// form of [`crate::etcd::EtcdSecurity`]. `kmirror mirror --etcd` takes them too.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdSecurityArgs {
+    /// Client certificate (PEM) presented to etcd; the endpoints must be https://.
+    #[arg(long, env = "KMIRROR_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, env = "KMIRROR_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<std::path::PathBuf>,
+
+    /// CA (PEM) that signed etcd's server certificate; needed by https:// endpoints.
+    #[arg(long, env = "KMIRROR_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+
+    /// etcd user (etcd's RBAC) the member authenticates as; its role needs
+    /// readwrite on the fleet's prefix /kmirror/<fleet>/.
+    #[arg(long, env = "KMIRROR_ETCD_USER")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password (its first line).
+    #[arg(long, env = "KMIRROR_ETCD_PASSWORD_FILE", value_name = "FILE")]
+    pub etcd_password_file: Option<std::path::PathBuf>,
+
+    /// Refused: give the password in a file with --etcd-password-file.
+    #[arg(long, env = "KMIRROR_ETCD_PASSWORD", hide = true, value_parser = RefusePasswordOnCommandLine)]
+    pub etcd_password: Option<String>,
+}
+
+/// Refuses `--etcd-password` (or `KMIRROR_ETCD_PASSWORD`) whatever its value,
+/// without the value in the message (clap's own errors quote it).
+#[derive(Clone)]
+struct RefusePasswordOnCommandLine;
+
+impl clap::builder::TypedValueParser for RefusePasswordOnCommandLine {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        _value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            "--etcd-password: a password on the command line or in the environment is readable by other users of this machine (ps, /proc) and kept in shell histories and unit files: put it in a file readable by the member only and give --etcd-password-file FILE (KMIRROR_ETCD_PASSWORD_FILE)\n",
+        )
+        .with_cmd(command))
+    }
+}
+
+impl EtcdSecurityArgs {
+    pub fn security(&self) -> crate::etcd::EtcdSecurity {
+        crate::etcd::EtcdSecurity {
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            ca: self.etcd_ca.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
 }
 
 impl MemberConfig {

@@ -10,8 +10,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, LeaderKey, ResignOptions};
-use kmirror_common::etcd::EtcdError;
+use etcd_client::{Client, LeaderKey, ResignOptions};
 use kmirror_common::lease_keeper::{next_lease, LeaseState};
 use kmirror_common::schema::MemberInfo;
 use kmirror_common::Keys;
@@ -57,17 +56,7 @@ impl Leadership {
         lease_rx: watch::Receiver<LeaseState>,
         leader_tx: watch::Sender<bool>,
     ) -> Result<Self, CoordinatorError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        let endpoints = &config.etcd.endpoints;
-        let election_client =
-            Client::connect(endpoints, Some(options))
-                .await
-                .map_err(|source| EtcdError::Connect {
-                    endpoints: endpoints.join(","),
-                    source,
-                })?;
+        let election_client = kmirror_common::etcd::connect_for_election(&config.etcd).await?;
         Ok(Self {
             client,
             election_client,

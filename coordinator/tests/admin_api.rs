@@ -38,10 +38,7 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn settings(fleet: &str) -> EtcdSettings {
-    EtcdSettings {
-        endpoints: vec![etcd_endpoint()],
-        fleet: fleet.to_string(),
-    }
+    EtcdSettings::plain(vec![etcd_endpoint()], fleet)
 }
 
 async fn etcd_or_skip(test: &str) -> Option<Client> {

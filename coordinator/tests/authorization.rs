@@ -96,10 +96,7 @@ async fn calls_follow_the_certificates_role_and_every_mutation_is_audited() {
     );
     let Ok(Ok(mut etcd)) = tokio::time::timeout(
         Duration::from_secs(5),
-        kmirror_common::etcd::connect(&EtcdSettings {
-            endpoints: vec![etcd_endpoint()],
-            fleet: fleet.clone(),
-        }),
+        kmirror_common::etcd::connect(&EtcdSettings::plain(vec![etcd_endpoint()], &fleet)),
     )
     .await
     else {
@@ -110,10 +107,7 @@ async fn calls_follow_the_certificates_role_and_every_mutation_is_audited() {
     let coordinator_files = pki.issue(PeerRole::Coordinator, "coordinator-0");
     let (cert, key, ca) = path_of(&coordinator_files);
     let config = Config {
-        etcd: EtcdSettings {
-            endpoints: vec![etcd_endpoint()],
-            fleet: fleet.clone(),
-        },
+        etcd: EtcdSettings::plain(vec![etcd_endpoint()], &fleet),
         member_id: MemberId::new("coordinator-0").unwrap(),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise_opt: None,
@@ -265,10 +259,7 @@ async fn a_bearer_token_stands_for_its_role_until_revoked_and_is_stored_hashed()
     );
     let Ok(Ok(mut etcd)) = tokio::time::timeout(
         Duration::from_secs(5),
-        kmirror_common::etcd::connect(&EtcdSettings {
-            endpoints: vec![etcd_endpoint()],
-            fleet: fleet.clone(),
-        }),
+        kmirror_common::etcd::connect(&EtcdSettings::plain(vec![etcd_endpoint()], &fleet)),
     )
     .await
     else {
@@ -278,10 +269,7 @@ async fn a_bearer_token_stands_for_its_role_until_revoked_and_is_stored_hashed()
     let pki = Pki::new(&fleet);
     let coordinator_files = pki.issue(PeerRole::Coordinator, "coordinator-0");
     let config = Config {
-        etcd: EtcdSettings {
-            endpoints: vec![etcd_endpoint()],
-            fleet: fleet.clone(),
-        },
+        etcd: EtcdSettings::plain(vec![etcd_endpoint()], &fleet),
         member_id: MemberId::new("coordinator-0").unwrap(),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise_opt: None,

@@ -60,7 +60,10 @@ impl Fleet {
     /// running, fetchers and writers registered in etcd, the admin API answering.
     pub async fn start(options: FleetOptions) -> Fleet {
         let stack = stack::stack();
-        let name = crate::unique_name(&options.name);
+        let name = match options.name_is_unique {
+            true => options.name.clone(),
+            false => crate::unique_name(&options.name),
+        };
         let log_dir = stack.logs_dir.join(&name);
         std::fs::create_dir_all(&log_dir)
             .unwrap_or_else(|error| panic!("cannot create {}: {error}", log_dir.display()));
@@ -68,9 +71,12 @@ impl Fleet {
             .etcd_endpoint
             .clone()
             .unwrap_or_else(|| stack.etcd_endpoint.clone());
-        let etcd = etcd_client::Client::connect([etcd_endpoint.as_str()], None)
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
+        let etcd = etcd_client::Client::connect(
+            [etcd_endpoint.as_str()],
+            options.etcd_connect_options.clone(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to etcd at {etcd_endpoint}: {error}"));
 
         let pki_opt = options
             .tls
@@ -107,7 +113,15 @@ impl Fleet {
             args,
             child: Mutex::new(None),
             started_ms: AtomicI64::new(0),
-            env: options.env.clone(),
+            env: (options.env.iter().cloned())
+                .chain(
+                    options
+                        .role_env
+                        .iter()
+                        .filter(|(for_role, ..)| *for_role == role)
+                        .map(|(_, name, value)| (name.clone(), value.clone())),
+                )
+                .collect(),
         };
 
         let mut members = Vec::new();

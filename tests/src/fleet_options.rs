@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use kmirror_common::Role;
+
 use crate::kafka::Cluster;
 
 /// What fleet to start. Timings are short so that tests run fast.
@@ -33,6 +35,12 @@ pub struct FleetOptions {
     /// Mutual TLS between the members and with kmirrorctl (the default); false
     /// runs every member with `--insecure`.
     pub tls: bool,
+    /// How the test reaches a secured etcd (TLS, a user), and each role's extra
+    /// environment (its etcd certificate and user).
+    pub etcd_connect_options: Option<etcd_client::ConnectOptions>,
+    pub role_env: Vec<(Role, String, String)>,
+    /// `name` is already unique (etcd users were granted its prefix): no suffix.
+    pub name_is_unique: bool,
 }
 
 impl FleetOptions {
@@ -63,6 +71,9 @@ impl Default for FleetOptions {
             etcd_endpoint: None,
             clusters: None,
             tls: true,
+            etcd_connect_options: None,
+            role_env: Vec::new(),
+            name_is_unique: false,
         }
     }
 }

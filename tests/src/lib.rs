@@ -38,6 +38,7 @@ pub mod observability;
 pub mod ordering;
 pub mod pki;
 pub mod private_stack;
+pub mod secure_etcd;
 pub mod secure_stack;
 pub mod stack;
 pub mod status;

@@ -71,6 +71,9 @@ pub struct MirrorArgs {
     #[arg(long, env = "KMIRROR_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
 
+    #[command(flatten)]
+    pub etcd_security: kmirror_common::service::EtcdSecurityArgs,
+
     /// Folder of the private etcd's data [default: $XDG_STATE_HOME/kmirror or
     /// ~/.local/state/kmirror].
     #[arg(long, env = "KMIRROR_MIRROR_STATE_DIR")]

@@ -69,6 +69,11 @@ fn member_config(
         tls_key: transport.tls_key,
         tls_ca: transport.tls_ca,
         insecure: transport.insecure,
+        etcd_cert: args.etcd_security.etcd_cert.clone(),
+        etcd_key: args.etcd_security.etcd_key.clone(),
+        etcd_ca: args.etcd_security.etcd_ca.clone(),
+        etcd_user: args.etcd_security.etcd_user.clone(),
+        etcd_password_file: args.etcd_security.etcd_password_file.clone(),
         ..MemberConfig::default()
     }
 }
@@ -136,6 +141,7 @@ async fn run_fleet(
     let settings = EtcdSettings {
         endpoints: endpoints.to_vec(),
         fleet: fleet.to_string(),
+        security: args.etcd_security.security(),
     };
     let mut client = kmirror_common::etcd::connect(&settings)
         .await

@@ -109,10 +109,7 @@ impl PrivateEtcd {
                     log_path.display()
                 )));
             }
-            let settings = EtcdSettings {
-                endpoints: vec![etcd.endpoint.clone()],
-                fleet: String::new(),
-            };
+            let settings = EtcdSettings::plain(vec![etcd.endpoint.clone()], "");
             if kmirror_common::etcd::connect(&settings).await.is_ok() {
                 info!(endpoint = %etcd.endpoint, data = %data_dir.display(), "private etcd ready");
                 return Ok(etcd);
