@@ -199,6 +199,9 @@ ensure_debian_packages() {
 		missing+=(build-essential)
 	fi
 	command -v flock >/dev/null || missing+=(util-linux)
+	# The secure stack's certificates (stack up --secure) and the secured etcd
+	# of tests/tests/secure_etcd.rs.
+	command -v openssl >/dev/null || missing+=(openssl)
 	# The release artefacts' checks (tests/tests/deploy_artifacts.rs): deploy/package
 	# strips the binaries, systemd-analyze checks the units, and the Kubernetes
 	# manifests' validator lives in a Python virtualenv.
