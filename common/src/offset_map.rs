@@ -152,6 +152,26 @@ impl MapEntry {
         })
     }
 
+    /// The entry of records at the source offsets of `runs` (see [`runs_of`]).
+    pub fn from_runs(
+        runs: Vec<(i64, u32)>,
+        dest_topic: &str,
+        dest_partition: i32,
+        dest_first_offset: i64,
+        consecutive: bool,
+    ) -> Option<Self> {
+        let (start, len) = *runs.last()?;
+        Some(Self {
+            last_offset: start + i64::from(len) - 1,
+            record_count: runs.iter().map(|run| run.1).sum(),
+            runs,
+            dest_topic: dest_topic.to_string(),
+            dest_partition,
+            dest_first_offset,
+            consecutive,
+        })
+    }
+
     pub fn first_offset(&self) -> i64 {
         self.runs.first().map_or(self.last_offset, |run| run.0)
     }
@@ -404,7 +424,10 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], MapDecodeError> {
-        let end = self.at.checked_add(len).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(MapDecodeError::Truncated {
                 what: self.what,
@@ -431,15 +454,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, MapDecodeError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn i32(&mut self) -> Result<i32, MapDecodeError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn i64(&mut self) -> Result<i64, MapDecodeError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn string(&mut self) -> Result<String, MapDecodeError> {

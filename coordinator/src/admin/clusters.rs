@@ -44,9 +44,11 @@ impl AdminService {
         let bootstrap_servers = match (given_bootstrap.is_empty(), &stored_opt) {
             (false, _) => given_bootstrap,
             (true, Some((stored, _))) => stored.bootstrap_servers.clone(),
-            (true, None) => return Err(CoordinatorError::InvalidArgument(format!(
+            (true, None) => {
+                return Err(CoordinatorError::InvalidArgument(format!(
                 "cluster {name}: the bootstrap address is empty (there is no stored one to keep)"
-            ))),
+            )))
+            }
         };
         let given: BTreeMap<String, String> = cluster.properties.into_iter().collect();
         let merged = if request.keep_properties {
