@@ -67,7 +67,9 @@ impl AdminService {
                 .map(|translations| (translations, map_topic))
         })
         .await
-        .map_err(|error| CoordinatorError::InvalidArgument(format!("translation failed: {error}")))?;
+        .map_err(|error| {
+            CoordinatorError::InvalidArgument(format!("translation failed: {error}"))
+        })?;
         let (translations, map_topic) = translations?;
         Ok(TranslateOffsetsResponse {
             translations,
@@ -234,7 +236,10 @@ fn consumer(spec: &ClusterSpec, group_opt: Option<&str>) -> Result<BaseConsumer,
     let mut config = kmirror_common::kafka::client_config(spec, &role, &[])?;
     // A group id is required by librdkafka's consumer even when no group is joined
     // (reading the map assigns partitions by hand and commits nothing).
-    config.set("group.id", group_opt.unwrap_or("kmirror-offset-translation"));
+    config.set(
+        "group.id",
+        group_opt.unwrap_or("kmirror-offset-translation"),
+    );
     config.create().map_err(|error| {
         CoordinatorError::InvalidArgument(format!(
             "invalid client properties for cluster {}: {error}",
@@ -315,7 +320,12 @@ fn read_map(
             // An entry this version cannot read is skipped: its offsets then read
             // as not mirrored, never as a guess.
             let (Ok(key), Ok(entry)) = (MapKey::decode(key), MapEntry::decode(value)) else {
-                tracing::warn!(topic = map_topic, partition = map_partition, offset = message.offset(), "skipping an offset map record that cannot be decoded");
+                tracing::warn!(
+                    topic = map_topic,
+                    partition = map_partition,
+                    offset = message.offset(),
+                    "skipping an offset map record that cannot be decoded"
+                );
                 continue;
             };
             let id = (key.topic, key.partition);
@@ -386,8 +396,15 @@ mod tests {
             .collect();
         assert!(reasons[0].starts_with("not mirrored yet"), "{}", reasons[0]);
         assert!(reasons[1].starts_with("not mirrored yet"), "{}", reasons[1]);
-        assert!(reasons[2].starts_with("re-partitioned flow"), "{}", reasons[2]);
+        assert!(
+            reasons[2].starts_with("re-partitioned flow"),
+            "{}",
+            reasons[2]
+        );
         assert_eq!(reasons[3], "flow dr mirrors no source topic payments");
-        assert_eq!(reasons[4], "source topic orders has no partition 5 (2 partitions)");
+        assert_eq!(
+            reasons[4],
+            "source topic orders has no partition 5 (2 partitions)"
+        );
     }
 }
