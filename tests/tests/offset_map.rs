@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use kmirror_tests::data::KeyedRecords;
 use kmirror_tests::kafka::{
-    create_topic, produce, produce_transactions, read_all, ConsumedRecord, Transaction,
+    alter_topic_configs, create_topic, produce, produce_transactions, read_all, ConsumedRecord,
+    TopicRecords, Transaction,
 };
 use kmirror_tests::{unique_name, Cluster, CtlOutput, Fleet, FleetOptions};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -93,7 +94,22 @@ async fn random_source_offsets_translate_to_the_same_records_across_aborted_tran
 
     let source = read_all(Cluster::Source, &topic).await?;
     let dest = read_all(Cluster::Dest, &topic).await?;
-    let mut random = Lcg(18);
+    assert_random_offsets_translate(&fleet, &flow, &topic, &source, &dest, 18).await;
+    Ok(())
+}
+
+/// Translates 1 000 random source offsets (records, markers, aborted or compacted
+/// records alike) and checks the destination record there is the one a source
+/// consumer at that offset reads first: same key, value, headers and timestamp.
+async fn assert_random_offsets_translate(
+    fleet: &Fleet,
+    flow: &str,
+    topic: &str,
+    source: &TopicRecords,
+    dest: &TopicRecords,
+    seed: u64,
+) {
+    let mut random = Lcg(seed);
     let mut positions: Vec<(i32, i64)> = Vec::new();
     for _ in 0..1_000 {
         let partition = random.below(PARTITIONS as u64) as i32;
@@ -106,9 +122,9 @@ async fn random_source_offsets_translate_to_the_same_records_across_aborted_tran
             "offsets".to_string(),
             "translate".into(),
             "--flow".into(),
-            flow.clone(),
+            flow.to_string(),
             "--topic".into(),
-            topic.clone(),
+            topic.to_string(),
             "-o".into(),
             "json".into(),
         ];
@@ -142,6 +158,109 @@ async fn random_source_offsets_translate_to_the_same_records_across_aborted_tran
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_source_offsets_translate_to_the_same_records_on_a_compacted_topic() -> Result<()> {
+    let topic = unique_name("offset-compacted");
+    let flow = unique_name("offset-compacted-flow");
+    create_topic(
+        Cluster::Source,
+        &topic,
+        PARTITIONS,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )
+    .await?;
+    // Few keys written many times, interleaved with keys written once: once
+    // compacted, the repeated keys leave gaps between the records that stay.
+    let repeated = |first_sequence: u64, count: u64| {
+        KeyedRecords {
+            first_sequence,
+            distinct_keys: 30,
+            ..KeyedRecords::new(count, PARTITIONS)
+        }
+        .generate()
+    };
+    let unique = KeyedRecords {
+        first_sequence: 1_000_000,
+        distinct_keys: u64::MAX,
+        ..KeyedRecords::new(1_500, PARTITIONS)
+    }
+    .generate();
+    let mut records = repeated(0, 1_500);
+    for (unique, repeated) in unique.into_iter().zip(repeated(1_500, 1_500)) {
+        records.push(unique);
+        records.push(repeated);
+    }
+    produce(Cluster::Source, &topic, records).await?;
+    let mut sequence = 3_000;
+    // A segment rolls (and can be cleaned) only when a record comes after
+    // segment.ms: keep writing a little until the cleaner has removed records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let source = read_all(Cluster::Source, &topic).await?;
+        let compacted = source.values().all(|records| {
+            records
+                .windows(2)
+                .any(|pair| pair[1].offset != pair[0].offset + 1)
+        });
+        if compacted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the source topic was not compacted in time"
+        );
+        produce(Cluster::Source, &topic, repeated(sequence, 30)).await?;
+        sequence += 30;
+    }
+    // No more cleaning from here: the source stays as it is compared with.
+    alter_topic_configs(
+        Cluster::Source,
+        &topic,
+        &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
+    )
+    .await?;
+    let source = read_all(Cluster::Source, &topic).await?;
+    let present: usize = source.values().map(Vec::len).sum();
+
+    let fleet = Fleet::start(FleetOptions::new("offset-compacted")).await;
+    fleet.add_clusters().await;
+    // The destination copy is not compacted, so each translated offset holds its
+    // record for the comparison.
+    fleet
+        .ctl([
+            "flow",
+            "create",
+            &flow,
+            "--source",
+            "source",
+            "--dest",
+            "dest",
+            "--include",
+            &topic,
+            "--config-exclude",
+            "cleanup\\.policy|segment\\.ms|min\\.cleanable\\.dirty\\.ratio|retention\\.ms",
+        ])
+        .await
+        .assert_success();
+    fleet
+        .wait_for_mirror(&topic, present as i64, Duration::from_secs(180))
+        .await;
+    fleet
+        .wait_caught_up(&flow, &topic, PARTITIONS, Duration::from_secs(60))
+        .await;
+    let source_after = read_all(Cluster::Source, &topic).await?;
+    assert!(
+        source_after == source,
+        "the source was compacted again while mirroring; the comparison needs a still source"
+    );
+    let dest = read_all(Cluster::Dest, &topic).await?;
+    assert_random_offsets_translate(&fleet, &flow, &topic, &source, &dest, 7).await;
     Ok(())
 }
 
