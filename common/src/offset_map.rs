@@ -14,6 +14,7 @@
 //! Value: `u8 version=1`, `u8 flags` (bit 0: the records were *not* consecutive in
 //! the destination), `u16 len + destination topic`, `i32 destination partition`,
 //! `i64 destination first offset`, `u32 record count`, `i64 last source offset`,
+//! `i64 next source offset` (where the fetcher read on after the batch),
 //! `u32 run count`, then per run `i64 start offset, u32 length`: the source offsets
 //! present, as runs of consecutive offsets (gaps are transaction markers, aborted or
 //! compacted records). The run lengths add up to the record count.
@@ -83,6 +84,9 @@ pub struct MapKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapEntry {
     pub last_offset: i64,
+    /// The source offset the fetcher reads after this batch: past `last_offset`
+    /// when transaction markers or aborted records follow its last record.
+    pub next_offset: i64,
     /// Source offsets present: (start, length) runs, ascending.
     pub runs: Vec<(i64, u32)>,
     pub dest_topic: String,
@@ -143,6 +147,7 @@ impl MapEntry {
     ) -> Option<Self> {
         Some(Self {
             last_offset: *offsets.last()?,
+            next_offset: offsets.last()? + 1,
             runs: runs_of(offsets),
             dest_topic: dest_topic.to_string(),
             dest_partition,
@@ -155,14 +160,17 @@ impl MapEntry {
     /// The entry of records at the source offsets of `runs` (see [`runs_of`]).
     pub fn from_runs(
         runs: Vec<(i64, u32)>,
+        next_offset: i64,
         dest_topic: &str,
         dest_partition: i32,
         dest_first_offset: i64,
         consecutive: bool,
     ) -> Option<Self> {
         let (start, len) = *runs.last()?;
+        let last_offset = start + i64::from(len) - 1;
         Some(Self {
-            last_offset: start + i64::from(len) - 1,
+            last_offset,
+            next_offset: next_offset.max(last_offset + 1),
             record_count: runs.iter().map(|run| run.1).sum(),
             runs,
             dest_topic: dest_topic.to_string(),
@@ -189,6 +197,7 @@ impl MapEntry {
         out.extend_from_slice(&self.dest_first_offset.to_be_bytes());
         out.extend_from_slice(&self.record_count.to_be_bytes());
         out.extend_from_slice(&self.last_offset.to_be_bytes());
+        out.extend_from_slice(&self.next_offset.to_be_bytes());
         out.extend_from_slice(&(self.runs.len() as u32).to_be_bytes());
         for (start, len) in &self.runs {
             out.extend_from_slice(&start.to_be_bytes());
@@ -206,6 +215,7 @@ impl MapEntry {
         let dest_first_offset = reader.i64()?;
         let record_count = reader.u32()?;
         let last_offset = reader.i64()?;
+        let next_offset = reader.i64()?;
         let run_count = reader.u32()? as usize;
         if run_count > bytes.len() / 12 {
             return Err(MapDecodeError::Truncated {
@@ -219,6 +229,7 @@ impl MapEntry {
         }
         let entry = MapEntry {
             last_offset,
+            next_offset,
             runs,
             dest_topic,
             dest_partition,
@@ -246,6 +257,12 @@ impl MapEntry {
                 ));
             }
             previous_end = start + i64::from(len);
+        }
+        if self.next_offset <= self.last_offset {
+            return Err(MapDecodeError::Inconsistent(format!(
+                "its next offset {} is not past its last offset {}",
+                self.next_offset, self.last_offset
+            )));
         }
         if previous_end - 1 != self.last_offset {
             return Err(MapDecodeError::Inconsistent(format!(
@@ -338,8 +355,9 @@ impl fmt::Display for Translation {
 /// `offset`: a consumer's committed position may point at a transaction marker or a
 /// compacted record, and the record it reads next is the next present one. When a
 /// resend wrote a batch twice, the copy with the highest destination offset wins (a
-/// consumer there reads the later copy and what follows it). The offset one past the
-/// last mirrored record translates to the position after that record's copy.
+/// consumer there reads the later copy and what follows it). An offset after the
+/// last mirrored record, up to where the fetcher read on (markers, aborted records),
+/// translates to the position after that record's copy.
 pub fn translate(entries: &[MapEntry], offset: i64) -> Translation {
     let Some(first_mapped) = entries.iter().map(MapEntry::first_offset).min() else {
         return Translation::NotMirroredYet {
@@ -379,12 +397,13 @@ pub fn translate(entries: &[MapEntry], offset: i64) -> Translation {
             dest_offset: entry.dest_first_offset + index,
         };
     }
-    // Past every present offset: exact only right after the last mirrored record.
+    // Past every present offset: exact only up to where the fetcher read after
+    // the last mirrored record (markers or aborted records may follow it).
     let last = entries
         .iter()
         .max_by_key(|entry| (entry.last_offset, entry.dest_first_offset))
         .expect("entries are not empty");
-    if offset == last.last_offset + 1 && last.consecutive {
+    if offset <= last.next_offset && last.consecutive {
         return Translation::Exact {
             dest_topic: last.dest_topic.clone(),
             dest_partition: last.dest_partition,
@@ -550,6 +569,15 @@ mod tests {
         assert_eq!(translate(&entries, 19), at(6));
         // Right after the last mirrored record: the end of its copy.
         assert_eq!(translate(&entries, 20), at(7));
+        // Past a commit marker that followed it, as far as the fetcher read.
+        let mut marked = entries.to_vec();
+        marked[1].next_offset = 21;
+        assert_eq!(translate(&marked, 21), at(7));
+        assert!(matches!(
+            translate(&marked, 22),
+            Translation::NotMirroredYet { .. }
+        ));
+        assert_eq!(MapEntry::decode(&marked[1].encode()).unwrap(), marked[1]);
     }
 
     #[test]

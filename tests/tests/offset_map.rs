@@ -200,7 +200,7 @@ async fn random_source_offsets_translate_to_the_same_records_on_a_compacted_topi
     let mut sequence = 3_000;
     // A segment rolls (and can be cleaned) only when a record comes after
     // segment.ms: keep writing a little until the cleaner has removed records.
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let source = read_all(Cluster::Source, &topic).await?;
         let compacted = source.values().all(|records| {

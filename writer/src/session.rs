@@ -551,6 +551,7 @@ impl Session {
                 let consecutive = span == completion.delivered as i64;
                 MapEntry::from_runs(
                     pending.map_runs,
+                    committed_offset,
                     &pending.dest_topic,
                     completion.dest_partition,
                     completion.dest_first_offset,
@@ -865,6 +866,15 @@ mod tests {
             ["orders 3"]
         );
         assert!(ack_order.is_empty() && finished.is_empty());
+    }
+
+    #[test]
+    fn a_batchs_source_offsets_are_kept_as_runs_split_at_each_gap() {
+        let mut runs = Vec::new();
+        for offset in [10, 11, 12, 15, 16, 20] {
+            extend_runs(&mut runs, offset);
+        }
+        assert_eq!(runs, vec![(10, 3), (15, 2), (20, 1)]);
     }
 
     #[test]
