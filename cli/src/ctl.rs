@@ -2,8 +2,8 @@
 //! The connection and the dispatch of a command are here; the command line is
 //! in `args`, failures in `failure`, config files in `files`, and each group of
 //! commands in a module of its own: `clusters`, `flows`, `status` (with
-//! `--watch` and `assignments`), `members` (with drain and rebalance) and
-//! `apply` (with `import` and `config show`).
+//! `--watch` and `assignments`), `members` (with drain and rebalance),
+//! `offsets` (translate) and `apply` (with `import` and `config show`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +35,7 @@ mod failure;
 mod files;
 mod flows;
 mod members;
+mod offsets;
 mod status;
 
 pub use crate::values::{parse_property, parse_start, StartArg};
@@ -44,7 +45,8 @@ use failure::*;
 use files::*;
 
 /// What a command produced: text for stdout, and whether it counts as a failure
-/// (a degraded fleet: the output is still printed).
+/// (a degraded fleet, a position not translated: the output is still printed,
+/// then `error: <reason>`, and the exit code is 1).
 pub struct Outcome {
     pub stdout: String,
     pub degraded_opt: Option<String>,
@@ -188,6 +190,16 @@ impl Ctl {
                 }
             }
             Command::Members => self.members().await.map(Outcome::from),
+            Command::Offsets(OffsetsCommand::Translate {
+                flow,
+                group,
+                topic,
+                partitions,
+                offsets,
+            }) => {
+                self.translate(flow, group, topic, partitions, offsets)
+                    .await
+            }
             Command::Assignments { flow } => self.assignments(flow).await.map(Outcome::from),
             Command::Drain {
                 member,
@@ -293,7 +305,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", outcome.stdout);
             match outcome.degraded_opt {
                 Some(reason) => {
-                    eprintln!("error: the fleet is degraded: {reason}");
+                    eprintln!("error: {reason}");
                     ExitCode::from(1)
                 }
                 None => ExitCode::SUCCESS,

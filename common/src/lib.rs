@@ -13,6 +13,7 @@ pub mod lease_keeper;
 pub mod member_config;
 pub mod membership;
 pub mod metrics;
+pub mod offset_map;
 pub mod runtime;
 pub mod schema;
 pub mod secrets;

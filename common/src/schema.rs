@@ -41,6 +41,14 @@ impl Keys {
         &self.root
     }
 
+    /// The fleet these keys belong to.
+    pub fn fleet(&self) -> &str {
+        self.root
+            .strip_prefix("/kmirror/")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_default()
+    }
+
     pub fn clusters(&self) -> String {
         format!("{}clusters/", self.root)
     }

@@ -183,8 +183,10 @@ impl Reconciler {
         snapshot: &Snapshot,
         running: &[&FlowSpec],
     ) -> BTreeMap<FlowName, FlowDiscovery> {
+        let map_topic = kmirror_common::offset_map::map_topic(self.keys.fleet());
         let mut discovered = discover::discover_flows(
             running,
+            &map_topic,
             &snapshot.clusters,
             &self.kafka,
             &snapshot.assignments,

@@ -93,6 +93,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fleets_offset_map_topic_is_never_mirrored_whatever_the_include() {
+        let map_topic = kmirror_common::offset_map::map_topic("prod");
+        for include in [".*", "__kmirror.*", "__kmirror\\.prod\\.offsets"] {
+            let filter = TopicFilter::new(include, None).unwrap();
+            assert!(!filter.matches(&map_topic), "{include}");
+        }
+    }
+
+    #[test]
     fn include_must_match_the_whole_topic_name() {
         let filter = TopicFilter::new("orders", None).unwrap();
         assert!(filter.matches("orders"));

@@ -73,6 +73,9 @@ pub struct WriterShared {
     epochs: Mutex<HashMap<PartitionKey, Epoch>>,
     producer_overrides: Vec<(String, String)>,
     pub drain_timeout: Duration,
+    /// The fleet's offset map topic on every destination cluster
+    /// (see `kmirror_common::offset_map`).
+    pub offset_map_topic: String,
     /// The lease keeper's channel: the lease the writer produces under.
     lease_rx: watch::Receiver<LeaseState>,
 }
@@ -129,6 +132,7 @@ impl Writer {
             epochs: Mutex::new(HashMap::new()),
             producer_overrides: config.producer_properties.clone(),
             drain_timeout: config.member.shutdown_grace,
+            offset_map_topic: kmirror_common::offset_map::map_topic(&config.member.fleet),
         });
         Ok(Self {
             config,

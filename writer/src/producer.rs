@@ -67,6 +67,10 @@ pub struct Completion {
     /// none, or when the batch spread over several partitions).
     pub dest_partition: i32,
     pub dest_offset: i64,
+    /// Destination offset of the first record delivered (-1 as above).
+    pub dest_first_offset: i64,
+    /// Records delivered.
+    pub delivered: usize,
 }
 
 pub struct BatchTracker {
@@ -76,6 +80,8 @@ pub struct BatchTracker {
     failure: Mutex<Option<KafkaError>>,
     dest_partition: AtomicI32,
     dest_offset: AtomicI64,
+    dest_first_offset: AtomicI64,
+    delivered: AtomicUsize,
     spread: AtomicBool,
     completion_tx: mpsc::UnboundedSender<Completion>,
 }
@@ -88,6 +94,8 @@ impl BatchTracker {
             failure: Mutex::new(None),
             dest_partition: AtomicI32::new(-1),
             dest_offset: AtomicI64::new(-1),
+            dest_first_offset: AtomicI64::new(i64::MAX),
+            delivered: AtomicUsize::new(0),
             spread: AtomicBool::new(false),
             completion_tx,
         })
@@ -114,6 +122,8 @@ impl BatchTracker {
             self.spread.store(true, Ordering::Release);
         }
         self.dest_offset.fetch_max(offset, Ordering::AcqRel);
+        self.dest_first_offset.fetch_min(offset, Ordering::AcqRel);
+        self.delivered.fetch_add(1, Ordering::AcqRel);
         self.release();
     }
 
@@ -131,12 +141,14 @@ impl BatchTracker {
         }
         let failure = self.failure.lock().expect("tracker lock poisoned").take();
         let spread = self.spread.load(Ordering::Acquire);
-        let (dest_partition, dest_offset) = if spread {
-            (-1, -1)
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let (dest_partition, dest_offset, dest_first_offset) = if spread || delivered == 0 {
+            (-1, -1, -1)
         } else {
             (
                 self.dest_partition.load(Ordering::Acquire),
                 self.dest_offset.load(Ordering::Acquire),
+                self.dest_first_offset.load(Ordering::Acquire),
             )
         };
         // The session may be gone (stream closed); the outcome then has no reader.
@@ -145,6 +157,8 @@ impl BatchTracker {
             failure,
             dest_partition,
             dest_offset,
+            dest_first_offset,
+            delivered,
         });
     }
 }
@@ -295,6 +309,10 @@ mod tests {
                 completion.dest_offset
             ),
             (7, 3, 11)
+        );
+        assert_eq!(
+            (completion.dest_first_offset, completion.delivered),
+            (10, 2)
         );
         assert!(completion.failure.is_none());
         assert!(completion_rx.try_recv().is_err());

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kmirror_common::kafka::{client_config, RoleSettings};
+use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
@@ -54,6 +55,20 @@ struct PendingBatch {
     /// Set when the batch was cut short before producing (a record too large, ...).
     cut_short: Option<WriteError>,
     telemetry: crate::telemetry::BatchTelemetry,
+    /// Source offsets of the records handed to the producer, as runs; empty when
+    /// the batch gets no offset map entry (records re-partitioned by key).
+    map_runs: Vec<(i64, u32)>,
+}
+
+/// A batch whose records are delivered, waiting for its offset map entry: its ack
+/// leaves only once the entry is delivered too, so every checkpointed offset has
+/// its entry.
+struct AwaitingEntry {
+    batch_token: u64,
+    partition: PartitionKey,
+    cluster: ClusterName,
+    producer: ProducerKey,
+    ack: BatchAck,
 }
 
 /// A destination cluster and the `batch.size` of its producer: topics whose limit
@@ -75,6 +90,8 @@ pub struct Session {
     ack_order: HashMap<PartitionKey, VecDeque<u64>>,
     /// Acks of completed batches waiting for an earlier batch of their partition.
     finished: HashMap<u64, BatchAck>,
+    /// By the token of their entry's delivery.
+    awaiting_entries: HashMap<u64, AwaitingEntry>,
     next_token: u64,
     completion_tx: mpsc::UnboundedSender<Completion>,
     completion_rx: mpsc::UnboundedReceiver<Completion>,
@@ -98,6 +115,7 @@ impl Session {
             pending: HashMap::new(),
             ack_order: HashMap::new(),
             finished: HashMap::new(),
+            awaiting_entries: HashMap::new(),
             next_token: 0,
             completion_tx,
             completion_rx,
@@ -137,7 +155,7 @@ impl Session {
     /// fetcher learns about each (a graceful stop checkpoints them).
     async fn drain(mut self) {
         let deadline = tokio::time::Instant::now() + self.shared.drain_timeout;
-        while !self.pending.is_empty() {
+        while !self.pending.is_empty() || !self.awaiting_entries.is_empty() {
             match tokio::time::timeout_at(deadline, self.completion_rx.recv()).await {
                 Ok(Some(completion)) => {
                     let _ = self.handle_completion(completion).await;
@@ -288,8 +306,16 @@ impl Session {
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
         let mut telemetry = crate::telemetry::BatchTelemetry::start(&batch, &summary, &partition);
+        let mut map_runs = Vec::new();
         let (produced, cut_short) = self
-            .produce(&batch, &partition, &producer_key, limit, &tracker)
+            .produce(
+                &batch,
+                &partition,
+                &producer_key,
+                limit,
+                &tracker,
+                &mut map_runs,
+            )
             .await;
         tracker.finish_sending();
         if let Some(error) = &cut_short {
@@ -330,6 +356,7 @@ impl Session {
                 committed_on_success,
                 cut_short,
                 telemetry,
+                map_runs,
             },
         );
         Ok(())
@@ -345,12 +372,15 @@ impl Session {
         producer_key: &ProducerKey,
         limit: Option<i64>,
         tracker: &Arc<BatchTracker>,
+        map_runs: &mut Vec<(i64, u32)>,
     ) -> (usize, Option<WriteError>) {
         let mapping = PartitionMapping::new(
             partition.partition,
             batch.source_partition_count,
             batch.dest_partition_count,
         );
+        // Re-partitioned records have no per-partition position to map.
+        let mapped = matches!(mapping, PartitionMapping::Identity(_));
         let producer = self.producers.get(producer_key).expect("producer ensured");
         let cluster = &producer_key.0;
         // Offset after the last record handed to the producer.
@@ -426,6 +456,9 @@ impl Session {
                     Ok(()) => {
                         produced_until_opt = Some(record.offset.saturating_add(1));
                         produced += 1;
+                        if mapped {
+                            extend_runs(map_runs, record.offset);
+                        }
                         break;
                     }
                     Err((error, returned)) => match classify(&error) {
@@ -455,6 +488,9 @@ impl Session {
     }
 
     async fn handle_completion(&mut self, completion: Completion) -> Result<(), ()> {
+        if let Some(awaiting) = self.awaiting_entries.remove(&completion.token) {
+            return self.handle_entry_completion(awaiting, completion).await;
+        }
         let Some(pending) = self.pending.remove(&completion.token) else {
             return Ok(());
         };
@@ -497,20 +533,156 @@ impl Session {
             completion.dest_partition,
             completion.dest_offset,
         );
-        self.finished.insert(
-            completion.token,
-            BatchAck {
-                source: Some(pending.source),
-                epoch: pending.epoch,
-                seq: pending.seq,
-                committed_offset,
-                dest_partition: completion.dest_partition,
-                dest_offset: completion.dest_offset,
-                error,
-                trace_context,
-            },
-        );
+        let ack = BatchAck {
+            source: Some(pending.source),
+            epoch: pending.epoch,
+            seq: pending.seq,
+            committed_offset,
+            dest_partition: completion.dest_partition,
+            dest_offset: completion.dest_offset,
+            error,
+            trace_context,
+        };
+        let entry_opt = (committed_offset >= 0 && completion.dest_partition >= 0)
+            .then(|| {
+                // The delivery reports tell whether the records are consecutive in
+                // the destination partition (nothing else wrote between them).
+                let span = completion.dest_offset - completion.dest_first_offset + 1;
+                let consecutive = span == completion.delivered as i64;
+                MapEntry::from_runs(
+                    pending.map_runs,
+                    committed_offset,
+                    &pending.dest_topic,
+                    completion.dest_partition,
+                    completion.dest_first_offset,
+                    consecutive,
+                )
+            })
+            .flatten();
+        if let Some(entry) = entry_opt {
+            let key = MapKey {
+                flow: pending.partition.flow.as_str().to_string(),
+                topic: pending.partition.topic.clone(),
+                partition: pending.partition.partition,
+                first_offset: entry.first_offset(),
+            };
+            match self.send_map_entry(&pending.producer, &key, &entry).await {
+                Ok(entry_token) => {
+                    self.awaiting_entries.insert(
+                        entry_token,
+                        AwaitingEntry {
+                            batch_token: completion.token,
+                            partition: pending.partition,
+                            cluster: pending.cluster,
+                            producer: pending.producer,
+                            ack,
+                        },
+                    );
+                    return Ok(());
+                }
+                Err(error) => {
+                    let awaiting = AwaitingEntry {
+                        batch_token: completion.token,
+                        partition: pending.partition,
+                        cluster: pending.cluster,
+                        producer: pending.producer,
+                        ack,
+                    };
+                    return self.entry_failed(awaiting, &error).await;
+                }
+            }
+        }
+        self.finished.insert(completion.token, ack);
         self.release_acks(&pending.partition).await
+    }
+
+    /// Produces a batch's offset map entry through the producer of its records;
+    /// returns the token its delivery reports under.
+    async fn send_map_entry(
+        &mut self,
+        producer_key: &ProducerKey,
+        key: &MapKey,
+        entry: &MapEntry,
+    ) -> Result<u64, KafkaError> {
+        let Some(producer) = self.producers.get(producer_key).cloned() else {
+            // Replaced after a failure of another batch: this one resends too.
+            return Err(KafkaError::Canceled);
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        let tracker = BatchTracker::new(token, self.completion_tx.clone());
+        let key_bytes = key.encode();
+        let value_bytes = entry.encode();
+        let map_partition = map_partition(&key.flow, &key.topic, key.partition);
+        let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
+            BaseRecord::with_opaque_to(&self.shared.offset_map_topic, tracker.clone())
+                .partition(map_partition)
+                .key(&key_bytes[..])
+                .payload(&value_bytes[..]);
+        tracker.record_sent();
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((error, returned)) if classify(&error) == FailureClass::QueueFull => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((error, _)) => {
+                    tracker.record_not_sent();
+                    return Err(error);
+                }
+            }
+        }
+        tracker.finish_sending();
+        Ok(token)
+    }
+
+    async fn handle_entry_completion(
+        &mut self,
+        awaiting: AwaitingEntry,
+        completion: Completion,
+    ) -> Result<(), ()> {
+        match completion.failure {
+            None => {
+                let partition = awaiting.partition.clone();
+                self.finished.insert(awaiting.batch_token, awaiting.ack);
+                self.release_acks(&partition).await
+            }
+            Some(error) => self.entry_failed(awaiting, &error).await,
+        }
+    }
+
+    /// The batch's records are written but its map entry is not: the batch fails
+    /// as a delivery failure does, so the partition resends it (and its entry) from
+    /// its checkpoint.
+    async fn entry_failed(
+        &mut self,
+        awaiting: AwaitingEntry,
+        error: &KafkaError,
+    ) -> Result<(), ()> {
+        let class = classify(error);
+        self.halted.insert(awaiting.partition.clone());
+        if matches!(
+            class,
+            FailureClass::DeliveryFailed | FailureClass::DestinationMissing
+        ) {
+            self.replace_producer(&awaiting.producer);
+        }
+        if is_delivery_timeout(error) {
+            self.shared
+                .deliverability
+                .timed_out(&awaiting.cluster, error);
+        }
+        warn!(partition = %awaiting.partition, error = %error, topic = %self.shared.offset_map_topic, "offset map entry not delivered, partition halted");
+        let message = format!(
+            "the offset map entry of a batch of {} could not be written to {}: {error}",
+            awaiting.partition, self.shared.offset_map_topic
+        );
+        let mut ack = awaiting.ack;
+        ack.committed_offset = -1;
+        ack.error = Some(write_error(error_kind(class), message, -1));
+        self.finished.insert(awaiting.batch_token, ack);
+        self.release_acks(&awaiting.partition).await
     }
 
     /// Sends the acks of the partition's completed batches that no earlier batch
@@ -558,6 +730,14 @@ fn retire(producer: Arc<DestinationProducer>) {
         let _ = producer.flush(Duration::from_secs(30));
         drop(producer);
     });
+}
+
+/// Adds a produced record's source offset to the batch's runs.
+fn extend_runs(runs: &mut Vec<(i64, u32)>, offset: i64) {
+    match runs.last_mut() {
+        Some((start, len)) if *start + i64::from(*len) == offset => *len += 1,
+        _ => runs.push((offset, 1)),
+    }
 }
 
 /// Takes the completed acks at the front of the partition's order, up to the first
@@ -686,6 +866,15 @@ mod tests {
             ["orders 3"]
         );
         assert!(ack_order.is_empty() && finished.is_empty());
+    }
+
+    #[test]
+    fn a_batchs_source_offsets_are_kept_as_runs_split_at_each_gap() {
+        let mut runs = Vec::new();
+        for offset in [10, 11, 12, 15, 16, 20] {
+            extend_runs(&mut runs, offset);
+        }
+        assert_eq!(runs, vec![(10, 3), (15, 2), (20, 1)]);
     }
 
     #[test]

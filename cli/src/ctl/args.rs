@@ -105,6 +105,9 @@ Examples:\n  \
         kmirrorctl members -o json"
     )]
     Members,
+    /// Consumer failover: source positions in the destination, through the offset map.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
     /// Which fetcher and writer work on each source partition.
     #[command(after_help = "Examples:\n  \
         kmirrorctl assignments\n  \
@@ -457,4 +460,41 @@ pub fn coordinator_uri(address: &str) -> String {
     } else {
         format!("http://{address}")
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Where source positions are in the destination cluster, exactly.
+    #[command(
+        after_help = "Every batch a writer acknowledges has an entry in the fleet's offset map, \
+a compacted topic on the destination cluster (__kmirror.<fleet>.offsets), saying where its \
+source offsets landed. A translated position is exact: a consumer that seeks there on the \
+destination reads exactly the records the source position had not reached, none twice and \
+none skipped. A position that cannot be translated says why (not mirrored yet, a flow whose \
+destination topic has another partition count so records were re-partitioned by key, an \
+unknown topic or partition) and the exit code is 1; nothing is ever guessed.\n\n\
+With --group, the group's committed offsets are read from the source cluster; without it, \
+give a --topic and pairs of --partition and --offset.\n\n\
+Examples:\n  \
+        kmirrorctl offsets translate --flow dr --group billing\n  \
+        kmirrorctl offsets translate --flow dr --topic orders --partition 0 --offset 1200\n  \
+        kmirrorctl offsets translate --flow dr --topic orders --partition 0 --offset 1200 --partition 1 --offset 80 -o json"
+    )]
+    Translate {
+        /// The flow that mirrors the topics.
+        #[arg(long)]
+        flow: String,
+        /// A consumer group of the source cluster: translate its committed offsets.
+        #[arg(long, conflicts_with_all = ["topic", "partitions", "offsets"], required_unless_present = "topic")]
+        group: Option<String>,
+        /// A source topic (with --partition and --offset).
+        #[arg(long, requires_all = ["partitions", "offsets"])]
+        topic: Option<String>,
+        /// A partition of --topic; repeat it with an --offset for each.
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
+        /// A source offset: the next record a consumer of the partition would read.
+        #[arg(long = "offset", allow_negative_numbers = true)]
+        offsets: Vec<i64>,
+    },
 }

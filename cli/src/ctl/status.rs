@@ -49,7 +49,7 @@ impl Ctl {
             degraded_opt: if reasons.is_empty() {
                 None
             } else {
-                Some(reasons.join("; "))
+                Some(format!("the fleet is degraded: {}", reasons.join("; ")))
             },
         })
     }

@@ -11,6 +11,7 @@
 //! | `flows` | create (with its guard-rail preview), list, pause, resume, delete flows |
 //! | `flow_spec` | a requested flow checked into a stored one, and back |
 //! | `members` | list and drain members |
+//! | `offsets` | translate source positions through the offset map |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
 
@@ -18,6 +19,7 @@ mod clusters;
 mod flow_spec;
 mod flows;
 mod members;
+mod offsets;
 mod rebalance;
 mod status;
 
@@ -34,6 +36,7 @@ use kmirror_proto::v1::{
     ListClustersRequest, ListClustersResponse, ListFlowsRequest, ListFlowsResponse,
     ListMembersRequest, ListMembersResponse, PauseFlowRequest, PauseFlowResponse, RebalanceRequest,
     RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse, StatusRequest, StatusResponse,
+    TranslateOffsetsRequest, TranslateOffsetsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -246,6 +249,15 @@ impl Admin for AdminService {
     ) -> Result<Response<RebalanceResponse>, Status> {
         Ok(Response::new(
             AdminService::rebalance(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn translate_offsets(
+        &self,
+        request: Request<TranslateOffsetsRequest>,
+    ) -> Result<Response<TranslateOffsetsResponse>, Status> {
+        Ok(Response::new(
+            AdminService::translate_offsets(self, request.into_inner()).await?,
         ))
     }
 }

@@ -26,16 +26,22 @@ use crate::topic_filter::TopicFilter;
 /// Looks at every running flow's clusters.
 pub async fn discover_flows(
     running: &[&FlowSpec],
+    map_topic: &str,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
     kafka: &impl KafkaSide,
     previous: &BTreeMap<PartitionKey, Assignment>,
     states: &BTreeMap<FlowName, FlowState>,
 ) -> BTreeMap<FlowName, FlowDiscovery> {
-    let discoveries = join_all(
-        running
-            .iter()
-            .map(|flow| discover_flow(flow, clusters, kafka, previous, states.get(&flow.name))),
-    )
+    let discoveries = join_all(running.iter().map(|flow| {
+        discover_flow(
+            flow,
+            map_topic,
+            clusters,
+            kafka,
+            previous,
+            states.get(&flow.name),
+        )
+    }))
     .await;
     running
         .iter()
@@ -50,6 +56,7 @@ pub async fn discover_flows(
 /// (the fetchers report their own errors), so a blip never stops mirroring.
 pub async fn discover_flow(
     flow: &FlowSpec,
+    map_topic: &str,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
     kafka: &impl KafkaSide,
     all_previous: &BTreeMap<PartitionKey, Assignment>,
@@ -153,6 +160,32 @@ pub async fn discover_flow(
         }
     }
 
+    if !dest_listing.partitions.contains_key(map_topic)
+        && !dest_listing.unavailable.contains_key(map_topic)
+    {
+        // Before the flow's topics, so writers find it when they first write.
+        let map = offset_map_topic(map_topic, &configs);
+        let created = crate::telemetry::kafka_admin(
+            "create topics",
+            &flow.dest_cluster,
+            1,
+            dest.create_topics(std::slice::from_ref(&map)),
+        )
+        .await;
+        match creation_outcome(&created, &map.name) {
+            Ok(()) => info!(
+                flow = %flow.name,
+                topic = %map.name,
+                cluster = %flow.dest_cluster,
+                "created the offset map topic"
+            ),
+            Err(cause) => discovery.errors.push(format!(
+                "cannot create the offset map topic {} in cluster {}: {cause}; batches are not acknowledged until it exists",
+                map.name, flow.dest_cluster
+            )),
+        }
+    }
+
     let mut ready: Vec<ReadyTopic> = actions.ready.clone();
     if !actions.to_create.is_empty() {
         let Creations {
@@ -223,6 +256,46 @@ pub async fn discover_flow(
     }
     discovery.partitions.extend(ready_partitions(flow, &ready));
     discovery
+}
+
+/// The fleet's offset map topic on a destination cluster: compacted (one key per
+/// batch start keeps the latest copy of a resent batch) and deleted with age, kept
+/// at least as long as the longest retention of the source topics read this round
+/// (what their destination copies get), Kafka's default 7 days when none says.
+/// Infinite retention anywhere keeps the map forever.
+fn offset_map_topic(
+    name: &str,
+    configs: &Result<
+        crate::kafka::TopicConfigs<Vec<(String, String)>>,
+        crate::error::CoordinatorError,
+    >,
+) -> TopicToCreate {
+    use kmirror_common::offset_map::{DEFAULT_MAP_RETENTION_MS, MAP_PARTITIONS};
+    let retentions = configs
+        .iter()
+        .flat_map(|by_topic| by_topic.values())
+        .flatten()
+        .flat_map(|topic_configs| {
+            topic_configs
+                .iter()
+                .filter(|(key, _)| key == "retention.ms")
+                .filter_map(|(_, value)| value.parse::<i64>().ok())
+        });
+    let retention_ms = retentions.fold(DEFAULT_MAP_RETENTION_MS, |longest, retention| {
+        if longest < 0 || retention < 0 {
+            -1
+        } else {
+            longest.max(retention)
+        }
+    });
+    TopicToCreate {
+        name: name.to_string(),
+        partitions: MAP_PARTITIONS,
+        configs: vec![
+            ("cleanup.policy".into(), "compact,delete".into()),
+            ("retention.ms".into(), retention_ms.to_string()),
+        ],
+    }
 }
 
 /// Each destination cluster's identity for the shared-topic guard: Kafka's
@@ -362,6 +435,8 @@ mod tests {
     use crate::round::fake_kafka::{FakeCluster, FakeKafka, FakeTopic};
     use crate::round::test_support::{assignment, configs, flow_spec, key};
 
+    const MAP_TOPIC: &str = "__kmirror.test.offsets";
+
     fn clusters() -> BTreeMap<ClusterName, ClusterSpec> {
         ["src", "dst"]
             .into_iter()
@@ -387,6 +462,7 @@ mod tests {
         };
         let discovery = discover_flow(
             &flow,
+            MAP_TOPIC,
             &BTreeMap::new(),
             &FakeKafka::default(),
             &previous,
@@ -418,6 +494,7 @@ mod tests {
             .with_cluster("dst", FakeCluster::default());
         let discovery = discover_flow(
             &flow_spec("dr"),
+            MAP_TOPIC,
             &clusters(),
             &kafka,
             &BTreeMap::new(),
@@ -428,10 +505,51 @@ mod tests {
         assert_eq!(discovery.created_topics, vec!["orders"]);
         assert_eq!(discovery.partitions.len(), 3);
         let created = kafka.cluster_now("dst").created;
-        assert_eq!(created.len(), 1);
+        assert_eq!(created.len(), 2);
+        assert_eq!(created[1].name, "orders");
+        assert_eq!(
+            created[1].configs,
+            vec![("retention.ms".to_string(), "1000".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_offset_map_topic_is_created_first_compacted_and_kept_as_long_as_the_data() {
+        let source = FakeCluster {
+            topics: BTreeMap::from([(
+                "orders".to_string(),
+                FakeTopic {
+                    configs: vec![("retention.ms".to_string(), "1209600000".to_string())],
+                    ..FakeTopic::empty(3)
+                },
+            )]),
+            ..FakeCluster::default()
+        };
+        let kafka = FakeKafka::default()
+            .with_cluster("src", source)
+            .with_cluster("dst", FakeCluster::default());
+        discover_flow(
+            &flow_spec("dr"),
+            MAP_TOPIC,
+            &clusters(),
+            &kafka,
+            &BTreeMap::new(),
+            None,
+        )
+        .await;
+        let created = kafka.cluster_now("dst").created;
+        assert_eq!(created[0].name, MAP_TOPIC);
+        assert_eq!(
+            created[0].partitions,
+            kmirror_common::offset_map::MAP_PARTITIONS
+        );
         assert_eq!(
             created[0].configs,
-            vec![("retention.ms".to_string(), "1000".to_string())]
+            vec![
+                ("cleanup.policy".to_string(), "compact,delete".to_string()),
+                // The longer of the source's 14 days and Kafka's default 7.
+                ("retention.ms".to_string(), "1209600000".to_string())
+            ]
         );
     }
 
@@ -445,7 +563,15 @@ mod tests {
             },
         );
         let previous = BTreeMap::from([(key("dr", "orders", 0), assignment())]);
-        let discovery = discover_flow(&flow_spec("dr"), &clusters(), &kafka, &previous, None).await;
+        let discovery = discover_flow(
+            &flow_spec("dr"),
+            MAP_TOPIC,
+            &clusters(),
+            &kafka,
+            &previous,
+            None,
+        )
+        .await;
         assert!(!discovery.source_listed);
         assert_eq!(discovery.partitions.len(), 1);
         assert!(
