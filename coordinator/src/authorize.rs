@@ -55,9 +55,8 @@ const ADMINS: &[PeerRole] = &[PeerRole::Admin];
 pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
     let method = path.rsplit('/').next().unwrap_or_default();
     match method {
-        "ListClusters" | "ListFlows" | "Status" | "ListMembers" | "ListAssignments" => {
-            (READERS, false)
-        }
+        "ListClusters" | "ListFlows" | "Status" | "ListMembers" | "ListAssignments"
+        | "TranslateOffsets" => (READERS, false),
         "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance" => {
             (OPERATORS, true)
         }
@@ -297,6 +296,7 @@ mod tests {
             "ListClusters",
             "ListMembers",
             "ListAssignments",
+            "TranslateOffsets",
         ] {
             assert!(may(PeerRole::Viewer, method), "{method}");
         }
