@@ -806,6 +806,10 @@ async fn no_secret_shows_in_logs_outputs_or_etcd_at_debug_level() -> Result<()> 
     for dir in [fleet.log_dir().to_path_buf(), secure.log_dir()] {
         for entry in std::fs::read_dir(&dir)? {
             let file = entry?.path();
+            // Logs and files; the fleet's own certificates sit in a folder.
+            if file.is_dir() {
+                continue;
+            }
             let text = String::from_utf8_lossy(&std::fs::read(&file)?).into_owned();
             searched += 1;
             log_bytes += text.len();
