@@ -351,4 +351,137 @@ mod tests {
         }
         assert_eq!(Compression::from_grpc_encoding("gzip"), None);
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A batch of `record_count` records with values of `value_len` bytes.
+        fn sized_batch(record_count: usize, value_len: usize, seq: u64) -> Batch {
+            let mut batch = batch(record_count);
+            if value_len != 300 {
+                let mut builder = PackedBuilder::default();
+                for index in 0..record_count {
+                    let value = vec![index as u8; value_len];
+                    builder
+                        .push(index as i64, None, Some(&value), NO_HEADERS, None)
+                        .unwrap();
+                }
+                batch.set_packed(builder.finish());
+                batch.next_offset = record_count as i64;
+            }
+            batch.seq = seq;
+            batch
+        }
+
+        /// The message of a frame (prefix checked), decompressed when flagged.
+        fn message_bytes(
+            frame: &BatchFrame,
+            compression: Compression,
+        ) -> Result<Bytes, FrameError> {
+            let mut wire = frame.head.to_vec();
+            wire.extend_from_slice(&frame.records);
+            let body = Bytes::from(wire.split_off(GRPC_PREFIX_BYTES));
+            if wire[0] == 1 {
+                compression.decompress(&body, 1 << 20)
+            } else {
+                Ok(body)
+            }
+        }
+
+        use crate::packed::NO_HEADERS;
+
+        fn compression() -> impl Strategy<Value = Compression> {
+            prop_oneof![Just(Compression::Identity), Just(Compression::Zstd)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_frame_decoder(
+                data in prop::collection::vec(any::<u8>(), 0..512),
+                zstd_magic in any::<bool>(),
+                limit in prop_oneof![Just(usize::MAX), 0..4096usize],
+            ) {
+                let mut data = data;
+                if zstd_magic {
+                    // Past the magic number, into the frame header's parsing.
+                    data.splice(0..0, [0x28, 0xb5, 0x2f, 0xfd]);
+                }
+                match Compression::Zstd.decompress(&data, limit.min(1 << 20)) {
+                    Ok(message) => {
+                        prop_assert!(message.len() <= limit.min(1 << 20));
+                        let _ = Batch::decode(message).map(|batch| batch.packed().validate());
+                    }
+                    Err(FrameError::TooLarge { size, limit: told }) => prop_assert!(size > told),
+                    Err(FrameError::Corrupt(_)) => {}
+                    Err(other) => prop_assert!(false, "unexpected {:?}", other),
+                }
+                prop_assert_eq!(
+                    Compression::Identity.decompress(&data, usize::MAX),
+                    Err(FrameError::NotCompressed)
+                );
+                if let Ok(batch) = Batch::decode(data.as_slice()) {
+                    let _ = batch.packed().validate();
+                }
+            }
+
+            #[test]
+            fn valid_frames_round_trip_in_either_compression(
+                record_count in 0..40usize,
+                value_len in prop_oneof![Just(300usize), 0..64usize],
+                seq in any::<u64>(),
+                compression in compression(),
+            ) {
+                let batch = sized_batch(record_count, value_len, seq);
+                let frame = BatchFrame::encode(batch.clone(), usize::MAX, compression).unwrap();
+                let length = u32::from_be_bytes(frame.head[1..GRPC_PREFIX_BYTES].try_into().unwrap());
+                prop_assert_eq!(length as usize, frame.len() - GRPC_PREFIX_BYTES);
+                let decoded = Batch::decode(message_bytes(&frame, compression).unwrap()).unwrap();
+                prop_assert!(decoded.packed().validate().is_ok());
+                prop_assert_eq!(decoded, batch);
+            }
+
+            #[test]
+            fn corrupted_or_truncated_frames_give_typed_errors_never_panics(
+                record_count in 0..20usize,
+                compression in compression(),
+                cut in any::<prop::sample::Index>(),
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            ) {
+                let batch = sized_batch(record_count, 300, 1);
+                let frame = BatchFrame::encode(batch, usize::MAX, compression).unwrap();
+                let mut body = frame.head[GRPC_PREFIX_BYTES..].to_vec();
+                body.extend_from_slice(&frame.records);
+                let mut damaged = body.clone();
+                for (at, byte) in damage {
+                    let at = at.index(damaged.len());
+                    damaged[at] = byte;
+                }
+                let cut = cut.index(body.len() + 1);
+                for message in [&body[..cut], &damaged[..]] {
+                    let decoded = match compression {
+                        Compression::Zstd => match compression.decompress(message, 1 << 20) {
+                            Ok(bytes) => bytes,
+                            Err(FrameError::Corrupt(_) | FrameError::TooLarge { .. }) => continue,
+                            Err(other) => {
+                                prop_assert!(false, "unexpected {:?}", other);
+                                unreachable!()
+                            }
+                        },
+                        Compression::Identity => Bytes::copy_from_slice(message),
+                    };
+                    if let Ok(batch) = Batch::decode(decoded) {
+                        let _ = batch.packed().validate();
+                    }
+                }
+                // A cut zstd frame never decompresses.
+                if compression == Compression::Zstd && cut < body.len() {
+                    prop_assert!(compression.decompress(&body[..cut], 1 << 20).is_err());
+                }
+            }
+        }
+    }
 }

@@ -638,3 +638,118 @@ fn every_cut_of_a_batch_is_refused_and_no_damage_panics() {
         }
     }
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn nullable_bytes(max_len: usize) -> impl Strategy<Value = Option<Vec<u8>>> {
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..max_len))
+    }
+
+    fn records_strategy() -> impl Strategy<Value = Vec<OwnedRecord>> {
+        let record = (
+            1..1_000i64,
+            nullable_bytes(24),
+            nullable_bytes(64),
+            prop::collection::vec((".{0,8}", nullable_bytes(16)), 0..4),
+            prop::option::of(any::<i64>()),
+        );
+        (
+            prop_oneof![Just(0i64), 0..1i64 << 40, Just(i64::MAX - 1_000_000)],
+            prop::collection::vec(record, 0..12),
+        )
+            .prop_map(|(base, parts)| {
+                let mut offset = base;
+                parts
+                    .into_iter()
+                    .map(|(gap, key, value, headers, timestamp_ms)| {
+                        offset += gap;
+                        OwnedRecord {
+                            offset,
+                            key,
+                            value,
+                            headers,
+                            timestamp_ms,
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    /// Reads every record and every header of `data`; only errors may come out.
+    fn read_all(data: &[u8], base_offset: i64, record_count: u32) {
+        let records = PackedRecords::new(data, base_offset, record_count);
+        let _ = records.validate();
+        for record in records.iter().chain(records.iter_validated()) {
+            let Ok(record) = record else { break };
+            assert!(record.headers().count() <= record.header_count());
+            let _ = record.data_bytes();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_packed_record_reader(
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            versioned in any::<bool>(),
+            base_offset in any::<i64>(),
+            record_count in prop_oneof![0..8u32, any::<u32>()],
+        ) {
+            let mut data = body;
+            if versioned {
+                data.insert(0, LAYOUT_VERSION);
+            }
+            read_all(&data, base_offset, record_count);
+        }
+
+        #[test]
+        fn generated_batches_round_trip_with_their_summary(records in records_strategy()) {
+            let batch = pack(&records);
+            prop_assert_eq!(unpack(&batch).unwrap(), records.clone());
+            prop_assert_eq!(
+                PackedRecords::new(&batch.records, batch.base_offset, batch.record_count).validate(),
+                Ok(summary_of(&records))
+            );
+        }
+
+        #[test]
+        fn corrupted_or_truncated_batches_are_refused_without_panicking(
+            records in records_strategy(),
+            cut in any::<prop::sample::Index>(),
+            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            declared_delta in -2..3i64,
+        ) {
+            let batch = pack(&records);
+            let data = batch.records.to_vec();
+            // Any strict prefix of a batch with records is refused.
+            let cut = cut.index(data.len());
+            if cut < data.len() {
+                prop_assert!(
+                    PackedRecords::new(&data[..cut], batch.base_offset, batch.record_count)
+                        .validate()
+                        .is_err(),
+                    "a batch cut at {} of {} passed", cut, data.len()
+                );
+            }
+            // A declared count other than the real one is refused.
+            let declared = i64::from(batch.record_count) + declared_delta;
+            if declared_delta != 0 && declared >= 0 {
+                prop_assert!(
+                    PackedRecords::new(&data, batch.base_offset, declared as u32)
+                        .validate()
+                        .is_err()
+                );
+            }
+            let mut damaged = data;
+            for (at, byte) in damage {
+                let at = at.index(damaged.len());
+                damaged[at] = byte;
+            }
+            read_all(&damaged, batch.base_offset, batch.record_count);
+        }
+    }
+}
