@@ -570,4 +570,106 @@ mod tests {
         assert!(error.contains("readable by other users"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What `--config FILE` makes of a file's text (without the flags).
+        fn config_of_file(text: &str) -> Result<Config, ConfigFileError> {
+            let command = Flags::command();
+            let path = Path::new("/etc/kmirror/writer.yaml");
+            let settings = file_settings(&command, path, text)?;
+            serde_json::from_value(Value::Object(nest(settings))).map_err(|error| {
+                ConfigFileError::Invalid {
+                    path: path.to_path_buf(),
+                    message: error.to_string(),
+                }
+            })
+        }
+
+        /// YAML shaped like a member config, with names and values that may be wrong.
+        fn yaml_strategy() -> impl Strategy<Value = String> {
+            let key = prop_oneof![
+                Just("fleet".to_string()),
+                Just("leaseTtl".to_string()),
+                Just("worker-threads".to_string()),
+                Just("etcd".to_string()),
+                Just("producerProperties".to_string()),
+                Just("insecure".to_string()),
+                Just("retry_backoff".to_string()),
+                "[a-zA-Z_-]{1,12}",
+            ];
+            let value = prop_oneof![
+                Just("3s".to_string()),
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("yes".to_string()),
+                Just("[a, b]".to_string()),
+                Just("{linger.ms: 10}".to_string()),
+                Just("~".to_string()),
+                Just("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]".to_string()),
+                "[ -~]{0,16}",
+            ];
+            (
+                prop_oneof![
+                    Just(""),
+                    Just("kind: Writer\n"),
+                    Just("kind: Fetcher\n"),
+                    Just("apiVersion: kmirror.io/v1\n")
+                ],
+                any::<bool>(),
+                prop::collection::vec((key, value), 0..6),
+            )
+                .prop_map(|(head, nested, settings)| {
+                    let indent = if nested { "  " } else { "" };
+                    let mut text = head.to_string();
+                    if nested {
+                        text.push_str("spec:\n");
+                    }
+                    for (key, value) in settings {
+                        text.push_str(&format!("{indent}{key}: {value}\n"));
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_text_never_panics_the_member_config_files(text in "\\PC{0,200}") {
+                if let Err(error) = config_of_file(&text) {
+                    prop_assert!(
+                        error.to_string().starts_with("config file /etc/kmirror/writer.yaml: "),
+                        "{}", error
+                    );
+                }
+                let _ = from_yaml::<Config>(&text);
+            }
+
+            #[test]
+            fn wrong_member_config_files_are_errors_naming_the_file(text in yaml_strategy()) {
+                match config_of_file(&text) {
+                    Ok(_) => {}
+                    Err(ConfigFileError::Invalid { path, message }) => {
+                        prop_assert_eq!(path, Path::new("/etc/kmirror/writer.yaml"));
+                        prop_assert!(!message.is_empty());
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {:?}", other),
+                }
+                let _ = from_yaml::<Config>(&text);
+            }
+        }
+
+        #[test]
+        fn an_unknown_setting_is_named_in_the_error() {
+            let error = config_of_file("spec:\n  leaseTtl: 3s\n  fleeet: typo\n").unwrap_err();
+            assert!(
+                error.to_string().contains("unknown setting fleeet"),
+                "{error}"
+            );
+        }
+    }
 }

@@ -256,7 +256,12 @@ impl MapEntry {
                     "its runs are not ascending".into(),
                 ));
             }
-            previous_end = start + i64::from(len);
+            // A damaged record may hold a run past the largest offset.
+            previous_end = start.checked_add(i64::from(len)).ok_or_else(|| {
+                MapDecodeError::Inconsistent(format!(
+                    "its run of {len} offsets from {start} ends past the largest offset"
+                ))
+            })?;
         }
         if self.next_offset <= self.last_offset {
             return Err(MapDecodeError::Inconsistent(format!(
@@ -556,6 +561,19 @@ mod tests {
     }
 
     #[test]
+    fn a_run_past_the_largest_offset_is_an_inconsistent_entry() {
+        let mut moved = entry(&[0], 0);
+        moved.runs[0].0 = i64::MAX;
+        assert_eq!(
+            MapEntry::decode(&moved.encode()),
+            Err(MapDecodeError::Inconsistent(format!(
+                "its run of 1 offsets from {} ends past the largest offset",
+                i64::MAX
+            )))
+        );
+    }
+
+    #[test]
     fn an_offset_translates_to_its_records_position_across_gaps() {
         // Offsets 13 and 14 are a commit marker and an aborted record.
         let entries = [entry(&[10, 11, 12], 0), entry(&[15, 16, 18, 19], 3)];
@@ -621,5 +639,98 @@ mod tests {
         let partition = map_partition("dr", "orders", 3);
         assert!((0..MAP_PARTITIONS).contains(&partition));
         assert_eq!(partition, map_partition("dr", "orders", 3));
+    }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn entry_strategy() -> impl Strategy<Value = MapEntry> {
+            (
+                prop::collection::btree_set(any::<i64>().prop_map(|o| o >> 2), 1..20),
+                ".{0,12}",
+                any::<i32>(),
+                any::<i64>(),
+                any::<bool>(),
+                0..3i64,
+            )
+                .prop_map(
+                    |(offsets, topic, partition, dest_first, consecutive, past)| {
+                        let offsets: Vec<i64> = offsets.into_iter().collect();
+                        let mut entry = MapEntry::from_offsets(
+                            &offsets,
+                            &topic,
+                            partition,
+                            dest_first,
+                            consecutive,
+                        )
+                        .unwrap();
+                        entry.next_offset += past;
+                        entry
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_map_decoders(
+                body in prop::collection::vec(any::<u8>(), 0..160),
+            ) {
+                let mut versioned = vec![VERSION];
+                versioned.extend_from_slice(&body);
+                for bytes in [&body, &versioned] {
+                    let _ = MapKey::decode(bytes);
+                    if let Ok(entry) = MapEntry::decode(bytes) {
+                        let _ = translate(&[entry], 0);
+                    }
+                }
+            }
+
+            #[test]
+            fn map_keys_and_entries_round_trip(
+                flow in ".{0,16}",
+                topic in ".{0,16}",
+                partition in any::<i32>(),
+                first_offset in any::<i64>(),
+                entry in entry_strategy(),
+            ) {
+                let key = MapKey { flow, topic, partition, first_offset };
+                prop_assert_eq!(MapKey::decode(&key.encode()), Ok(key));
+                prop_assert_eq!(MapEntry::decode(&entry.encode()), Ok(entry));
+            }
+
+            #[test]
+            fn damaged_map_entries_are_typed_errors_never_panics(
+                entry in entry_strategy(),
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+                run_start in prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()],
+            ) {
+                let bytes = entry.encode();
+                let cut = cut.index(bytes.len());
+                prop_assert!(
+                    matches!(MapEntry::decode(&bytes[..cut]), Err(MapDecodeError::Truncated { .. })),
+                    "cut at {}", cut
+                );
+                let mut damaged = bytes.clone();
+                for (at, byte) in damage {
+                    let at = at.index(damaged.len());
+                    damaged[at] = byte;
+                }
+                if let Ok(decoded) = MapEntry::decode(&damaged) {
+                    let _ = translate(&[decoded], entry.last_offset);
+                }
+                // A run starting anywhere, the last one included.
+                let mut moved = entry.clone();
+                let last = moved.runs.len() - 1;
+                moved.runs[last].0 = run_start;
+                if let Ok(decoded) = MapEntry::decode(&moved.encode()) {
+                    let _ = translate(&[decoded], run_start);
+                }
+            }
+        }
     }
 }

@@ -188,4 +188,40 @@ mod tests {
         let parsed: FlowName = serde_json::from_str("\"good\"").unwrap();
         assert_eq!(parsed.as_str(), "good");
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn is_name_byte(byte: u8) -> bool {
+            byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_strings_are_names_exactly_when_the_rules_allow(
+                name in prop_oneof![".{0,40}", "[a-zA-Z0-9._-]{0,210}", "[a-z/ é\\x00-]{1,8}"],
+            ) {
+                let allowed = !name.is_empty() && name.len() <= 200 && name.bytes().all(is_name_byte);
+                match FlowName::new(name.clone()) {
+                    Ok(flow) => {
+                        prop_assert!(allowed);
+                        prop_assert_eq!(flow.as_str(), name.as_str());
+                    }
+                    Err(error) => {
+                        prop_assert!(!allowed);
+                        prop_assert_eq!(&error, &InvalidName { what: "flow", name: name.clone() });
+                        prop_assert!(error.to_string().starts_with("invalid flow name"));
+                    }
+                }
+                prop_assert_eq!(ClusterName::new(name.clone()).is_ok(), allowed);
+                prop_assert_eq!(MemberId::new(name.clone()).is_ok(), allowed);
+                let json = serde_json::to_string(&name).unwrap();
+                prop_assert_eq!(serde_json::from_str::<FlowName>(&json).is_ok(), allowed);
+            }
+        }
+    }
 }
