@@ -637,4 +637,120 @@ mod tests {
         assert!(data.is_empty());
         assert_eq!(trailers["grpc-status"], "0");
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Every outcome of a stream fed `frames`, and whether it ended on an error.
+        fn decode_frames(
+            frames: Vec<Bytes>,
+            compression: Compression,
+        ) -> Vec<Result<Batch, Status>> {
+            futures::executor::block_on(
+                BatchStream::new(body(frames), compression, 1 << 20).collect(),
+            )
+        }
+
+        /// `wire` split at `cuts` (sorted, deduplicated) into frames.
+        fn split(wire: &Bytes, cuts: &[prop::sample::Index]) -> Vec<Bytes> {
+            let mut at: Vec<usize> = cuts.iter().map(|cut| cut.index(wire.len() + 1)).collect();
+            at.sort_unstable();
+            at.dedup();
+            let mut frames = Vec::new();
+            let mut start = 0;
+            for end in at.into_iter().chain([wire.len()]) {
+                frames.push(wire.slice(start..end));
+                start = end;
+            }
+            frames
+        }
+
+        fn assert_only_last_is_an_error(outcome: &[Result<Batch, Status>]) {
+            if let Some(position) = outcome.iter().position(Result::is_err) {
+                assert_eq!(position, outcome.len() - 1, "nothing follows an error");
+            }
+        }
+
+        fn compression() -> impl Strategy<Value = Compression> {
+            prop_oneof![Just(Compression::Identity), Just(Compression::Zstd)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_replicate_request_decoder(
+                data in prop::collection::vec(any::<u8>(), 0..300),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+                compression in compression(),
+            ) {
+                let outcome = decode_frames(split(&Bytes::from(data), &cuts), compression);
+                assert_only_last_is_an_error(&outcome);
+                for batch in outcome.iter().flatten() {
+                    let _ = batch.packed().validate();
+                }
+            }
+
+            #[test]
+            fn replicate_requests_decode_whatever_the_frames_or_fail_with_a_status(
+                record_counts in prop::collection::vec(0..12usize, 1..4),
+                compression in compression(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                truncate in prop::option::of(any::<prop::sample::Index>()),
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            ) {
+                let batches: Vec<Batch> = record_counts
+                    .iter()
+                    .enumerate()
+                    .map(|(seq, count)| batch(seq as u64, *count))
+                    .collect();
+                let mut wire = Vec::new();
+                let mut boundaries = vec![0];
+                for batch in &batches {
+                    let frame = BatchFrame::encode(batch.clone(), usize::MAX, compression).unwrap();
+                    wire.extend_from_slice(&frame.head);
+                    wire.extend_from_slice(&frame.records);
+                    boundaries.push(wire.len());
+                }
+                let whole = Bytes::from(wire.clone());
+                let decoded: Vec<Batch> = decode_frames(split(&whole, &cuts), compression)
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+                prop_assert_eq!(&decoded, &batches);
+
+                // Cut short: every whole batch before the cut, then an error.
+                if let Some(truncate) = truncate {
+                    let cut = truncate.index(wire.len());
+                    let outcome = decode_frames(split(&whole.slice(..cut), &cuts), compression);
+                    assert_only_last_is_an_error(&outcome);
+                    let whole_batches = boundaries.iter().filter(|end| **end <= cut).count() - 1;
+                    prop_assert_eq!(
+                        outcome.iter().filter(|batch| batch.is_ok()).count(),
+                        whole_batches
+                    );
+                    if !boundaries.contains(&cut) {
+                        let status = outcome.last().unwrap().as_ref().unwrap_err();
+                        prop_assert!(
+                            status.message().contains("ended inside a batch"),
+                            "{}", status
+                        );
+                    }
+                }
+
+                // Damaged: whatever comes out, nothing panics.
+                for (at, byte) in damage {
+                    let at = at.index(wire.len());
+                    wire[at] = byte;
+                }
+                let outcome = decode_frames(split(&Bytes::from(wire), &cuts), compression);
+                assert_only_last_is_an_error(&outcome);
+                for batch in outcome.iter().flatten() {
+                    let _ = batch.packed().validate();
+                }
+            }
+        }
+    }
 }

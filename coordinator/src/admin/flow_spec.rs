@@ -158,3 +158,124 @@ pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
         created_ms: spec.created_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z0-9._-]{1,12}",
+            ".{0,24}",
+            "[a-z().*+?|\\[\\]{}\\\\^$,-]{1,16}",
+        ]
+    }
+
+    fn flow_strategy() -> impl Strategy<Value = Flow> {
+        (
+            (text(), text(), text(), text(), text()),
+            (
+                prop_oneof![
+                    Just(String::new()),
+                    Just("identity".to_string()),
+                    Just("prefix".to_string()),
+                    Just("map".to_string()),
+                    ".{0,8}",
+                ],
+                text(),
+                text(),
+                prop::collection::hash_map(text(), text(), 0..3),
+            ),
+            (
+                prop_oneof![
+                    Just("earliest".to_string()),
+                    Just("latest".to_string()),
+                    Just("timestamp".to_string()),
+                    ".{0,8}",
+                ],
+                any::<i64>(),
+                prop::option::of(any::<bool>()),
+                prop::collection::vec(text(), 0..3),
+            ),
+        )
+            .prop_map(
+                |(
+                    (name, source_cluster, dest_cluster, include, exclude),
+                    (rename_policy, rename_prefix, rename_separator, rename_map),
+                    (start, start_timestamp_ms, sync_topic_configs, sync_topic_configs_exclude),
+                )| Flow {
+                    name,
+                    source_cluster,
+                    dest_cluster,
+                    include,
+                    exclude,
+                    rename_policy,
+                    rename_prefix,
+                    rename_separator,
+                    rename_map,
+                    start,
+                    start_timestamp_ms,
+                    sync_topic_configs,
+                    sync_topic_configs_exclude,
+                    ..Flow::default()
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn requested_flows_are_stored_or_refused_as_invalid_arguments_never_panics(
+            flow in flow_strategy(),
+        ) {
+            match flow_spec(flow.clone()) {
+                Ok(spec) => {
+                    // What is stored is what was asked for, and reads back as it.
+                    prop_assert_eq!(spec.name.as_str(), flow.name.as_str());
+                    prop_assert!(!spec.include.is_empty());
+                    prop_assert!(TopicFilter::new(&spec.include, spec.exclude.as_deref()).is_ok());
+                    if let RenamePolicy::Map { topics } = &spec.rename {
+                        prop_assert!(topics.values().all(|dest| is_topic_name(dest)));
+                    }
+                    let again = flow_spec(flow_message(&spec, None)).unwrap();
+                    prop_assert_eq!(again.rename, spec.rename);
+                    prop_assert_eq!(again.start, spec.start);
+                }
+                Err(CoordinatorError::InvalidArgument(message)) => {
+                    prop_assert!(!message.is_empty());
+                }
+                Err(other) => prop_assert!(false, "not an invalid argument: {:?}", other),
+            }
+        }
+
+        #[test]
+        fn arbitrary_regexes_and_names_never_panic_the_flow_checks(
+            name in ".{0,16}",
+            include in ".{0,32}",
+            exclude in ".{0,32}",
+            rename_target in ".{0,16}",
+        ) {
+            let flow = Flow {
+                name: name.clone(),
+                source_cluster: "east".to_string(),
+                dest_cluster: "west".to_string(),
+                include,
+                exclude,
+                rename_policy: "map".to_string(),
+                rename_map: HashMap::from([("orders".to_string(), rename_target)]),
+                ..Flow::default()
+            };
+            if let Err(CoordinatorError::InvalidArgument(message)) = flow_spec(flow) {
+                if FlowName::new(name.clone()).is_err() {
+                    prop_assert!(message.contains("invalid flow name"), "{}", message);
+                } else {
+                    prop_assert!(message.starts_with(&format!("flow {name}:")) || message.contains("regex"), "{}", message);
+                }
+            }
+        }
+    }
+}
