@@ -145,4 +145,46 @@ mod tests {
         assert_eq!(resolved.properties["ssl.ca.location"], "/s/ca.pem");
         assert_eq!(resolved.properties["client.id"], "kmirror-src");
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn arbitrary_property_files_never_panic_and_errors_name_the_file(
+                text in "\\PC{0,160}",
+            ) {
+                let path = temp_file("arbitrary.properties", &text);
+                if let Err(error) = resolve(&[], std::slice::from_ref(&path)) {
+                    prop_assert!(error.contains(&path.display().to_string()), "{}", error);
+                }
+                std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+            }
+
+            #[test]
+            fn command_line_properties_are_taken_or_refused_by_key_never_echoing_secrets(
+                key in prop_oneof![".{0,16}", Just("sasl.password".to_string()), Just("ssl.key.pem".to_string())],
+                value in "\\PC{0,16}",
+            ) {
+                // Marked so that it cannot be a piece of the refusal's text.
+                let value = format!("Zq9-{value}");
+                match resolve(&given(&[(&key, &value)]), &[]) {
+                    Ok(resolved) => {
+                        prop_assert!(!is_secret_property(&key));
+                        prop_assert_eq!(&resolved.properties[&key], &value);
+                    }
+                    Err(error) => {
+                        prop_assert!(is_secret_property(&key));
+                        let named = format!("property {key} is a secret");
+                        prop_assert!(error.contains(&named), "{}", error);
+                        prop_assert!(!error.contains(&value), "{}", error);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -811,4 +811,133 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors[0].key, "value.deserializer");
     }
+
+    mod generated {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A secret no generated line can hold.
+        const SECRET: &str = "Zq9-never-shown";
+
+        /// Text with what Java's reader treats specially: separators, escapes,
+        /// continuations, comments.
+        fn properties_text() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    "\\PC{0,12}",
+                    Just("\\".to_string()),
+                    Just("\\u".to_string()),
+                    Just("\\u00".to_string()),
+                    Just("\\uzzzz".to_string()),
+                    Just("=".to_string()),
+                    Just(":".to_string()),
+                    Just("\n".to_string()),
+                    Just("\r\n".to_string()),
+                    Just("#".to_string()),
+                    Just(" ".to_string()),
+                ],
+                0..24,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        /// Lines of keys a client file may have, with values that may be wrong.
+        fn client_lines() -> impl Strategy<Value = Vec<(String, String)>> {
+            let key = prop_oneof![
+                Just("bootstrap.servers"),
+                Just("group.id"),
+                Just("zookeeper.connect"),
+                Just("auto.offset.reset"),
+                Just("key.deserializer"),
+                Just("interceptor.classes"),
+                Just("sasl.mechanism"),
+                Just("sasl.jaas.config"),
+                Just("ssl.truststore.location"),
+                Just("ssl.truststore.type"),
+                Just("ssl.keystore.location"),
+                Just("ssl.keystore.type"),
+                Just("ssl.endpoint.identification.algorithm"),
+                Just("max.request.size"),
+                Just("buffer.memory"),
+                Just("fetch.min.bytes"),
+                Just("security.protocol"),
+                Just("no.such.thing"),
+            ];
+            let value = prop_oneof![
+                Just("".to_string()),
+                Just("PEM".to_string()),
+                Just("earliest".to_string()),
+                Just("org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"p".to_string()),
+                Just("org.apache.kafka.common.security.scram.ScramLoginModule required".to_string()),
+                "[ -~]{0,16}",
+            ];
+            prop::collection::vec((key.prop_map(str::to_string), value), 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_text_never_panics_the_java_properties_reader(text in properties_text()) {
+                match parse_properties(&text) {
+                    Ok(entries) => {
+                        if let Err(errors) = translate(&entries, ClientRole::Consumer) {
+                            prop_assert!(!errors.is_empty());
+                            prop_assert!(errors.iter().all(|error| !error.message.is_empty()));
+                        }
+                    }
+                    Err(message) => prop_assert!(!message.is_empty()),
+                }
+            }
+
+            #[test]
+            fn wrong_client_settings_are_errors_naming_the_key_never_the_secret(
+                lines in client_lines(),
+            ) {
+                let mut entries = lines;
+                entries.push(("sasl.password".to_string(), SECRET.to_string()));
+                let keys: Vec<&str> = entries.iter().map(|(key, _)| key.as_str()).collect();
+                if let Err(errors) = translate(&entries, ClientRole::Any) {
+                    for error in &errors {
+                        prop_assert!(!error.to_string().contains(SECRET), "{}", error);
+                        // The key named is the file's, or the librdkafka key it became.
+                        prop_assert!(
+                            keys.contains(&error.key.as_str())
+                                || error.key.starts_with("ssl.")
+                                || error.key.starts_with("sasl.")
+                                || error.key == "message.max.bytes"
+                                || error.key == "queue.buffering.max.kbytes",
+                            "{}", error
+                        );
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            // Each case creates a librdkafka producer to check the settings.
+            #![proptest_config(ProptestConfig::with_cases(24))]
+
+            #[test]
+            fn wrong_producer_settings_are_refused_with_the_key(
+                key in prop_oneof![
+                    Just("acks"),
+                    Just("enable.idempotence"),
+                    Just("max.in.flight.requests.per.connection"),
+                    Just("retries"),
+                    Just("transactional.id"),
+                    Just("linger.ms"),
+                ],
+                value in prop_oneof![Just("0".to_string()), Just("false".to_string()), "[ -~]{0,8}"],
+            ) {
+                let entries = vec![(key.to_string(), value)];
+                if let Err(errors) = translate(&entries, ClientRole::Producer) {
+                    prop_assert!(errors
+                        .iter()
+                        .all(|error| error.key == key || error.key == "(producer settings)"));
+                }
+            }
+        }
+    }
 }

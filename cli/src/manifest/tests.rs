@@ -368,3 +368,150 @@ fn the_fleet_renders_back_as_a_manifest_that_plans_the_same_flows() {
     assert_eq!(again.flows[0].rename_policy, "prefix");
     assert_eq!(again.clusters.len(), 2);
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An MirrorMaker 2 file of known and unknown settings, right or wrong.
+    fn mm2_text() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("clusters".to_string()),
+            Just("A.bootstrap.servers".to_string()),
+            Just("B.bootstrap.servers".to_string()),
+            Just("A->B.enabled".to_string()),
+            Just("B->A.enabled".to_string()),
+            Just("A->C.enabled".to_string()),
+            Just("A->B.topics".to_string()),
+            Just("topics.exclude".to_string()),
+            Just("replication.policy.class".to_string()),
+            Just("A.consumer.fetch.min.bytes".to_string()),
+            Just("B.producer.acks".to_string()),
+            Just("tasks.max".to_string()),
+            "[A-C]?(->[A-C])?\\.?[a-z.]{0,12}",
+        ];
+        let value = prop_oneof![
+            Just("A, B".to_string()),
+            Just("true".to_string()),
+            Just("a:9092".to_string()),
+            Just("orders.*, (unclosed".to_string()),
+            Just("org.apache.kafka.connect.mirror.IdentityReplicationPolicy".to_string()),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::vec((key, value), 0..10).prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(|(key, value)| format!("{key} = {value}\n"))
+                .collect()
+        })
+    }
+
+    /// A `kmirror.yaml` with fields that may be missing, misspelt or mistyped.
+    fn manifest_text() -> impl Strategy<Value = String> {
+        let mirror_field = prop_oneof![
+            Just("sourceCluster: east".to_string()),
+            Just("sourceCluster: nowhere".to_string()),
+            Just("targetCluster: central".to_string()),
+            Just("topicsPattern: \"orders.*, (\"".to_string()),
+            Just("topicsPattern: [a, b]".to_string()),
+            Just("startPosition: yesterday".to_string()),
+            Just("startPosition: latest".to_string()),
+            Just("renameMap: {orders: \"bad name\"}".to_string()),
+            Just("untilCaughtUp: maybe".to_string()),
+            "[a-zA-Z]{1,10}: [ -~]{0,10}",
+        ];
+        (
+            prop_oneof![Just("kind: KafkaMirrorMaker2\n"), Just("kind: Kafka\n"), Just("")],
+            prop_oneof![
+                Just("  target:\n    alias: central\n    bootstrapServers: c:9092\n"),
+                Just("  target:\n    alias: central\n"),
+                Just("  target: central\n"),
+                Just(""),
+            ],
+            prop_oneof![
+                Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n"),
+                Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n      config:\n        no.such.thing: 1\n"),
+                Just("  clusters: east\n"),
+                Just("  replicaz: 3\n"),
+                Just(""),
+            ],
+            prop::collection::vec(prop::collection::vec(mirror_field, 0..4), 0..3),
+        )
+            .prop_map(|(kind, target, clusters, mirrors)| {
+                let mut text = format!("{kind}spec:\n{target}{clusters}  mirrors:");
+                if mirrors.is_empty() {
+                    text.push_str(" []\n");
+                } else {
+                    text.push('\n');
+                }
+                for fields in mirrors {
+                    text.push_str("    - {");
+                    text.push_str(&fields.join(", "));
+                    text.push_str("}\n");
+                }
+                text
+            })
+    }
+
+    /// What `apply` makes of a manifest's text (no client files involved).
+    fn plan_of(text: &str) -> Result<ImportPlan, ManifestError> {
+        let manifest: Manifest =
+            serde_saphyr::from_str(text).map_err(|error| ManifestError(error.to_string()))?;
+        plan_manifest(&manifest, Path::new("/nonexistent/kmirror"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics_the_mm2_import(text in "\\PC{0,200}") {
+            if let Err(error) = import_mm2(&text) {
+                prop_assert!(!error.0.is_empty());
+            }
+        }
+
+        #[test]
+        fn wrong_mm2_files_are_errors_naming_the_setting(text in mm2_text()) {
+            match import_mm2(&text) {
+                Ok(plan) => {
+                    prop_assert!(!plan.flows.is_empty());
+                    for flow in &plan.flows {
+                        prop_assert!(plan.clusters.iter().any(|c| c.name == flow.source_cluster));
+                        prop_assert!(plan.clusters.iter().any(|c| c.name == flow.dest_cluster));
+                    }
+                }
+                Err(error) => {
+                    prop_assert!(
+                        error.0.contains("clusters")
+                            || error.0.contains("enabled")
+                            || error.0.contains("bootstrap.servers")
+                            || error.0.contains("regex")
+                            || error.0.starts_with("line "),
+                        "{}", error
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_manifest_reader(text in "\\PC{0,200}") {
+            if let Err(error) = plan_of(&text) {
+                prop_assert!(!error.0.is_empty());
+            }
+        }
+
+        #[test]
+        fn wrong_manifests_are_errors_naming_what_is_wrong(text in manifest_text()) {
+            match plan_of(&text) {
+                Ok(plan) => {
+                    for flow in &plan.flows {
+                        prop_assert!(plan.clusters.iter().any(|c| c.name == flow.source_cluster));
+                        prop_assert!(plan.clusters.iter().any(|c| c.name == flow.dest_cluster));
+                    }
+                }
+                Err(error) => prop_assert!(!error.0.is_empty()),
+            }
+        }
+    }
+}
