@@ -399,12 +399,31 @@ mod generated {
             Just("org.apache.kafka.connect.mirror.IdentityReplicationPolicy".to_string()),
             "[ -~]{0,12}",
         ];
-        prop::collection::vec((key, value), 0..10).prop_map(|lines| {
-            lines
-                .into_iter()
-                .map(|(key, value)| format!("{key} = {value}\n"))
-                .collect()
-        })
+        // A working file, some of its lines left out, then lines that may
+        // override it.
+        let base = [
+            "clusters = A, B",
+            "A.bootstrap.servers = a:9092",
+            "B.bootstrap.servers = b:9092",
+            "A->B.enabled = true",
+        ];
+        (
+            prop::collection::vec(prop::bool::weighted(0.85), base.len()),
+            prop::collection::vec((key, value), 0..6),
+        )
+            .prop_map(move |(kept, lines)| {
+                let mut text = String::new();
+                for (line, keep) in base.iter().zip(kept) {
+                    if keep {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                }
+                for (key, value) in lines {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+                text
+            })
     }
 
     /// A `kmirror.yaml` with fields that may be missing, misspelt or mistyped.
@@ -422,21 +441,39 @@ mod generated {
             "[a-zA-Z]{1,10}: [ -~]{0,10}",
         ];
         (
-            prop_oneof![Just("kind: KafkaMirrorMaker2\n"), Just("kind: Kafka\n"), Just("")],
             prop_oneof![
-                Just("  target:\n    alias: central\n    bootstrapServers: c:9092\n"),
-                Just("  target:\n    alias: central\n"),
-                Just("  target: central\n"),
-                Just(""),
+                2 => Just("kind: KafkaMirrorMaker2\n"),
+                1 => Just("kind: Kafka\n"),
+                2 => Just(""),
             ],
             prop_oneof![
-                Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n"),
-                Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n      config:\n        no.such.thing: 1\n"),
-                Just("  clusters: east\n"),
-                Just("  replicaz: 3\n"),
-                Just(""),
+                4 => Just("  target:\n    alias: central\n    bootstrapServers: c:9092\n"),
+                1 => Just("  target:\n    alias: central\n"),
+                1 => Just("  target: central\n"),
+                1 => Just(""),
             ],
-            prop::collection::vec(prop::collection::vec(mirror_field, 0..4), 0..3),
+            prop_oneof![
+                4 => Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n"),
+                1 => Just("  clusters:\n    - alias: east\n      bootstrapServers: e:9092\n      config:\n        no.such.thing: 1\n"),
+                1 => Just("  clusters: east\n"),
+                1 => Just("  replicaz: 3\n"),
+                1 => Just(""),
+            ],
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        4 => Just("sourceCluster: east".to_string()),
+                        1 => Just("sourceCluster: nowhere".to_string()),
+                        1 => Just("name: x".to_string()),
+                    ],
+                    prop::collection::vec(mirror_field, 0..3),
+                )
+                    .prop_map(|(source, mut fields)| {
+                        fields.insert(0, source);
+                        fields
+                    }),
+                0..3,
+            ),
         )
             .prop_map(|(kind, target, clusters, mirrors)| {
                 let mut text = format!("{kind}spec:\n{target}{clusters}  mirrors:");
@@ -483,7 +520,7 @@ mod generated {
                 }
                 Err(error) => {
                     prop_assert!(
-                        error.0.contains("clusters")
+                        error.0.contains("cluster")
                             || error.0.contains("enabled")
                             || error.0.contains("bootstrap.servers")
                             || error.0.contains("regex")
