@@ -174,9 +174,20 @@ mod tests {
         ]
     }
 
+    /// Mostly what a name or a regex may be, so that later checks are reached.
+    fn mostly_valid(valid: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof![6 => valid, 1 => text()]
+    }
+
     fn flow_strategy() -> impl Strategy<Value = Flow> {
         (
-            (text(), text(), text(), text(), text()),
+            (
+                mostly_valid("[a-z0-9._-]{1,12}"),
+                mostly_valid("(east|west)"),
+                mostly_valid("(east|west)"),
+                mostly_valid("(\\.\\*|orders[a-z.*]{0,6})"),
+                prop_oneof![Just(String::new()), text()],
+            ),
             (
                 prop_oneof![
                     Just(String::new()),
@@ -187,7 +198,7 @@ mod tests {
                 ],
                 text(),
                 text(),
-                prop::collection::hash_map(text(), text(), 0..3),
+                prop::collection::hash_map(text(), mostly_valid("[a-z0-9._-]{1,12}"), 0..3),
             ),
             (
                 prop_oneof![
