@@ -135,8 +135,10 @@ pub fn config_exclusions(flow: &FlowSpec) -> Result<Vec<regex::Regex>, String> {
         .exclude
         .iter()
         .map(|pattern| {
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .map_err(|error| format!("invalid config sync exclusion {pattern:?}: {error}"))
+            let invalid = |error| format!("invalid config sync exclusion {pattern:?}: {error}");
+            // Alone first: `a)|(?:b` compiles once wrapped, but matches parts of names.
+            regex::Regex::new(pattern).map_err(invalid)?;
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)
         })
         .collect()
 }
@@ -427,6 +429,9 @@ mod tests {
             error.starts_with("invalid config sync exclusion \"(\""),
             "{error}"
         );
+        // Valid only once wrapped in the anchors: refused, not a partial match.
+        flow.config_sync.exclude = vec!["x)|(?:y".to_string()];
+        assert!(config_exclusions(&flow).is_err());
     }
 
     #[test]
