@@ -41,6 +41,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a probe waits for the cluster's metadata.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a restarted partition's batch waits for the cluster to answer.
+const RESTART_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Whether a delivery failure says the cluster cannot be reached: the record
 /// waited `message.timeout.ms` without being delivered.
 pub fn is_delivery_timeout(error: &KafkaError) -> bool {
@@ -193,20 +196,51 @@ pub async fn publish(
 /// Asks each marked cluster for its metadata; one that answers is cleared.
 async fn probe(deliverability: &Deliverability, routes: &Routes) {
     for cluster in deliverability.marks().into_keys() {
-        let Some(admin) = routes.known_admin(&cluster) else {
-            continue;
-        };
-        let answered = tokio::task::spawn_blocking(move || {
-            admin
-                .inner()
-                .fetch_metadata(None, PROBE_TIMEOUT)
-                .is_ok_and(|metadata| !metadata.brokers().is_empty())
-        })
-        .await
-        .unwrap_or(false);
-        if answered {
-            deliverability.clear(&cluster, "it answered a metadata request");
+        probe_one(deliverability, routes, &cluster, PROBE_TIMEOUT).await;
+    }
+}
+
+/// Asks `cluster` for its metadata within `timeout`; clears its mark when it
+/// answers. Returns whether it did.
+async fn probe_one(
+    deliverability: &Deliverability,
+    routes: &Routes,
+    cluster: &ClusterName,
+    timeout: Duration,
+) -> bool {
+    let Some(admin) = routes.known_admin(cluster) else {
+        return false;
+    };
+    let answered = tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .is_ok_and(|metadata| !metadata.brokers().is_empty())
+    })
+    .await
+    .unwrap_or(false);
+    if answered {
+        deliverability.clear(cluster, "it answered a metadata request");
+    }
+    answered
+}
+
+impl Deliverability {
+    /// The mark of `cluster` a batch is refused for, if deliveries there still
+    /// time out. A restarted partition's batch asks the cluster first (within
+    /// [`RESTART_PROBE_TIMEOUT`]): a destination that answers again takes it at
+    /// once, rather than after the next background probe.
+    pub async fn refusal(
+        &self,
+        routes: &Routes,
+        cluster: &ClusterName,
+        restart: bool,
+    ) -> Option<Undeliverable> {
+        let mark = self.mark(cluster)?;
+        if restart && probe_one(self, routes, cluster, RESTART_PROBE_TIMEOUT).await {
+            return None;
         }
+        Some(mark)
     }
 }
 

@@ -270,7 +270,12 @@ impl Session {
                     .await;
             }
         };
-        if let Some(mark) = self.shared.deliverability.mark(&cluster.name) {
+        if let Some(mark) = self
+            .shared
+            .deliverability
+            .refusal(&self.shared.routes, &cluster.name, batch.restart)
+            .await
+        {
             // Queued here it would only time out: the fetcher retries, and the
             // leader moves the partition to a writer that can deliver.
             self.halted.insert(partition);
