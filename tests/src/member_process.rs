@@ -113,6 +113,17 @@ pub(crate) fn duration_arg(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
 }
 
+/// A free port whose `following` successors are free too (a Kafka broker's
+/// controller and further listeners take the next ports).
+pub(crate) fn free_port_run(following: u16) -> u16 {
+    loop {
+        let port = free_port();
+        if (1..=following).all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok()) {
+            return port;
+        }
+    }
+}
+
 /// A free port for a coordinator's admin API, whose address the CLI must know in
 /// advance and which must stay the same across restarts.
 ///

@@ -2,7 +2,6 @@
 //! the tests that share the local stack: its own etcd and Kafka clusters, run by
 //! `deploy/local/stack` with a private state folder and private ports.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -20,17 +19,6 @@ pub struct PrivateStack {
     etcd_peer_port: u16,
 }
 
-/// A free port whose successor is free too (a Kafka broker's controller listens
-/// on the next port).
-fn free_port_pair() -> u16 {
-    loop {
-        let port = crate::member_process::free_port();
-        if TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
-
 impl PrivateStack {
     pub fn new(name: &str) -> Self {
         let stack = stack();
@@ -39,10 +27,10 @@ impl PrivateStack {
                 .logs_dir
                 .join(crate::unique_name(&format!("stack-{name}"))),
             script: stack.workspace_dir.join("deploy/local/stack"),
-            source_port: free_port_pair(),
-            dest_port: free_port_pair(),
-            etcd_port: free_port_pair(),
-            etcd_peer_port: free_port_pair(),
+            source_port: crate::member_process::free_port_run(1),
+            dest_port: crate::member_process::free_port_run(1),
+            etcd_port: crate::member_process::free_port_run(1),
+            etcd_peer_port: crate::member_process::free_port_run(1),
         }
     }
 

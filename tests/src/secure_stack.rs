@@ -8,7 +8,6 @@
 //! Dropping the stack stops its brokers and deletes its state, so a failing
 //! test leaves nothing behind.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,17 +44,6 @@ pub struct SecureStack {
     dest_admin: Cluster,
 }
 
-/// A free port whose two successors are free too (the controller listens on
-/// the next port, the SSL listener on the one after).
-fn free_port_triple() -> u16 {
-    loop {
-        let port = crate::member_process::free_port();
-        if (1..=2).all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok()) {
-            return port;
-        }
-    }
-}
-
 impl SecureStack {
     /// Starts the secured source and destination clusters (etcd stays the
     /// shared stack's) and waits until they answer.
@@ -64,8 +52,8 @@ impl SecureStack {
         let state_dir = stack
             .logs_dir
             .join(crate::unique_name(&format!("secure-{name}")));
-        let source_port = free_port_triple();
-        let dest_port = free_port_triple();
+        let source_port = crate::member_process::free_port_run(2);
+        let dest_port = crate::member_process::free_port_run(2);
         let admin = |port: u16| -> Cluster {
             let secure_dir = state_dir.join("secure");
             let file = |name: &str| secure_dir.join(name).display().to_string();
