@@ -31,6 +31,7 @@ mod clusters;
 mod tokens;
 use tokens::BearerToken;
 pub mod connection;
+mod failover;
 mod failure;
 mod files;
 mod flows;
@@ -198,6 +199,25 @@ impl Ctl {
                 offsets,
             }) => {
                 self.translate(flow, group, topic, partitions, offsets)
+                    .await
+            }
+            Command::Offsets(OffsetsCommand::Sync {
+                flow,
+                groups,
+                dry_run,
+                allow_backwards,
+            }) => {
+                self.sync_offsets(flow, groups, dry_run, allow_backwards)
+                    .await
+            }
+            Command::Failover {
+                flow,
+                groups,
+                now,
+                timeout,
+                allow_backwards,
+            } => {
+                self.failover(flow, groups, now, timeout, allow_backwards)
                     .await
             }
             Command::Assignments { flow } => self.assignments(flow).await.map(Outcome::from),

@@ -72,6 +72,61 @@ struct FlowSettings {
     separator: Option<String>,
     sync_configs: Option<String>,
     configs_exclude: Option<String>,
+    /// `sync.group.offsets.enabled`, `groups`, `groups.exclude`,
+    /// `sync.group.offsets.interval.seconds`.
+    sync_groups: Option<String>,
+    groups: Option<String>,
+    groups_exclude: Option<String>,
+    sync_groups_interval_secs: Option<String>,
+}
+
+/// A comma-separated list of regular expressions, each kept apart.
+fn list_items(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The flow's consumer-group offset sync from MirrorMaker 2's settings: on only
+/// with `sync.group.offsets.enabled=true`, as there.
+fn group_sync_of(
+    name: &str,
+    settings: &FlowSettings,
+    flow: &mut Flow,
+) -> Result<(), ManifestError> {
+    let enabled = settings
+        .sync_groups
+        .as_deref()
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    if !enabled {
+        return Ok(());
+    }
+    let groups = regex_list(settings.groups.as_deref().unwrap_or(".*"));
+    check_regex(&format!("flow {name} groups"), &groups)?;
+    flow.sync_group_offsets = groups;
+    if let Some(exclude) = &settings.groups_exclude {
+        flow.sync_group_offsets_exclude = list_items(exclude);
+        flow.sync_group_offsets_exclude_set = true;
+        for pattern in &flow.sync_group_offsets_exclude {
+            check_regex(&format!("flow {name} groups.exclude"), pattern)?;
+        }
+    }
+    if let Some(seconds) = &settings.sync_groups_interval_secs {
+        let seconds: u32 = seconds.trim().parse().map_err(|_| {
+            ManifestError(format!(
+                "flow {name}: sync.group.offsets.interval.seconds {seconds:?} is not a whole number of seconds"
+            ))
+        })?;
+        if seconds == 0 {
+            return Err(ManifestError(format!(
+                "flow {name}: sync.group.offsets.interval.seconds must be at least 1"
+            )));
+        }
+        flow.sync_group_offsets_interval_ms = i64::from(seconds) * 1000;
+    }
+    Ok(())
 }
 
 fn flow_from_settings(
@@ -124,15 +179,9 @@ fn flow_from_settings(
     let exclude_list: Vec<String> = settings
         .configs_exclude
         .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(String::from)
-                .collect()
-        })
+        .map(list_items)
         .unwrap_or_default();
-    Ok(Flow {
+    let mut flow = Flow {
         name: name.to_string(),
         source_cluster: source.to_string(),
         dest_cluster: target.to_string(),
@@ -145,7 +194,9 @@ fn flow_from_settings(
         sync_topic_configs_exclude_set: settings.configs_exclude.is_some(),
         sync_topic_configs_exclude: exclude_list,
         ..Flow::default()
-    })
+    };
+    group_sync_of(name, settings, &mut flow)?;
+    Ok(flow)
 }
 
 mod mm2;
@@ -179,13 +230,18 @@ pub fn plan_text(plan: &ImportPlan, verb: &str) -> String {
     for flow in &plan.flows {
         let rename = crate::output::rename_cell(flow);
         text.push_str(&format!(
-            "flow {} {verb}: {} -> {}, include {:?}, exclude {:?}, rename {rename}, config sync {}\n",
+            "flow {} {verb}: {} -> {}, include {:?}, exclude {:?}, rename {rename}, config sync {}, group offset sync {}\n",
             flow.name,
             flow.source_cluster,
             flow.dest_cluster,
             flow.include,
             flow.exclude,
             if flow.sync_topic_configs.unwrap_or(true) { "on" } else { "off" },
+            if flow.sync_group_offsets.is_empty() {
+                "off".to_string()
+            } else {
+                format!("{:?}", flow.sync_group_offsets)
+            },
         ));
     }
     text + &plan_remarks(plan)

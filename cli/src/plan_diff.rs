@@ -203,7 +203,21 @@ fn flow_fields(flow: &Flow) -> BTreeMap<String, String> {
             "configExclude".to_string(),
             flow.sync_topic_configs_exclude.join(", "),
         ),
+        (
+            "syncGroupOffsets".to_string(),
+            flow.sync_group_offsets.clone(),
+        ),
     ]);
+    if !flow.sync_group_offsets.is_empty() {
+        fields.insert(
+            "syncGroupOffsetsExclude".to_string(),
+            flow.sync_group_offsets_exclude.join(", "),
+        );
+        fields.insert(
+            "syncGroupOffsetsIntervalMs".to_string(),
+            flow.sync_group_offsets_interval_ms.to_string(),
+        );
+    }
     match flow.rename_policy.as_str() {
         "prefix" => {
             fields.insert("renamePrefix".to_string(), flow.rename_prefix.clone());

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub planned_partitions: Gauge,
     pub flows: Gauge,
     pub topics_created: Counter,
+    /// Consumer-group offset sync: runs by flow and outcome, partitions
+    /// committed by flow, groups of the last run by flow and state.
+    pub group_sync_runs: Family<Labels, Counter>,
+    pub group_offsets_committed: Family<Labels, Counter>,
+    pub group_sync_groups: Family<Labels, Gauge>,
     /// Label sets of the partition gauges last published, to drop those that went.
     published_partition_gauges: Mutex<HashSet<Labels>>,
     /// The `partition_stopped` series of each stopped partition (one at a time).
@@ -156,6 +161,9 @@ impl Metrics {
             planned_partitions: Gauge::default(),
             flows: Gauge::default(),
             topics_created: Counter::default(),
+            group_sync_runs: Family::default(),
+            group_offsets_committed: Family::default(),
+            group_sync_groups: Family::default(),
             published_partition_gauges: Mutex::new(HashSet::new()),
             stopped_partitions: Mutex::new(HashMap::new()),
             flow_series: Mutex::new(HashMap::new()),
@@ -556,6 +564,21 @@ fn register_coordinator(registry: &mut Registry, metrics: &Metrics) {
         "kmirror_topics_created",
         "Destination topics the coordinator created",
         metrics.topics_created.clone(),
+    );
+    registry.register(
+        "kmirror_group_sync_runs",
+        "Consumer-group offset syncs of the leader, by flow and outcome (ok, error)",
+        metrics.group_sync_runs.clone(),
+    );
+    registry.register(
+        "kmirror_group_offsets_committed",
+        "Destination group partitions committed at their translated position, by flow",
+        metrics.group_offsets_committed.clone(),
+    );
+    registry.register(
+        "kmirror_group_sync_groups",
+        "Groups of the last offset sync, by flow and state (synced, partial, live, failed)",
+        metrics.group_sync_groups.clone(),
     );
 }
 

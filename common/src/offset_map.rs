@@ -180,6 +180,42 @@ impl MapEntry {
         })
     }
 
+    /// Takes `next` into this entry when it continues it exactly: same
+    /// destination partition, written right after it there, starting where the
+    /// fetcher read on after this one. Translation through the merged entry is
+    /// the same as through both, so a reader keeps one entry per unbroken
+    /// stretch of a partition instead of one per batch.
+    pub fn absorb(&mut self, next: &MapEntry) -> bool {
+        let continues = self.consecutive
+            && next.consecutive
+            && self.dest_topic == next.dest_topic
+            && self.dest_partition == next.dest_partition
+            && next.first_offset() > self.last_offset
+            && next.first_offset() <= self.next_offset
+            && self.dest_first_offset + i64::from(self.record_count) == next.dest_first_offset;
+        let Some(record_count) = self.record_count.checked_add(next.record_count) else {
+            return false;
+        };
+        if !continues {
+            return false;
+        }
+        for &(start, len) in &next.runs {
+            match self.runs.last_mut() {
+                Some((last_start, last_len))
+                    if *last_start + i64::from(*last_len) == start
+                        && last_len.checked_add(len).is_some() =>
+                {
+                    *last_len += len
+                }
+                _ => self.runs.push((start, len)),
+            }
+        }
+        self.record_count = record_count;
+        self.last_offset = next.last_offset;
+        self.next_offset = next.next_offset;
+        true
+    }
+
     pub fn first_offset(&self) -> i64 {
         self.runs.first().map_or(self.last_offset, |run| run.0)
     }
@@ -292,6 +328,17 @@ impl MapEntry {
         }
         None
     }
+}
+
+/// Adds an entry read from the map to a partition's entries (in map order),
+/// merged into the last one when it continues it.
+pub fn push_merged(entries: &mut Vec<MapEntry>, entry: MapEntry) {
+    if let Some(last) = entries.last_mut() {
+        if last.absorb(&entry) {
+            return;
+        }
+    }
+    entries.push(entry);
 }
 
 /// Runs of consecutive offsets of an ascending list.
@@ -516,6 +563,46 @@ mod tests {
             dest_partition: 2,
             dest_offset,
         }
+    }
+
+    #[test]
+    fn merged_entries_translate_every_offset_as_the_batches_did() {
+        // Batches with markers between them, a resend written twice, a gap the
+        // fetcher did not read over, and a batch interleaved with other writes.
+        let mut gapped = entry(&[10, 11, 12], 100);
+        gapped.next_offset = 14;
+        let batches = vec![
+            entry(&[0, 1, 2], 90),
+            entry(&[3, 4, 6], 93),
+            entry(&[7, 8, 9], 96),
+            entry(&[7, 8, 9], 120),
+            gapped,
+            entry(&[14, 15], 103),
+            entry(&[20, 21], 105),
+            MapEntry::from_offsets(&[22, 23], "orders", 2, 107, false).unwrap(),
+            entry(&[24], 110),
+        ];
+        let mut merged = Vec::new();
+        for batch in batches.clone() {
+            push_merged(&mut merged, batch);
+        }
+        assert!(merged.len() < batches.len(), "{merged:?}");
+        for offset in -1..30 {
+            assert_eq!(
+                translate(&merged, offset),
+                translate(&batches, offset),
+                "offset {offset}"
+            );
+        }
+        // One unbroken stretch is one entry, its runs joined.
+        let mut stretch = Vec::new();
+        for first in (0..1_000).step_by(100) {
+            let offsets: Vec<i64> = (first..first + 100).collect();
+            push_merged(&mut stretch, entry(&offsets, first));
+        }
+        assert_eq!(stretch.len(), 1);
+        assert_eq!(stretch[0].runs, vec![(0, 1_000)]);
+        assert_eq!(stretch[0].record_count, 1_000);
     }
 
     #[test]

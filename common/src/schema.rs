@@ -12,6 +12,7 @@
 //! | `checkpoints/<flow>/<topic>/<partition>` | [`Checkpoint`] | fetcher, compares the assignment |
 //! | `errors/<flow>/<topic>/<partition>` | [`PartitionError`], bound to the reporter's lease | fetcher |
 //! | `flow-status/<flow>` | [`FlowState`] | leader |
+//! | `group-sync/<flow>` | [`GroupSyncReport`]: what the last consumer-group offset sync did | leader |
 //! | `drained/<role>/<id>` | [`Drain`] | coordinator (admin API); the leader removes it once the member left |
 //! | `rebalance` | [`RebalanceRequest`] | coordinator (admin API); the leader removes it once applied |
 //! | `undeliverable/<writer>/<cluster>` | [`Undeliverable`], bound to the writer's lease | writer; it deletes it once it reaches the cluster again |
@@ -119,6 +120,14 @@ impl Keys {
 
     pub fn flow_state(&self, flow: &FlowName) -> String {
         format!("{}flow-status/{flow}", self.root)
+    }
+
+    pub fn group_sync_reports(&self) -> String {
+        format!("{}group-sync/", self.root)
+    }
+
+    pub fn group_sync_report(&self, flow: &FlowName) -> String {
+        format!("{}group-sync/{flow}", self.root)
     }
 
     pub fn drained(&self) -> String {
@@ -235,6 +244,10 @@ pub struct FlowSpec {
     /// started, then stop (the flow completes).
     #[serde(default)]
     pub until_caught_up: bool,
+    /// Consumer-group offset sync: translated source group offsets committed to
+    /// the destination's groups. Off unless asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_sync: Option<GroupSync>,
 }
 
 impl FlowSpec {
@@ -342,6 +355,65 @@ impl Default for ConfigSync {
             exclude: default_config_sync_exclude(),
         }
     }
+}
+
+/// Which source consumer groups a flow syncs to the destination, and how often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSync {
+    /// Regular expression matched against the whole group id.
+    pub include: String,
+    /// Regular expressions of group ids never synced (whole id).
+    #[serde(default = "default_group_sync_exclude")]
+    pub exclude: Vec<String>,
+    #[serde(default = "default_group_sync_interval_ms")]
+    pub interval_ms: u64,
+}
+
+/// MirrorMaker 2's `sync.group.offsets.interval.seconds` default.
+pub const DEFAULT_GROUP_SYNC_INTERVAL_MS: u64 = 10_000;
+
+fn default_group_sync_interval_ms() -> u64 {
+    DEFAULT_GROUP_SYNC_INTERVAL_MS
+}
+
+/// MirrorMaker 2's default `groups.exclude`: console consumers, Connect's own
+/// groups and internal ones.
+pub fn default_group_sync_exclude() -> Vec<String> {
+    [r"console-consumer-.*", r"connect-.*", r"__.*"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// What the last consumer-group offset sync of a flow did, group by group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSyncReport {
+    /// When the sync ran (milliseconds since the Unix epoch).
+    pub at_ms: i64,
+    /// Why the sync as a whole failed (a cluster unreachable, ...); groups are
+    /// then those of the last sync that got as far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<GroupSyncOutcome>,
+}
+
+/// One group's outcome in a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSyncOutcome {
+    pub group: String,
+    /// `synced` (every partition at its translated position), `partial` (some
+    /// partitions could not be translated or would move backwards), `live` (the
+    /// destination group has active members, so it was left alone) or `failed`.
+    pub state: String,
+    /// Partitions committed by this sync.
+    pub committed: u32,
+    /// Partitions already at their translated position.
+    pub unchanged: u32,
+    /// Partitions left alone, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// A registered member, stored under a key bound to its lease.

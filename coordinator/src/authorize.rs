@@ -57,9 +57,8 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
     match method {
         "ListClusters" | "ListFlows" | "Status" | "ListMembers" | "ListAssignments"
         | "TranslateOffsets" => (READERS, false),
-        "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance" => {
-            (OPERATORS, true)
-        }
+        "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance"
+        | "SyncGroupOffsets" => (OPERATORS, true),
         "AddCluster" | "DeleteCluster" => (ADMINS, true),
         "CreateToken" | "RevokeToken" => (ADMINS, true),
         "ListTokens" => (ADMINS, false),

@@ -246,6 +246,7 @@ mod tests {
             config_sync: ConfigSync::default(),
             paused: false,
             until_caught_up: false,
+            group_sync: None,
         }
     }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::CoordinatorError;
+use crate::group_sync::GroupSyncer;
 use crate::kafka::KafkaClients;
 use crate::reconcile::Reconciler;
 use crate::Config;
@@ -125,9 +126,17 @@ impl Leadership {
                 self.debounce,
                 self.lease_ttl,
             );
+            let group_syncer = GroupSyncer::new(
+                self.client.clone(),
+                self.keys.clone(),
+                self.kafka.clone(),
+                leader_key.clone(),
+            );
             let session = stop.child_token();
             let outcome = tokio::select! {
                 outcome = reconciler.run(session.clone()) => outcome,
+                // The sync ends by itself only when deposed.
+                outcome = group_syncer.run(session.clone()) => outcome,
                 _ = lost.cancelled() => Err(CoordinatorError::Deposed),
             };
             session.cancel();

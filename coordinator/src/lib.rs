@@ -17,6 +17,7 @@ pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod error;
+pub mod group_sync;
 pub mod guard;
 pub mod kafka;
 pub mod leadership;

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kmirror_common::schema::{
-    Assignment, Checkpoint, FlowPhase, FlowSpec, FlowState, PartitionError,
+    Assignment, Checkpoint, FlowPhase, FlowSpec, FlowState, GroupSyncReport, PartitionError,
 };
 use kmirror_common::{FlowName, PartitionKey};
-use kmirror_proto::v1::{FlowStatus, PartitionStatus};
+use kmirror_proto::v1::{FlowStatus, GroupSyncStatus, PartitionStatus};
 
 pub const STATE_RUNNING: &str = "running";
 pub const STATE_DEGRADED: &str = "degraded";
@@ -215,7 +215,28 @@ pub fn flow_status(
         completed_ms: flow_state_opt
             .and_then(|state| state.completed_ms)
             .unwrap_or(0),
+        ..FlowStatus::default()
     }
+}
+
+/// The flow's last consumer-group offset sync, into its status.
+pub fn add_group_sync(status: &mut FlowStatus, report_opt: Option<&GroupSyncReport>) {
+    let Some(report) = report_opt else {
+        return;
+    };
+    status.group_sync_at_ms = report.at_ms;
+    status.group_sync_error = report.error.clone().unwrap_or_default();
+    status.group_sync = report
+        .groups
+        .iter()
+        .map(|outcome| GroupSyncStatus {
+            group: outcome.group.clone(),
+            state: outcome.state.clone(),
+            committed: outcome.committed,
+            unchanged: outcome.unchanged,
+            skipped: outcome.skipped.clone(),
+        })
+        .collect();
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse};
 use kmirror_common::schema::{
-    decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, MemberInfo, PartitionError,
-    RebalanceRequest, Undeliverable,
+    decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, GroupSyncReport, MemberInfo,
+    PartitionError, RebalanceRequest, Undeliverable,
 };
 use kmirror_common::{ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use serde::Deserialize;
@@ -40,6 +40,7 @@ enum Section {
     Checkpoints,
     Errors,
     FlowStates,
+    GroupSync,
     Drained,
     Rebalance,
     Undeliverable,
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub checkpoints: BTreeMap<PartitionKey, Checkpoint>,
     pub errors: BTreeMap<PartitionKey, PartitionError>,
     pub flow_states: BTreeMap<FlowName, FlowState>,
+    /// What each flow's last consumer-group offset sync did, read with the flow states.
+    pub group_sync: BTreeMap<FlowName, GroupSyncReport>,
     /// Members an operator drained.
     pub drained: BTreeSet<(Role, MemberId)>,
     pub rebalance_opt: Option<RebalanceRequest>,
@@ -109,6 +112,11 @@ pub async fn read_snapshot(
             Section::FlowStates,
             keys.flow_states(),
         ),
+        (
+            sections.flow_states,
+            Section::GroupSync,
+            keys.group_sync_reports(),
+        ),
         (sections.operator_requests, Section::Drained, keys.drained()),
         (
             sections.operator_requests,
@@ -158,6 +166,9 @@ pub async fn read_snapshot(
                 Section::Errors => insert_partition(&mut snapshot.errors, keys, prefix, key, value),
                 Section::FlowStates => {
                     insert_named(&mut snapshot.flow_states, key, value, FlowName::new)
+                }
+                Section::GroupSync => {
+                    insert_named(&mut snapshot.group_sync, key, value, FlowName::new)
                 }
                 Section::Drained => {
                     if let Some(drained) = parse_drained(prefix, key) {

@@ -108,6 +108,41 @@ Examples:\n  \
     /// Consumer failover: source positions in the destination, through the offset map.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Move consumers to the destination: wait until caught up, stop the flow,
+    /// sync the groups' offsets, report per group and partition.
+    #[command(after_help = "The disaster-recovery runbook as one command:\n  \
+1. wait until the flow has mirrored every source record that existed when the command \
+started (skip with --now, for a source that is gone);\n  \
+2. pause the flow: nothing more is written to the destination;\n  \
+3. sync the selected groups' offsets one last time (as `offsets sync`);\n  \
+4. print, per group and partition, the source position and the destination one.\n\
+Exit 0 only if every selected group was translated and committed exactly: its consumers \
+can then start on the destination and read each record they had not read, once. Stop \
+the groups' consumers on the source first (a group still consuming there moves on after \
+the sync), and keep them off the destination until the command returns (a group with \
+active members on the destination is never moved). `flow resume` undoes the pause.\n\n\
+Failback: create a flow in the other direction starting where the destination \
+consumers are (see docs/consumer-failover.md).\n\n\
+Examples:\n  \
+        kmirrorctl failover dr --groups 'billing|shipping'\n  \
+        kmirrorctl failover dr --now -o json")]
+    Failover {
+        /// The flow to fail over.
+        flow: String,
+        /// Source groups to move (regex, whole id) [default: the flow's --sync-group-offsets].
+        #[arg(long, value_name = "REGEX")]
+        groups: Option<String>,
+        /// Do not wait until caught up (the source is gone or must not be waited for).
+        #[arg(long)]
+        now: bool,
+        /// How long to wait until caught up.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Move destination groups back when their committed offset is past the
+        /// translated one.
+        #[arg(long)]
+        allow_backwards: bool,
+    },
     /// Which fetcher and writer work on each source partition.
     #[command(after_help = "Examples:\n  \
         kmirrorctl assignments\n  \
@@ -168,7 +203,9 @@ spec.target (alias, bootstrapServers, config, configFile), spec.clusters (the so
 clusters), spec.mirrors (sourceCluster, targetCluster, topicsPattern, \
 topicsExcludePattern as MirrorMaker 2's comma-separated regex lists, \
 sourceConnector.config with replication.policy.class, replication.policy.separator, \
-sync.topic.configs.enabled, config.properties.exclude; and kmirror's startPosition, \
+sync.topic.configs.enabled, config.properties.exclude; groupsPattern, groupsExcludePattern \
+and checkpointConnector.config with sync.group.offsets.enabled and \
+sync.group.offsets.interval.seconds; and kmirror's startPosition, \
 untilCaughtUp, renamePrefix, renameMap). configFile points at a standard .properties \
 client file. Settings kmirror cannot map (Kubernetes metadata, tls and authentication \
 secrets, connector and Connect settings) are listed with the reason. Each cluster and \
@@ -344,7 +381,8 @@ Examples:\n  \
         kmirrorctl flow create all --source source --dest dest --include '.*' --exclude '.*-dlq'\n  \
         kmirrorctl flow create east --source east --dest central --include '.*' --rename prefix\n  \
         kmirrorctl flow create tail --source a --dest b --include 'logs' --start latest\n  \
-        kmirrorctl flow create move --source old --dest new --include '.*' --until-caught-up"
+        kmirrorctl flow create move --source old --dest new --include '.*' --until-caught-up\n  \
+        kmirrorctl flow create dr --source east --dest west --include 'orders' --sync-group-offsets 'billing|shipping'"
     )]
     Create {
         name: String,
@@ -391,6 +429,18 @@ Examples:\n  \
         /// config.properties.exclude list].
         #[arg(long = "config-exclude", value_name = "REGEX")]
         config_exclude: Vec<String>,
+        /// Sync the offsets of source consumer groups whose id matches this regex
+        /// (whole id) to the destination's groups of the same id, translated
+        /// exactly; a group with active members on the destination is never moved.
+        #[arg(long, value_name = "REGEX")]
+        sync_group_offsets: Option<String>,
+        /// Group id never synced (regex, repeatable) [default: MirrorMaker 2's
+        /// groups.exclude, console-consumer-.*, connect-.*, __.*].
+        #[arg(long, value_name = "REGEX", requires = "sync_group_offsets")]
+        sync_group_offsets_exclude: Vec<String>,
+        /// Time between group offset syncs [default: 10s].
+        #[arg(long, value_parser = humantime::parse_duration, requires = "sync_group_offsets")]
+        sync_group_offsets_interval: Option<Duration>,
         /// Update the flow if it exists (its progress stays).
         #[arg(long)]
         replace: bool,
@@ -496,5 +546,33 @@ Examples:\n  \
         /// A source offset: the next record a consumer of the partition would read.
         #[arg(long = "offset", allow_negative_numbers = true)]
         offsets: Vec<i64>,
+    },
+    /// Commit source consumer groups' translated offsets to the destination's groups, now.
+    #[command(
+        after_help = "The sync a flow created with --sync-group-offsets runs every interval, \
+on request: each selected source group's committed offsets on the flow's topics are \
+translated through the offset map and committed to the destination group of the same id. \
+A group with active members on the destination is left alone (a live group is never moved), \
+and a partition is never moved backwards unless --allow-backwards. A partition that cannot \
+be translated (not mirrored yet, a re-partitioned flow) is reported, not guessed. Exits 1 \
+unless every selected group was synced exactly.\n\n\
+Examples:\n  \
+        kmirrorctl offsets sync --flow dr --groups billing --dry-run\n  \
+        kmirrorctl offsets sync --flow dr --groups 'billing|shipping' -o json"
+    )]
+    Sync {
+        /// The flow that mirrors the groups' topics.
+        #[arg(long)]
+        flow: String,
+        /// Source groups (regex, whole id) [default: the flow's --sync-group-offsets].
+        #[arg(long, value_name = "REGEX")]
+        groups: Option<String>,
+        /// Only print what would be committed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move a destination group back when its committed offset is past the
+        /// translated one.
+        #[arg(long)]
+        allow_backwards: bool,
     },
 }

@@ -34,6 +34,9 @@ impl Ctl {
                 until_caught_up,
                 no_sync_topic_configs,
                 config_exclude,
+                sync_group_offsets,
+                sync_group_offsets_exclude,
+                sync_group_offsets_interval,
                 replace,
             } => {
                 let policy = match (rename, &prefix, map.is_empty()) {
@@ -65,6 +68,11 @@ impl Ctl {
                     sync_topic_configs: Some(!no_sync_topic_configs),
                     sync_topic_configs_exclude_set: !config_exclude.is_empty(),
                     sync_topic_configs_exclude: config_exclude,
+                    sync_group_offsets: sync_group_offsets.unwrap_or_default(),
+                    sync_group_offsets_exclude_set: !sync_group_offsets_exclude.is_empty(),
+                    sync_group_offsets_exclude,
+                    sync_group_offsets_interval_ms: sync_group_offsets_interval
+                        .map_or(0, |interval| interval.as_millis() as i64),
                     ..Flow::default()
                 };
                 let answer = self

@@ -7,9 +7,8 @@ use kmirror_proto::v1::Cluster;
 use super::*;
 use crate::properties::{parse_properties, translate, ClientRole};
 
-/// Why MirrorMaker 2's consumer group settings (checkpoints, offset sync) are not
-/// mapped.
-pub const GROUP_OFFSETS_NOT_SYNCED: &str = "kmirror does not sync consumer group offsets yet: consumers that move to the destination cluster must find their position there themselves (e.g. by timestamp)";
+/// Why MirrorMaker 2's checkpoint settings are not mapped.
+pub const CHECKPOINTS_NOT_EMITTED: &str = "kmirror emits no checkpoints topic: offsets translate exactly through its offset map (kmirrorctl offsets translate), and group offsets are synced with sync.group.offsets.enabled=true (--sync-group-offsets)";
 
 /// MirrorMaker 2 settings kmirror has no use for, and why.
 pub(super) const MM2_UNMAPPED: &[(&str, &str)] = &[
@@ -21,18 +20,8 @@ pub(super) const MM2_UNMAPPED: &[(&str, &str)] = &[
         "replication.factor",
         "destination topics get the destination broker's default.replication.factor",
     ),
-    ("emit.checkpoints.enabled", GROUP_OFFSETS_NOT_SYNCED),
-    (
-        "emit.checkpoints.interval.seconds",
-        GROUP_OFFSETS_NOT_SYNCED,
-    ),
-    ("sync.group.offsets.enabled", GROUP_OFFSETS_NOT_SYNCED),
-    (
-        "sync.group.offsets.interval.seconds",
-        GROUP_OFFSETS_NOT_SYNCED,
-    ),
-    ("groups", GROUP_OFFSETS_NOT_SYNCED),
-    ("groups.exclude", GROUP_OFFSETS_NOT_SYNCED),
+    ("emit.checkpoints.enabled", CHECKPOINTS_NOT_EMITTED),
+    ("emit.checkpoints.interval.seconds", CHECKPOINTS_NOT_EMITTED),
     (
         "emit.heartbeats.enabled",
         "kmirror writes no heartbeat topics",
@@ -78,8 +67,14 @@ pub(super) const MM2_UNMAPPED: &[(&str, &str)] = &[
         "refresh.topics.interval.seconds",
         "set the coordinator's --refresh-interval instead",
     ),
-    ("refresh.groups.enabled", GROUP_OFFSETS_NOT_SYNCED),
-    ("refresh.groups.interval.seconds", GROUP_OFFSETS_NOT_SYNCED),
+    (
+        "refresh.groups.enabled",
+        "the group offset sync lists the source's groups at every sync",
+    ),
+    (
+        "refresh.groups.interval.seconds",
+        "the group offset sync lists the source's groups at every sync",
+    ),
     (
         "dedicated.mode.enable.internal.rest",
         "kmirror has no Connect REST API",
@@ -224,6 +219,18 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
                 .or_else(|| specific("config.properties.blacklist"))
                 .or_else(|| global("config.properties.exclude"))
                 .or_else(|| global("config.properties.blacklist")),
+            sync_groups: specific("sync.group.offsets.enabled")
+                .or_else(|| global("sync.group.offsets.enabled")),
+            groups: specific("groups")
+                .or_else(|| specific("groups.whitelist"))
+                .or_else(|| global("groups"))
+                .or_else(|| global("groups.whitelist")),
+            groups_exclude: specific("groups.exclude")
+                .or_else(|| specific("groups.blacklist"))
+                .or_else(|| global("groups.exclude"))
+                .or_else(|| global("groups.blacklist")),
+            sync_groups_interval_secs: specific("sync.group.offsets.interval.seconds")
+                .or_else(|| global("sync.group.offsets.interval.seconds")),
         };
         let name = format!("{source}-to-{target}");
         plan.flows.push(flow_from_settings(
@@ -246,6 +253,12 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
         "sync.topic.configs.enabled",
         "config.properties.exclude",
         "config.properties.blacklist",
+        "sync.group.offsets.enabled",
+        "sync.group.offsets.interval.seconds",
+        "groups",
+        "groups.whitelist",
+        "groups.exclude",
+        "groups.blacklist",
     ];
     for key in settings.keys() {
         if key == "clusters"
@@ -272,16 +285,14 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
             .unwrap_or_else(|| "not a setting kmirror knows".to_string());
         plan.unmapped.push((key.clone(), reason));
     }
-    // MirrorMaker 2 emits checkpoints unless told not to: say so even when the
-    // file does not ask for them by name.
-    let groups_mentioned = plan
-        .unmapped
+    if plan
+        .flows
         .iter()
-        .any(|(_, reason)| reason == GROUP_OFFSETS_NOT_SYNCED);
-    if !groups_mentioned {
-        plan.notes.push(format!(
-            "consumer group offsets (MirrorMaker 2's checkpoints, on by default): {GROUP_OFFSETS_NOT_SYNCED}"
-        ));
+        .all(|flow| flow.sync_group_offsets.is_empty())
+    {
+        plan.notes.push(
+            "consumer group offsets are not synced (as in MirrorMaker 2 without sync.group.offsets.enabled=true); kmirrorctl offsets translate tells any group's position exactly".to_string(),
+        );
     }
     Ok(plan)
 }

@@ -100,6 +100,20 @@ pub struct MirrorEntry {
     pub topics_exclude_pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_connector: Option<ConnectorEntry>,
+    /// Consumer groups whose offsets are synced when the checkpoint connector's
+    /// `sync.group.offsets.enabled` is true (MirrorMaker 2's `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_pattern: Option<String>,
+    #[serde(
+        default,
+        alias = "groupsBlacklistPattern",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub groups_exclude_pattern: Option<String>,
+    /// Its `sync.group.offsets.enabled` and `sync.group.offsets.interval.seconds`
+    /// turn on kmirror's group offset sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_connector: Option<ConnectorEntry>,
     /// earliest (default), latest, or an RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_position: Option<String>,
@@ -130,10 +144,6 @@ pub struct ConnectorEntry {
 /// Why a Strimzi mirror or connector setting kmirror does not use is not mapped.
 fn strimzi_unused_reason(key: &str) -> &'static str {
     match key {
-        "checkpointConnector"
-        | "groupsPattern"
-        | "groupsExcludePattern"
-        | "groupsBlacklistPattern" => GROUP_OFFSETS_NOT_SYNCED,
         "heartbeatConnector" => "kmirror writes no heartbeat topics",
         "tasksMax" => "kmirror scales with its fetchers and writers, not tasks",
         "autoRestart" | "state" | "pause" => {
@@ -341,15 +351,49 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
                 ));
             }
         }
-        for key in mirror
-            .source_connector
-            .iter()
-            .flat_map(|connector| connector.unused.keys())
-        {
-            plan.unmapped.push((
-                format!("spec.mirrors[{index}].sourceConnector.{key}"),
-                strimzi_unused_reason(key).to_string(),
-            ));
+        let checkpoint = mirror
+            .checkpoint_connector
+            .as_ref()
+            .map(|connector| {
+                connector
+                    .config
+                    .iter()
+                    .map(|(key, value)| (key.clone(), scalar(value)))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        for key in checkpoint.keys() {
+            if ![
+                "sync.group.offsets.enabled",
+                "sync.group.offsets.interval.seconds",
+            ]
+            .contains(&key.as_str())
+            {
+                let reason = MM2_UNMAPPED
+                    .iter()
+                    .find(|(setting, _)| setting == key)
+                    .map(|(_, why)| why.to_string())
+                    .unwrap_or_else(|| "not a setting kmirror knows".to_string());
+                plan.unmapped.push((
+                    format!("spec.mirrors[{index}].checkpointConnector.config.{key}"),
+                    reason,
+                ));
+            }
+        }
+        let connectors = [
+            ("sourceConnector", &mirror.source_connector),
+            ("checkpointConnector", &mirror.checkpoint_connector),
+        ];
+        for (connector_name, connector) in connectors {
+            for key in connector
+                .iter()
+                .flat_map(|connector| connector.unused.keys())
+            {
+                plan.unmapped.push((
+                    format!("spec.mirrors[{index}].{connector_name}.{key}"),
+                    strimzi_unused_reason(key).to_string(),
+                ));
+            }
         }
         for key in mirror.unused.keys() {
             plan.unmapped.push((
@@ -364,6 +408,12 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
             separator: connector.get("replication.policy.separator").cloned(),
             sync_configs: connector.get("sync.topic.configs.enabled").cloned(),
             configs_exclude: connector.get("config.properties.exclude").cloned(),
+            sync_groups: checkpoint.get("sync.group.offsets.enabled").cloned(),
+            groups: mirror.groups_pattern.clone(),
+            groups_exclude: mirror.groups_exclude_pattern.clone(),
+            sync_groups_interval_secs: checkpoint
+                .get("sync.group.offsets.interval.seconds")
+                .cloned(),
         };
         let mut flow = flow_from_settings(
             &name,
@@ -475,6 +525,24 @@ fn mirror_of(flow: &Flow) -> MirrorEntry {
         topics_exclude_pattern: Some(flow.exclude.clone()),
         source_connector: Some(ConnectorEntry {
             config,
+            unused: BTreeMap::new(),
+        }),
+        groups_pattern: Some(flow.sync_group_offsets.clone()).filter(|groups| !groups.is_empty()),
+        groups_exclude_pattern: Some(flow.sync_group_offsets_exclude.join(","))
+            .filter(|_| !flow.sync_group_offsets.is_empty()),
+        checkpoint_connector: (!flow.sync_group_offsets.is_empty()).then(|| ConnectorEntry {
+            config: BTreeMap::from([
+                (
+                    "sync.group.offsets.enabled".to_string(),
+                    serde_json::Value::String("true".to_string()),
+                ),
+                (
+                    "sync.group.offsets.interval.seconds".to_string(),
+                    serde_json::Value::String(
+                        (flow.sync_group_offsets_interval_ms.max(1_000) / 1000).to_string(),
+                    ),
+                ),
+            ]),
             unused: BTreeMap::new(),
         }),
         start_position,

@@ -43,40 +43,47 @@ fn an_mm2_config_becomes_clusters_and_a_prefix_flow() {
     );
     let text = plan_text(&plan, "would be created");
     assert!(
-            text.contains("not mapped: emit.checkpoints.enabled: kmirror does not sync consumer group offsets yet"),
-            "{text}"
-        );
+        text.contains("not mapped: emit.checkpoints.enabled: kmirror emits no checkpoints topic"),
+        "{text}"
+    );
 }
 
 #[test]
-fn group_offset_sync_is_said_to_be_not_synced_yet() {
+fn group_offset_sync_maps_to_the_flow_as_mirror_maker_2_turns_it_on() {
     let plan = import_mm2(
-            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nA->B.sync.group.offsets.enabled=true\ngroups=.*\n",
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nA->B.sync.group.offsets.enabled=true\ngroups=billing.*,shipping\ngroups.exclude=billing-test\nsync.group.offsets.interval.seconds=30\nrefresh.groups.enabled=true\n",
         )
         .unwrap();
-    let unmapped: Vec<(&str, &str)> = plan
-        .unmapped
-        .iter()
-        .map(|(key, reason)| (key.as_str(), reason.as_str()))
-        .collect();
-    assert_eq!(
-        unmapped,
-        vec![
-            ("A->B.sync.group.offsets.enabled", GROUP_OFFSETS_NOT_SYNCED),
-            ("groups", GROUP_OFFSETS_NOT_SYNCED),
-        ]
-    );
-    // Not asked for by name, MirrorMaker 2's default checkpoints still get a note.
+    let flow = &plan.flows[0];
+    assert_eq!(flow.sync_group_offsets, "(?:billing.*)|(?:shipping)");
+    assert_eq!(flow.sync_group_offsets_exclude, vec!["billing-test"]);
+    assert!(flow.sync_group_offsets_exclude_set);
+    assert_eq!(flow.sync_group_offsets_interval_ms, 30_000);
+    let unmapped: Vec<&str> = plan.unmapped.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(unmapped, vec!["refresh.groups.enabled"]);
+    assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+
+    // Off unless enabled, as in MirrorMaker 2: groups alone sync nothing, and a
+    // note says how offsets translate instead.
     let plan = import_mm2(
-        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n",
+        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\ngroups=.*\n",
     )
     .unwrap();
+    assert_eq!(plan.flows[0].sync_group_offsets, "");
     assert!(
         plan.notes
             .iter()
-            .any(|note| note.contains("does not sync consumer group offsets yet")),
+            .any(|note| note.contains("kmirrorctl offsets translate")),
         "{:?}",
         plan.notes
+    );
+    let error = import_mm2(
+        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nsync.group.offsets.enabled=true\nsync.group.offsets.interval.seconds=soon\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.0.contains("sync.group.offsets.interval.seconds"),
+        "{error}"
     );
 }
 
@@ -148,8 +155,7 @@ spec:
         unmapped,
         vec![
             "spec.replicas",
-            "spec.mirrors[0].sourceConnector.config.replication.factor",
-            "spec.mirrors[0].groupsPattern"
+            "spec.mirrors[0].sourceConnector.config.replication.factor"
         ]
     );
 }
@@ -248,6 +254,8 @@ fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
     assert_eq!(flow.dest_cluster, "dc-b");
     assert_eq!(flow.rename_policy, "identity");
     assert_eq!(flow.include, "(?:orders.*)|(?:payments)");
+    // The checkpoint connector's group offset sync, for the groups of groupsPattern.
+    assert_eq!(flow.sync_group_offsets, ".*");
     let unmapped: BTreeMap<&str, &str> = plan
         .unmapped
         .iter()
@@ -265,8 +273,8 @@ fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
             "metadata.annotations",
             "metadata.namespace",
             "spec.logging",
-            "spec.mirrors[0].checkpointConnector",
-            "spec.mirrors[0].groupsPattern",
+            "spec.mirrors[0].checkpointConnector.config.checkpoints.topic.replication.factor",
+            "spec.mirrors[0].checkpointConnector.tasksMax",
             "spec.mirrors[0].sourceConnector.config.offset-syncs.topic.replication.factor",
             "spec.mirrors[0].sourceConnector.config.replication.factor",
             "spec.mirrors[0].sourceConnector.config.sync.topic.acls.enabled",
@@ -280,8 +288,8 @@ fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
     assert!(unmapped["cluster dc-a: tls"].contains("ssl.ca.location"));
     assert!(unmapped["cluster dc-a: authentication"].contains("sasl.password"));
     assert_eq!(
-        unmapped["spec.mirrors[0].checkpointConnector"],
-        GROUP_OFFSETS_NOT_SYNCED
+        unmapped["spec.mirrors[0].checkpointConnector.config.checkpoints.topic.replication.factor"],
+        "kmirror keeps checkpoints in etcd"
     );
     // Nothing of the secrets' names leaks into what is stored.
     assert!(plan.clusters[0].properties.is_empty());

@@ -29,6 +29,24 @@ pub struct FlowStatusJson {
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
     pub partitions: Vec<PartitionStatusJson>,
+    /// The last consumer-group offset sync; null when the flow syncs no group.
+    pub group_sync: Option<GroupSyncJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupSyncJson {
+    pub at_ms: i64,
+    pub error: Option<String>,
+    pub groups: Vec<GroupSyncStatusJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupSyncStatusJson {
+    pub group: String,
+    pub state: String,
+    pub committed: u32,
+    pub unchanged: u32,
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +97,21 @@ impl From<&FlowStatus> for FlowStatusJson {
                 .iter()
                 .map(PartitionStatusJson::from)
                 .collect(),
+            group_sync: (flow.group_sync_at_ms > 0).then(|| GroupSyncJson {
+                at_ms: flow.group_sync_at_ms,
+                error: non_empty(&flow.group_sync_error),
+                groups: flow
+                    .group_sync
+                    .iter()
+                    .map(|group| GroupSyncStatusJson {
+                        group: group.group.clone(),
+                        state: group.state.clone(),
+                        committed: group.committed,
+                        unchanged: group.unchanged,
+                        skipped: group.skipped.clone(),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -213,6 +246,10 @@ pub struct FlowJson {
     pub phase: String,
     pub sync_topic_configs: bool,
     pub sync_topic_configs_exclude: Vec<String>,
+    /// Groups whose offsets are synced (regex); null when none.
+    pub sync_group_offsets: Option<String>,
+    pub sync_group_offsets_exclude: Vec<String>,
+    pub sync_group_offsets_interval_ms: Option<i64>,
     pub created_ms: i64,
 }
 
@@ -242,6 +279,10 @@ impl From<&Flow> for FlowJson {
             phase: flow.phase.clone(),
             sync_topic_configs: flow.sync_topic_configs.unwrap_or(true),
             sync_topic_configs_exclude: flow.sync_topic_configs_exclude.clone(),
+            sync_group_offsets: non_empty(&flow.sync_group_offsets),
+            sync_group_offsets_exclude: flow.sync_group_offsets_exclude.clone(),
+            sync_group_offsets_interval_ms: (!flow.sync_group_offsets.is_empty())
+                .then_some(flow.sync_group_offsets_interval_ms),
             created_ms: flow.created_ms,
         }
     }

@@ -10,7 +10,9 @@
 //!   "remaining_records","records_per_sec","bytes_per_sec","partitions":[{"topic",
 //!   "partition","dest_topic","log_end_offset","mirrored_offset","lag","fetcher",
 //!   "writer","epoch","error","dest_offset","target_offset","records_per_sec",
-//!   "bytes_per_sec","checkpoint_ms"}]}]}`. `leader` is null when no coordinator
+//!   "bytes_per_sec","checkpoint_ms"}],"group_sync":{"at_ms","error","groups":[{"group",
+//!   "state","committed","unchanged","skipped"}]}}]}`. `group_sync` is null for a flow
+//!   that syncs no consumer group. `leader` is null when no coordinator
 //!   leads. `state` is `running`, `degraded` (some partition cannot progress),
 //!   `failing` (the flow as a whole cannot run), `paused` or `completed` (a
 //!   migration that reached its targets). Unknown or inapplicable values are null,
@@ -29,7 +31,8 @@
 //!   (secret property values masked).
 //! - `flow list`: `{"flows":[{"name","source_cluster","dest_cluster","include",
 //!   "exclude" (null when none),"rename":{"policy",...},"start","start_timestamp_ms","until_caught_up",
-//!   "paused","phase","sync_topic_configs","sync_topic_configs_exclude","created_ms"}]}`.
+//!   "paused","phase","sync_topic_configs","sync_topic_configs_exclude","sync_group_offsets"
+//!   (null when none),"sync_group_offsets_exclude","sync_group_offsets_interval_ms","created_ms"}]}`.
 //! - `assignments`: `{"assignments":[{"flow","topic","partition","dest_topic",
 //!   "fetcher","writer","epoch","records_per_sec","bytes_per_sec"}]}`.
 //! - `rebalance`: `{"applied","moves":[{"flow","topic","partition","role","from","to"}]}`.

@@ -154,6 +154,39 @@ pub fn status_text(
             })
             .collect();
         output.push_str(&render_table(&flow_headers, &flow_rows));
+        let sync_rows: Vec<Vec<String>> = flows
+            .iter()
+            .filter(|flow| flow.group_sync_at_ms > 0)
+            .flat_map(|flow| {
+                let failure = (!flow.group_sync_error.is_empty()).then(|| {
+                    vec![
+                        flow.name.clone(),
+                        "-".to_string(),
+                        "failed".to_string(),
+                        "-".to_string(),
+                        flow.group_sync_error.clone(),
+                    ]
+                });
+                failure
+                    .into_iter()
+                    .chain(flow.group_sync.iter().map(|group| {
+                        vec![
+                            flow.name.clone(),
+                            group.group.clone(),
+                            group.state.clone(),
+                            format!("{}/{}", group.committed, group.unchanged),
+                            group.skipped.first().cloned().unwrap_or_default(),
+                        ]
+                    }))
+            })
+            .collect();
+        if !sync_rows.is_empty() {
+            output.push('\n');
+            output.push_str(&render_table(
+                &["FLOW", "GROUP", "SYNC", "COMMITTED/UNCHANGED", "NOTE"],
+                &sync_rows,
+            ));
+        }
     }
     if leader.is_empty() {
         output.push_str("\nno coordinator leads the fleet\n");

@@ -1,4 +1,4 @@
-use kmirror_proto::v1::{Flow, FlowStatus, Member, PartitionStatus, TopicMatch};
+use kmirror_proto::v1::{Flow, FlowStatus, GroupSyncStatus, Member, PartitionStatus, TopicMatch};
 
 use super::*;
 
@@ -37,6 +37,24 @@ fn sample_status() -> Vec<FlowStatus> {
         records_per_sec: 1234.567,
         bytes_per_sec: 98765.4,
         completed_ms: 0,
+        group_sync_at_ms: 1_700_000_000_000,
+        group_sync_error: String::new(),
+        group_sync: vec![
+            GroupSyncStatus {
+                group: "billing".to_string(),
+                state: "synced".to_string(),
+                committed: 2,
+                unchanged: 1,
+                skipped: Vec::new(),
+            },
+            GroupSyncStatus {
+                group: "shipping".to_string(),
+                state: "live".to_string(),
+                committed: 0,
+                unchanged: 0,
+                skipped: vec!["the destination group is in use (1 active member, state Stable): a live group is never moved".to_string()],
+            },
+        ],
         partitions: vec![
             PartitionStatus {
                 topic: "orders".to_string(),
@@ -215,6 +233,10 @@ dr    orders  1          0               -               -    -          -      
 
 FLOW  STATE     TOTAL-LAG  CLUSTERS    ERROR
 dr    degraded  42         src -> dst
+
+FLOW  GROUP     SYNC    COMMITTED/UNCHANGED  NOTE
+dr    billing   synced  2/1
+dr    shipping  live    0/0                  the destination group is in use (1 active member, state Stable): a live group is never moved
 ";
     assert_eq!(text, expected);
 }

@@ -4,11 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kmirror_common::schema::{ConfigSync, FlowSpec, FlowState, RenamePolicy, StartPosition};
+use kmirror_common::schema::{
+    default_group_sync_exclude, ConfigSync, FlowSpec, FlowState, GroupSync, RenamePolicy,
+    StartPosition, DEFAULT_GROUP_SYNC_INTERVAL_MS,
+};
 use kmirror_common::{now_ms, ClusterName, FlowName};
 use kmirror_proto::v1::Flow;
 
 use crate::error::CoordinatorError;
+use crate::group_sync::GroupSelection;
 use crate::round::flow_phase;
 use crate::topic_filter::TopicFilter;
 
@@ -23,6 +27,13 @@ pub fn flow_spec(flow: Flow) -> Result<FlowSpec, CoordinatorError> {
     }
     let exclude_opt = Some(flow.exclude).filter(|exclude| !exclude.is_empty());
     TopicFilter::new(&flow.include, exclude_opt.as_deref())?;
+    let group_sync = group_sync(
+        &flow.sync_group_offsets,
+        &flow.sync_group_offsets_exclude,
+        flow.sync_group_offsets_exclude_set,
+        flow.sync_group_offsets_interval_ms,
+        &invalid,
+    )?;
     let rename = match flow.rename_policy.as_str() {
         "" | "identity" => RenamePolicy::Identity,
         "prefix" => {
@@ -106,7 +117,47 @@ pub fn flow_spec(flow: Flow) -> Result<FlowSpec, CoordinatorError> {
         config_sync,
         paused: false,
         until_caught_up: flow.until_caught_up,
+        group_sync,
     })
+}
+
+/// The flow's consumer-group offset sync, off when no group regex is given.
+fn group_sync(
+    include: &str,
+    exclude: &[String],
+    exclude_set: bool,
+    interval_ms: i64,
+    invalid: &dyn Fn(String) -> CoordinatorError,
+) -> Result<Option<GroupSync>, CoordinatorError> {
+    let exclude_given = exclude_set || !exclude.is_empty();
+    if include.is_empty() {
+        if exclude_given || interval_ms != 0 {
+            return Err(invalid(
+                "group sync exclusions or interval given without the groups to sync".to_string(),
+            ));
+        }
+        return Ok(None);
+    }
+    let exclude = if exclude_given {
+        exclude.to_vec()
+    } else {
+        default_group_sync_exclude()
+    };
+    let interval_ms = match interval_ms {
+        0 => DEFAULT_GROUP_SYNC_INTERVAL_MS,
+        ms if ms < 1_000 => {
+            return Err(invalid(format!(
+                "group sync interval {ms} ms is under the 1 s minimum"
+            )))
+        }
+        ms => ms as u64,
+    };
+    GroupSelection::new(include, &exclude).map_err(|error| invalid(error.to_string()))?;
+    Ok(Some(GroupSync {
+        include: include.to_string(),
+        exclude,
+        interval_ms,
+    }))
 }
 
 /// Kafka's topic name rules: 1 to 249 of letters, digits, '.', '_' and '-'.
@@ -132,6 +183,7 @@ pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
             topics.clone().into_iter().collect(),
         ),
     };
+    let group_sync = spec.group_sync.as_ref();
     let (start, start_timestamp_ms) = match spec.start {
         StartPosition::Earliest => ("earliest", 0),
         StartPosition::Latest => ("latest", 0),
@@ -156,6 +208,10 @@ pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
         sync_topic_configs_exclude_set: true,
         phase: flow_phase(spec, state_opt).as_str().to_string(),
         created_ms: spec.created_ms,
+        sync_group_offsets: group_sync.map_or_else(String::new, |sync| sync.include.clone()),
+        sync_group_offsets_exclude: group_sync.map_or_else(Vec::new, |sync| sync.exclude.clone()),
+        sync_group_offsets_exclude_set: group_sync.is_some(),
+        sync_group_offsets_interval_ms: group_sync.map_or(0, |sync| sync.interval_ms as i64),
     }
 }
 
@@ -234,6 +290,52 @@ mod tests {
                     ..Flow::default()
                 },
             )
+    }
+
+    fn syncing(groups: &str) -> Flow {
+        Flow {
+            name: "dr".into(),
+            source_cluster: "east".into(),
+            dest_cluster: "west".into(),
+            include: "orders".into(),
+            sync_group_offsets: groups.into(),
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn group_sync_takes_mirror_maker_2_defaults_and_refuses_what_cannot_run() {
+        let spec = flow_spec(syncing("billing|shipping")).unwrap();
+        let sync = spec.group_sync.clone().unwrap();
+        assert_eq!(sync.include, "billing|shipping");
+        assert_eq!(sync.exclude, default_group_sync_exclude());
+        assert_eq!(sync.interval_ms, DEFAULT_GROUP_SYNC_INTERVAL_MS);
+        // It reads back as it was stored.
+        let again = flow_spec(flow_message(&spec, None)).unwrap();
+        assert_eq!(again.group_sync, spec.group_sync);
+        assert_eq!(flow_spec(syncing("")).unwrap().group_sync, None);
+
+        let refused = |flow: Flow, words: &str| match flow_spec(flow) {
+            Err(CoordinatorError::InvalidArgument(message)) => {
+                assert!(message.contains(words), "{message}")
+            }
+            other => panic!("not refused: {other:?}"),
+        };
+        refused(syncing("billing("), "invalid group include regex");
+        refused(
+            Flow {
+                sync_group_offsets_interval_ms: 200,
+                ..syncing("billing")
+            },
+            "under the 1 s minimum",
+        );
+        refused(
+            Flow {
+                sync_group_offsets_exclude: vec!["test-.*".into()],
+                ..syncing("")
+            },
+            "without the groups to sync",
+        );
     }
 
     proptest! {

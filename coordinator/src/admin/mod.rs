@@ -12,14 +12,16 @@
 //! | `flow_spec` | a requested flow checked into a stored one, and back |
 //! | `members` | list and drain members |
 //! | `offsets` | translate source positions through the offset map |
+//! | `group_offsets` | sync consumer groups' offsets to the destination, on request |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
 
 mod clusters;
 mod flow_spec;
 mod flows;
+mod group_offsets;
 mod members;
-mod offsets;
+pub(crate) mod offsets;
 mod rebalance;
 mod status;
 
@@ -36,7 +38,8 @@ use kmirror_proto::v1::{
     ListClustersRequest, ListClustersResponse, ListFlowsRequest, ListFlowsResponse,
     ListMembersRequest, ListMembersResponse, PauseFlowRequest, PauseFlowResponse, RebalanceRequest,
     RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse, StatusRequest, StatusResponse,
-    TranslateOffsetsRequest, TranslateOffsetsResponse,
+    SyncGroupOffsetsRequest, SyncGroupOffsetsResponse, TranslateOffsetsRequest,
+    TranslateOffsetsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -258,6 +261,15 @@ impl Admin for AdminService {
     ) -> Result<Response<TranslateOffsetsResponse>, Status> {
         Ok(Response::new(
             AdminService::translate_offsets(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn sync_group_offsets(
+        &self,
+        request: Request<SyncGroupOffsetsRequest>,
+    ) -> Result<Response<SyncGroupOffsetsResponse>, Status> {
+        Ok(Response::new(
+            AdminService::sync_group_offsets(self, request.into_inner()).await?,
         ))
     }
 }

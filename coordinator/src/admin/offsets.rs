@@ -26,7 +26,7 @@ use crate::store::Sections;
 use crate::topic_filter::TopicFilter;
 
 /// Source partition: (topic, partition).
-type SourcePartitionId = (String, i32);
+pub(crate) type SourcePartitionId = (String, i32);
 
 impl AdminService {
     pub async fn translate_offsets(
@@ -224,7 +224,10 @@ pub fn translate_positions(
         .collect()
 }
 
-fn consumer(spec: &ClusterSpec, group_opt: Option<&str>) -> Result<BaseConsumer, CoordinatorError> {
+pub(crate) fn consumer(
+    spec: &ClusterSpec,
+    group_opt: Option<&str>,
+) -> Result<BaseConsumer, CoordinatorError> {
     let role = kmirror_common::kafka::RoleSettings {
         required: &[
             ("client.id", "kmirror-coordinator"),
@@ -249,7 +252,7 @@ fn consumer(spec: &ClusterSpec, group_opt: Option<&str>) -> Result<BaseConsumer,
 }
 
 /// The group's committed offsets on every partition of the flow's topics.
-fn group_positions(
+pub(crate) fn group_positions(
     consumer: &BaseConsumer,
     source_counts: &BTreeMap<String, i32>,
     timeout: Duration,
@@ -280,7 +283,7 @@ fn group_positions(
 
 /// The map entries of the wanted source partitions of the flow: each map
 /// partition holding one is read from its start to its end.
-fn read_map(
+pub(crate) fn read_map(
     consumer: &BaseConsumer,
     flow: &FlowSpec,
     map_topic: &str,
@@ -338,7 +341,7 @@ fn read_map(
     Ok(entries)
 }
 
-fn failed(spec: &ClusterSpec, action: &str, error: &KafkaError) -> CoordinatorError {
+pub(crate) fn failed(spec: &ClusterSpec, action: &str, error: &KafkaError) -> CoordinatorError {
     CoordinatorError::Kafka {
         cluster: spec.name.to_string(),
         action: action.to_string(),

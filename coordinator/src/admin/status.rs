@@ -8,7 +8,7 @@ use kmirror_proto::v1::{AssignmentInfo, FlowStatus, ListAssignmentsRequest, Stat
 
 use super::AdminService;
 use crate::error::CoordinatorError;
-use crate::status::{flow_status, partition_status, status_partitions};
+use crate::status::{add_group_sync, flow_status, partition_status, status_partitions};
 use crate::store::{elected_leader, Sections, Snapshot};
 
 impl AdminService {
@@ -107,6 +107,8 @@ impl AdminService {
                 )
             })
             .collect();
-        flow_status(flow, flow_state_opt, &snapshot.checkpoints, partitions)
+        let mut status = flow_status(flow, flow_state_opt, &snapshot.checkpoints, partitions);
+        add_group_sync(&mut status, snapshot.group_sync.get(&flow.name));
+        status
     }
 }

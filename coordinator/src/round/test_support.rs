@@ -16,6 +16,7 @@ pub fn flow_spec(name: &str) -> FlowSpec {
         config_sync: Default::default(),
         paused: false,
         until_caught_up: false,
+        group_sync: None,
     }
 }
 
