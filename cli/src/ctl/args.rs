@@ -361,6 +361,8 @@ pub enum RenameArg {
     Map,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
     /// Start mirroring the source topics matching --include (and not --exclude).

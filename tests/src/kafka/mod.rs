@@ -10,14 +10,17 @@
 //! | `topics` | creating, growing, configuring and deleting topics; watermarks |
 //! | `produce` | producing, plain and transactional |
 //! | `read` | reading a whole topic back |
+//! | `groups` | consuming as a group member, and a group's committed offsets |
 
 mod cluster;
+mod groups;
 mod produce;
 mod read;
 mod records;
 mod topics;
 
 pub use cluster::{Cluster, SecuredCluster};
+pub use groups::*;
 pub use produce::*;
 pub use read::*;
 pub use records::*;

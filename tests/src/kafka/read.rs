@@ -70,7 +70,7 @@ fn read_all_blocking(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
     Ok(records)
 }
 
-fn consumed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedRecord {
+pub(super) fn consumed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedRecord {
     let headers = message
         .headers()
         .map(|headers| {
