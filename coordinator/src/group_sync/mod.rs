@@ -325,10 +325,14 @@ impl GroupSyncer {
         .await?;
         let now = tokio::time::Instant::now();
         self.due.retain(|flow, _| {
-            snapshot
+            let syncing = snapshot
                 .flows
                 .get(flow)
-                .is_some_and(|spec| spec.group_sync.is_some())
+                .is_some_and(|spec| spec.group_sync.is_some());
+            if !syncing {
+                forget_gauges(flow);
+            }
+            syncing
         });
         self.caches
             .retain(|name, cache| snapshot.clusters.get(name) == Some(cache.cluster()));
@@ -451,6 +455,16 @@ impl GroupSyncer {
             ])
             .inc();
         report
+    }
+}
+
+/// The state gauges of a flow that no longer syncs groups.
+fn forget_gauges(flow: &FlowName) {
+    for state in [decide::SYNCED, decide::PARTIAL, decide::LIVE, FAILED] {
+        metrics().group_sync_groups.remove(&vec![
+            ("flow", flow.to_string()),
+            ("state", state.to_string()),
+        ]);
     }
 }
 

@@ -67,6 +67,7 @@ pub fn flow_deletion(keys: &Keys, flow: &FlowName) -> Vec<Write> {
         Write::DeletePrefix(keys.flow_checkpoints(flow)),
         Write::DeletePrefix(format!("{}{flow}/", keys.errors())),
         Write::Delete(keys.flow_state(flow)),
+        Write::Delete(keys.group_sync_report(flow)),
     ]
 }
 
@@ -117,5 +118,6 @@ mod tests {
         assert!(start < assigned && request < assigned);
         assert!(gone_assignments < gone_checkpoints);
         assert!(written.contains(&Write::Delete(keys.flow_state(&gone))));
+        assert!(written.contains(&Write::Delete(keys.group_sync_report(&gone))));
     }
 }
