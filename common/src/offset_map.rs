@@ -17,7 +17,11 @@
 //! `i64 next source offset` (where the fetcher read on after the batch),
 //! `u32 run count`, then per run `i64 start offset, u32 length`: the source offsets
 //! present, as runs of consecutive offsets (gaps are transaction markers, aborted or
-//! compacted records). The run lengths add up to the record count.
+//! compacted records). The run lengths add up to the record count. With flag bit 1,
+//! `i64 read from` follows: the source offset the fetcher read from to get the
+//! batch (the previous batch's next offset, or where it started); the offsets from
+//! there to the first record hold no record (compacted away, markers), so they
+//! translate to the batch's first record. Readers of an older version ignore it.
 
 use std::fmt;
 
@@ -32,6 +36,7 @@ pub const DEFAULT_MAP_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 const VERSION: u8 = 1;
 const FLAG_NOT_CONSECUTIVE: u8 = 1;
+const FLAG_READ_FROM: u8 = 2;
 
 /// The fleet's map topic: `__kmirror.<fleet>.offsets`. The `__` prefix marks it
 /// internal (Kafka's own `__consumer_offsets` convention) and every flow's topic
@@ -96,6 +101,9 @@ pub struct MapEntry {
     /// Whether the batch's records are consecutive in the destination partition
     /// (delivery reports told); when not, its offsets cannot be translated.
     pub consecutive: bool,
+    /// Where the fetcher read from to get the batch, when known: offsets from there
+    /// to the first record hold none.
+    pub read_from: Option<i64>,
 }
 
 /// Why bytes read from the map topic are not an entry.
@@ -154,6 +162,7 @@ impl MapEntry {
             dest_first_offset,
             record_count: offsets.len() as u32,
             consecutive,
+            read_from: None,
         })
     }
 
@@ -177,7 +186,21 @@ impl MapEntry {
             dest_partition,
             dest_first_offset,
             consecutive,
+            read_from: None,
         })
+    }
+
+    /// The entry, saying the fetcher read from `read_from` to get it (kept only
+    /// when it is at or before the first record).
+    pub fn read_from(mut self, read_from_opt: Option<i64>) -> Self {
+        self.read_from = read_from_opt.filter(|&read_from| read_from <= self.first_offset());
+        self
+    }
+
+    /// The first offset the entry accounts for: where the fetcher read from, or
+    /// its first record.
+    pub fn covered_from(&self) -> i64 {
+        self.read_from.unwrap_or_else(|| self.first_offset())
     }
 
     /// Takes `next` into this entry when it continues it exactly: same
@@ -191,7 +214,7 @@ impl MapEntry {
             && self.dest_topic == next.dest_topic
             && self.dest_partition == next.dest_partition
             && next.first_offset() > self.last_offset
-            && next.first_offset() <= self.next_offset
+            && next.covered_from() <= self.next_offset
             && self.dest_first_offset + i64::from(self.record_count) == next.dest_first_offset;
         let Some(record_count) = self.record_count.checked_add(next.record_count) else {
             return false;
@@ -223,11 +246,14 @@ impl MapEntry {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.dest_topic.len() + self.runs.len() * 12);
         out.push(VERSION);
-        out.push(if self.consecutive {
-            0
-        } else {
-            FLAG_NOT_CONSECUTIVE
-        });
+        let mut flags = 0;
+        if !self.consecutive {
+            flags |= FLAG_NOT_CONSECUTIVE;
+        }
+        if self.read_from.is_some() {
+            flags |= FLAG_READ_FROM;
+        }
+        out.push(flags);
         put_str(&mut out, &self.dest_topic);
         out.extend_from_slice(&self.dest_partition.to_be_bytes());
         out.extend_from_slice(&self.dest_first_offset.to_be_bytes());
@@ -238,6 +264,9 @@ impl MapEntry {
         for (start, len) in &self.runs {
             out.extend_from_slice(&start.to_be_bytes());
             out.extend_from_slice(&len.to_be_bytes());
+        }
+        if let Some(read_from) = self.read_from {
+            out.extend_from_slice(&read_from.to_be_bytes());
         }
         out
     }
@@ -263,6 +292,11 @@ impl MapEntry {
         for _ in 0..run_count {
             runs.push((reader.i64()?, reader.u32()?));
         }
+        let read_from = if flags & FLAG_READ_FROM != 0 {
+            Some(reader.i64()?)
+        } else {
+            None
+        };
         let entry = MapEntry {
             last_offset,
             next_offset,
@@ -272,6 +306,7 @@ impl MapEntry {
             dest_first_offset,
             record_count,
             consecutive: flags & FLAG_NOT_CONSECUTIVE == 0,
+            read_from,
         };
         entry.check()?;
         Ok(entry)
@@ -303,6 +338,15 @@ impl MapEntry {
             return Err(MapDecodeError::Inconsistent(format!(
                 "its next offset {} is not past its last offset {}",
                 self.next_offset, self.last_offset
+            )));
+        }
+        if self
+            .read_from
+            .is_some_and(|read_from| read_from > self.first_offset())
+        {
+            return Err(MapDecodeError::Inconsistent(format!(
+                "it was read from {} past its first record",
+                self.covered_from()
             )));
         }
         if previous_end - 1 != self.last_offset {
@@ -411,7 +455,7 @@ impl fmt::Display for Translation {
 /// last mirrored record, up to where the fetcher read on (markers, aborted records),
 /// translates to the position after that record's copy.
 pub fn translate(entries: &[MapEntry], offset: i64) -> Translation {
-    let Some(first_mapped) = entries.iter().map(MapEntry::first_offset).min() else {
+    let Some(first_mapped) = entries.iter().map(MapEntry::covered_from).min() else {
         return Translation::NotMirroredYet {
             last_mirrored_opt: None,
         };
@@ -563,6 +607,34 @@ mod tests {
             dest_partition: 2,
             dest_offset,
         }
+    }
+
+    #[test]
+    fn offsets_the_fetcher_read_over_translate_to_the_next_record() {
+        // A compacted partition: the fetcher read from 0, the first record left
+        // is at 550, then the next batch was read from 600 with its first at 700.
+        let first = entry(&[550, 551], 10).read_from(Some(0));
+        let second = entry(&[700], 12).read_from(Some(552));
+        assert_eq!(MapEntry::decode(&first.encode()).unwrap(), first);
+        let entries = [first.clone(), second.clone()];
+        assert_eq!(translate(&entries, 0), at(10));
+        assert_eq!(translate(&entries, 294), at(10));
+        assert_eq!(translate(&entries, 552), at(12));
+        assert_eq!(translate(&entries, 650), at(12));
+        // Unknown where the fetcher read from: before the first record is not told.
+        assert_eq!(
+            translate(&[entry(&[550], 10)], 294),
+            Translation::BeforeMap { first_mapped: 550 }
+        );
+        // Read from past its first record: not kept.
+        assert_eq!(entry(&[550], 10).read_from(Some(551)).read_from, None);
+        // Continuing read positions merge.
+        let mut merged = Vec::new();
+        push_merged(&mut merged, first);
+        push_merged(&mut merged, second);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(translate(&merged, 294), at(10));
+        assert_eq!(translate(&merged, 650), at(12));
     }
 
     #[test]

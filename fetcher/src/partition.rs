@@ -367,6 +367,7 @@ impl Partition {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let read_from = Some(self.window.sent_up_to()).filter(|&offset| offset >= 0);
         self.window.push(seq, next_offset, reservation);
         let summary = packed.summary;
         self.meter.add(
@@ -388,6 +389,7 @@ impl Partition {
             trace_context: Default::default(),
             source_partition_count: assignment.source_partitions,
             dest_partition_count: assignment.dest_partitions,
+            read_from,
         };
         let window_full = self.window.len() >= self.limits.max_in_flight_batches;
         let mut effects = Vec::new();

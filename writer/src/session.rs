@@ -58,6 +58,8 @@ struct PendingBatch {
     /// Source offsets of the records handed to the producer, as runs; empty when
     /// the batch gets no offset map entry (records re-partitioned by key).
     map_runs: Vec<(i64, u32)>,
+    /// Where the fetcher read from to get the batch, when it said.
+    read_from: Option<i64>,
 }
 
 /// A batch whose records are delivered, waiting for its offset map entry: its ack
@@ -362,6 +364,7 @@ impl Session {
                 cut_short,
                 telemetry,
                 map_runs,
+                read_from: batch.read_from,
             },
         );
         Ok(())
@@ -562,6 +565,7 @@ impl Session {
                     completion.dest_first_offset,
                     consecutive,
                 )
+                .map(|entry| entry.read_from(pending.read_from))
             })
             .flatten();
         if let Some(entry) = entry_opt {
