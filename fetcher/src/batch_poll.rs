@@ -75,6 +75,26 @@ impl<C: ConsumerContext + 'static> BatchConsumer<C> {
         true
     }
 
+    /// The partition's log start as the last fetch response told it (librdkafka
+    /// keeps it; no request is made), or `None` before any.
+    pub fn cached_log_start(&self, topic: &str, partition: i32) -> Option<i64> {
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: valid client pointer, NUL-terminated topic, and out pointers to
+        // two live i64s; the call only reads librdkafka's cached offsets.
+        #[allow(unsafe_code)]
+        let error = unsafe {
+            rdsys::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (error == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0).then_some(low)
+    }
+
     /// Takes up to `max` records (and partition events, such as the end of a
     /// partition) from the batch queue, waiting up to `timeout` for the first.
     pub fn poll_batch(&self, timeout: Duration, max: usize) -> MessageBatch<'_> {

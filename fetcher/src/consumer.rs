@@ -8,7 +8,7 @@
 //! partition's assignment generation: batches fetched before a restart are dropped
 //! by the core.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,9 @@ pub enum Fetched {
         generation: u64,
         /// The records, packed, with their figures (count, bytes, timestamps).
         packed: PackedBatch,
+        /// Where the consumer read from to get them, when it knows: the offsets
+        /// from there to the first record hold none.
+        read_from: Option<i64>,
         next_offset: i64,
         /// The batch's bytes in the fetcher's in-flight budget.
         reservation: Reservation,
@@ -174,6 +177,7 @@ pub fn spawn(
         budget,
         generations: HashMap::new(),
         positions: HashMap::new(),
+        from_log_start: HashSet::new(),
         routed_at: Instant::now(),
     };
     std::thread::Builder::new()
@@ -401,6 +405,8 @@ struct Poller {
     generations: HashMap<(String, i32), u64>,
     /// Offset after the last record handed to the core, per partition.
     positions: HashMap<(String, i32), i64>,
+    /// Partitions started from the beginning that sent no batch yet.
+    from_log_start: HashSet<(String, i32)>,
     /// When the routed partitions were last routed again.
     routed_at: Instant,
 }
@@ -468,6 +474,11 @@ impl Poller {
                 match self.consumer.consumer().incremental_assign(&list) {
                     Ok(()) => {
                         self.generations.insert(key.clone(), generation);
+                        if offset.is_none() {
+                            self.from_log_start.insert(key.clone());
+                        } else {
+                            self.from_log_start.remove(&key);
+                        }
                         self.positions.insert(key, offset.unwrap_or(0));
                     }
                     Err(error) => {
@@ -599,12 +610,20 @@ impl Poller {
                 // is then read no further than the writers keep up with.
                 let reservation = self.budget.reserve_blocking(batch.footprint());
                 let (packed, next_offset) = batch.finish();
-                self.positions
-                    .insert((topic.clone(), partition), next_offset);
+                let key = (topic.clone(), partition);
+                // Started from the beginning: read from the log start, as the
+                // fetch that brought the batch told it.
+                let read_from = if self.from_log_start.remove(&key) {
+                    self.consumer.cached_log_start(&topic, partition)
+                } else {
+                    self.positions.get(&key).copied()
+                };
+                self.positions.insert(key, next_offset);
                 let fetched = Fetched::Batch {
                     partition: PartitionKey::new(self.flow.clone(), topic.clone(), partition),
                     generation,
                     packed,
+                    read_from,
                     next_offset,
                     reservation,
                 };

@@ -446,6 +446,7 @@ impl Core {
                 partition: key,
                 generation,
                 packed,
+                read_from,
                 next_offset,
                 reservation,
             } => {
@@ -466,6 +467,7 @@ impl Core {
                 let effects = partition.on_fetched(
                     generation,
                     packed,
+                    read_from,
                     next_offset,
                     reservation,
                     route,

@@ -338,13 +338,15 @@ impl Partition {
         effects
     }
 
-    /// A batch the consumer fetched under `generation`. It is numbered, enters the
+    /// A batch the consumer fetched under `generation` (reading from `read_from`,
+    /// when the consumer knows where it read from). It is numbered, enters the
     /// in-flight window (the partition pauses once the window is full) and goes to
     /// the writer.
     pub fn on_fetched(
         &mut self,
         generation: u64,
         packed: PackedBatch,
+        read_from: Option<i64>,
         next_offset: i64,
         reservation: Reservation,
         route: Route,
@@ -367,7 +369,6 @@ impl Partition {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let read_from = Some(self.window.sent_up_to()).filter(|&offset| offset >= 0);
         self.window.push(seq, next_offset, reservation);
         let summary = packed.summary;
         self.meter.add(

@@ -85,6 +85,7 @@ fn fetch(partition: &mut Partition, next_offset: i64, now: Instant) -> Vec<Effec
     partition.on_fetched(
         generation,
         packed,
+        None,
         next_offset,
         Reservation::none(),
         Route::Open,
@@ -196,6 +197,7 @@ fn batches_fetched_before_a_restart_are_dropped() {
     let effects = partition.on_fetched(
         old_generation,
         PackedBatch::default(),
+        None,
         110,
         Reservation::none(),
         Route::Open,
@@ -232,6 +234,7 @@ fn nothing_is_sent_past_the_lease_deadline_and_an_unreachable_writer_stops_the_p
     let lease_expired = partition.on_fetched(
         generation,
         PackedBatch::default(),
+        None,
         110,
         Reservation::none(),
         Route::LeaseExpired,
@@ -242,6 +245,7 @@ fn nothing_is_sent_past_the_lease_deadline_and_an_unreachable_writer_stops_the_p
     let unreachable = partition.on_fetched(
         generation,
         PackedBatch::default(),
+        None,
         110,
         Reservation::none(),
         Route::WriterUnreachable,
