@@ -342,6 +342,8 @@ impl Partition {
     /// when the consumer knows where it read from). It is numbered, enters the
     /// in-flight window (the partition pauses once the window is full) and goes to
     /// the writer.
+    // Each argument is a distinct input of this pure step, as the core holds them.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_fetched(
         &mut self,
         generation: u64,
