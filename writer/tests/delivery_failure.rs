@@ -57,6 +57,7 @@ fn batch(seq: u64, epoch: u64, restart: bool, offsets: std::ops::Range<i64>) -> 
         trace_context: Default::default(),
         source_partition_count: 1,
         dest_partition_count: 1,
+        read_from: Some(offsets.start),
     }
 }
 
