@@ -242,6 +242,7 @@ mod tests {
             dest_partition_count: 12,
             base_offset: packed.base_offset,
             record_count: packed.record_count,
+            read_from: Some(38),
         }
     }
 
