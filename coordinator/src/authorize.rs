@@ -9,7 +9,7 @@
 //! | role | may call |
 //! | --- | --- |
 //! | viewer | status, lists (clusters with secrets masked, flows, members, assignments) |
-//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, the audit log |
+//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, partition resets, the audit log |
 //! | admin | everything: clusters and their credentials too |
 //! | coordinator, fetcher, writer | what a viewer may: members are no admins |
 //!
@@ -60,6 +60,7 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
         "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance" => {
             (OPERATORS, true)
         }
+        "ResetPartition" => (OPERATORS, true),
         "AddCluster" | "DeleteCluster" => (ADMINS, true),
         "CreateToken" | "RevokeToken" => (ADMINS, true),
         "ListTokens" => (ADMINS, false),
@@ -219,6 +220,7 @@ where
                 }
             };
             let object = crate::audit::call_object(&path, &bytes);
+            let detail = crate::audit::call_detail(&path, &bytes);
             let (response, outcome) = match decision {
                 Ok(_) => {
                     let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
@@ -238,6 +240,7 @@ where
                 object,
                 outcome,
                 remote,
+                detail,
             };
             match audit_opt {
                 Some(audit) => audit.record(record).await,

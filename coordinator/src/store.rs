@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse};
 use kmirror_common::schema::{
     decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, MemberInfo, PartitionError,
-    RebalanceRequest, Undeliverable,
+    PartitionHold, RebalanceRequest, Undeliverable,
 };
 use kmirror_common::{ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use serde::Deserialize;
@@ -43,6 +43,7 @@ enum Section {
     Drained,
     Rebalance,
     Undeliverable,
+    Holds,
 }
 
 /// Control state read in one etcd transaction, so every part is from the same revision.
@@ -61,6 +62,8 @@ pub struct Snapshot {
     pub rebalance_opt: Option<RebalanceRequest>,
     /// Writers that cannot deliver to a destination cluster, read with the members.
     pub undeliverable: BTreeMap<(MemberId, ClusterName), Undeliverable>,
+    /// Partitions held until an operator resets them, read with the checkpoints.
+    pub holds: BTreeMap<PartitionKey, PartitionHold>,
 }
 
 impl Snapshot {
@@ -103,6 +106,7 @@ pub async fn read_snapshot(
             Section::Checkpoints,
             keys.checkpoints(),
         ),
+        (sections.checkpoints, Section::Holds, keys.holds()),
         (sections.errors, Section::Errors, keys.errors()),
         (
             sections.flow_states,
@@ -156,6 +160,7 @@ pub async fn read_snapshot(
                     insert_partition(&mut snapshot.checkpoints, keys, prefix, key, value)
                 }
                 Section::Errors => insert_partition(&mut snapshot.errors, keys, prefix, key, value),
+                Section::Holds => insert_partition(&mut snapshot.holds, keys, prefix, key, value),
                 Section::FlowStates => {
                     insert_named(&mut snapshot.flow_states, key, value, FlowName::new)
                 }

@@ -12,6 +12,7 @@
 //! | `flow_spec` | a requested flow checked into a stored one, and back |
 //! | `members` | list and drain members |
 //! | `offsets` | translate source positions through the offset map |
+//! | `partitions` | reset a held partition's checkpoint |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
 
@@ -20,6 +21,7 @@ mod flow_spec;
 mod flows;
 mod members;
 mod offsets;
+mod partitions;
 mod rebalance;
 mod status;
 
@@ -38,6 +40,7 @@ use kmirror_proto::v1::{
     RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse, StatusRequest, StatusResponse,
     TranslateOffsetsRequest, TranslateOffsetsResponse,
 };
+use kmirror_proto::v1::{ResetPartitionRequest, ResetPartitionResponse};
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
@@ -258,6 +261,15 @@ impl Admin for AdminService {
     ) -> Result<Response<TranslateOffsetsResponse>, Status> {
         Ok(Response::new(
             AdminService::translate_offsets(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reset_partition(
+        &self,
+        request: Request<ResetPartitionRequest>,
+    ) -> Result<Response<ResetPartitionResponse>, Status> {
+        Ok(Response::new(
+            AdminService::reset_partition(self, request.into_inner()).await?,
         ))
     }
 }
