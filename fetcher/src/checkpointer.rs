@@ -11,7 +11,7 @@ use kmirror_common::schema::{
 };
 use kmirror_common::{Keys, PartitionKey};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// etcd allows 128 operations per transaction by default: a compare and a put each.
 const PARTITIONS_PER_TXN: usize = 60;
@@ -170,7 +170,7 @@ impl Checkpointer {
         {
             Ok(response) if response.succeeded() => {
                 kmirror_common::metrics::partition_held(&partition, &hold);
-                error!(target: "audit", %partition, reason = hold.reason.as_str(), message = %hold.message, "partition held");
+                info!(target: "audit", %partition, call = HOLD_EVENT, outcome = hold.reason.as_str(), detail = %hold.message, "partition held");
             }
             Ok(_) => {
                 debug!(%partition, "hold not stored: stored already, or the partition moved")

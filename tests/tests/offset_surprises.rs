@@ -63,7 +63,12 @@ async fn dest_sequences(topic: &str, partition: i32) -> Result<Vec<u64>> {
 }
 
 /// One partition's row of `status -o json`.
-async fn partition_row(fleet: &Fleet, flow: &str, topic: &str, partition: i32) -> Result<Value, String> {
+async fn partition_row(
+    fleet: &Fleet,
+    flow: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Value, String> {
     let status = fleet.status_json(flow).await?;
     status["flows"][0]["partitions"]
         .as_array()
@@ -101,9 +106,8 @@ async fn wait_mirrored_to(fleet: &Fleet, flow: &str, topic: &str, partition: i32
     fleet
         .wait_until(TIMEOUT, &what, || async {
             let row = partition_row(fleet, flow, topic, partition).await?;
-            let done = row["mirrored_offset"] == offset
-                && row["error"].is_null()
-                && row["hold"].is_null();
+            let done =
+                row["mirrored_offset"] == offset && row["error"].is_null() && row["hold"].is_null();
             if done {
                 Ok(())
             } else {
@@ -125,7 +129,9 @@ async fn audit_entries(fleet: &Fleet, call: &str, object: &str) -> Vec<Value> {
         .expect("entries")
         .iter()
         .filter(|entry| {
-            entry["call"].as_str().is_some_and(|name| name.ends_with(call))
+            entry["call"]
+                .as_str()
+                .is_some_and(|name| name.ends_with(call))
                 && entry["object"] == object
         })
         .cloned()
@@ -182,15 +188,24 @@ async fn a_retention_gap_holds_its_partition_with_the_offsets_lost_until_an_oper
         .find(|line| line.contains(&format!("held: {message}")))
         .unwrap_or_else(|| panic!("no held partition in {status}"));
     for needle in [flow.as_str(), topic.as_str(), " 0 "] {
-        assert!(held_line.contains(needle), "{needle:?} not in {held_line:?}");
+        assert!(
+            held_line.contains(needle),
+            "{needle:?} not in {held_line:?}"
+        );
     }
-    assert!(status.stdout.contains("kmirrorctl partition reset"), "{status}");
+    assert!(
+        status.stdout.contains("kmirrorctl partition reset"),
+        "{status}"
+    );
 
     // Nothing past the gap is mirrored, while the flow's other partition goes on.
     produce(Cluster::Source, &topic, records_into(0, 200, 20)).await?;
     produce(Cluster::Source, &topic, records_into(1, 1_100, 20)).await?;
     wait_mirrored_to(&fleet, &flow, &topic, 1, 120).await;
-    assert_eq!(dest_sequences(&topic, 0).await?, (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        dest_sequences(&topic, 0).await?,
+        (0..100).collect::<Vec<_>>()
+    );
     assert!(partition_row(&fleet, &flow, &topic, 0).await.unwrap()["hold"].is_object());
 
     // The event in the audit log, and the metrics.
@@ -261,14 +276,19 @@ async fn a_retention_gap_holds_its_partition_with_the_offsets_lost_until_an_oper
         .expect("the fleet runs with TLS")
         .issue(PeerRole::Viewer, "vera");
     fleet
-        .ctl_as(Some(&viewer), reset(&[&flow, &topic, "0", "--to", "earliest"]))
+        .ctl_as(
+            Some(&viewer),
+            reset(&[&flow, &topic, "0", "--to", "earliest"]),
+        )
         .await
         .assert_failure(1, &["may not call", "ResetPartition"]);
     assert!(partition_row(&fleet, &flow, &topic, 0).await.unwrap()["hold"].is_object());
 
     // The operator decides: on from the earliest offset the source has.
     let output = fleet
-        .ctl(reset(&[&flow, &topic, "0", "--to", "earliest", "-o", "json"]))
+        .ctl(reset(&[
+            &flow, &topic, "0", "--to", "earliest", "-o", "json",
+        ]))
         .await
         .assert_success();
     let answer: Value = serde_json::from_str(&output.stdout)?;

@@ -152,9 +152,8 @@ impl AdminService {
                 ),
             });
         };
-        let offset = reset_offset(to, log_start, log_end).map_err(|reason| {
-            CoordinatorError::InvalidArgument(format!("{key}: {reason}"))
-        })?;
+        let offset = reset_offset(to, log_start, log_end)
+            .map_err(|reason| CoordinatorError::InvalidArgument(format!("{key}: {reason}")))?;
         let previous_opt = self.write_reset(&key, offset, hold_opt.as_ref()).await?;
         let previous_offset = previous_opt.map_or(-1, |checkpoint| checkpoint.next_offset);
         info!(partition = %key, previous_offset, offset, to = %request.to, held = hold_opt.is_some(), "partition reset");
@@ -183,11 +182,10 @@ impl AdminService {
                 return Ok(());
             };
             if !held {
-                let fetcher = serde_json::from_slice::<kmirror_common::schema::Assignment>(
-                    assigned.value(),
-                )
-                .map(|assignment| assignment.fetcher.to_string())
-                .unwrap_or_default();
+                let fetcher =
+                    serde_json::from_slice::<kmirror_common::schema::Assignment>(assigned.value())
+                        .map(|assignment| assignment.fetcher.to_string())
+                        .unwrap_or_default();
                 return Err(CoordinatorError::Refused(format!(
                     "{key} is being mirrored (fetcher {fetcher}) and is not held: pause flow {} first, then reset it",
                     key.flow
@@ -288,11 +286,20 @@ mod tests {
     fn a_reset_goes_to_the_source_ends_or_an_offset_the_source_has() {
         assert_eq!(reset_offset(ResetTo::Earliest, 5_000, 9_000), Ok(5_000));
         assert_eq!(reset_offset(ResetTo::Latest, 5_000, 9_000), Ok(9_000));
-        assert_eq!(reset_offset(ResetTo::Offset(5_000), 5_000, 9_000), Ok(5_000));
-        assert_eq!(reset_offset(ResetTo::Offset(9_000), 5_000, 9_000), Ok(9_000));
+        assert_eq!(
+            reset_offset(ResetTo::Offset(5_000), 5_000, 9_000),
+            Ok(5_000)
+        );
+        assert_eq!(
+            reset_offset(ResetTo::Offset(9_000), 5_000, 9_000),
+            Ok(9_000)
+        );
         assert_eq!(
             reset_offset(ResetTo::Offset(3_200), 5_000, 9_000),
-            Err("offset 3200 is outside the source's range 5000..9000 (log start to log end)".to_string())
+            Err(
+                "offset 3200 is outside the source's range 5000..9000 (log start to log end)"
+                    .to_string()
+            )
         );
         assert!(reset_offset(ResetTo::Offset(9_001), 5_000, 9_000).is_err());
     }

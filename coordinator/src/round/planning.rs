@@ -615,15 +615,13 @@ mod tests {
         // The plan drops it: its fetcher is asked to give it back.
         let removed = BTreeSet::from([key("dr", "orders", 1)]);
         let steps = release_steps(&snapshot.assignments, &removed, |_| true, 5);
-        assert!(matches!(&steps[..], [ReleaseStep::Release(released, _)] if *released == key("dr", "orders", 1)));
+        assert!(
+            matches!(&steps[..], [ReleaseStep::Release(released, _)] if *released == key("dr", "orders", 1))
+        );
         // Reset: the hold is gone, and it is planned again.
         snapshot.holds.clear();
         assert_eq!(
-            plannable(
-                &snapshot,
-                [carried(&key("dr", "orders", 1), &assignment())]
-            )
-            .len(),
+            plannable(&snapshot, [carried(&key("dr", "orders", 1), &assignment())]).len(),
             1
         );
     }

@@ -46,7 +46,7 @@ impl Partition {
             return self.halt(DELIVERY_RETRY, now);
         };
         debug_assert!(check != PositionCheck::Readable);
-        error!(partition = %self.key, reason = hold.reason.as_str(), position, log_start, log_end, message = %hold.message, "partition held until an operator resets it");
+        error!(partition = %self.key, reason = hold.reason.as_str(), position, log_start, log_end, detail = %hold.message, "partition held until an operator resets it");
         // What is in flight stays in the window: its acks still move the
         // committed position up to the position refused.
         let mut effects = self.stop_fetching();
