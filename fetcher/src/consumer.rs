@@ -20,7 +20,6 @@ use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -28,6 +27,9 @@ use tracing::{debug, warn};
 use crate::batch_poll::{BatchConsumer, MessageBatch, RawMessage};
 use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
+use record::SourceRecord;
+
+mod record;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
@@ -311,77 +313,6 @@ impl PartitionGathering {
         };
         self.expected = self.expected.saturating_sub(added);
         added
-    }
-}
-
-/// A fetched record, whichever queue it was taken from.
-trait SourceRecord {
-    fn topic(&self) -> &str;
-    fn partition(&self) -> i32;
-    fn offset(&self) -> i64;
-    /// Appends the record (offset, key, value, headers, timestamp) to `packed`.
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError>;
-}
-
-impl SourceRecord for BorrowedMessage<'_> {
-    fn topic(&self) -> &str {
-        Message::topic(self)
-    }
-
-    fn partition(&self) -> i32 {
-        Message::partition(self)
-    }
-
-    fn offset(&self) -> i64 {
-        Message::offset(self)
-    }
-
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
-        let timestamp_ms = match self.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
-            Timestamp::NotAvailable => None,
-        };
-        let headers = Message::headers(self)
-            .into_iter()
-            .flat_map(|headers| headers.iter())
-            .map(|header| (header.key, header.value));
-        packed.push(
-            Message::offset(self),
-            self.key(),
-            self.payload(),
-            headers,
-            timestamp_ms,
-        )
-    }
-}
-
-impl SourceRecord for RawMessage<'_> {
-    fn topic(&self) -> &str {
-        RawMessage::topic(self)
-    }
-
-    fn partition(&self) -> i32 {
-        RawMessage::partition(self)
-    }
-
-    fn offset(&self) -> i64 {
-        RawMessage::offset(self)
-    }
-
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
-        // Header keys are strings; one that is not UTF-8 is read as Kafka's Java
-        // clients read it, with U+FFFD for each malformed sequence (a valid key is
-        // borrowed, not copied).
-        let headers = self
-            .headers()
-            .map(|(key, value)| (String::from_utf8_lossy(key), value));
-        packed.push(
-            self.offset(),
-            self.key(),
-            self.payload(),
-            headers,
-            self.timestamp_ms(),
-        )
     }
 }
 
