@@ -312,6 +312,7 @@ mod tests {
             "Rebalance",
             "AddCluster",
             "DeleteCluster",
+            "ResetPartition",
         ] {
             assert!(!may(PeerRole::Viewer, method), "{method}");
         }
@@ -327,6 +328,7 @@ mod tests {
             "DrainMember",
             "Rebalance",
             "Status",
+            "ResetPartition",
         ] {
             assert!(may(PeerRole::Operator, method), "{method}");
         }
@@ -359,6 +361,7 @@ mod tests {
     fn mutations_are_audited_reads_are_not() {
         assert!(allowed_roles("/kmirror.v1.Admin/DeleteFlow").1);
         assert!(allowed_roles("/kmirror.v1.Admin/AddCluster").1);
+        assert!(allowed_roles("/kmirror.v1.Admin/ResetPartition").1);
         assert!(!allowed_roles("/kmirror.v1.Admin/Status").1);
     }
 }
