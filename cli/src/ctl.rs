@@ -37,6 +37,7 @@ mod files;
 mod flows;
 mod members;
 mod offsets;
+mod partitions;
 mod status;
 
 pub use crate::values::{parse_property, parse_start, StartArg};
@@ -253,6 +254,7 @@ impl Ctl {
                 clap_complete::generate(shell, &mut Cli::command(), "kmirrorctl", &mut script);
                 Ok(String::from_utf8_lossy(&script).into_owned().into())
             }
+            Command::Partition(command) => self.partition(command).await.map(Outcome::from),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config_file;
 pub mod etcd;
 pub mod health;
+pub mod holds;
 pub mod http;
 pub mod kafka;
 pub mod lease_keeper;

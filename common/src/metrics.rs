@@ -25,6 +25,9 @@ use prometheus_client::registry::Registry;
 
 use crate::types::{PartitionKey, Role};
 
+mod holds;
+pub use holds::{partition_held, publish_held};
+
 /// Label set of a series: pairs of label name and value.
 pub type Labels = Vec<(&'static str, String)>;
 /// A gauge holding a float (seconds).
@@ -232,6 +235,7 @@ impl Metrics {
             self.replication_latency.remove(labels);
             self.produce_errors.remove(labels);
             self.partition_stopped.remove(labels);
+            holds::forget(labels);
         }
         self.published_partition_gauges
             .lock()
@@ -469,6 +473,7 @@ fn register_fetcher(registry: &mut Registry, metrics: &Metrics) {
         "1 for each source partition of this fetcher that cannot progress, with the reason (as kmirrorctl status shows it)",
         metrics.partition_stopped.clone(),
     );
+    holds::register_fetcher(registry);
 }
 
 fn register_writer(registry: &mut Registry, metrics: &Metrics) {
@@ -580,6 +585,7 @@ fn register_coordinator(registry: &mut Registry, metrics: &Metrics) {
         "Groups of the last offset sync, by flow and state (synced, partial, live, failed)",
         metrics.group_sync_groups.clone(),
     );
+    holds::register_coordinator(registry);
 }
 
 /// The metrics in the Prometheus text format (empty before [`install`]).

@@ -18,6 +18,7 @@
 //! | `undeliverable/<writer>/<cluster>` | [`Undeliverable`], bound to the writer's lease | writer; it deletes it once it reaches the cluster again |
 //! | `audit/<time ms, 16 digits>-<random>` | [`AuditRecord`] | coordinator (every mutating admin call) |
 //! | `tokens/<name>` | [`TokenRecord`] (a hash of the token, never the token) | coordinator (admin API) |
+//! | `holds/<flow>/<topic>/<partition>` | [`PartitionHold`]: the partition is stopped until an operator resets it | fetcher (compares the assignment); coordinator (admin API) deletes it |
 
 use std::collections::BTreeMap;
 
@@ -177,7 +178,19 @@ impl Keys {
         format!("{}audit/{time_ms:016}-{unique}", self.root)
     }
 
-    /// Parses the partition out of an `assignments/`, `checkpoints/` or `errors/` key.
+    pub fn holds(&self) -> String {
+        format!("{}holds/", self.root)
+    }
+
+    pub fn flow_holds(&self, flow: &FlowName) -> String {
+        format!("{}holds/{flow}/", self.root)
+    }
+
+    pub fn hold(&self, partition: &PartitionKey) -> String {
+        format!("{}holds/{}", self.root, partition_path(partition))
+    }
+
+    /// Parses the partition out of an `assignments/`, `checkpoints/`, `errors/` or `holds/` key.
     pub fn parse_partition_key(&self, section_prefix: &str, key: &[u8]) -> Option<PartitionKey> {
         let key = std::str::from_utf8(key).ok()?;
         let rest = key.strip_prefix(section_prefix)?;
@@ -595,6 +608,48 @@ pub struct AuditRecord {
     pub outcome: String,
     #[serde(default)]
     pub remote: String,
+    /// What happened, in words, when the call or object does not say it all
+    /// (an event's description, the offset a reset asked for).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Why a source partition is held (see [`PartitionHold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// The source's log start passed the position: retention (or a deletion of
+    /// records) removed records before they were mirrored.
+    RetentionGap,
+    /// The position is past the source's end: the topic was deleted and created
+    /// again under the same name (or its log was truncated).
+    Recreated,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::RetentionGap => "retention_gap",
+            HoldReason::Recreated => "recreated",
+        }
+    }
+}
+
+/// A source partition stopped because the source no longer has the offset it
+/// was to be read from. Nothing of it is mirrored until an operator resets its
+/// checkpoint (`kmirrorctl partition reset`), which deletes the hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionHold {
+    pub reason: HoldReason,
+    /// The source offset the partition was to be read from.
+    pub position: i64,
+    /// The source's log start and end offsets when the hold was detected.
+    pub log_start: i64,
+    pub log_end: i64,
+    /// The offsets lost, as words (`... offsets 3200..4999 lost`).
+    pub message: String,
+    pub detected_ms: i64,
+    pub detected_by: MemberId,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

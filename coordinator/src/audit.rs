@@ -14,7 +14,7 @@ use kmirror_proto::v1::audit_server::Audit;
 use kmirror_proto::v1::{
     AddClusterRequest, AuditEntry, CreateFlowRequest, CreateTokenRequest, DeleteClusterRequest,
     DeleteFlowRequest, DrainMemberRequest, ListAuditRequest, ListAuditResponse, PauseFlowRequest,
-    ResumeFlowRequest, RevokeTokenRequest,
+    ResetPartitionRequest, ResumeFlowRequest, RevokeTokenRequest,
 };
 use tracing::{info, warn};
 
@@ -43,6 +43,7 @@ impl AuditLog {
             object = %record.object,
             outcome = %record.outcome,
             remote = %record.remote,
+            detail = %record.detail,
             time_ms = record.time_ms,
             "admin call"
         );
@@ -91,9 +92,27 @@ pub fn call_object(path: &str, body: &[u8]) -> String {
         "RevokeToken" => RevokeTokenRequest::decode(message)
             .ok()
             .map(|request| format!("token/{}", request.name)),
+        "ResetPartition" => ResetPartitionRequest::decode(message).ok().map(|request| {
+            format!(
+                "partition/{}/{}/{}",
+                request.flow, request.topic, request.partition
+            )
+        }),
         _ => None,
     };
     object.unwrap_or_default()
+}
+
+/// What a mutating call asked for beyond the object it names, in words (the
+/// target of a partition reset); empty for most calls.
+pub fn call_detail(path: &str, body: &[u8]) -> String {
+    let message = body.get(5..).unwrap_or_default();
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ResetPartition" => ResetPartitionRequest::decode(message)
+            .map(|request| format!("to {}", request.to))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// The `kmirror.v1.Audit` service.
@@ -139,6 +158,7 @@ impl Audit for AuditService {
                 object: record.object,
                 outcome: record.outcome,
                 remote: record.remote,
+                detail: record.detail,
             })
             .collect();
         Ok(Response::new(ListAuditResponse { entries }))
@@ -188,6 +208,21 @@ mod tests {
             "cluster/source"
         );
         assert_eq!(call_object("/kmirror.v1.Admin/Rebalance", &[]), "fleet");
+        let reset = framed(&ResetPartitionRequest {
+            flow: "dr".to_string(),
+            topic: "orders".to_string(),
+            partition: 3,
+            to: "earliest".to_string(),
+        });
+        assert_eq!(
+            call_object("/kmirror.v1.Admin/ResetPartition", &reset),
+            "partition/dr/orders/3"
+        );
+        assert_eq!(
+            call_detail("/kmirror.v1.Admin/ResetPartition", &reset),
+            "to earliest"
+        );
+        assert_eq!(call_detail("/kmirror.v1.Admin/DeleteFlow", &delete), "");
         assert_eq!(
             call_object("/kmirror.v1.Admin/DeleteFlow", &[1, 2]),
             "flow/"

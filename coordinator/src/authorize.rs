@@ -9,7 +9,7 @@
 //! | role | may call |
 //! | --- | --- |
 //! | viewer | status, lists (clusters with secrets masked, flows, members, assignments) |
-//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, the audit log |
+//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, partition resets, the audit log |
 //! | admin | everything: clusters and their credentials too |
 //! | coordinator, fetcher, writer | what a viewer may: members are no admins |
 //!
@@ -59,6 +59,7 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
         | "TranslateOffsets" => (READERS, false),
         "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance"
         | "SyncGroupOffsets" => (OPERATORS, true),
+        "ResetPartition" => (OPERATORS, true),
         "AddCluster" | "DeleteCluster" => (ADMINS, true),
         "CreateToken" | "RevokeToken" => (ADMINS, true),
         "ListTokens" => (ADMINS, false),
@@ -218,6 +219,7 @@ where
                 }
             };
             let object = crate::audit::call_object(&path, &bytes);
+            let detail = crate::audit::call_detail(&path, &bytes);
             let (response, outcome) = match decision {
                 Ok(_) => {
                     let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
@@ -237,6 +239,7 @@ where
                 object,
                 outcome,
                 remote,
+                detail,
             };
             match audit_opt {
                 Some(audit) => audit.record(record).await,
@@ -308,6 +311,7 @@ mod tests {
             "Rebalance",
             "AddCluster",
             "DeleteCluster",
+            "ResetPartition",
         ] {
             assert!(!may(PeerRole::Viewer, method), "{method}");
         }
@@ -323,6 +327,7 @@ mod tests {
             "DrainMember",
             "Rebalance",
             "Status",
+            "ResetPartition",
         ] {
             assert!(may(PeerRole::Operator, method), "{method}");
         }
@@ -355,6 +360,7 @@ mod tests {
     fn mutations_are_audited_reads_are_not() {
         assert!(allowed_roles("/kmirror.v1.Admin/DeleteFlow").1);
         assert!(allowed_roles("/kmirror.v1.Admin/AddCluster").1);
+        assert!(allowed_roles("/kmirror.v1.Admin/ResetPartition").1);
         assert!(!allowed_roles("/kmirror.v1.Admin/Status").1);
     }
 }

@@ -152,6 +152,7 @@ impl Reconciler {
         };
         let snapshot = read_snapshot(&mut self.client, &self.keys, sections).await?;
         self.kafka.retain(&snapshot.clusters);
+        kmirror_common::metrics::publish_held(&snapshot.holds);
         // Paused and completed flows are not looked at: they want no partition, so
         // the plan removes their assignments (their checkpoints stay).
         let running = running_flows(&snapshot);
@@ -327,6 +328,8 @@ impl ChangeWatcher {
         stream.watch(self.keys.members(), prefix()).await?;
         stream.watch(self.keys.drained(), prefix()).await?;
         stream.watch(self.keys.undeliverable(), prefix()).await?;
+        // A partition held (or reset) is released (or planned) at once.
+        stream.watch(self.keys.holds(), prefix()).await?;
         stream.watch(self.keys.rebalance_request(), None).await?;
         // Whatever changed while no watch was open is caught by one more round.
         let _ = self.changed_tx.try_send(());

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kmirror_common::schema::{
     Assignment, Checkpoint, FlowPhase, FlowSpec, FlowState, GroupSyncReport, PartitionError,
+    PartitionHold,
 };
 use kmirror_common::{FlowName, PartitionKey};
 use kmirror_proto::v1::{FlowStatus, GroupSyncStatus, PartitionStatus};
@@ -142,6 +143,32 @@ pub fn partition_status(
         checkpoint_ms: checkpoint_opt
             .map(|checkpoint| checkpoint.updated_ms)
             .unwrap_or(0),
+        hold: None,
+    }
+}
+
+/// Marks a row held: the hold, and its words as the partition's error (a held
+/// partition cannot progress, so its flow reads degraded).
+pub fn mark_held(row: &mut PartitionStatus, hold: &PartitionHold) {
+    if row.error.is_empty() {
+        row.error = format!("held: {}", hold.message);
+    }
+    row.hold = Some(hold_message(hold));
+}
+
+/// A stored hold as the admin API shows it.
+pub fn hold_message(hold: &PartitionHold) -> kmirror_proto::v1::PartitionHold {
+    let (lost_from, lost_to) = hold.lost_range().unwrap_or((-1, -1));
+    kmirror_proto::v1::PartitionHold {
+        reason: hold.reason.as_str().to_string(),
+        position: hold.position,
+        log_start: hold.log_start,
+        log_end: hold.log_end,
+        lost_from,
+        lost_to,
+        message: hold.message.clone(),
+        detected_ms: hold.detected_ms,
+        detected_by: hold.detected_by.to_string(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse};
 use kmirror_common::schema::{
     decode, Assignment, Checkpoint, ClusterSpec, FlowSpec, FlowState, GroupSyncReport, MemberInfo,
-    PartitionError, RebalanceRequest, Undeliverable,
+    PartitionError, PartitionHold, RebalanceRequest, Undeliverable,
 };
 use kmirror_common::{ClusterName, FlowName, Keys, MemberId, PartitionKey, Role};
 use serde::Deserialize;
@@ -44,6 +44,7 @@ enum Section {
     Drained,
     Rebalance,
     Undeliverable,
+    Holds,
 }
 
 /// Control state read in one etcd transaction, so every part is from the same revision.
@@ -64,6 +65,8 @@ pub struct Snapshot {
     pub rebalance_opt: Option<RebalanceRequest>,
     /// Writers that cannot deliver to a destination cluster, read with the members.
     pub undeliverable: BTreeMap<(MemberId, ClusterName), Undeliverable>,
+    /// Partitions held until an operator resets them, read with the checkpoints.
+    pub holds: BTreeMap<PartitionKey, PartitionHold>,
 }
 
 impl Snapshot {
@@ -106,6 +109,7 @@ pub async fn read_snapshot(
             Section::Checkpoints,
             keys.checkpoints(),
         ),
+        (sections.checkpoints, Section::Holds, keys.holds()),
         (sections.errors, Section::Errors, keys.errors()),
         (
             sections.flow_states,
@@ -164,6 +168,7 @@ pub async fn read_snapshot(
                     insert_partition(&mut snapshot.checkpoints, keys, prefix, key, value)
                 }
                 Section::Errors => insert_partition(&mut snapshot.errors, keys, prefix, key, value),
+                Section::Holds => insert_partition(&mut snapshot.holds, keys, prefix, key, value),
                 Section::FlowStates => {
                     insert_named(&mut snapshot.flow_states, key, value, FlowName::new)
                 }

@@ -6,7 +6,9 @@
 //! fails, each partition is retried alone to find the ones that moved.
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-use kmirror_common::schema::{encode, Assignment, Checkpoint, PartitionError};
+use kmirror_common::schema::{
+    encode, Assignment, AuditRecord, Checkpoint, PartitionError, PartitionHold,
+};
 use kmirror_common::{Keys, PartitionKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -32,6 +34,14 @@ pub enum CheckpointCommand {
     ClearError {
         partition: PartitionKey,
     },
+    /// Stores a hold (the source no longer has the partition's position) and
+    /// its event in the audit log, if the assignment is still the one held and
+    /// no hold is stored yet.
+    Hold {
+        partition: PartitionKey,
+        assignment_raw: Vec<u8>,
+        hold: PartitionHold,
+    },
     /// Gives a partition back: its final checkpoint (when it moved) and the
     /// deletion of its assignment, if the assignment is still the one held.
     Release {
@@ -53,6 +63,8 @@ pub struct Checkpointer {
     pub etcd: Client,
     pub keys: Keys,
     pub lease_id: i64,
+    /// This fetcher's identity URI, as the audit log names who did something.
+    pub identity: String,
     pub command_rx: mpsc::UnboundedReceiver<CheckpointCommand>,
 }
 
@@ -107,6 +119,11 @@ impl Checkpointer {
                         }
                     }
                 }
+                CheckpointCommand::Hold {
+                    partition,
+                    assignment_raw,
+                    hold,
+                } => self.store_hold(partition, assignment_raw, hold).await,
                 CheckpointCommand::ClearError { partition } => {
                     kmirror_common::metrics::metrics().partition_progressing(&partition);
                     let key = self.keys.partition_error(&partition);
@@ -114,6 +131,52 @@ impl Checkpointer {
                         warn!(%partition, error = %etcd_error, "cannot clear partition error");
                     }
                 }
+            }
+        }
+    }
+
+    /// The hold and its audit event in one transaction that compares the
+    /// assignment (a fetcher that lost the partition writes nothing) and that no
+    /// hold is stored (one event per hold, however often it is detected).
+    async fn store_hold(
+        &mut self,
+        partition: PartitionKey,
+        assignment_raw: Vec<u8>,
+        hold: PartitionHold,
+    ) {
+        let hold_key = self.keys.hold(&partition);
+        let compares = [
+            Compare::value(
+                self.keys.assignment(&partition),
+                CompareOp::Equal,
+                assignment_raw,
+            ),
+            Compare::create_revision(hold_key.as_str(), CompareOp::Equal, 0),
+        ];
+        let event = hold_event(&self.identity, &partition, &hold);
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let operations = [
+            TxnOp::put(hold_key.as_str(), encode(&hold), None),
+            TxnOp::put(
+                self.keys.audit_entry(event.time_ms, &unique[..8]),
+                encode(&event),
+                None,
+            ),
+        ];
+        match self
+            .etcd
+            .txn(Txn::new().when(compares).and_then(operations))
+            .await
+        {
+            Ok(response) if response.succeeded() => {
+                kmirror_common::metrics::partition_held(&partition, &hold);
+                info!(target: "audit", %partition, call = HOLD_EVENT, outcome = hold.reason.as_str(), detail = %hold.message, "partition held");
+            }
+            Ok(_) => {
+                debug!(%partition, "hold not stored: stored already, or the partition moved")
+            }
+            Err(etcd_error) => {
+                warn!(%partition, error = %etcd_error, "cannot store the partition's hold; trying again later")
             }
         }
     }
@@ -203,6 +266,26 @@ impl Checkpointer {
         Ok(response.succeeded())
     }
 }
+
+/// The audit log's event of a hold: who detected it, which partition, the
+/// offsets lost in words.
+fn hold_event(identity: &str, partition: &PartitionKey, hold: &PartitionHold) -> AuditRecord {
+    AuditRecord {
+        time_ms: hold.detected_ms,
+        identity: identity.to_string(),
+        call: HOLD_EVENT.to_string(),
+        object: format!(
+            "partition/{}/{}/{}",
+            partition.flow, partition.topic, partition.partition
+        ),
+        outcome: hold.reason.as_str().to_string(),
+        remote: String::new(),
+        detail: hold.message.clone(),
+    }
+}
+
+/// The call an audit entry of a hold names: an event, not a gRPC method.
+pub const HOLD_EVENT: &str = "event/PartitionHeld";
 
 /// Whether `current` is the assignment `held`, only now being released.
 fn is_release_of(held_raw: &[u8], current_raw: &[u8]) -> bool {

@@ -20,7 +20,6 @@ use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -28,6 +27,9 @@ use tracing::{debug, warn};
 use crate::batch_poll::{BatchConsumer, MessageBatch, RawMessage};
 use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
+use record::SourceRecord;
+
+mod record;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
@@ -35,6 +37,9 @@ const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
 const ROUTE_INTERVAL: Duration = Duration::from_millis(500);
 /// Most records in one batch.
 const MAX_BATCH_RECORDS: usize = 5_000;
+/// How long the consumer thread waits for a partition's log start and end
+/// offsets after the source refused its position.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most records taken from librdkafka in one call.
 pub const MAX_POLL_BATCH: usize = 1_000;
 /// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
@@ -59,7 +64,6 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("enable.partition.eof", "true"),
     ("isolation.level", "read_committed"),
-    ("auto.offset.reset", "earliest"),
     ("queued.max.messages.kbytes", "16384"),
     // librdkafka keeps up to this many records per partition prefetched (default
     // 100 000); each costs a few hundred bytes beyond its data, which for small
@@ -76,12 +80,15 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Settings the fetcher's bookkeeping depends on: positions live in etcd, never in
-/// Kafka, and the end of a partition must be reported. They win over the cluster's
-/// properties.
+/// Kafka, and the end of a partition must be reported. A position the source no
+/// longer has is reported (`auto.offset.reset=error`), never silently moved to
+/// another end: the partition is held until an operator decides. They win over
+/// the cluster's properties.
 const CONSUMER_REQUIRED: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("enable.partition.eof", "true"),
+    ("auto.offset.reset", "error"),
 ];
 
 /// The source consumer's settings: what the fetcher requires, then the
@@ -137,6 +144,15 @@ pub enum Fetched {
         partition: PartitionKey,
         generation: u64,
         next_offset: i64,
+    },
+    /// The source refused the partition's position (offset out of range) and
+    /// stopped fetching it: its log start and end offsets, as read then
+    /// (`None` when they could not be read).
+    OutOfRange {
+        partition: PartitionKey,
+        generation: u64,
+        position: i64,
+        watermarks_opt: Option<(i64, i64)>,
     },
 }
 
@@ -301,77 +317,6 @@ impl PartitionGathering {
         };
         self.expected = self.expected.saturating_sub(added);
         added
-    }
-}
-
-/// A fetched record, whichever queue it was taken from.
-trait SourceRecord {
-    fn topic(&self) -> &str;
-    fn partition(&self) -> i32;
-    fn offset(&self) -> i64;
-    /// Appends the record (offset, key, value, headers, timestamp) to `packed`.
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError>;
-}
-
-impl SourceRecord for BorrowedMessage<'_> {
-    fn topic(&self) -> &str {
-        Message::topic(self)
-    }
-
-    fn partition(&self) -> i32 {
-        Message::partition(self)
-    }
-
-    fn offset(&self) -> i64 {
-        Message::offset(self)
-    }
-
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
-        let timestamp_ms = match self.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
-            Timestamp::NotAvailable => None,
-        };
-        let headers = Message::headers(self)
-            .into_iter()
-            .flat_map(|headers| headers.iter())
-            .map(|header| (header.key, header.value));
-        packed.push(
-            Message::offset(self),
-            self.key(),
-            self.payload(),
-            headers,
-            timestamp_ms,
-        )
-    }
-}
-
-impl SourceRecord for RawMessage<'_> {
-    fn topic(&self) -> &str {
-        RawMessage::topic(self)
-    }
-
-    fn partition(&self) -> i32 {
-        RawMessage::partition(self)
-    }
-
-    fn offset(&self) -> i64 {
-        RawMessage::offset(self)
-    }
-
-    fn pack_into(&self, packed: &mut PackedBuilder) -> Result<(), PushError> {
-        // Header keys are strings; one that is not UTF-8 is read as Kafka's Java
-        // clients read it, with U+FFFD for each malformed sequence (a valid key is
-        // borrowed, not copied).
-        let headers = self
-            .headers()
-            .map(|(key, value)| (String::from_utf8_lossy(key), value));
-        packed.push(
-            self.offset(),
-            self.key(),
-            self.payload(),
-            headers,
-            self.timestamp_ms(),
-        )
     }
 }
 
@@ -586,6 +531,9 @@ impl Poller {
                     // Everything before the end offset was read: records, and
                     // transaction markers and aborted records, which are not.
                     Some(RDKafkaErrorCode::PartitionEOF) => round.end(&message),
+                    // The source no longer has the position (librdkafka stopped
+                    // fetching the partition): the core decides what it means.
+                    Some(RDKafkaErrorCode::AutoOffsetReset) => round.out_of_range(&message),
                     Some(error) => warn!(
                         flow = %self.flow,
                         topic = message.topic(),
@@ -632,6 +580,11 @@ impl Poller {
                 }
             }
         }
+        for (key, refused) in round.out_of_range {
+            if !self.report_out_of_range(key, refused) {
+                return false;
+            }
+        }
         // At the end of a partition, what follows its last record (a transaction
         // marker, aborted records) is reported so the checkpoint, and the lag,
         // reach the end.
@@ -657,6 +610,38 @@ impl Poller {
         true
     }
 
+    /// Tells the core that the source refused a partition's position, with its
+    /// log start and end offsets read now. The position is the fetcher's own
+    /// (the offset after the last record handed over), which is where the refused
+    /// fetch was made. False once the core is gone.
+    fn report_out_of_range(&mut self, key: (String, i32), refused: i64) -> bool {
+        let (Some(&generation), Some(&sent)) =
+            (self.generations.get(&key), self.positions.get(&key))
+        else {
+            return true;
+        };
+        let position = if refused >= 0 { refused } else { sent };
+        let watermarks_opt = match self.consumer.consumer().fetch_watermarks(
+            &key.0,
+            key.1,
+            WATERMARKS_TIMEOUT,
+        ) {
+            Ok(watermarks) => Some(watermarks),
+            Err(error) => {
+                warn!(flow = %self.flow, topic = key.0, partition = key.1, %error, "cannot read the source offsets of a partition whose position was refused");
+                None
+            }
+        };
+        warn!(flow = %self.flow, topic = key.0, partition = key.1, position, ?watermarks_opt, "source refused the partition's position (offset out of range)");
+        let fetched = Fetched::OutOfRange {
+            partition: PartitionKey::new(self.flow.clone(), key.0, key.1),
+            generation,
+            position,
+            watermarks_opt,
+        };
+        self.fetched_tx.blocking_send(fetched).is_ok()
+    }
+
     /// Routes the assigned partitions again. librdkafka undoes a partition's routing
     /// when its fetching stops (an unassignment, a restart from the checkpoint) and
     /// then leaves its records on the partition's own queue; routing it again
@@ -679,6 +664,8 @@ struct Round {
     bytes: usize,
     /// Partitions whose end was reached, with the end offset, in order.
     ends: Vec<((String, i32), i64)>,
+    /// Partitions whose position the source refused, with the refused offset.
+    out_of_range: Vec<((String, i32), i64)>,
 }
 
 impl Round {
@@ -690,6 +677,14 @@ impl Round {
         match self.ends.iter_mut().find(|(ended, _)| *ended == key) {
             Some((_, end)) => *end = (*end).max(event.offset()),
             None => self.ends.push((key, event.offset())),
+        }
+    }
+
+    /// Notes a partition whose position the source refused.
+    fn out_of_range(&mut self, event: &RawMessage<'_>) {
+        let key = (event.topic().to_string(), event.partition());
+        if !self.out_of_range.iter().any(|(refused, _)| *refused == key) {
+            self.out_of_range.push((key, event.offset()));
         }
     }
 

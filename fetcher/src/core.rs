@@ -402,6 +402,16 @@ impl Core {
                         partition: key.clone(),
                     });
                 }
+                Effect::Hold {
+                    assignment_raw,
+                    hold,
+                } => {
+                    let _ = self.checkpoint_tx.send(CheckpointCommand::Hold {
+                        partition: key.clone(),
+                        assignment_raw,
+                        hold,
+                    });
+                }
                 Effect::Release {
                     assignment_raw,
                     checkpoint_opt,
@@ -441,6 +451,17 @@ impl Core {
                 if let Some(state) = self.partitions.get_mut(&partition) {
                     state.on_skipped(generation, next_offset);
                 }
+            }
+            Fetched::OutOfRange {
+                partition,
+                generation,
+                position,
+                watermarks_opt,
+            } => {
+                let now = Instant::now();
+                self.update(&partition, |state| {
+                    state.on_out_of_range(generation, position, watermarks_opt, now)
+                });
             }
             Fetched::Batch {
                 partition: key,

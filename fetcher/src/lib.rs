@@ -244,6 +244,12 @@ impl Session<'_> {
             etcd: self.etcd.clone(),
             keys: self.keys.clone(),
             lease_id: self.lease.id,
+            identity: kmirror_common::tls::Identity::new(
+                self.keys.fleet(),
+                kmirror_common::tls::PeerRole::Fetcher,
+                self.id.to_string(),
+            )
+            .uri(),
             command_rx: checkpoint_rx,
         };
         let checkpointer_handle = tokio::spawn(checkpointer.run());

@@ -10,9 +10,10 @@
 //! | state | what it does | left for |
 //! | --- | --- | --- |
 //! | `WaitingForLink` | nothing fetched; waits for its writer's stream (and a consumer for its flow) | `Running` (started), `Halted` (no consumer), `Releasing`, `Released` (unassigned) |
-//! | `Running { restart_pending, paused }` | assigned in the consumer at its committed position, sending batches; `paused` while its window is full, `restart_pending` until the first batch (flagged `restart`) is sent | `WaitingForLink` (stream down, assignment moved to another writer), `Halted` (a failed ack), `Fenced`, `Releasing`, `Released` |
+//! | `Running { restart_pending, paused }` | assigned in the consumer at its committed position, sending batches; `paused` while its window is full, `restart_pending` until the first batch (flagged `restart`) is sent | `WaitingForLink` (stream down, assignment moved to another writer), `Halted` (a failed ack), `Held` (the source refused its position), `Fenced`, `Releasing`, `Released` |
 //! | `Halted { retry_at }` | stopped after a failure, reported under `errors/`; at `retry_at` (after [`DELIVERY_RETRY`] or the retry backoff) it starts again from its committed position | `WaitingForLink` (retry due), `Releasing`, `Released` |
 //! | `Fenced` | another owner holds the partition (stale epoch, checkpoint refused): nothing more is fetched, sent or checkpointed | `WaitingForLink` (a new assignment), `Released` (released or unassigned: nothing written) |
+//! | `Held { store_again_at }` | the source no longer has its position (a retention gap, a recreated topic, see `hold.rs`): nothing more is fetched, the hold is stored under `holds/` (again at `store_again_at`, in case the write failed), acks of what was sent still count | `Releasing` (the leader takes it back), `Released`, `Halted` (a failed ack) |
 //! | `Releasing { deadline }` | the leader asked for it back: nothing more is fetched; once the acks of what was sent arrived, or at `deadline` ([`RELEASE_GRACE`]), the final checkpoint and the assignment's deletion are written together | `Released`, `WaitingForLink` (assigned again) |
 //! | `Released` | given back or unassigned; the core forgets it | (final) |
 //!
@@ -22,11 +23,12 @@
 //! batches sent before a restart find nothing and are dropped; their records are
 //! sent again from the committed position.
 
+mod hold;
 mod rate;
 
 use std::time::Duration;
 
-use kmirror_common::schema::Checkpoint;
+use kmirror_common::schema::{Checkpoint, PartitionHold};
 use kmirror_common::{MemberId, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedSummary};
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WorkerPartition};
@@ -87,6 +89,12 @@ pub enum Effect {
     ReportError { message: String, offset: i64 },
     /// The partition progresses again: remove its error report.
     ClearError,
+    /// Store the hold (the source no longer has the partition's position) and
+    /// its audit event, if the assignment is still `assignment_raw`.
+    Hold {
+        assignment_raw: Vec<u8>,
+        hold: PartitionHold,
+    },
     /// Give the partition back: the final checkpoint (when it moved) and the
     /// deletion of the assignment, if the assignment is still `assignment_raw`.
     Release {
@@ -112,6 +120,7 @@ enum State {
     WaitingForLink,
     Running { restart_pending: bool, paused: bool },
     Halted { retry_at: Instant },
+    Held { store_again_at: Instant },
     Fenced,
     Releasing { deadline: Instant },
     Released,
@@ -133,6 +142,8 @@ pub struct Partition {
     rate_written: Option<(f64, Instant)>,
     /// Why the partition cannot progress (reported to etcd until it does).
     error: Option<String>,
+    /// Why the partition is held, while it is (see `hold.rs`).
+    hold_opt: Option<PartitionHold>,
     meter: RateMeter,
 }
 
@@ -174,6 +185,7 @@ impl Partition {
             written: checkpoint_opt.map(|checkpoint| checkpoint.next_offset),
             rate_written: None,
             error: None,
+            hold_opt: None,
             meter: RateMeter::default(),
         };
         let effects = if releasing {
@@ -273,6 +285,7 @@ impl Partition {
         }
         self.generation += 1;
         self.window.clear();
+        self.hold_opt = None;
         self.state = State::Running {
             restart_pending: true,
             paused: false,
@@ -528,6 +541,7 @@ impl Partition {
             State::Releasing { deadline } if deadline <= now => {
                 self.finish_release_when_settled(now)
             }
+            State::Held { store_again_at } if store_again_at <= now => self.store_hold(now),
             _ => Vec::new(),
         };
         self.meter.sample(now);
@@ -597,7 +611,11 @@ impl Partition {
             epoch: self.held.assignment.epoch.0,
             next_offset: self.window.committed().next_offset,
             in_flight_batches: self.window.len() as u32,
-            error: self.error.clone().unwrap_or_default(),
+            error: self
+                .error
+                .clone()
+                .or_else(|| self.hold_opt.as_ref().map(|hold| hold.message.clone()))
+                .unwrap_or_default(),
         }
     }
 

@@ -251,6 +251,9 @@ Examples:\n  \
         kmirrorctl completion zsh > \"${fpath[1]}/_kmirrorctl\"\n  \
         kmirrorctl completion fish > ~/.config/fish/completions/kmirrorctl.fish")]
     Completion { shell: clap_complete::Shell },
+    /// Source partitions: reset the checkpoint of a held one.
+    #[command(subcommand)]
+    Partition(super::partitions::PartitionCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,8 @@ struct AuditEntryJson {
     object: String,
     outcome: String,
     remote: String,
+    /// What happened, in words (an event, the target of a reset).
+    detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +53,7 @@ impl Ctl {
                     object: entry.object,
                     outcome: entry.outcome,
                     remote: entry.remote,
+                    detail: entry.detail,
                 })
                 .collect(),
         };
@@ -59,6 +62,7 @@ impl Ctl {
             if wide {
                 headers.push("REMOTE");
             }
+            headers.push("DETAIL");
             let rows: Vec<Vec<String>> = value
                 .entries
                 .iter()
@@ -78,6 +82,7 @@ impl Ctl {
                     if wide {
                         row.push(entry.remote.clone());
                     }
+                    row.push(entry.detail.clone());
                     row
                 })
                 .collect();

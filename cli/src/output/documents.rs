@@ -66,6 +66,8 @@ pub struct PartitionStatusJson {
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
     pub checkpoint_ms: i64,
+    /// Set while the partition is held (a retention gap, a recreated topic).
+    pub hold: Option<HoldJson>,
 }
 
 impl StatusJson {
@@ -134,6 +136,7 @@ impl From<&PartitionStatus> for PartitionStatusJson {
             records_per_sec: round2(partition.records_per_sec),
             bytes_per_sec: round2(partition.bytes_per_sec),
             checkpoint_ms: partition.checkpoint_ms,
+            hold: partition.hold.as_ref().map(HoldJson::from),
         }
     }
 }
@@ -397,4 +400,36 @@ pub struct DoneJson {
     pub kind: String,
     pub name: String,
     pub action: String,
+}
+
+/// A held partition's hold, as `status` and `partition reset` print it.
+#[derive(Debug, Serialize)]
+pub struct HoldJson {
+    /// `retention_gap` or `recreated`.
+    pub reason: String,
+    pub position: i64,
+    pub log_start: i64,
+    pub log_end: i64,
+    /// The source offsets lost (retention gap), inclusive.
+    pub lost_from: Option<i64>,
+    pub lost_to: Option<i64>,
+    pub message: String,
+    pub detected_ms: i64,
+    pub detected_by: String,
+}
+
+impl From<&kmirror_proto::v1::PartitionHold> for HoldJson {
+    fn from(hold: &kmirror_proto::v1::PartitionHold) -> Self {
+        Self {
+            reason: hold.reason.clone(),
+            position: hold.position,
+            log_start: hold.log_start,
+            log_end: hold.log_end,
+            lost_from: known(hold.lost_from),
+            lost_to: known(hold.lost_to),
+            message: hold.message.clone(),
+            detected_ms: hold.detected_ms,
+            detected_by: hold.detected_by.clone(),
+        }
+    }
 }

@@ -191,6 +191,17 @@ pub fn status_text(
     if leader.is_empty() {
         output.push_str("\nno coordinator leads the fleet\n");
     }
+    let held = flows
+        .iter()
+        .flat_map(|flow| &flow.partitions)
+        .filter(|partition| partition.hold.is_some())
+        .count();
+    if held > 0 {
+        output.push_str(&format!(
+            "\n{held} partitions held: nothing of them is mirrored until an operator runs \
+             `kmirrorctl partition reset FLOW TOPIC PARTITION --to earliest|latest|OFFSET`\n"
+        ));
+    }
     output
 }
 

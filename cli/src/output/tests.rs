@@ -72,6 +72,7 @@ fn sample_status() -> Vec<FlowStatus> {
                 records_per_sec: 1234.567,
                 bytes_per_sec: 98765.4,
                 checkpoint_ms: 1_700_000_000_000,
+                hold: None,
             },
             PartitionStatus {
                 topic: "orders".to_string(),
@@ -89,6 +90,7 @@ fn sample_status() -> Vec<FlowStatus> {
                 records_per_sec: 0.0,
                 bytes_per_sec: 0.0,
                 checkpoint_ms: 0,
+                hold: None,
             },
         ],
     }]
@@ -386,4 +388,38 @@ payments  3           east.payments  3
     let json = FlowStoredJson::new("dr", "created", &topics, &[]);
     assert_eq!(json.topics[0].dest_partitions, None);
     assert_eq!(json.topics[1].dest_partitions, Some(3));
+}
+
+#[test]
+fn a_held_partition_shows_its_lost_offsets_and_the_reset_to_run() {
+    let mut flows = sample_status();
+    let message = "source log start 5000 passed checkpoint 3200: offsets 3200..4999 lost";
+    let held = &mut flows[0].partitions[1];
+    held.error = format!("held: {message}");
+    held.hold = Some(kmirror_proto::v1::PartitionHold {
+        reason: "retention_gap".to_string(),
+        position: 3_200,
+        log_start: 5_000,
+        log_end: 9_000,
+        lost_from: 3_200,
+        lost_to: 4_999,
+        message: message.to_string(),
+        detected_ms: 1_700_000_000_000,
+        detected_by: "fetcher-1".to_string(),
+    });
+    let text = status_text("coordinator-1", &flows, false, None);
+    assert!(text.contains(&format!("held: {message}")), "{text}");
+    assert!(
+        text.contains("1 partitions held: nothing of them is mirrored until an operator runs `kmirrorctl partition reset FLOW TOPIC PARTITION --to earliest|latest|OFFSET`"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&to_json(&StatusJson::new("coordinator-1", &flows))).unwrap();
+    let partitions = &json["flows"][0]["partitions"];
+    assert!(partitions[0]["hold"].is_null());
+    let hold = &partitions[1]["hold"];
+    assert_eq!(hold["reason"], "retention_gap");
+    assert_eq!(hold["lost_from"], 3_200);
+    assert_eq!(hold["lost_to"], 4_999);
+    assert_eq!(hold["message"], message);
 }

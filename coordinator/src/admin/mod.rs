@@ -13,6 +13,7 @@
 //! | `members` | list and drain members |
 //! | `offsets` | translate source positions through the offset map |
 //! | `group_offsets` | sync consumer groups' offsets to the destination, on request |
+//! | `partitions` | reset a held partition's checkpoint |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
 
@@ -22,6 +23,7 @@ mod flows;
 mod group_offsets;
 mod members;
 pub(crate) mod offsets;
+mod partitions;
 mod rebalance;
 mod status;
 
@@ -41,6 +43,7 @@ use kmirror_proto::v1::{
     SyncGroupOffsetsRequest, SyncGroupOffsetsResponse, TranslateOffsetsRequest,
     TranslateOffsetsResponse,
 };
+use kmirror_proto::v1::{ResetPartitionRequest, ResetPartitionResponse};
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
@@ -270,6 +273,15 @@ impl Admin for AdminService {
     ) -> Result<Response<SyncGroupOffsetsResponse>, Status> {
         Ok(Response::new(
             AdminService::sync_group_offsets(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reset_partition(
+        &self,
+        request: Request<ResetPartitionRequest>,
+    ) -> Result<Response<ResetPartitionResponse>, Status> {
+        Ok(Response::new(
+            AdminService::reset_partition(self, request.into_inner()).await?,
         ))
     }
 }

@@ -8,7 +8,7 @@ use kmirror_proto::v1::{AssignmentInfo, FlowStatus, ListAssignmentsRequest, Stat
 
 use super::AdminService;
 use crate::error::CoordinatorError;
-use crate::status::{add_group_sync, flow_status, partition_status, status_partitions};
+use crate::status::{add_group_sync, flow_status, mark_held, partition_status, status_partitions};
 use crate::store::{elected_leader, Sections, Snapshot};
 
 impl AdminService {
@@ -70,12 +70,20 @@ impl AdminService {
 
     async fn flow_status(&self, flow: &FlowSpec, snapshot: &Snapshot) -> FlowStatus {
         let flow_state_opt = snapshot.flow_states.get(&flow.name);
-        let keys = status_partitions(
+        let mut keys = status_partitions(
             &flow.name,
             flow_state_opt,
             &snapshot.assignments,
             &snapshot.checkpoints,
             &snapshot.errors,
+        );
+        // A held partition is shown whatever else is known of it.
+        keys.extend(
+            snapshot
+                .holds
+                .keys()
+                .filter(|key| key.flow == flow.name)
+                .cloned(),
         );
         let source_client_opt = snapshot
             .clusters
@@ -97,14 +105,18 @@ impl AdminService {
             .iter()
             .zip(watermarks)
             .map(|(key, watermarks_opt)| {
-                partition_status(
+                let mut row = partition_status(
                     flow,
                     key,
                     watermarks_opt,
                     snapshot.assignments.get(key),
                     snapshot.checkpoints.get(key),
                     snapshot.errors.get(key),
-                )
+                );
+                if let Some(hold) = snapshot.holds.get(key) {
+                    mark_held(&mut row, hold);
+                }
+                row
             })
             .collect();
         let mut status = flow_status(flow, flow_state_opt, &snapshot.checkpoints, partitions);

@@ -66,6 +66,7 @@ pub fn flow_deletion(keys: &Keys, flow: &FlowName) -> Vec<Write> {
         Write::DeletePrefix(keys.flow_assignments(flow)),
         Write::DeletePrefix(keys.flow_checkpoints(flow)),
         Write::DeletePrefix(format!("{}{flow}/", keys.errors())),
+        Write::DeletePrefix(keys.flow_holds(flow)),
         Write::Delete(keys.flow_state(flow)),
         Write::Delete(keys.group_sync_report(flow)),
     ]

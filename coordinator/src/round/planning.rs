@@ -160,7 +160,8 @@ pub fn current_rate(checkpoint_opt: Option<&Checkpoint>, now_ms: i64) -> f64 {
 
 /// The wanted partitions a round plans: a partition being released is planned
 /// again only once its fetcher let go of it (its final checkpoint is where the
-/// next owner starts).
+/// next owner starts), and a held one (the source no longer has its position)
+/// only once an operator reset it; until then its assignment is released.
 pub fn plannable(
     snapshot: &Snapshot,
     wanted: impl IntoIterator<Item = WantedPartition>,
@@ -172,6 +173,7 @@ pub fn plannable(
                 .assignments
                 .get(&partition.key)
                 .is_some_and(Assignment::is_releasing)
+                && !snapshot.holds.contains_key(&partition.key)
         })
         .collect()
 }
@@ -576,6 +578,51 @@ mod tests {
         assert_eq!(
             ids(live_members(&snapshot, Role::Fetcher, true)),
             vec!["f2"]
+        );
+    }
+
+    #[test]
+    fn a_held_partition_is_not_planned_and_its_assignment_is_released_until_reset() {
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .flows
+            .insert(FlowName::new("dr").unwrap(), flow_spec("dr"));
+        snapshot.members.extend([member(Role::Fetcher, "f1")]);
+        for partition in 0..2 {
+            snapshot
+                .assignments
+                .insert(key("dr", "orders", partition), assignment());
+        }
+        snapshot.holds.insert(
+            key("dr", "orders", 1),
+            kmirror_common::schema::PartitionHold {
+                reason: kmirror_common::schema::HoldReason::RetentionGap,
+                position: 10,
+                log_start: 20,
+                log_end: 30,
+                message: "source log start 20 passed checkpoint 10: offsets 10..19 lost"
+                    .to_string(),
+                detected_ms: 0,
+                detected_by: MemberId::new("f1").unwrap(),
+            },
+        );
+        let wanted = plannable(
+            &snapshot,
+            (0..2).map(|partition| carried(&key("dr", "orders", partition), &assignment())),
+        );
+        let planned: Vec<PartitionKey> = wanted.iter().map(|p| p.key.clone()).collect();
+        assert_eq!(planned, vec![key("dr", "orders", 0)]);
+        // The plan drops it: its fetcher is asked to give it back.
+        let removed = BTreeSet::from([key("dr", "orders", 1)]);
+        let steps = release_steps(&snapshot.assignments, &removed, |_| true, 5);
+        assert!(
+            matches!(&steps[..], [ReleaseStep::Release(released, _)] if *released == key("dr", "orders", 1))
+        );
+        // Reset: the hold is gone, and it is planned again.
+        snapshot.holds.clear();
+        assert_eq!(
+            plannable(&snapshot, [carried(&key("dr", "orders", 1), &assignment())]).len(),
+            1
         );
     }
 

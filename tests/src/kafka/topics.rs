@@ -249,3 +249,29 @@ pub async fn delete_topic(cluster: Cluster, topic: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Deletes a partition's records before `before_offset` (Kafka's DeleteRecords,
+/// what retention does), moving its log start there.
+pub async fn delete_records(
+    cluster: Cluster,
+    topic: &str,
+    partition: i32,
+    before_offset: i64,
+) -> Result<()> {
+    let admin = admin_client(cluster)?;
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(before_offset))?;
+    let result = admin
+        .delete_records(&offsets, &options)
+        .await
+        .with_context(|| {
+            format!("cannot delete records of {topic}/{partition} in the {cluster} cluster")
+        })?;
+    for element in result.elements() {
+        element.error().map_err(|error| {
+            anyhow!("cannot delete records of {topic}/{partition} before {before_offset} in the {cluster} cluster: {error}")
+        })?;
+    }
+    Ok(())
+}
