@@ -14,14 +14,18 @@
 //! | `offsets` | translate source positions through the offset map |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
+//! | `verify` | verify a flow: destination topics, configs, mirrored records |
+//! | `reading` | Kafka reads the data calls share: the offset map, single records |
 
 mod clusters;
 mod flow_spec;
 mod flows;
 mod members;
 mod offsets;
+mod reading;
 mod rebalance;
 mod status;
+mod verify;
 
 use etcd_client::Client;
 use kmirror_common::etcd::EtcdError;
@@ -38,6 +42,7 @@ use kmirror_proto::v1::{
     RebalanceResponse, ResumeFlowRequest, ResumeFlowResponse, StatusRequest, StatusResponse,
     TranslateOffsetsRequest, TranslateOffsetsResponse,
 };
+use kmirror_proto::v1::{VerifyFlowRequest, VerifyFlowResponse};
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
@@ -258,6 +263,15 @@ impl Admin for AdminService {
     ) -> Result<Response<TranslateOffsetsResponse>, Status> {
         Ok(Response::new(
             AdminService::translate_offsets(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_flow(
+        &self,
+        request: Request<VerifyFlowRequest>,
+    ) -> Result<Response<VerifyFlowResponse>, Status> {
+        Ok(Response::new(
+            AdminService::verify_flow(self, request.into_inner()).await?,
         ))
     }
 }
