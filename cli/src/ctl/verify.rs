@@ -216,7 +216,8 @@ pub(super) fn verify_text(answer: &VerifyFlowResponse, sample: u32, wide: bool) 
         headers.extend(["SAMPLED", "MATCHED", "DIFFERING", "NOT-COMPARED"]);
     }
     if wide {
-        headers.extend(["DEST-TOPIC", "SOURCE-OFFSETS", "SOURCE-LOG", "DEST-LOG"]);
+        // Mirrored source offsets (first..=last); each log as start..end.
+        headers.extend(["DEST-TOPIC", "MIRRORED-OFFSETS", "SOURCE-LOG", "DEST-LOG"]);
     }
     let mut rows = Vec::new();
     for topic in &answer.topics {
@@ -239,11 +240,14 @@ pub(super) fn verify_text(answer: &VerifyFlowResponse, sample: u32, wide: bool) 
             if wide {
                 row.extend([
                     topic.dest_topic.clone(),
-                    format!(
-                        "{}..{}",
-                        offset_cell(partition.first_source_offset),
-                        offset_cell(partition.last_source_offset)
-                    ),
+                    if partition.mirrored_records > 0 {
+                        format!(
+                            "{}..={}",
+                            partition.first_source_offset, partition.last_source_offset
+                        )
+                    } else {
+                        "-".to_string()
+                    },
                     format!(
                         "{}..{}",
                         partition.source_log_start, partition.source_log_end

@@ -1,6 +1,6 @@
 //! Reading Kafka for the admin calls that look at data (offset translation,
 //! verification): a flow and its clusters from etcd, a consumer per cluster, the
-//! offset map's entries of chosen source partitions, and single records at chosen
+//! offset map's entries of chosen source partitions, and records at chosen
 //! offsets. librdkafka's consumer calls block: callers run them on the blocking
 //! pool.
 
@@ -95,15 +95,15 @@ pub fn consumer(
     create(spec, &consumer_config(spec, group_opt)?)
 }
 
-/// A consumer that reads single records at chosen offsets ([`read_record_at`]):
-/// it tells when a partition holds nothing more, fetches little per seek, and
+/// A consumer that reads records at chosen offsets ([`read_records`]): it
+/// tells when a partition holds nothing more, fetches little per seek, and
 /// starts from the log start when an offset is gone.
 pub fn record_reader(spec: &ClusterSpec) -> Result<BaseConsumer, CoordinatorError> {
     let mut config = consumer_config(spec, None)?;
     config
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.message.max.bytes", "65536")
+        .set("fetch.message.max.bytes", "262144")
         .set("fetch.wait.max.ms", "100");
     create(spec, &config)
 }
@@ -187,61 +187,131 @@ pub struct RecordRead {
     pub timestamp: Timestamp,
 }
 
-/// The first record at or after `offset` of a partition, through a
-/// [`record_reader`]; `None` when the partition ends at or before `offset`.
-pub fn read_record_at(
+/// Records wanted from a cluster: per partition, source or destination offsets
+/// (ascending).
+pub type WantedRecords = BTreeMap<(String, i32), Vec<i64>>;
+
+/// Per partition and wanted offset, the first record at or after it (`None`
+/// when the partition ends at or before it).
+pub type RecordsRead = BTreeMap<(String, i32, i64), Option<RecordRead>>;
+
+/// Reading on beats seeking when the next wanted record is at most this many
+/// offsets ahead.
+const SEEK_GAP: i64 = 1_000;
+
+/// Reads the wanted records through a [`record_reader`]: every partition at
+/// once, each from its first wanted offset on, reading on through close offsets
+/// and seeking over wide gaps. Fails when nothing arrives for `timeout`.
+pub fn read_records(
     consumer: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    offset: i64,
+    wanted: &WantedRecords,
     timeout: Duration,
-) -> Result<Option<RecordRead>, KafkaError> {
+) -> Result<RecordsRead, KafkaError> {
+    let mut read = RecordsRead::new();
+    // Per partition, the offsets still to read, next first.
+    let mut pending: BTreeMap<(String, i32), std::collections::VecDeque<i64>> = wanted
+        .iter()
+        .filter(|(_, offsets)| !offsets.is_empty())
+        .map(|(id, offsets)| (id.clone(), offsets.iter().copied().collect()))
+        .collect();
+    if pending.is_empty() {
+        return Ok(read);
+    }
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    for ((topic, partition), offsets) in &pending {
+        assignment.add_partition_offset(topic, *partition, Offset::Offset(offsets[0]))?;
+    }
     consumer.assign(&assignment)?;
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut deadline = Instant::now() + timeout;
+    while !pending.is_empty() {
         if Instant::now() > deadline {
+            consumer.resume(&assignment)?;
+            consumer.unassign()?;
             return Err(KafkaError::MessageConsumption(
                 rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
             ));
         }
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
-            // The end of a partition, told by partition number only: it may be
-            // that of another topic's partition read for an earlier record.
-            Some(Err(KafkaError::PartitionEOF(eof_partition))) if eof_partition == partition => {
-                let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-                if high <= offset {
-                    return Ok(None);
+            // The end of a partition, told by its number only: of any topic
+            // with a partition of that number, and maybe of an earlier read.
+            Some(Err(KafkaError::PartitionEOF(eof_partition))) => {
+                let ended: Vec<(String, i32)> = pending
+                    .keys()
+                    .filter(|(_, partition)| *partition == eof_partition)
+                    .cloned()
+                    .collect();
+                for id in ended {
+                    let (_, high) = consumer.fetch_watermarks(&id.0, id.1, timeout)?;
+                    let offsets = pending.get_mut(&id).expect("pending partition");
+                    while offsets.front().is_some_and(|offset| *offset >= high) {
+                        let offset = offsets.pop_front().expect("front");
+                        read.insert((id.0.clone(), id.1, offset), None);
+                    }
+                    if offsets.is_empty() {
+                        pending.remove(&id);
+                    }
                 }
                 continue;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
             Some(Err(error)) => return Err(error),
             Some(Ok(message)) => message,
         };
-        // Records fetched for an earlier, lower offset may still be queued.
-        if message.topic() != topic || message.partition() != partition || message.offset() < offset
+        let id = (message.topic().to_string(), message.partition());
+        let Some(offsets) = pending.get_mut(&id) else {
+            continue;
+        };
+        // Earlier offsets, or records queued before a seek, are passed over.
+        if offsets
+            .front()
+            .is_none_or(|offset| *offset > message.offset())
         {
             continue;
         }
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Ok(Some(RecordRead {
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp: message.timestamp(),
-        }));
+        deadline = Instant::now() + timeout;
+        let record = record_read(&message);
+        while offsets
+            .front()
+            .is_some_and(|offset| *offset <= message.offset())
+        {
+            let offset = offsets.pop_front().expect("front");
+            read.insert((id.0.clone(), id.1, offset), Some(record.clone()));
+        }
+        match offsets.front() {
+            None => {
+                pending.remove(&id);
+                let mut done = TopicPartitionList::new();
+                done.add_partition(&id.0, id.1);
+                consumer.pause(&done)?;
+            }
+            Some(&next) if next - message.offset() > SEEK_GAP => {
+                consumer.seek(&id.0, id.1, Offset::Offset(next), timeout)?;
+            }
+            Some(_) => {}
+        }
+    }
+    // A partition paused here would stay paused in the next read's assignment.
+    consumer.resume(&assignment)?;
+    consumer.unassign()?;
+    Ok(read)
+}
+
+fn record_read(message: &rdkafka::message::BorrowedMessage<'_>) -> RecordRead {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    RecordRead {
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: message.timestamp(),
     }
 }
 

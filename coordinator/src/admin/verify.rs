@@ -1,10 +1,12 @@
 //! Flow verification (`VerifyFlow`, `kmirrorctl verify`): whether the destination
 //! holds what a flow mirrored, to run before a failover.
 //!
-//! I/O at the edges: the flow and its clusters from etcd; both clusters' topics,
-//! watermarks and topic configs; the flow's offset map entries from the
-//! destination; single records of both clusters (the newest record of a
-//! destination gap, to tell retention from drift; the sampled records). In the
+//! I/O at the edges: the flow and its clusters from etcd; both clusters' topics
+//! and topic configs; the flow's offset map entries from the destination, then
+//! both clusters' watermarks (in that order, so a running flow's latest entries
+//! never look like missing records); records of both clusters (the newest
+//! record of a destination gap, to tell retention from drift; the sampled
+//! records, read per partition in offset order, seeking over wide gaps). In the
 //! middle, [`checks`] decides about topics, configs and each partition's mirrored
 //! records, and [`samples`] about the records compared in content (both pure,
 //! unit-tested).
@@ -26,17 +28,17 @@ use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_proto::v1::{
     VerifiedPartition, VerifiedTopic, VerifyFinding, VerifyFlowRequest, VerifyFlowResponse,
 };
-use rdkafka::consumer::BaseConsumer;
 
 use self::checks::{
     check_partition, config_findings, missing_finding, partition_copies, topic_findings,
-    DestRetention, DestTopicState, Finding, PartitionCounts, Unverifiable, Watermarks,
+    DestRetention, DestTopicState, Finding, MissingRun, PartitionCounts, Unverifiable, Watermarks,
 };
 use self::samples::{
-    before_reading, judge_sample, pick_samples, BeforeReading, SampleOutcome, SampleRng,
+    before_reading, judge_sample, pick_samples, BeforeReading, SampleOutcome, SamplePick, SampleRng,
 };
 use super::reading::{
-    consumer, failed, read_map, read_record_at, record_reader, FlowClusters, SourcePartitionId,
+    consumer, failed, read_map, read_records, record_reader, FlowClusters, RecordsRead,
+    SourcePartitionId, WantedRecords,
 };
 use super::AdminService;
 use crate::error::CoordinatorError;
@@ -144,34 +146,34 @@ impl AdminService {
         }
 
         compare_configs(&flow, &source_client, &dest_client, &excluded, &mut plans).await?;
+        let timeout = self.kafka.timeout();
+        let entries = if dest_listing.partitions.contains_key(&map_topic) {
+            let (flow, dest, map_topic) = (flow.clone(), dest.clone(), map_topic.clone());
+            let wanted = compared_partitions(&plans);
+            blocking(move || {
+                let map_consumer = consumer(&dest, None)?;
+                read_map(&map_consumer, &flow, &map_topic, &wanted, timeout)
+                    .map_err(|error| failed(&dest, "reading the offset map", &error))
+            })
+            .await?
+        } else {
+            BTreeMap::new()
+        };
+        // After the map: every record an entry read names was in the destination
+        // before these watermarks were read, even while the flow runs.
         read_watermarks(&source, &source_client, &dest, &dest_client, &mut plans).await?;
 
         let seed = match request.seed {
             0 => uuid::Uuid::new_v4().as_u64_pair().0 | 1,
             seed => seed,
         };
-        let timeout = self.kafka.timeout();
-        let map_exists = dest_listing.partitions.contains_key(&map_topic);
-        let blocking_flow = flow.clone();
-        let blocking_map_topic = map_topic.clone();
         let sample = request.sample;
-        let (plans, partitions) = tokio::task::spawn_blocking(move || {
-            let reports = check_partitions(
-                &blocking_flow,
-                &source,
-                &dest,
-                &plans,
-                map_exists.then_some(blocking_map_topic.as_str()),
-                sample,
-                seed,
-                timeout,
-            )?;
-            Ok::<_, CoordinatorError>((plans, reports))
+        let (plans, partitions) = blocking(move || {
+            let reports =
+                check_partitions(&source, &dest, &plans, &entries, sample, seed, timeout)?;
+            Ok((plans, reports))
         })
-        .await
-        .map_err(|error| {
-            CoordinatorError::InvalidArgument(format!("verification failed: {error}"))
-        })??;
+        .await?;
 
         Ok(response(
             &flow,
@@ -182,6 +184,26 @@ impl AdminService {
             &unavailable_sources,
         ))
     }
+}
+
+/// Runs librdkafka's blocking calls on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
+) -> Result<T, CoordinatorError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        CoordinatorError::InvalidArgument(format!("verification failed: {error}"))
+    })?
+}
+
+/// The source partitions whose records are compared.
+fn compared_partitions(plans: &[TopicPlan]) -> BTreeSet<SourcePartitionId> {
+    plans
+        .iter()
+        .filter(|plan| plan.compare_partitions)
+        .flat_map(|plan| {
+            (0..plan.source_partitions).map(|partition| (plan.source_topic.clone(), partition))
+        })
+        .collect()
 }
 
 /// Compares each destination topic's synced configs with its source's, and reads
@@ -303,44 +325,32 @@ async fn read_watermarks(
     Ok(())
 }
 
-/// The blocking part: the map's entries, each partition's count check, the reads
-/// that tell retention from drift, and the samples.
-#[allow(clippy::too_many_arguments)]
+/// One partition on its way through the blocking part.
+struct PartitionWork<'a> {
+    plan: &'a TopicPlan,
+    partition: i32,
+    missing: Vec<MissingRun>,
+    /// Findings of the count check other than missing records.
+    check_findings: Vec<Finding>,
+    picks: Vec<SamplePick>,
+    report: PartitionReport,
+}
+
+/// The blocking part: each partition's count check (pure), the reads (the
+/// newest record of each destination gap, to tell retention from drift, and the
+/// sampled records: both clusters at once), then the judging (pure).
 fn check_partitions(
-    flow: &FlowSpec,
     source: &ClusterSpec,
     dest: &ClusterSpec,
     plans: &[TopicPlan],
-    map_topic_opt: Option<&str>,
+    entries: &BTreeMap<SourcePartitionId, Vec<MapEntry>>,
     sample: u32,
     seed: u64,
     timeout: Duration,
 ) -> Result<Vec<Vec<PartitionReport>>, CoordinatorError> {
-    let wanted: BTreeSet<SourcePartitionId> = plans
-        .iter()
-        .filter(|plan| plan.compare_partitions)
-        .flat_map(|plan| {
-            (0..plan.source_partitions).map(|partition| (plan.source_topic.clone(), partition))
-        })
-        .collect();
-    let mut entries: BTreeMap<SourcePartitionId, Vec<MapEntry>> = BTreeMap::new();
-    if let Some(map_topic) = map_topic_opt.filter(|_| !wanted.is_empty()) {
-        let map_consumer = consumer(dest, None)?;
-        entries = read_map(&map_consumer, flow, map_topic, &wanted, timeout)
-            .map_err(|error| failed(dest, "reading the offset map", &error))?;
-    }
-    let readers = Readers {
-        source,
-        dest,
-        source_reader: record_reader(source)?,
-        dest_reader: record_reader(dest)?,
-        timeout,
-    };
-    let now_ms = kmirror_common::now_ms();
     let mut rng = SampleRng::new(seed);
-    let mut reports = Vec::with_capacity(plans.len());
+    let mut work: Vec<PartitionWork<'_>> = Vec::new();
     for plan in plans {
-        let mut topic_reports = Vec::new();
         for (partition, &(source_marks, dest_marks)) in plan.watermarks.iter().enumerate() {
             let partition = partition as i32;
             let partition_entries = entries
@@ -349,114 +359,129 @@ fn check_partitions(
                 .unwrap_or_default();
             let copies = partition_copies(partition_entries, &plan.dest_topic, partition);
             let check = check_partition(&copies, source_marks, dest_marks);
-            let mut report = PartitionReport {
-                counts: check.counts,
-                source: source_marks,
-                dest: dest_marks,
-                tally: SampleTally::default(),
-                findings: Vec::new(),
-            };
-            for run in check.missing {
-                let newest_timestamp_opt = match plan.retention.retention_ms_opt {
-                    Some(_) => readers
-                        .source_record(&plan.source_topic, partition, run.source.last)?
-                        .filter(|record| record.offset == run.source.last)
-                        .and_then(|record| record.timestamp.to_millis()),
-                    None => None,
-                };
-                report.findings.push(missing_finding(
-                    run,
-                    dest_marks,
-                    newest_timestamp_opt,
-                    plan.retention,
-                    now_ms,
-                ));
-            }
-            report.findings.extend(check.findings);
-            if sample > 0 {
-                sample_partition(
-                    plan,
-                    partition,
-                    pick_samples(&copies.latest, sample, &mut rng),
-                    (source_marks, dest_marks),
-                    &readers,
-                    &mut report,
-                )?;
-            }
-            topic_reports.push(report);
+            work.push(PartitionWork {
+                plan,
+                partition,
+                missing: check.missing,
+                check_findings: check.findings,
+                picks: pick_samples(&copies.latest, sample, &mut rng),
+                report: PartitionReport {
+                    counts: check.counts,
+                    source: source_marks,
+                    dest: dest_marks,
+                    tally: SampleTally::default(),
+                    findings: Vec::new(),
+                },
+            });
         }
-        reports.push(topic_reports);
+    }
+
+    let mut source_wanted = WantedRecords::new();
+    let mut dest_wanted = WantedRecords::new();
+    for item in &work {
+        let source_id = (item.plan.source_topic.clone(), item.partition);
+        if item.plan.retention.retention_ms_opt.is_some() {
+            for run in &item.missing {
+                source_wanted
+                    .entry(source_id.clone())
+                    .or_default()
+                    .push(run.source.last);
+            }
+        }
+        for pick in &item.picks {
+            if before_reading(*pick, item.report.source, item.report.dest) == BeforeReading::Read {
+                source_wanted
+                    .entry(source_id.clone())
+                    .or_default()
+                    .push(pick.source_offset);
+                dest_wanted
+                    .entry((item.plan.dest_topic.clone(), item.partition))
+                    .or_default()
+                    .push(pick.dest_offset);
+            }
+        }
+    }
+    let (source_read, dest_read) = std::thread::scope(|scope| {
+        let source_reading = scope.spawn(|| read_from(source, source_wanted, timeout));
+        let dest_read = read_from(dest, dest_wanted, timeout);
+        let source_read = source_reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (source_read, dest_read)
+    });
+    let (source_read, dest_read) = (source_read?, dest_read?);
+
+    let now_ms = kmirror_common::now_ms();
+    let mut reports: Vec<Vec<PartitionReport>> = plans.iter().map(|_| Vec::new()).collect();
+    for mut item in work {
+        let source_topic = &item.plan.source_topic;
+        for run in &item.missing {
+            let newest_timestamp_opt = source_read
+                .get(&(source_topic.clone(), item.partition, run.source.last))
+                .and_then(Option::as_ref)
+                .filter(|record| record.offset == run.source.last)
+                .and_then(|record| record.timestamp.to_millis());
+            item.report.findings.push(missing_finding(
+                *run,
+                item.report.dest,
+                newest_timestamp_opt,
+                item.plan.retention,
+                now_ms,
+            ));
+        }
+        item.report.findings.append(&mut item.check_findings);
+        judge_samples(&mut item, &source_read, &dest_read);
+        let plan_index = plans
+            .iter()
+            .position(|plan| std::ptr::eq(plan, item.plan))
+            .expect("the partition's topic is planned");
+        reports[plan_index].push(item.report);
     }
     Ok(reports)
 }
 
-/// One record reader per cluster.
-struct Readers<'a> {
-    source: &'a ClusterSpec,
-    dest: &'a ClusterSpec,
-    source_reader: BaseConsumer,
-    dest_reader: BaseConsumer,
+/// Reads the wanted records of one cluster (none: no reader at all).
+fn read_from(
+    spec: &ClusterSpec,
+    mut wanted: WantedRecords,
     timeout: Duration,
+) -> Result<RecordsRead, CoordinatorError> {
+    wanted.retain(|_, offsets| !offsets.is_empty());
+    if wanted.is_empty() {
+        return Ok(RecordsRead::new());
+    }
+    for offsets in wanted.values_mut() {
+        offsets.sort_unstable();
+        offsets.dedup();
+    }
+    let reader = record_reader(spec)?;
+    read_records(&reader, &wanted, timeout)
+        .map_err(|error| failed(spec, "reading mirrored records", &error))
 }
 
-impl Readers<'_> {
-    fn source_record(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<super::reading::RecordRead>, CoordinatorError> {
-        read_record_at(&self.source_reader, topic, partition, offset, self.timeout).map_err(
-            |error| {
-                failed(
-                    self.source,
-                    &format!("reading {topic}/{partition} at offset {offset}"),
-                    &error,
-                )
-            },
-        )
-    }
-
-    fn dest_record(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<super::reading::RecordRead>, CoordinatorError> {
-        read_record_at(&self.dest_reader, topic, partition, offset, self.timeout).map_err(|error| {
-            failed(
-                self.dest,
-                &format!("reading {topic}/{partition} at offset {offset}"),
-                &error,
-            )
-        })
-    }
-}
-
-/// Compares the picked records of one partition and tallies the outcomes.
-fn sample_partition(
-    plan: &TopicPlan,
-    partition: i32,
-    picks: Vec<samples::SamplePick>,
-    (source_marks, dest_marks): (Watermarks, Watermarks),
-    readers: &Readers<'_>,
-    report: &mut PartitionReport,
-) -> Result<(), CoordinatorError> {
+/// Judges the picked records of one partition from what was read, and tallies
+/// the outcomes.
+fn judge_samples(item: &mut PartitionWork<'_>, source_read: &RecordsRead, dest_read: &RecordsRead) {
+    let report = &mut item.report;
     let mut unverifiable: BTreeMap<Unverifiable, u32> = BTreeMap::new();
-    for pick in picks {
+    for pick in &item.picks {
         report.tally.sampled += 1;
-        let outcome = match before_reading(pick, source_marks, dest_marks) {
+        let outcome = match before_reading(*pick, report.source, report.dest) {
             BeforeReading::Missing => {
                 report.tally.missing += 1;
                 continue;
             }
             BeforeReading::Unverifiable(reason) => SampleOutcome::Unverifiable(reason),
             BeforeReading::Read => {
+                let record = |read: &RecordsRead, topic: &str, offset: i64| {
+                    read.get(&(topic.to_string(), item.partition, offset))
+                        .cloned()
+                        .flatten()
+                };
                 let source_record =
-                    readers.source_record(&plan.source_topic, partition, pick.source_offset)?;
-                let dest_record =
-                    readers.dest_record(&plan.dest_topic, partition, pick.dest_offset)?;
-                judge_sample(pick, source_record.as_ref(), dest_record.as_ref())
+                    record(source_read, &item.plan.source_topic, pick.source_offset);
+                let dest_record = record(dest_read, &item.plan.dest_topic, pick.dest_offset);
+                judge_sample(*pick, source_record.as_ref(), dest_record.as_ref())
             }
         };
         match outcome {
@@ -480,7 +505,6 @@ fn sample_partition(
             .into_iter()
             .map(|(reason, records)| Finding::SamplesUnverifiable { reason, records }),
     );
-    Ok(())
 }
 
 /// The report as the wire carries it.

@@ -591,11 +591,24 @@ impl fmt::Display for Finding {
             Finding::ConfigsUnreadable { cause } => {
                 write!(f, "the topic configs cannot be read: {cause}")
             }
-            Finding::RecordsMissing { run, dest } => write!(
-                f,
-                "{} mirrored record(s) at destination {} are gone (the destination partition holds offsets {}..{}), while the source still holds them at {}",
-                run.records, run.dest, dest.low, dest.high, run.source
-            ),
+            Finding::RecordsMissing { run, dest } => {
+                let held = if dest.low < dest.high {
+                    format!(
+                        "the destination partition holds {}",
+                        OffsetRange {
+                            first: dest.low,
+                            last: dest.high - 1
+                        }
+                    )
+                } else {
+                    format!("the destination partition is empty at offset {}", dest.high)
+                };
+                write!(
+                    f,
+                    "{} mirrored record(s) at destination {} are gone ({held}), while the source still holds them at {}",
+                    run.records, run.dest, run.source
+                )
+            }
             Finding::DestRewritten { dest, records } => write!(
                 f,
                 "the offset map puts two different source records at each of destination {dest} ({records} record(s)): the destination partition was written again from an earlier offset (deleted and created again?)"

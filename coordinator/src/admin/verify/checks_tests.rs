@@ -72,6 +72,19 @@ fn a_deleted_record_is_missing_with_both_offsets() {
         }]
     );
     assert_eq!(check.counts.dest_held_records, 3);
+    let finding = missing_finding(
+        check.missing[0],
+        marks(1, 4),
+        None,
+        DestRetention {
+            retention_ms_opt: None,
+        },
+        0,
+    );
+    assert_eq!(
+        finding.to_string(),
+        "1 mirrored record(s) at destination offset 0 are gone (the destination partition holds offsets 1..=3), while the source still holds them at offset 0"
+    );
 }
 
 #[test]
@@ -103,7 +116,7 @@ fn a_partition_emptied_or_created_again_misses_every_record_in_one_run() {
     assert!(finding.is_drift());
     assert_eq!(
         finding.to_string(),
-        "5 mirrored record(s) at destination offsets 0..=4 are gone (the destination partition holds offsets 5..5), while the source still holds them at offsets 0..=5"
+        "5 mirrored record(s) at destination offsets 0..=4 are gone (the destination partition is empty at offset 5), while the source still holds them at offsets 0..=5"
     );
 }
 
