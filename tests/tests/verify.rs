@@ -2,8 +2,8 @@
 //! reported as not compared, a config the sync excludes is not compared), and
 //! finds what breaks a failover: a destination partition's data deleted, a record
 //! deleted (as `kafka-delete-records` does), a synced config changed, a
-//! destination topic deleted, then created again and written with other records.
-//! An unknown flow is a clear error.
+//! destination topic deleted, then created again and written with other records,
+//! the offset map deleted. An unknown flow is a clear error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -323,5 +323,36 @@ async fn verify_passes_on_a_healthy_flow_and_finds_deleted_data_a_changed_config
         "{text}"
     );
     assert!(text.stderr.contains("drifted"), "{text}");
+
+    // Without the offset map nothing mirrored can be checked: drift, not a pass.
+    let map_topic = drifted["map_topic"]
+        .as_str()
+        .expect("map topic")
+        .to_string();
+    delete_topic(Cluster::Dest, &map_topic).await?;
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "the offset map topic to be deleted",
+            || async {
+                match partition_count(Cluster::Dest, &map_topic).await {
+                    Ok(None) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    let without_map = fleet.ctl(["verify", &flow, "-o", "json"]).await;
+    assert_eq!(without_map.code, Some(1), "{without_map}");
+    let without_map = report(&without_map);
+    let map_missing: Vec<&Value> = without_map["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|finding| finding["kind"] == "map_missing")
+        .collect();
+    assert_eq!(map_missing.len(), 1, "{without_map}");
+    assert_eq!(map_missing[0]["dest_topic"], map_topic.as_str());
+    assert_eq!(map_missing[0]["source_topic"], Value::Null);
     Ok(())
 }

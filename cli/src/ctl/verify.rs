@@ -14,9 +14,10 @@
 //! "source_value","dest_value","source_first_offset","source_last_offset",
 //! "dest_first_offset","dest_last_offset","records"}]}`. Unknown or inapplicable
 //! values are null: `dest_partitions` of a missing topic, the offsets of a
-//! partition with nothing mirrored, a finding's `partition` when it is about the
-//! whole topic, its `config` fields unless it is about a config, its offsets
-//! when it names none.
+//! partition with nothing mirrored, a finding's `partition` when it is about a
+//! whole topic, its `source_topic` when it is about the flow (`map_missing`: its
+//! `dest_topic` is the map topic), its `config` fields unless it is about a
+//! config, its offsets when it names none.
 
 use kmirror_proto::v1::{
     VerifiedPartition, VerifiedTopic, VerifyFinding, VerifyFlowRequest, VerifyFlowResponse,
@@ -25,7 +26,7 @@ use serde::Serialize;
 
 use super::failure::Failure;
 use super::{Ctl, Outcome};
-use crate::output::{offset_cell, render, render_table};
+use crate::output::{offset_cell, or_dash, render, render_table};
 
 #[derive(Debug, Serialize)]
 struct VerifyJson {
@@ -73,7 +74,7 @@ struct PartitionJson {
 struct FindingJson {
     kind: String,
     drift: bool,
-    source_topic: String,
+    source_topic: Option<String>,
     dest_topic: String,
     partition: Option<i32>,
     detail: String,
@@ -133,7 +134,7 @@ impl From<&VerifyFinding> for FindingJson {
         Self {
             kind: finding.kind.clone(),
             drift: finding.drift,
-            source_topic: finding.source_topic.clone(),
+            source_topic: (!finding.source_topic.is_empty()).then(|| finding.source_topic.clone()),
             dest_topic: finding.dest_topic.clone(),
             partition: (finding.partition >= 0).then_some(finding.partition),
             detail: finding.detail.clone(),
@@ -271,7 +272,7 @@ pub(super) fn verify_text(answer: &VerifyFlowResponse, sample: u32, wide: bool) 
             .map(|finding| {
                 vec![
                     if finding.drift { "drift" } else { "note" }.to_string(),
-                    finding.source_topic.clone(),
+                    or_dash(&finding.source_topic),
                     offset_cell(i64::from(finding.partition)),
                     finding.detail.clone(),
                 ]

@@ -147,7 +147,8 @@ impl AdminService {
 
         compare_configs(&flow, &source_client, &dest_client, &excluded, &mut plans).await?;
         let timeout = self.kafka.timeout();
-        let entries = if dest_listing.partitions.contains_key(&map_topic) {
+        let map_exists = dest_listing.partitions.contains_key(&map_topic);
+        let entries = if map_exists {
             let (flow, dest, map_topic) = (flow.clone(), dest.clone(), map_topic.clone());
             let wanted = compared_partitions(&plans);
             blocking(move || {
@@ -175,13 +176,42 @@ impl AdminService {
         })
         .await?;
 
+        let mut flow_findings: Vec<VerifyFinding> = unavailable_sources
+            .iter()
+            .map(|(topic, cause)| VerifyFinding {
+                kind: "source_topic_unavailable".to_string(),
+                drift: true,
+                source_topic: topic.clone(),
+                dest_topic: flow.dest_topic(topic),
+                partition: -1,
+                detail: format!(
+                    "the source topic cannot be looked at now, so it is not verified: {cause}"
+                ),
+                ..no_offsets()
+            })
+            .collect();
+        if !map_exists && plans.iter().any(|plan| plan.compare_partitions) {
+            // Created before a flow's first record is written: without it nothing
+            // mirrored can be checked, nor any offset translated.
+            flow_findings.push(VerifyFinding {
+                kind: "map_missing".to_string(),
+                drift: true,
+                dest_topic: map_topic.clone(),
+                partition: -1,
+                detail: format!(
+                    "the offset map topic {map_topic} does not exist in cluster {}: no mirrored record can be checked, nor any offset translated",
+                    flow.dest_cluster
+                ),
+                ..no_offsets()
+            });
+        }
         Ok(response(
             &flow,
             map_topic,
             seed,
             &plans,
             &partitions,
-            &unavailable_sources,
+            flow_findings,
         ))
     }
 }
@@ -327,6 +357,7 @@ async fn read_watermarks(
 
 /// One partition on its way through the blocking part.
 struct PartitionWork<'a> {
+    plan_index: usize,
     plan: &'a TopicPlan,
     partition: i32,
     missing: Vec<MissingRun>,
@@ -350,7 +381,7 @@ fn check_partitions(
 ) -> Result<Vec<Vec<PartitionReport>>, CoordinatorError> {
     let mut rng = SampleRng::new(seed);
     let mut work: Vec<PartitionWork<'_>> = Vec::new();
-    for plan in plans {
+    for (plan_index, plan) in plans.iter().enumerate() {
         for (partition, &(source_marks, dest_marks)) in plan.watermarks.iter().enumerate() {
             let partition = partition as i32;
             let partition_entries = entries
@@ -360,6 +391,7 @@ fn check_partitions(
             let copies = partition_copies(partition_entries, &plan.dest_topic, partition);
             let check = check_partition(&copies, source_marks, dest_marks);
             work.push(PartitionWork {
+                plan_index,
                 plan,
                 partition,
                 missing: check.missing,
@@ -431,11 +463,7 @@ fn check_partitions(
         }
         item.report.findings.append(&mut item.check_findings);
         judge_samples(&mut item, &source_read, &dest_read);
-        let plan_index = plans
-            .iter()
-            .position(|plan| std::ptr::eq(plan, item.plan))
-            .expect("the partition's topic is planned");
-        reports[plan_index].push(item.report);
+        reports[item.plan_index].push(item.report);
     }
     Ok(reports)
 }
@@ -507,29 +535,17 @@ fn judge_samples(item: &mut PartitionWork<'_>, source_read: &RecordsRead, dest_r
     );
 }
 
-/// The report as the wire carries it.
+/// The report as the wire carries it: the findings about the flow as a whole
+/// first, then by topic and partition.
 fn response(
     flow: &FlowSpec,
     map_topic: String,
     seed: u64,
     plans: &[TopicPlan],
     partitions: &[Vec<PartitionReport>],
-    unavailable_sources: &[(String, String)],
+    flow_findings: Vec<VerifyFinding>,
 ) -> VerifyFlowResponse {
-    let mut findings: Vec<VerifyFinding> = Vec::new();
-    for (topic, cause) in unavailable_sources {
-        findings.push(VerifyFinding {
-            kind: "source_topic_unavailable".to_string(),
-            drift: true,
-            source_topic: topic.clone(),
-            dest_topic: flow.dest_topic(topic),
-            partition: -1,
-            detail: format!(
-                "the source topic cannot be looked at now, so it is not verified: {cause}"
-            ),
-            ..no_offsets()
-        });
-    }
+    let mut findings = flow_findings;
     let mut topics = Vec::with_capacity(plans.len());
     for (plan, reports) in plans.iter().zip(partitions) {
         for finding in &plan.findings {
