@@ -3,7 +3,8 @@
 //! in `args`, failures in `failure`, config files in `files`, and each group of
 //! commands in a module of its own: `clusters`, `flows`, `status` (with
 //! `--watch` and `assignments`), `members` (with drain and rebalance),
-//! `offsets` (translate) and `apply` (with `import` and `config show`).
+//! `offsets` (translate), `apply` (with `import` and `config show`) and
+//! `verify`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +40,7 @@ mod members;
 mod offsets;
 mod partitions;
 mod status;
+mod verify;
 
 pub use crate::values::{parse_property, parse_start, StartArg};
 pub use args::*;
@@ -255,6 +257,7 @@ impl Ctl {
                 Ok(String::from_utf8_lossy(&script).into_owned().into())
             }
             Command::Partition(command) => self.partition(command).await.map(Outcome::from),
+            Command::Verify { flow, sample, seed } => self.verify(flow, sample, seed).await,
         }
     }
 }

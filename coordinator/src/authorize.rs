@@ -8,8 +8,8 @@
 //!
 //! | role | may call |
 //! | --- | --- |
-//! | viewer | status, lists (clusters with secrets masked, flows, members, assignments) |
-//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, partition resets, the audit log |
+//! | viewer | status, lists (clusters with secrets masked, flows, members, assignments), offset translation, flow verification |
+//! | operator | what a viewer may, and flows (create, delete, pause, resume, so `apply`), drain, rebalance, group offset syncs, partition resets, the audit log |
 //! | admin | everything: clusters and their credentials too |
 //! | coordinator, fetcher, writer | what a viewer may: members are no admins |
 //!
@@ -57,6 +57,7 @@ pub fn allowed_roles(path: &str) -> (&'static [PeerRole], bool) {
     match method {
         "ListClusters" | "ListFlows" | "Status" | "ListMembers" | "ListAssignments"
         | "TranslateOffsets" => (READERS, false),
+        "VerifyFlow" => (READERS, false),
         "CreateFlow" | "DeleteFlow" | "PauseFlow" | "ResumeFlow" | "DrainMember" | "Rebalance"
         | "SyncGroupOffsets" => (OPERATORS, true),
         "ResetPartition" => (OPERATORS, true),
@@ -299,6 +300,7 @@ mod tests {
             "ListMembers",
             "ListAssignments",
             "TranslateOffsets",
+            "VerifyFlow",
         ] {
             assert!(may(PeerRole::Viewer, method), "{method}");
         }

@@ -423,43 +423,13 @@ impl ClusterClient {
         &self,
         topics: &[String],
     ) -> Result<BTreeMap<String, Result<Vec<(String, String)>, String>>, CoordinatorError> {
-        if topics.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let specifiers: Vec<ResourceSpecifier<'_>> = topics
-            .iter()
-            .map(|topic| ResourceSpecifier::Topic(topic))
-            .collect();
-        let admin = self.admin()?;
-        let results = admin
-            .describe_configs(&specifiers, &self.admin_options())
-            .await;
-        dispose_admin(admin);
-        let results = results.map_err(|error| self.failed("describing topic configs", &error))?;
-        let mut configs_by_topic = BTreeMap::new();
-        for (topic, result) in topics.iter().zip(results) {
-            let configs = match result {
-                Ok(resource) => Ok(resource
-                    .entries
-                    .iter()
-                    .filter(|entry| {
-                        !entry.is_read_only
-                            && !entry.is_sensitive
-                            && (entry.source == ConfigSource::DynamicTopic
-                                || ALWAYS_COPIED_CONFIGS.contains(&entry.name.as_str()))
-                    })
-                    .filter_map(|entry| {
-                        entry
-                            .value
-                            .as_ref()
-                            .map(|value| (entry.name.clone(), value.clone()))
-                    })
-                    .collect()),
-                Err(code) => Err(code_cause(code)),
-            };
-            configs_by_topic.insert(topic.clone(), configs);
-        }
-        Ok(configs_by_topic)
+        self.describe_topic_configs(topics, |entry| {
+            !entry.is_read_only
+                && !entry.is_sensitive
+                && (entry.source == ConfigSource::DynamicTopic
+                    || ALWAYS_COPIED_CONFIGS.contains(&entry.name.as_str()))
+        })
+        .await
     }
 
     /// The configs set on each topic itself (dynamic topic configs), by name.
@@ -467,6 +437,30 @@ impl ClusterClient {
         &self,
         topics: &[String],
     ) -> Result<BTreeMap<String, Result<BTreeMap<String, String>, String>>, CoordinatorError> {
+        let described = self
+            .describe_topic_configs(topics, |entry| entry.source == ConfigSource::DynamicTopic)
+            .await?;
+        Ok(by_name(described))
+    }
+
+    /// Every config value of each topic, whatever sets it (the topic, the broker,
+    /// Kafka's default), by name; sensitive ones left out.
+    pub async fn topic_config_values(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, Result<BTreeMap<String, String>, String>>, CoordinatorError> {
+        let described = self
+            .describe_topic_configs(topics, |entry| !entry.is_sensitive)
+            .await?;
+        Ok(by_name(described))
+    }
+
+    /// The values of each topic's configs that `keep` keeps.
+    async fn describe_topic_configs(
+        &self,
+        topics: &[String],
+        keep: impl Fn(&rdkafka::admin::ConfigEntry) -> bool,
+    ) -> Result<TopicConfigs<Vec<(String, String)>>, CoordinatorError> {
         if topics.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -488,7 +482,7 @@ impl ClusterClient {
                     Ok(resource) => Ok(resource
                         .entries
                         .iter()
-                        .filter(|entry| entry.source == ConfigSource::DynamicTopic)
+                        .filter(|entry| keep(entry))
                         .filter_map(|entry| {
                             entry
                                 .value
@@ -685,6 +679,16 @@ impl ClusterClient {
             tokio::task::spawn_blocking(move || drop(probe));
         }
     }
+}
+
+/// Each topic's configs as a map by name.
+fn by_name(
+    described: TopicConfigs<Vec<(String, String)>>,
+) -> TopicConfigs<BTreeMap<String, String>> {
+    described
+        .into_iter()
+        .map(|(topic, result)| (topic, result.map(|configs| configs.into_iter().collect())))
+        .collect()
 }
 
 fn client_config(spec: &ClusterSpec) -> Result<ClientConfig, CoordinatorError> {

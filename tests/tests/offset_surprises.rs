@@ -169,7 +169,7 @@ async fn a_retention_gap_holds_its_partition_with_the_offsets_lost_until_an_oper
     // source, as retention would: offsets 100..149 are gone.
     fleet.ctl(["flow", "pause", &flow]).await.assert_success();
     produce(Cluster::Source, &topic, records_into(0, 100, 100)).await?;
-    delete_records(Cluster::Source, &topic, 0, 150).await?;
+    delete_records(Cluster::Source, &topic, 0, rdkafka::Offset::Offset(150)).await?;
     fleet.ctl(["flow", "resume", &flow]).await.assert_success();
 
     let message = "source log start 150 passed checkpoint 100: offsets 100..149 lost";

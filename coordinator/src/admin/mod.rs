@@ -16,6 +16,8 @@
 //! | `partitions` | reset a held partition's checkpoint |
 //! | `rebalance` | rebalance, and its dry run |
 //! | `status` | status and the assignment listing |
+//! | `verify` | verify a flow: destination topics, configs, mirrored records |
+//! | `reading` | Kafka reads the data calls share: the offset map, single records |
 
 mod clusters;
 mod flow_spec;
@@ -24,8 +26,10 @@ mod group_offsets;
 mod members;
 pub(crate) mod offsets;
 mod partitions;
+pub(crate) mod reading;
 mod rebalance;
 mod status;
+mod verify;
 
 use etcd_client::Client;
 use kmirror_common::etcd::EtcdError;
@@ -44,6 +48,7 @@ use kmirror_proto::v1::{
     TranslateOffsetsResponse,
 };
 use kmirror_proto::v1::{ResetPartitionRequest, ResetPartitionResponse};
+use kmirror_proto::v1::{VerifyFlowRequest, VerifyFlowResponse};
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
@@ -282,6 +287,15 @@ impl Admin for AdminService {
     ) -> Result<Response<ResetPartitionResponse>, Status> {
         Ok(Response::new(
             AdminService::reset_partition(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_flow(
+        &self,
+        request: Request<VerifyFlowRequest>,
+    ) -> Result<Response<VerifyFlowResponse>, Status> {
+        Ok(Response::new(
+            AdminService::verify_flow(self, request.into_inner()).await?,
         ))
     }
 }

@@ -9,52 +9,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use kmirror_common::offset_map::{self, map_partition, MapEntry, MapKey, Translation};
+use kmirror_common::offset_map::{self, MapEntry, Translation};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
-use kmirror_common::FlowName;
 use kmirror_proto::v1::{
     OffsetTranslation, SourcePosition, TranslateOffsetsRequest, TranslateOffsetsResponse,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{not_found, AdminService};
+use super::reading::{consumer, failed, read_map, FlowClusters, SourcePartitionId};
+use super::AdminService;
 use crate::error::CoordinatorError;
-use crate::store::Sections;
 use crate::topic_filter::TopicFilter;
-
-/// Source partition: (topic, partition).
-pub(crate) type SourcePartitionId = (String, i32);
 
 impl AdminService {
     pub async fn translate_offsets(
         &self,
         request: TranslateOffsetsRequest,
     ) -> Result<TranslateOffsetsResponse, CoordinatorError> {
-        let flow_name = FlowName::new(request.flow.as_str())?;
-        let snapshot = self
-            .read(Sections {
-                flows: true,
-                clusters: true,
-                ..Sections::default()
-            })
-            .await?;
-        let flow = snapshot
-            .flows
-            .get(&flow_name)
-            .cloned()
-            .ok_or_else(|| not_found("flow", &flow_name))?;
-        let cluster = |name| {
-            snapshot
-                .clusters
-                .get(name)
-                .cloned()
-                .ok_or_else(|| not_found("cluster", name))
-        };
-        let source = cluster(&flow.source_cluster)?;
-        let dest = cluster(&flow.dest_cluster)?;
+        let FlowClusters { flow, source, dest } = self.flow_with_clusters(&request.flow).await?;
         if request.group.is_empty() && request.positions.is_empty() {
             return Err(CoordinatorError::InvalidArgument(
                 "name a source consumer group or at least one source position".into(),
@@ -224,33 +198,6 @@ pub fn translate_positions(
         .collect()
 }
 
-pub(crate) fn consumer(
-    spec: &ClusterSpec,
-    group_opt: Option<&str>,
-) -> Result<BaseConsumer, CoordinatorError> {
-    let role = kmirror_common::kafka::RoleSettings {
-        required: &[
-            ("client.id", "kmirror-coordinator"),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-        ],
-        defaults: &[],
-    };
-    let mut config = kmirror_common::kafka::client_config(spec, &role, &[])?;
-    // A group id is required by librdkafka's consumer even when no group is joined
-    // (reading the map assigns partitions by hand and commits nothing).
-    config.set(
-        "group.id",
-        group_opt.unwrap_or("kmirror-offset-translation"),
-    );
-    config.create().map_err(|error| {
-        CoordinatorError::InvalidArgument(format!(
-            "invalid client properties for cluster {}: {error}",
-            spec.name
-        ))
-    })
-}
-
 /// The group's committed offsets on every partition of the flow's topics.
 pub(crate) fn group_positions(
     consumer: &BaseConsumer,
@@ -279,74 +226,6 @@ pub(crate) fn group_positions(
             _ => None,
         })
         .collect())
-}
-
-/// The map entries of the wanted source partitions of the flow: each map
-/// partition holding one is read from its start to its end.
-pub(crate) fn read_map(
-    consumer: &BaseConsumer,
-    flow: &FlowSpec,
-    map_topic: &str,
-    wanted: &BTreeSet<SourcePartitionId>,
-    timeout: Duration,
-) -> Result<BTreeMap<SourcePartitionId, Vec<MapEntry>>, KafkaError> {
-    let flow_name = flow.name.as_str();
-    let map_partitions: BTreeSet<i32> = wanted
-        .iter()
-        .map(|(topic, partition)| map_partition(flow_name, topic, *partition))
-        .collect();
-    let mut entries: BTreeMap<SourcePartitionId, Vec<MapEntry>> = BTreeMap::new();
-    for map_partition in map_partitions {
-        let (low, high) = consumer.fetch_watermarks(map_topic, map_partition, timeout)?;
-        if high <= low {
-            continue;
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(map_topic, map_partition, Offset::Offset(low))?;
-        consumer.assign(&assignment)?;
-        let deadline = std::time::Instant::now() + timeout.max(Duration::from_secs(30));
-        let mut next = low;
-        while next < high {
-            if std::time::Instant::now() > deadline {
-                return Err(KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                ));
-            }
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let message = message?;
-            next = message.offset() + 1;
-            let (Some(key), Some(value)) = (message.key(), message.payload()) else {
-                continue;
-            };
-            // An entry this version cannot read is skipped: its offsets then read
-            // as not mirrored, never as a guess.
-            let (Ok(key), Ok(entry)) = (MapKey::decode(key), MapEntry::decode(value)) else {
-                tracing::warn!(
-                    topic = map_topic,
-                    partition = map_partition,
-                    offset = message.offset(),
-                    "skipping an offset map record that cannot be decoded"
-                );
-                continue;
-            };
-            let id = (key.topic, key.partition);
-            if key.flow == flow_name && wanted.contains(&id) {
-                entries.entry(id).or_default().push(entry);
-            }
-        }
-    }
-    consumer.unassign()?;
-    Ok(entries)
-}
-
-pub(crate) fn failed(spec: &ClusterSpec, action: &str, error: &KafkaError) -> CoordinatorError {
-    CoordinatorError::Kafka {
-        cluster: spec.name.to_string(),
-        action: action.to_string(),
-        cause: crate::kafka::kafka_cause(error),
-    }
 }
 
 #[cfg(test)]

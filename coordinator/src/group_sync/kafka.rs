@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::decide::DestGroup;
-use crate::admin::offsets::{consumer, read_map, SourcePartitionId};
+use crate::admin::reading::{consumer, read_map, SourcePartitionId};
 use crate::error::CoordinatorError;
 
 /// Where the map entries of a sync come from.
@@ -184,7 +184,7 @@ pub fn committed_positions(
     let group_consumer = consumer(source, Some(group))?;
     crate::admin::offsets::group_positions(&group_consumer, source_counts, timeout).map_err(
         |error| {
-            crate::admin::offsets::failed(source, "reading a group's committed offsets", &error)
+            crate::admin::reading::failed(source, "reading a group's committed offsets", &error)
         },
     )
 }

@@ -33,7 +33,8 @@ use tracing::{debug, warn, Instrument};
 
 use self::decide::{decide_group, SyncOptions, COMMITTED, FAILED};
 use self::kafka::{MapCache, MapSource};
-use crate::admin::offsets::{consumer, failed, translate_positions, SourcePartitionId};
+use crate::admin::offsets::translate_positions;
+use crate::admin::reading::{consumer, failed, SourcePartitionId};
 use crate::error::CoordinatorError;
 use crate::kafka::KafkaClients;
 use crate::store::{fenced_write, read_snapshot, Sections};

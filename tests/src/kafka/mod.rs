@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `cluster` | which cluster, request timeouts, blocking work off the async threads |
 //! | `records` | records produced and read back, and comparing them |
-//! | `topics` | creating, growing, configuring and deleting topics; watermarks |
+//! | `topics` | creating, growing, configuring and deleting topics, deleting records; watermarks |
 //! | `produce` | producing, plain and transactional |
 //! | `read` | reading a whole topic back |
 //! | `groups` | consuming as a group member, and a group's committed offsets |

@@ -1,5 +1,5 @@
 //! Topics: creating (and waiting for their leaders), growing, configuring and
-//! deleting them, their partition counts and watermarks.
+//! deleting them, deleting their records, their partition counts and watermarks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,28 +250,35 @@ pub async fn delete_topic(cluster: Cluster, topic: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a partition's records before `before_offset` (Kafka's DeleteRecords,
-/// what retention does), moving its log start there.
+/// Deletes the records of a partition before `before` (what
+/// `kafka-delete-records` does; `Offset::End` empties it). Returns the new log
+/// start offset.
 pub async fn delete_records(
     cluster: Cluster,
     topic: &str,
     partition: i32,
-    before_offset: i64,
-) -> Result<()> {
+    before: rdkafka::Offset,
+) -> Result<i64> {
     let admin = admin_client(cluster)?;
-    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
     let mut offsets = rdkafka::TopicPartitionList::new();
-    offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(before_offset))?;
-    let result = admin
+    offsets.add_partition_offset(topic, partition, before)?;
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let deleted = admin
         .delete_records(&offsets, &options)
         .await
         .with_context(|| {
             format!("cannot delete records of {topic}/{partition} in the {cluster} cluster")
         })?;
-    for element in result.elements() {
-        element.error().map_err(|error| {
-            anyhow!("cannot delete records of {topic}/{partition} before {before_offset} in the {cluster} cluster: {error}")
-        })?;
+    let element = deleted
+        .find_partition(topic, partition)
+        .ok_or_else(|| anyhow!("no answer for {topic}/{partition}"))?;
+    element.error().with_context(|| {
+        format!("cannot delete records of {topic}/{partition} in the {cluster} cluster")
+    })?;
+    match element.offset() {
+        rdkafka::Offset::Offset(low) => Ok(low),
+        other => Err(anyhow!(
+            "unexpected log start {other:?} of {topic}/{partition}"
+        )),
     }
-    Ok(())
 }
