@@ -256,7 +256,10 @@ mod tests {
         access.answered(&source);
         assert_eq!(delay_gauge(&source), 0.0);
         assert_eq!(access.refused(&source, RefusalCause::Tls, now).as_secs(), 1);
-        assert_eq!(access.paused(&source, now).unwrap().cause, RefusalCause::Tls);
+        assert_eq!(
+            access.paused(&source, now).unwrap().cause,
+            RefusalCause::Tls
+        );
     }
 
     #[test]
