@@ -3,14 +3,19 @@
 //! cluster again.
 //!
 //! A refusal does not go away by asking again: a wrong password fails every
-//! login until an operator fixes it. So each member keeps, per cluster, a pause
-//! that starts at [`FIRST_PAUSE`] and doubles with every refused attempt up to
-//! [`MAX_PAUSE`]; while it runs, the member makes no new attempt on that cluster
-//! (the coordinator builds no client, a fetcher no consumer, a writer produces no
-//! batch there). Refusals that arrive during a pause belong to the attempt that
-//! started it (several brokers, several batches of one wave) and do not double it
-//! again. The first answer from the cluster ends it. A cluster whose stored
-//! settings changed (`kmirrorctl cluster add --replace`) is tried at once.
+//! login until an operator fixes it. So each member keeps, per cluster it cannot
+//! log in to (authentication, TLS), a pause that starts at [`FIRST_PAUSE`] and
+//! doubles with every refused attempt up to [`MAX_PAUSE`]; while it runs, the
+//! member makes no new attempt on that cluster (the coordinator builds no client,
+//! a fetcher no consumer, a writer produces no batch there). Refusals that arrive
+//! during a pause belong to the attempt that started it (several brokers,
+//! several batches of one wave) and do not double it again. The first answer
+//! from the cluster ends it. A cluster whose stored settings changed
+//! (`kmirrorctl cluster add --replace`) is tried at once.
+//!
+//! An ACL that denies one topic is no reason to stop the cluster's other topics:
+//! such a refusal is only counted ([`ClusterAccess::refused_request`]), and the
+//! partition it stopped is retried after the fetcher's `--retry-backoff`.
 //!
 //! What each member sees is exported (labels: cluster name and cause only):
 //! `kmirror_cluster_access_failures_total{cluster,cause}` counts refusals, and
@@ -64,6 +69,12 @@ impl RefusalCause {
             | Code::DelegationTokenAuthorizationFailed => Some(Self::Authorization),
             _ => None,
         }
+    }
+
+    /// Whether the refusal is the whole cluster's (a login, a handshake) rather
+    /// than one request's (an ACL): only those pause the cluster.
+    pub fn refuses_the_cluster(self) -> bool {
+        self != Self::Authorization
     }
 
     /// The value of the metrics' `cause` label.
@@ -132,10 +143,7 @@ impl ClusterAccess {
     /// starts (or doubles, when this is a new attempt after an earlier pause).
     /// Returns what is left of the pause.
     pub fn refused(&self, cluster: &ClusterName, cause: RefusalCause, now: Instant) -> Duration {
-        metrics()
-            .cluster_access_failures
-            .get_or_create(&failure_labels(cluster, cause))
-            .inc();
+        self.refused_request(cluster, cause);
         let mut pauses = self.pauses.lock().expect("cluster access lock poisoned");
         let length = match pauses.get(cluster) {
             Some(pause) if pause.until > now => return pause.remaining(now),
@@ -156,6 +164,25 @@ impl ClusterAccess {
             .get_or_create(&delay_labels(cluster))
             .set(length.as_secs_f64());
         length
+    }
+
+    /// A refusal as what it is: [`ClusterAccess::refused`] when it refuses the
+    /// whole cluster, [`ClusterAccess::refused_request`] otherwise.
+    pub fn record(&self, cluster: &ClusterName, cause: RefusalCause, now: Instant) {
+        if cause.refuses_the_cluster() {
+            self.refused(cluster, cause, now);
+        } else {
+            self.refused_request(cluster, cause);
+        }
+    }
+
+    /// `cluster` refused one request for `cause` (an ACL denied a topic) while it
+    /// answers others: counted, nothing pauses.
+    pub fn refused_request(&self, cluster: &ClusterName, cause: RefusalCause) {
+        metrics()
+            .cluster_access_failures
+            .get_or_create(&failure_labels(cluster, cause))
+            .inc();
     }
 
     /// The running pause of `cluster` at `now`, if any: no attempt is made until

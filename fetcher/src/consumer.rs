@@ -9,12 +9,14 @@
 //! by the core.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::ClusterSpec;
-use kmirror_common::{FlowName, PartitionKey};
+use kmirror_common::{ClusterName, FlowName, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
 
 use rdkafka::client::ClientContext;
@@ -28,6 +30,10 @@ use tracing::{debug, warn};
 use crate::batch_poll::{BatchConsumer, MessageBatch, RawMessage};
 use crate::budget::{InFlightBudget, Reservation};
 use crate::telemetry::SourceEnds;
+
+mod refusals;
+
+pub use refusals::Refusal;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
@@ -135,10 +141,16 @@ pub enum Fetched {
         generation: u64,
         next_offset: i64,
     },
+    /// The source cluster refused the consumer or one of its partitions.
+    Refused(Refusal),
 }
+
+/// Numbers the consumers of the process (see [`Refusal::consumer_id`]).
+static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Handle to a running consumer thread. Dropping it stops the thread.
 pub struct ConsumerHandle {
+    pub id: u64,
     command_tx: std_mpsc::Sender<ConsumerCommand>,
     pub cluster: ClusterSpec,
     /// Source end offsets of the partitions, for the lag metrics.
@@ -166,8 +178,13 @@ pub fn spawn(
         source_config(&cluster)?.create_with_context(context)?;
     let consumer = BatchConsumer::new(consumer);
     let (command_tx, command_rx) = std_mpsc::channel();
+    let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
     let poller = Poller {
         flow,
+        cluster: cluster.name.clone(),
+        consumer_id: id,
+        refusal_reported: false,
+        refused_partitions: HashMap::new(),
         consumer,
         command_rx,
         fetched_tx,
@@ -181,6 +198,7 @@ pub fn spawn(
         .spawn(move || poller.run())
         .expect("a consumer thread can be spawned");
     Ok(ConsumerHandle {
+        id,
         command_tx,
         cluster,
         ends,
@@ -394,6 +412,13 @@ impl ConsumerContext for SourceContext {}
 
 struct Poller {
     flow: FlowName,
+    cluster: ClusterName,
+    consumer_id: u64,
+    /// Whether a refusal of the consumer was reported (once is enough: the core
+    /// drops the consumer).
+    refusal_reported: bool,
+    /// Partitions whose refusal was reported, with the generation it was met under.
+    refused_partitions: HashMap<(String, i32), u64>,
     consumer: BatchConsumer<SourceContext>,
     command_rx: std_mpsc::Receiver<ConsumerCommand>,
     fetched_tx: mpsc::Sender<Fetched>,
@@ -548,6 +573,9 @@ impl Poller {
                 Err(KafkaError::PartitionEOF(_)) => {}
                 Err(error) => {
                     warn!(flow = %self.flow, %error, "source consumer error");
+                    if !self.report_refusal(None, &error) {
+                        return false;
+                    }
                     break;
                 }
             }
@@ -575,15 +603,22 @@ impl Poller {
                     // Everything before the end offset was read: records, and
                     // transaction markers and aborted records, which are not.
                     Some(RDKafkaErrorCode::PartitionEOF) => round.end(&message),
-                    Some(error) => warn!(
-                        flow = %self.flow,
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        error = %KafkaError::MessageConsumption(error),
-                        "source consumer error"
-                    ),
+                    Some(error) => {
+                        let error = KafkaError::MessageConsumption(error);
+                        warn!(flow = %self.flow, topic = message.topic(), partition = message.partition(), %error, "source consumer error");
+                        let key = (message.topic().to_string(), message.partition());
+                        round.errors.push((key, error));
+                    }
                 }
             }
+        }
+        for ((topic, partition), error) in std::mem::take(&mut round.errors) {
+            if !self.report_refusal(Some((&topic, partition)), &error) {
+                return false;
+            }
+        }
+        if round.bytes > 0 || !round.ends.is_empty() {
+            cluster_access().answered(&self.cluster);
         }
         let gathering = round.partitions;
         for PartitionGathering {
@@ -660,6 +695,8 @@ struct Round {
     bytes: usize,
     /// Partitions whose end was reached, with the end offset, in order.
     ends: Vec<((String, i32), i64)>,
+    /// Errors of partitions (a fetch an ACL denies, ...).
+    errors: Vec<((String, i32), KafkaError)>,
 }
 
 impl Round {

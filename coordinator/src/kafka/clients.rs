@@ -93,7 +93,7 @@ impl ClientContext for ClusterContext {
         } else {
             without_retry_details(reason).to_string()
         };
-        if let Some(cause) = RefusalCause::of(&error) {
+        if let Some(cause) = RefusalCause::of(&error).filter(|cause| cause.refuses_the_cluster()) {
             *self.refusal.lock().expect("refusal lock poisoned") = Some((cause, reason.clone()));
         }
         *self.last_error.lock().expect("last error lock poisoned") = Some((Instant::now(), reason));
