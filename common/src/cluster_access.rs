@@ -20,7 +20,7 @@
 //! What each member sees is exported (labels: cluster name and cause only):
 //! `kmirror_cluster_access_failures_total{cluster,cause}` counts refusals, and
 //! `kmirror_cluster_retry_delay_seconds{cluster}` is the current pause, 0 once the
-//! cluster answered.
+//! cluster answered (or the member no longer uses it).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -197,6 +197,12 @@ impl ClusterAccess {
             .get(cluster)
             .filter(|pause| pause.until > now)
             .copied()
+    }
+
+    /// This member no longer uses `cluster` (its flows moved away, it was
+    /// deleted): a pause would only be a stale figure on the metrics.
+    pub fn forget(&self, cluster: &ClusterName) {
+        self.answered(cluster);
     }
 
     /// `cluster` answered: its pause ends and the next refusal starts from the

@@ -16,7 +16,7 @@ use std::time::Duration;
 use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::membership::LeaseGuard;
 use kmirror_common::schema::{ClusterSpec, PartitionError};
-use kmirror_common::{FlowName, MemberId, PartitionKey};
+use kmirror_common::{ClusterName, FlowName, MemberId, PartitionKey};
 use kmirror_proto::frame::Compression;
 use kmirror_proto::v1::{Batch, BatchAck, WorkerPartition};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -210,6 +210,7 @@ impl Core {
                 .keys()
                 .any(|partition| &partition.flow == flow)
         });
+        self.forget_unused_sources();
         let waiting: Vec<PartitionKey> = self
             .partitions
             .iter()
@@ -218,6 +219,21 @@ impl Core {
             .collect();
         for key in waiting {
             self.start(&key);
+        }
+    }
+
+    /// Forgets the pauses of source clusters no partition here reads any more.
+    fn forget_unused_sources(&self) {
+        let in_use: HashSet<&ClusterName> = self
+            .partitions
+            .keys()
+            .filter_map(|partition| self.sources.get(&partition.flow))
+            .map(|cluster| &cluster.name)
+            .collect();
+        for cluster in self.sources.values() {
+            if !in_use.contains(&cluster.name) {
+                cluster_access().forget(&cluster.name);
+            }
         }
     }
 

@@ -175,17 +175,20 @@ impl KafkaClients {
         Ok(client)
     }
 
-    /// Drops the clients of clusters that are no longer defined.
+    /// Drops the clients, refusals and pauses of clusters that are no longer
+    /// defined.
     pub fn retain(&self, defined: &BTreeMap<ClusterName, ClusterSpec>) {
         let mut state = self.state.lock().expect("kafka client cache lock poisoned");
-        state.refused.retain(|name, _| defined.contains_key(name));
         let stale: Vec<ClusterName> = state
             .cache
             .keys()
+            .chain(state.refused.keys())
             .filter(|name| !defined.contains_key(*name))
             .cloned()
             .collect();
         for name in stale {
+            state.refused.remove(&name);
+            cluster_access().forget(&name);
             if let Some(client) = state.cache.remove(&name) {
                 client.dispose();
             }
