@@ -588,10 +588,17 @@ impl ClusterClient {
     }
 }
 
+/// The coordinator's client settings. While a request waits, librdkafka logs in
+/// again after 100 ms, doubling: a cluster that refuses the login would see half
+/// a dozen attempts within one metadata call's timeout. The coordinator is no
+/// part of the data path, so its clients wait 5 s before connecting again (a
+/// call then makes at most two attempts before its refusal pauses the cluster).
+const CLIENT_DEFAULTS: &[(&str, &str)] = &[("reconnect.backoff.ms", "5000")];
+
 fn client_config(spec: &ClusterSpec) -> Result<ClientConfig, CoordinatorError> {
     let role = kmirror_common::kafka::RoleSettings {
         required: &[("client.id", "kmirror-coordinator")],
-        defaults: &[],
+        defaults: CLIENT_DEFAULTS,
     };
     Ok(kmirror_common::kafka::client_config(spec, &role, &[])?)
 }
