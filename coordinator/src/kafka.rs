@@ -14,10 +14,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::ClusterName;
 use rdkafka::admin::{
@@ -35,7 +35,7 @@ use crate::error::CoordinatorError;
 mod clients;
 
 pub use clients::KafkaClients;
-use clients::{client_refused, ClusterContext, RefusalSink};
+use clients::{client_answered, client_refused, ClusterContext, RefusalSink, RETRY_CALL_TIMEOUT};
 
 type Admin = AdminClient<ClusterContext>;
 type Probe = BaseProducer<ClusterContext>;
@@ -211,6 +211,9 @@ pub struct ClusterClient {
     cluster_id: Arc<Mutex<Option<String>>>,
     /// Where a refusal is reported ([`KafkaClients`] sets it on the clients it caches).
     refusal_sink: RefusalSink,
+    /// Built to ask a cluster that refused the settings again, after its pause:
+    /// its first calls wait [`RETRY_CALL_TIMEOUT`] only, until the cluster answers.
+    retrying: Arc<AtomicBool>,
 }
 
 impl ClusterClient {
@@ -225,7 +228,17 @@ impl ClusterClient {
             timeout,
             cluster_id: Arc::new(Mutex::new(None)),
             refusal_sink: RefusalSink::new(),
+            retrying: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// How long a metadata call may wait: shorter while the client retries a
+    /// cluster that refused it.
+    fn metadata_timeout(&self) -> Duration {
+        match self.retrying.load(Ordering::Acquire) {
+            true => self.timeout.min(RETRY_CALL_TIMEOUT),
+            false => self.timeout,
+        }
     }
 
     fn is_same_client(&self, other: &ClusterClient) -> bool {
@@ -238,7 +251,7 @@ impl ClusterClient {
         if let Some(known) = self.cluster_id.lock().expect("cluster id lock").clone() {
             return Some(known);
         }
-        let timeout = self.timeout;
+        let timeout = self.metadata_timeout();
         let read = self
             .blocking(move |probe| probe.client().fetch_cluster_id(timeout))
             .await
@@ -284,7 +297,7 @@ impl ClusterClient {
 
     /// Lists the cluster's topics. An error here means the cluster cannot be reached.
     pub async fn list_topics(&self) -> Result<TopicListing, CoordinatorError> {
-        let timeout = self.timeout;
+        let timeout = self.metadata_timeout();
         let metadata = self
             .blocking(move |probe| probe.client().fetch_metadata(None, timeout))
             .await
@@ -298,7 +311,7 @@ impl ClusterClient {
                     .unwrap_or_else(|| kafka_cause(&error));
                 self.unreachable(cause)
             })?;
-        cluster_access().answered(self.name());
+        client_answered(self);
         let mut listing = TopicListing::default();
         for topic in metadata.topics() {
             match topic.error() {

@@ -10,6 +10,7 @@
 //! `kmirrorctl status` keeps showing it. New settings are tried at once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,11 @@ use tracing::{debug, warn};
 
 use super::{kafka_cause, without_retry_details, ClusterClient};
 use crate::error::CoordinatorError;
+
+/// How long a client asking a refusing cluster again waits for its metadata: less
+/// than the 5 s its clients wait before reconnecting (`CLIENT_DEFAULTS`, less a
+/// quarter of jitter), so the attempt is one login.
+pub(super) const RETRY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Keeps the last error librdkafka reported for a cluster: "connect to
 /// ipv4#10.0.0.1:9092 failed: Connection refused" says more than the "broker
@@ -169,6 +175,9 @@ impl KafkaClients {
         }
         let mut client = ClusterClient::build(spec, self.timeout)?;
         client.refusal_sink = Arc::downgrade(&self.state);
+        if state.refused.contains_key(&spec.name) {
+            client.retrying.store(true, Ordering::Release);
+        }
         if let Some(replaced) = state.cache.insert(spec.name.clone(), client.clone()) {
             replaced.dispose();
         }
@@ -193,6 +202,19 @@ impl KafkaClients {
                 client.dispose();
             }
         }
+    }
+}
+
+/// `client`'s cluster answered it: the pause ends, and a client that retried
+/// the cluster becomes an ordinary one.
+pub(super) fn client_answered(client: &ClusterClient) {
+    cluster_access().answered(client.name());
+    if !client.retrying.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(state) = client.refusal_sink.upgrade() {
+        let mut state = state.lock().expect("kafka client cache lock poisoned");
+        state.refused.remove(client.name());
     }
 }
 
@@ -240,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_client_is_dropped_and_its_settings_wait_for_the_pause_new_ones_do_not() {
-        let clients = KafkaClients::new(Duration::from_secs(1));
+        let clients = KafkaClients::new(Duration::from_secs(10));
         let refused = spec("clients-refused", "old");
         let client = clients.client(&refused).unwrap();
         client_refused(
@@ -257,6 +279,14 @@ mod tests {
             Err(other) => panic!("not the refusal: {other}"),
             Ok(_) => panic!("a client was built for refused settings during the pause"),
         }
+        // After the pause the same settings are asked again, briefly, until the
+        // cluster answers.
+        cluster_access().retry_now(&refused.name, Instant::now());
+        let retrying = clients.client(&refused).unwrap();
+        assert_eq!(retrying.metadata_timeout(), RETRY_CALL_TIMEOUT);
+        client_answered(&retrying);
+        assert_eq!(retrying.metadata_timeout(), Duration::from_secs(10));
+
         let fixed = spec("clients-refused", "new");
         let rebuilt = clients.client(&fixed).unwrap();
         assert!(!rebuilt.is_same_client(&client));
