@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub type DestinationProducer = ThreadedProducer<DeliveryContext>;
 
@@ -181,6 +181,11 @@ impl DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        // "1/1 brokers are down" follows every connection failure.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            debug!(cluster = %self.cluster, %error, reason, "destination client error");
+            return;
+        }
         warn!(cluster = %self.cluster, %error, reason, "destination client error");
         if let Some(cause) = RefusalCause::of(&error) {
             cluster_access().record(&self.cluster, cause, Instant::now());

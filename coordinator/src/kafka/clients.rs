@@ -153,20 +153,22 @@ impl KafkaClients {
         }
         let now = Instant::now();
         match state.refused.get(&spec.name) {
-            Some(refused) if refused.spec == *spec => {
-                if cluster_access().paused(&spec.name, now).is_some() {
-                    return Err(CoordinatorError::ClusterUnreachable {
-                        cluster: spec.name.to_string(),
-                        bootstrap: spec.bootstrap_servers.clone(),
-                        cause: format!(
-                            "{} (refused: {}; asked again after a pause that doubles up to {} s)",
-                            refused.reason,
-                            refused.cause,
-                            kmirror_common::cluster_access::MAX_PAUSE.as_secs()
-                        ),
-                    });
-                }
+            Some(refused)
+                if refused.spec == *spec && cluster_access().paused(&spec.name, now).is_some() =>
+            {
+                return Err(CoordinatorError::ClusterUnreachable {
+                    cluster: spec.name.to_string(),
+                    bootstrap: spec.bootstrap_servers.clone(),
+                    cause: format!(
+                        "{} (refused: {}; asked again after a pause that doubles up to {} s)",
+                        refused.reason,
+                        refused.cause,
+                        kmirror_common::cluster_access::MAX_PAUSE.as_secs()
+                    ),
+                });
             }
+            // The pause is over: the same settings are asked again.
+            Some(refused) if refused.spec == *spec => {}
             Some(_) => {
                 state.refused.remove(&spec.name);
                 cluster_access().retry_now(&spec.name, now);
