@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod cluster_access;
 pub mod config_file;
 pub mod etcd;
 pub mod health;

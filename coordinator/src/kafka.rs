@@ -9,12 +9,14 @@
 //! handle that is never produced to: unlike rdkafka's `AdminClient`, it can be
 //! polled, which serves librdkafka's logs and errors (they would otherwise pile up
 //! in its main queue for as long as the client lives). A `ClientConfig` is never
-//! logged (its `Debug` prints secrets).
+//! logged (its `Debug` prints secrets). The cache, and what a cluster that
+//! refuses the coordinator's client gets instead of a client, are in [`clients`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::ClusterName;
@@ -22,86 +24,24 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
     ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{debug, warn};
 
 use crate::error::CoordinatorError;
+
+mod clients;
+
+pub use clients::KafkaClients;
+use clients::{client_answered, client_refused, ClusterContext, RefusalSink, RETRY_CALL_TIMEOUT};
 
 type Admin = AdminClient<ClusterContext>;
 type Probe = BaseProducer<ClusterContext>;
 
 /// How long each use of the cached client serves its queued logs and errors.
 const EVENT_SERVE_TIME: Duration = Duration::from_millis(10);
-
-/// Keeps the last error librdkafka reported for a cluster: "connect to
-/// ipv4#10.0.0.1:9092 failed: Connection refused" says more than the "broker
-/// transport failure" the failed request returns.
-struct ClusterContext {
-    cluster: ClusterName,
-    last_error: Mutex<Option<(Instant, String)>>,
-}
-
-impl ClusterContext {
-    fn new(cluster: ClusterName) -> Self {
-        Self {
-            cluster,
-            last_error: Mutex::new(None),
-        }
-    }
-
-    /// The last reported error, if it is recent enough to explain a request that
-    /// just failed after `window`.
-    fn recent_error(&self, window: Duration) -> Option<String> {
-        let last_error = self.last_error.lock().expect("last error lock poisoned");
-        last_error
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() <= window + Duration::from_secs(1))
-            .map(|(_, reason)| reason.clone())
-    }
-}
-
-impl ProducerContext for ClusterContext {
-    type DeliveryOpaque = ();
-
-    /// Nothing is ever produced through the cluster client.
-    fn delivery(&self, _delivery_result: &DeliveryResult<'_>, _delivery_opaque: ()) {}
-}
-
-impl ClientContext for ClusterContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => {
-                warn!(cluster = %self.cluster, facility, message, "librdkafka")
-            }
-            _ => debug!(cluster = %self.cluster, facility, message, "librdkafka"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(cluster = %self.cluster, %error, reason, "librdkafka error");
-        // "1/1 brokers are down" follows every connection failure and would hide its
-        // cause.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            return;
-        }
-        let reason = if reason.is_empty() {
-            kafka_cause(&error)
-        } else {
-            without_retry_details(reason).to_string()
-        };
-        *self.last_error.lock().expect("last error lock poisoned") = Some((Instant::now(), reason));
-    }
-}
 
 /// Topic configs always copied to a new destination topic, whatever their source
 /// (a broker default on the source may differ from the destination's).
@@ -111,57 +51,6 @@ const ALWAYS_COPIED_CONFIGS: [&str; 4] = [
     "max.message.bytes",
     "compression.type",
 ];
-
-/// Admin clients shared by the reconciler and the admin API, one per cluster, built
-/// again when the cluster's stored spec changes.
-#[derive(Clone)]
-pub struct KafkaClients {
-    cache: Arc<Mutex<HashMap<ClusterName, ClusterClient>>>,
-    timeout: Duration,
-}
-
-impl KafkaClients {
-    pub fn new(timeout: Duration) -> Self {
-        Self {
-            cache: Arc::new(Mutex::new(HashMap::new())),
-            timeout,
-        }
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The cached client of a cluster, built on first use or when its spec changed.
-    pub fn client(&self, spec: &ClusterSpec) -> Result<ClusterClient, CoordinatorError> {
-        let mut cache = self.cache.lock().expect("kafka client cache lock poisoned");
-        if let Some(client) = cache.get(&spec.name) {
-            if client.spec.as_ref() == spec {
-                return Ok(client.clone());
-            }
-        }
-        let client = ClusterClient::build(spec, self.timeout)?;
-        if let Some(replaced) = cache.insert(spec.name.clone(), client.clone()) {
-            replaced.dispose();
-        }
-        Ok(client)
-    }
-
-    /// Drops the clients of clusters that are no longer defined.
-    pub fn retain(&self, defined: &BTreeMap<ClusterName, ClusterSpec>) {
-        let mut cache = self.cache.lock().expect("kafka client cache lock poisoned");
-        let stale: Vec<ClusterName> = cache
-            .keys()
-            .filter(|name| !defined.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in stale {
-            if let Some(client) = cache.remove(&name) {
-                client.dispose();
-            }
-        }
-    }
-}
 
 /// The Kafka side of a reconcile round: a client per cluster. [`KafkaClients`] is
 /// the real one; the round's unit tests use an in-memory fake.
@@ -320,6 +209,11 @@ pub struct ClusterClient {
     timeout: Duration,
     /// Kafka's cluster id once read (it never changes for a running cluster).
     cluster_id: Arc<Mutex<Option<String>>>,
+    /// Where a refusal is reported ([`KafkaClients`] sets it on the clients it caches).
+    refusal_sink: RefusalSink,
+    /// Built to ask a cluster that refused the settings again, after its pause:
+    /// its first calls wait [`RETRY_CALL_TIMEOUT`] only, until the cluster answers.
+    retrying: Arc<AtomicBool>,
 }
 
 impl ClusterClient {
@@ -333,7 +227,22 @@ impl ClusterClient {
             probe: Arc::new(probe),
             timeout,
             cluster_id: Arc::new(Mutex::new(None)),
+            refusal_sink: RefusalSink::new(),
+            retrying: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// How long a metadata call may wait: shorter while the client retries a
+    /// cluster that refused it.
+    fn metadata_timeout(&self) -> Duration {
+        match self.retrying.load(Ordering::Acquire) {
+            true => self.timeout.min(RETRY_CALL_TIMEOUT),
+            false => self.timeout,
+        }
+    }
+
+    fn is_same_client(&self, other: &ClusterClient) -> bool {
+        Arc::ptr_eq(&self.probe, &other.probe)
     }
 
     /// Kafka's id of the cluster: two cluster names with the same id are one
@@ -342,7 +251,7 @@ impl ClusterClient {
         if let Some(known) = self.cluster_id.lock().expect("cluster id lock").clone() {
             return Some(known);
         }
-        let timeout = self.timeout;
+        let timeout = self.metadata_timeout();
         let read = self
             .blocking(move |probe| probe.client().fetch_cluster_id(timeout))
             .await
@@ -366,12 +275,16 @@ impl ClusterClient {
         call: impl FnOnce(&Probe) -> T + Send + 'static,
     ) -> Result<T, tokio::task::JoinError> {
         let probe = self.probe.clone();
-        tokio::task::spawn_blocking(move || {
+        let (outcome, refusal_opt) = tokio::task::spawn_blocking(move || {
             let outcome = call(&probe);
             probe.poll(EVENT_SERVE_TIME);
-            outcome
+            (outcome, probe.context().take_refusal())
         })
-        .await
+        .await?;
+        if let Some((cause, reason)) = refusal_opt {
+            client_refused(self, cause, reason);
+        }
+        Ok(outcome)
     }
 
     pub fn name(&self) -> &ClusterName {
@@ -384,7 +297,7 @@ impl ClusterClient {
 
     /// Lists the cluster's topics. An error here means the cluster cannot be reached.
     pub async fn list_topics(&self) -> Result<TopicListing, CoordinatorError> {
-        let timeout = self.timeout;
+        let timeout = self.metadata_timeout();
         let metadata = self
             .blocking(move |probe| probe.client().fetch_metadata(None, timeout))
             .await
@@ -398,6 +311,7 @@ impl ClusterClient {
                     .unwrap_or_else(|| kafka_cause(&error));
                 self.unreachable(cause)
             })?;
+        client_answered(self);
         let mut listing = TopicListing::default();
         for topic in metadata.topics() {
             match topic.error() {
@@ -691,10 +605,17 @@ fn by_name(
         .collect()
 }
 
+/// The coordinator's client settings. While a request waits, librdkafka logs in
+/// again after 100 ms, doubling: a cluster that refuses the login would see half
+/// a dozen attempts within one metadata call's timeout. The coordinator is no
+/// part of the data path, so its clients wait 5 s before connecting again (a
+/// call then makes at most two attempts before its refusal pauses the cluster).
+const CLIENT_DEFAULTS: &[(&str, &str)] = &[("reconnect.backoff.ms", "5000")];
+
 fn client_config(spec: &ClusterSpec) -> Result<ClientConfig, CoordinatorError> {
     let role = kmirror_common::kafka::RoleSettings {
         required: &[("client.id", "kmirror-coordinator")],
-        defaults: &[],
+        defaults: CLIENT_DEFAULTS,
     };
     Ok(kmirror_common::kafka::client_config(spec, &role, &[])?)
 }

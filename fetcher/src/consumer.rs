@@ -9,12 +9,14 @@
 //! by the core.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::ClusterSpec;
-use kmirror_common::{FlowName, PartitionKey};
+use kmirror_common::{ClusterName, FlowName, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedBuilder, PushError};
 
 use rdkafka::client::ClientContext;
@@ -30,6 +32,10 @@ use crate::telemetry::SourceEnds;
 use record::SourceRecord;
 
 mod record;
+
+mod refusals;
+
+pub use refusals::Refusal;
 
 /// Most bytes of record data one poll round hands to the core.
 const MAX_ROUND_BYTES: usize = 8 * 1024 * 1024;
@@ -154,10 +160,16 @@ pub enum Fetched {
         position: i64,
         watermarks_opt: Option<(i64, i64)>,
     },
+    /// The source cluster refused the consumer or one of its partitions.
+    Refused(Refusal),
 }
+
+/// Numbers the consumers of the process (see [`Refusal::consumer_id`]).
+static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Handle to a running consumer thread. Dropping it stops the thread.
 pub struct ConsumerHandle {
+    pub id: u64,
     command_tx: std_mpsc::Sender<ConsumerCommand>,
     pub cluster: ClusterSpec,
     /// Source end offsets of the partitions, for the lag metrics.
@@ -185,8 +197,13 @@ pub fn spawn(
         source_config(&cluster)?.create_with_context(context)?;
     let consumer = BatchConsumer::new(consumer);
     let (command_tx, command_rx) = std_mpsc::channel();
+    let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
     let poller = Poller {
         flow,
+        cluster: cluster.name.clone(),
+        consumer_id: id,
+        refusal_reported: false,
+        refused_partitions: HashMap::new(),
         consumer,
         command_rx,
         fetched_tx,
@@ -201,6 +218,7 @@ pub fn spawn(
         .spawn(move || poller.run())
         .expect("a consumer thread can be spawned");
     Ok(ConsumerHandle {
+        id,
         command_tx,
         cluster,
         ends,
@@ -343,6 +361,13 @@ impl ConsumerContext for SourceContext {}
 
 struct Poller {
     flow: FlowName,
+    cluster: ClusterName,
+    consumer_id: u64,
+    /// Whether a refusal of the consumer was reported (once is enough: the core
+    /// drops the consumer).
+    refusal_reported: bool,
+    /// Partitions whose refusal was reported, with the generation it was met under.
+    refused_partitions: HashMap<(String, i32), u64>,
     consumer: BatchConsumer<SourceContext>,
     command_rx: std_mpsc::Receiver<ConsumerCommand>,
     fetched_tx: mpsc::Sender<Fetched>,
@@ -504,6 +529,9 @@ impl Poller {
                 Err(KafkaError::PartitionEOF(_)) => {}
                 Err(error) => {
                     warn!(flow = %self.flow, %error, "source consumer error");
+                    if !self.report_refusal(None, &error) {
+                        return false;
+                    }
                     break;
                 }
             }
@@ -534,15 +562,22 @@ impl Poller {
                     // The source no longer has the position (librdkafka stopped
                     // fetching the partition): the core decides what it means.
                     Some(RDKafkaErrorCode::AutoOffsetReset) => round.out_of_range(&message),
-                    Some(error) => warn!(
-                        flow = %self.flow,
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        error = %KafkaError::MessageConsumption(error),
-                        "source consumer error"
-                    ),
+                    Some(error) => {
+                        let error = KafkaError::MessageConsumption(error);
+                        warn!(flow = %self.flow, topic = message.topic(), partition = message.partition(), %error, "source consumer error");
+                        let key = (message.topic().to_string(), message.partition());
+                        round.errors.push((key, error));
+                    }
                 }
             }
+        }
+        for ((topic, partition), error) in std::mem::take(&mut round.errors) {
+            if !self.report_refusal(Some((&topic, partition)), &error) {
+                return false;
+            }
+        }
+        if round.bytes > 0 || !round.ends.is_empty() {
+            cluster_access().answered(&self.cluster);
         }
         let gathering = round.partitions;
         for PartitionGathering {
@@ -666,6 +701,8 @@ struct Round {
     ends: Vec<((String, i32), i64)>,
     /// Partitions whose position the source refused, with the refused offset.
     out_of_range: Vec<((String, i32), i64)>,
+    /// Errors of partitions (a fetch an ACL denies, ...).
+    errors: Vec<((String, i32), KafkaError)>,
 }
 
 impl Round {

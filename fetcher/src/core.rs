@@ -13,9 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::membership::LeaseGuard;
 use kmirror_common::schema::{ClusterSpec, PartitionError};
-use kmirror_common::{FlowName, MemberId, PartitionKey};
+use kmirror_common::{ClusterName, FlowName, MemberId, PartitionKey};
 use kmirror_proto::frame::Compression;
 use kmirror_proto::v1::{Batch, BatchAck, WorkerPartition};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::budget::InFlightBudget;
 use crate::checkpointer::{CheckpointCommand, CheckpointEntry, CheckpointOutcome};
-use crate::consumer::{self, ConsumerCommand, ConsumerHandle, Fetched};
+use crate::consumer::{self, ConsumerCommand, ConsumerHandle, Fetched, Refusal};
 use crate::link::{Link, LinkEvent};
 use crate::partition::{Effect, Limits, Partition, Route};
 use crate::watcher::Desired;
@@ -153,6 +154,9 @@ impl Core {
             .collect();
         for flow in &changed_flows {
             self.consumers.remove(flow);
+            if let Some(cluster) = self.sources.get(flow) {
+                cluster_access().retry_now(&cluster.name, now.into_std());
+            }
         }
 
         let removed: Vec<PartitionKey> = self
@@ -206,6 +210,7 @@ impl Core {
                 .keys()
                 .any(|partition| &partition.flow == flow)
         });
+        self.forget_unused_sources();
         let waiting: Vec<PartitionKey> = self
             .partitions
             .iter()
@@ -214,6 +219,21 @@ impl Core {
             .collect();
         for key in waiting {
             self.start(&key);
+        }
+    }
+
+    /// Forgets the pauses of source clusters no partition here reads any more.
+    fn forget_unused_sources(&self) {
+        let in_use: HashSet<&ClusterName> = self
+            .partitions
+            .keys()
+            .filter_map(|partition| self.sources.get(&partition.flow))
+            .map(|cluster| &cluster.name)
+            .collect();
+        for cluster in self.sources.values() {
+            if !in_use.contains(&cluster.name) {
+                cluster_access().forget(&cluster.name);
+            }
         }
     }
 
@@ -302,6 +322,12 @@ impl Core {
                 self.carry_out(key, effects);
                 return;
             };
+            let now = Instant::now();
+            if let Some(pause) = cluster_access().paused(&cluster.name, now.into_std()) {
+                let effects = partition.source_refused(None, pause.remaining(now.into_std()), now);
+                self.carry_out(key, effects);
+                return;
+            }
             match consumer::spawn(
                 key.flow.clone(),
                 cluster,
@@ -443,6 +469,7 @@ impl Core {
 
     async fn on_fetched(&mut self, fetched: Fetched) {
         match fetched {
+            Fetched::Refused(refusal) => self.on_refused(refusal),
             Fetched::Skip {
                 partition,
                 generation,
@@ -507,6 +534,48 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// The source cluster refused a flow's consumer: the consumer goes and the
+    /// flow's partitions wait for the cluster's pause. A partition refused alone
+    /// (an ACL) waits the retry backoff: the cluster still answers its others.
+    fn on_refused(&mut self, refusal: Refusal) {
+        let Some(consumer) = self
+            .consumers
+            .get(&refusal.flow)
+            .filter(|consumer| consumer.id == refusal.consumer_id)
+        else {
+            return;
+        };
+        let cluster = consumer.cluster.name.clone();
+        let now = Instant::now();
+        let message = format!(
+            "source cluster {cluster} refused the fetcher ({}): {}",
+            refusal.cause, refusal.message
+        );
+        let (refused, retry_in) = match refusal.partition_opt {
+            Some(key) => {
+                cluster_access().refused_request(&cluster, refusal.cause);
+                (vec![key], self.settings.retry_backoff)
+            }
+            None => {
+                self.consumers.remove(&refusal.flow);
+                let keys = self
+                    .partitions
+                    .keys()
+                    .filter(|key| key.flow == refusal.flow)
+                    .cloned()
+                    .collect();
+                let pause = cluster_access().refused(&cluster, refusal.cause, now.into_std());
+                (keys, pause)
+            }
+        };
+        for key in refused {
+            let message = Some(message.clone());
+            self.update(&key, |partition| {
+                partition.source_refused(message, retry_in, now)
+            });
         }
     }
 

@@ -10,8 +10,8 @@
 //! | state | what it does | left for |
 //! | --- | --- | --- |
 //! | `WaitingForLink` | nothing fetched; waits for its writer's stream (and a consumer for its flow) | `Running` (started), `Halted` (no consumer), `Releasing`, `Released` (unassigned) |
-//! | `Running { restart_pending, paused }` | assigned in the consumer at its committed position, sending batches; `paused` while its window is full, `restart_pending` until the first batch (flagged `restart`) is sent | `WaitingForLink` (stream down, assignment moved to another writer), `Halted` (a failed ack), `Held` (the source refused its position), `Fenced`, `Releasing`, `Released` |
-//! | `Halted { retry_at }` | stopped after a failure, reported under `errors/`; at `retry_at` (after [`DELIVERY_RETRY`] or the retry backoff) it starts again from its committed position | `WaitingForLink` (retry due), `Releasing`, `Released` |
+//! | `Running { restart_pending, paused }` | assigned in the consumer at its committed position, sending batches; `paused` while its window is full, `restart_pending` until the first batch (flagged `restart`) is sent | `WaitingForLink` (stream down, assignment moved to another writer), `Halted` (a failed ack, a refusal by the source cluster), `Held` (the source refused its position), `Fenced`, `Releasing`, `Released` |
+//! | `Halted { retry_at }` | stopped after a failure, reported under `errors/`; at `retry_at` (after [`DELIVERY_RETRY`], the retry backoff, or the source cluster's pause after a refusal) it starts again from its committed position | `WaitingForLink` (retry due), `Releasing`, `Released` |
 //! | `Fenced` | another owner holds the partition (stale epoch, checkpoint refused): nothing more is fetched, sent or checkpointed | `WaitingForLink` (a new assignment), `Released` (released or unassigned: nothing written) |
 //! | `Held { store_again_at }` | the source no longer has its position (a retention gap, a recreated topic, see `hold.rs`): nothing more is fetched, the hold is stored under `holds/` (again at `store_again_at`, in case the write failed), acks of what was sent still count | `Releasing` (the leader takes it back), `Released`, `Halted` (a failed ack) |
 //! | `Releasing { deadline }` | the leader asked for it back: nothing more is fetched; once the acks of what was sent arrived, or at `deadline` ([`RELEASE_GRACE`]), the final checkpoint and the assignment's deletion are written together | `Released`, `WaitingForLink` (assigned again) |
@@ -320,6 +320,29 @@ impl Partition {
             }
             Some(message) => self.report_error(message, -1),
         }
+    }
+
+    /// Its source cluster refused the fetcher (a login, a TLS handshake, an ACL):
+    /// it stops, and starts again after `retry_in`. `error_opt` `None`: the
+    /// refusal is reported already.
+    pub fn source_refused(
+        &mut self,
+        error_opt: Option<String>,
+        retry_in: Duration,
+        now: Instant,
+    ) -> Vec<Effect> {
+        if matches!(
+            self.state,
+            State::Fenced | State::Releasing { .. } | State::Released
+        ) {
+            return Vec::new();
+        }
+        let mut effects = self.halt(retry_in, now);
+        if let Some(message) = error_opt {
+            warn!(partition = %self.key, error = %message, retry_in_secs = retry_in.as_secs_f64(), "source cluster refused the fetcher; retrying after its pause");
+            effects.extend(self.report_error(message, -1));
+        }
+        effects
     }
 
     /// Its writer's stream opened.

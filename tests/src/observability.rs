@@ -119,6 +119,23 @@ pub fn sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)
         .sum()
 }
 
+/// Per member of `fleet` (by id), the [`sum`] of `name`'s samples with
+/// `labels` on its `/metrics`; a member whose endpoint does not answer (it is
+/// stopping) is left out.
+pub async fn member_sums(
+    fleet: &Fleet,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Result<BTreeMap<String, f64>> {
+    let mut sums = BTreeMap::new();
+    for (id, member) in members(fleet).await? {
+        if let Ok(scraped) = scrape(metrics_url(&member)?).await {
+            sums.insert(id, sum(&scraped, name, labels));
+        }
+    }
+    Ok(sums)
+}
+
 /// The samples of `name` whose labels include every one of `labels`.
 pub fn samples<'a>(
     scrape: &'a prometheus_parse::Scrape,

@@ -2,8 +2,9 @@
 //! --secure` with a private state folder and private ports (SASL_SSL on the
 //! cluster's port, the controller on the next, SSL with client certificates on
 //! the one after), and what a test needs of them: the generated certificates,
-//! passwords and client properties, the tools' super user as test client, and
-//! kmirror's ACLs to take away and give back.
+//! passwords and client properties, the tools' super user as test client,
+//! kmirror's ACLs to take away and give back, topics with records to mirror and
+//! the check that they were mirrored exactly.
 //!
 //! Dropping the stack stops its brokers and deletes its state, so a failing
 //! test leaves nothing behind.
@@ -13,7 +14,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kafka::{Cluster, SecuredCluster};
+use crate::data::KeyedRecords;
+use crate::kafka::{
+    assert_same_partitions, create_topic, produce, read_all, Cluster, SecuredCluster,
+};
 use crate::stack::stack;
 
 /// Which of the two clusters.
@@ -166,6 +170,46 @@ impl SecureStack {
             Side::Source => self.source_admin,
             Side::Dest => self.dest_admin,
         }
+    }
+
+    /// A new topic in the source with `count` keyed records (headers,
+    /// timestamps) over `partitions` partitions.
+    pub async fn source_topic(&self, prefix: &str, count: u64, partitions: i32) -> Result<String> {
+        let topic = crate::unique_name(prefix);
+        create_topic(self.admin(Side::Source), &topic, partitions, &[]).await?;
+        produce(
+            self.admin(Side::Source),
+            &topic,
+            KeyedRecords::new(count, partitions).generate(),
+        )
+        .await
+        .context("records produced into the secured source")?;
+        Ok(topic)
+    }
+
+    /// Asserts that every partition of the destination copy of `topic` holds
+    /// exactly the source's records (key, value, headers, timestamp, order).
+    pub async fn assert_mirrored_exactly(&self, topic: &str) -> Result<()> {
+        let source = read_all(self.admin(Side::Source), topic).await?;
+        let dest = read_all(self.admin(Side::Dest), topic).await?;
+        assert_same_partitions(&source, &dest);
+        Ok(())
+    }
+
+    /// A CA that signed none of the stack's certificates.
+    pub fn other_ca(&self) -> Result<PathBuf> {
+        let other_ca = self.state_dir.join("other-ca.pem");
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=other CA", "-keyout"])
+            .arg(self.state_dir.join("other-ca.key"))
+            .arg("-out")
+            .arg(&other_ca)
+            .output()?;
+        anyhow::ensure!(made.status.success(), "openssl failed: {made:?}");
+        Ok(other_ca)
     }
 
     /// Runs Kafka's ACL tool as the super user, e.g. `--remove --allow-principal

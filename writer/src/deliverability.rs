@@ -18,12 +18,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
+use kmirror_common::cluster_access::{cluster_access, RefusalCause};
 use kmirror_common::lease_keeper::LeaseState;
 use kmirror_common::schema::{encode, Keys, Undeliverable};
 use kmirror_common::{now_ms, ClusterName, MemberId};
+use kmirror_proto::v1::ErrorKind;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
 use tokio::sync::{watch, Notify};
@@ -102,8 +104,21 @@ impl Deliverability {
         self.changed.notify_one();
     }
 
+    /// A delivery to `cluster` failed with `error`: a timeout marks the cluster,
+    /// a refusal is recorded (a login or a handshake refused pauses the cluster,
+    /// see [`kmirror_common::cluster_access`]).
+    pub fn failed(&self, cluster: &ClusterName, error: &KafkaError) {
+        if is_delivery_timeout(error) {
+            self.timed_out(cluster, error);
+        }
+        if let Some(cause) = RefusalCause::of(error) {
+            cluster_access().record(cluster, cause, Instant::now());
+        }
+    }
+
     /// A delivery to `cluster` succeeded.
     pub fn delivered(&self, cluster: &ClusterName) {
+        cluster_access().answered(cluster);
         if self.any_marked.load(Ordering::Acquire) {
             self.clear(cluster, "a delivery succeeded");
         }
@@ -225,22 +240,46 @@ async fn probe_one(
     answered
 }
 
+/// Why a batch is refused before it is produced: the kind the fetcher acts on
+/// and the message it reports.
+pub struct BatchRefusal {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
 impl Deliverability {
-    /// The mark of `cluster` a batch is refused for, if deliveries there still
-    /// time out. A restarted partition's batch asks the cluster first (within
-    /// [`RESTART_PROBE_TIMEOUT`]): a destination that answers again takes it at
-    /// once, rather than after the next background probe.
+    /// Why a batch for `cluster` is refused, if it is: the cluster refused this
+    /// writer and its pause runs, or deliveries there still time out. A
+    /// restarted partition's batch asks a cluster whose deliveries timed out
+    /// first (within [`RESTART_PROBE_TIMEOUT`]): a destination that answers again
+    /// takes it at once, rather than after the next background probe.
     pub async fn refusal(
         &self,
         routes: &Routes,
         cluster: &ClusterName,
         restart: bool,
-    ) -> Option<Undeliverable> {
+    ) -> Option<BatchRefusal> {
+        if let Some(pause) = cluster_access().paused(cluster, Instant::now()) {
+            return Some(BatchRefusal {
+                kind: ErrorKind::Rejected,
+                message: format!(
+                    "cluster {cluster} refused this writer ({}); it is asked again after a pause of {} s",
+                    pause.cause,
+                    pause.length.as_secs()
+                ),
+            });
+        }
         let mark = self.mark(cluster)?;
         if restart && probe_one(self, routes, cluster, RESTART_PROBE_TIMEOUT).await {
             return None;
         }
-        Some(mark)
+        Some(BatchRefusal {
+            kind: ErrorKind::DeliveryFailed,
+            message: format!(
+                "this writer cannot deliver to cluster {cluster} (deliveries time out: {}); its partitions go to other writers",
+                mark.reason
+            ),
+        })
     }
 }
 
@@ -265,6 +304,27 @@ mod tests {
         assert_eq!(deliverability.marks().len(), 1);
         deliverability.delivered(&cluster("dest"));
         assert!(deliverability.marks().is_empty());
+    }
+
+    #[test]
+    fn a_refused_login_pauses_the_cluster_a_denied_topic_does_not_and_a_delivery_ends_the_pause() {
+        let deliverability = Deliverability::default();
+        let (denied, refused) = (cluster("writer-denied"), cluster("writer-refused"));
+        let failure = |code| KafkaError::MessageProduction(code);
+        deliverability.failed(
+            &denied,
+            &failure(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(cluster_access().paused(&denied, Instant::now()).is_none());
+        deliverability.failed(&refused, &failure(RDKafkaErrorCode::Authentication));
+        let pause = cluster_access().paused(&refused, Instant::now());
+        assert_eq!(
+            pause.map(|pause| pause.cause),
+            Some(RefusalCause::Authentication)
+        );
+        assert!(deliverability.marks().is_empty(), "a refusal is no timeout");
+        deliverability.delivered(&refused);
+        assert!(cluster_access().paused(&refused, Instant::now()).is_none());
     }
 
     #[test]

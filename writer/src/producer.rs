@@ -7,12 +7,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use kmirror_common::cluster_access::{cluster_access, RefusalCause};
+use kmirror_common::ClusterName;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
+use tracing::{debug, warn};
 
 pub type DestinationProducer = ThreadedProducer<DeliveryContext>;
 
@@ -163,10 +167,31 @@ impl BatchTracker {
     }
 }
 
-/// Routes delivery reports to their batch trackers.
-pub struct DeliveryContext;
+/// Routes delivery reports to their batch trackers, and records the cluster's
+/// refusals of the producer's logins and handshakes.
+pub struct DeliveryContext {
+    cluster: ClusterName,
+}
 
-impl ClientContext for DeliveryContext {}
+impl DeliveryContext {
+    pub fn new(cluster: ClusterName) -> Self {
+        Self { cluster }
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // "1/1 brokers are down" follows every connection failure.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            debug!(cluster = %self.cluster, %error, reason, "destination client error");
+            return;
+        }
+        warn!(cluster = %self.cluster, %error, reason, "destination client error");
+        if let Some(cause) = RefusalCause::of(&error) {
+            cluster_access().record(&self.cluster, cause, Instant::now());
+        }
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<BatchTracker>;

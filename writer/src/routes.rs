@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+use kmirror_common::cluster_access::cluster_access;
 use kmirror_common::kafka::{client_config, RoleSettings};
 use kmirror_common::schema::{decode, ClusterSpec, FlowSpec};
 use kmirror_common::{ClusterName, FlowName, Keys};
@@ -78,10 +79,15 @@ impl Routes {
             return Err(WriterError::UnknownCluster(spec.dest_cluster.clone()));
         };
         let cluster: ClusterSpec = decode(kv.key(), kv.value())?;
-        self.flows
+        let previous = self
+            .flows
             .lock()
             .expect("routes lock")
             .insert(flow.clone(), cluster.clone());
+        if previous.is_some_and(|previous| previous != cluster) {
+            // New settings (a fixed credential): not worth a pause's wait.
+            cluster_access().retry_now(&cluster.name, Instant::now());
+        }
         Ok(cluster)
     }
 

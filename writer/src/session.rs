@@ -272,22 +272,17 @@ impl Session {
                     .await;
             }
         };
-        if let Some(mark) = self
+        if let Some(refusal) = self
             .shared
             .deliverability
             .refusal(&self.shared.routes, &cluster.name, batch.restart)
             .await
         {
-            // Queued here it would only time out: the fetcher retries, and the
-            // leader moves the partition to a writer that can deliver.
+            // Queued here it would only time out or be refused again: the fetcher
+            // retries, and the leader moves the partition to a writer that can deliver.
             self.halted.insert(partition);
-            let message = format!(
-                "this writer cannot deliver to cluster {} (deliveries time out: {}); its partitions go to other writers",
-                cluster.name, mark.reason
-            );
-            return self
-                .refuse(&batch, write_error(ErrorKind::DeliveryFailed, message, -1))
-                .await;
+            let error = write_error(refusal.kind, refusal.message, -1);
+            return self.refuse(&batch, error).await;
         }
         let limit = self
             .shared
@@ -506,11 +501,9 @@ impl Session {
             (Some(failure), _) => {
                 let class = classify(&failure);
                 self.halted.insert(pending.partition.clone());
-                if is_delivery_timeout(&failure) {
-                    self.shared
-                        .deliverability
-                        .timed_out(&pending.cluster, &failure);
-                }
+                self.shared
+                    .deliverability
+                    .failed(&pending.cluster, &failure);
                 if matches!(
                     class,
                     FailureClass::DeliveryFailed | FailureClass::DestinationMissing
@@ -819,7 +812,7 @@ pub fn build_producer(
     };
     client_config(cluster, &role, overrides)
         .map_err(|error| KafkaError::ClientCreation(error.to_string()))?
-        .create_with_context(DeliveryContext)
+        .create_with_context(DeliveryContext::new(cluster.name.clone()))
 }
 
 #[cfg(test)]

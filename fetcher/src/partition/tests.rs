@@ -598,6 +598,32 @@ fn an_unknown_source_halts_the_partition_until_the_retry_backoff() {
 }
 
 #[test]
+fn a_partition_its_source_refused_stops_and_starts_again_after_the_pause() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    let pause = Duration::from_secs(8);
+    let effects = partition.source_refused(Some("refused (authentication)".into()), pause, now);
+    assert!(matches!(
+        effects[..],
+        [Effect::Unassign, Effect::ReportError { offset: -1, .. }]
+    ));
+    assert!(
+        partition.on_tick(now + RETRY_BACKOFF).is_empty(),
+        "the pause, not the retry backoff"
+    );
+    assert!(matches!(
+        partition.on_tick(now + pause)[..],
+        [Effect::Start]
+    ));
+    // A start the pause forbids halts it without a second report.
+    let effects = partition.source_refused(None, pause, now + pause);
+    assert!(!effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::ReportError { .. })));
+    assert_eq!(partition.committed().next_offset, 100);
+}
+
+#[test]
 fn a_rate_that_falls_to_zero_is_checkpointed_though_the_position_did_not_move() {
     let start = Instant::now();
     let mut partition = running_at_100(start);
