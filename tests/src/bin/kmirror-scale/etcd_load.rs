@@ -26,8 +26,11 @@ pub struct EtcdCounters {
     values: BTreeMap<&'static str, f64>,
 }
 
+/// A label a counter's samples must carry: (label, value).
+type LabelMatch = Option<(&'static str, &'static str)>;
+
 /// The counters kept: (name in the report, metric, label that must match).
-const COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
+const COUNTERS: &[(&str, &str, LabelMatch)] = &[
     ("proposals", "etcd_server_proposals_committed_total", None),
     (
         "range_requests",
@@ -194,11 +197,14 @@ impl FleetWriteCounts {
     }
 }
 
+/// What the watch saw: revisions, keys written, revisions by section.
+type WatchedWrites = (BTreeSet<i64>, u64, BTreeMap<String, BTreeSet<i64>>);
+
 /// Counts the fleet's writes until [`FleetWrites::finish`].
 pub struct FleetWrites {
     cancel: CancellationToken,
     started: Instant,
-    handle: JoinHandle<Result<(BTreeSet<i64>, u64, BTreeMap<String, BTreeSet<i64>>)>>,
+    handle: JoinHandle<Result<WatchedWrites>>,
 }
 
 impl FleetWrites {

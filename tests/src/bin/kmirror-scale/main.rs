@@ -96,6 +96,9 @@ pub struct Args {
     /// `bench/results/scale-<fetchers>f<writers>w-<partitions>p.md`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep the topics when a check failed (records missing), for inspection.
+    #[arg(long)]
+    pub keep_failed: bool,
     /// A line under the title saying what this run is for.
     #[arg(long, default_value = "")]
     pub note: String,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use kmirror_common::Role;
 use kmirror_tests::fleet::{DEST_CLUSTER, SOURCE_CLUSTER};
-use kmirror_tests::kafka::{create_topic, delete_topic, WatermarkReader};
+use kmirror_tests::kafka::{create_topic, delete_topic, read_all, WatermarkReader};
 use kmirror_tests::observability::{samples, scrape, sum};
 use kmirror_tests::status::StatusView;
 use kmirror_tests::{stack, unique_name, Cluster, Fleet, FleetOptions};
@@ -85,8 +85,13 @@ pub async fn run(args: Args) -> Result<bool> {
         }
     }
     let map_topic = kmirror_common::offset_map::map_topic(fleet.name());
+    let keep = args.keep_failed && matches!(outcome, Ok(false));
+    if keep {
+        eprintln!("scale: a check failed: the topics {run_name}-t* stay for inspection");
+    }
     for (cluster, topic) in topics
         .iter()
+        .filter(|_| !keep)
         .flat_map(|topic| [(Cluster::Source, topic), (Cluster::Dest, topic)])
         .chain([(Cluster::Dest, &map_topic)])
     {
@@ -516,6 +521,7 @@ async fn check_nothing_lost(
             .iter()
             .map(|watermarks| (watermarks.partition, watermarks.high - watermarks.low))
             .collect();
+        let mut short = Vec::new();
         for ((_, partition), count) in source_counts.iter().filter(|((name, _), _)| name == *topic)
         {
             let dest_count = dest_counts.get(partition).copied().unwrap_or(0);
@@ -523,8 +529,12 @@ async fn check_nothing_lost(
             check.dest_records += dest_count;
             if dest_count < *count {
                 check.partitions_short += 1;
+                short.push(*partition);
                 eprintln!("scale: {topic}/{partition} holds {dest_count} records in the destination, {count} in the source");
             }
+        }
+        if !short.is_empty() {
+            explain_missing(topic, &short).await?;
         }
     }
     check.duplicates = check.dest_records - check.source_records;
@@ -544,4 +554,48 @@ async fn check_nothing_lost(
             }
         };
     Ok(check)
+}
+
+/// For each partition with fewer records in the destination: which source
+/// records (by key) the destination partition lacks, and where they landed.
+async fn explain_missing(topic: &str, short: &[i32]) -> Result<()> {
+    let source = read_all(Cluster::Source, topic).await?;
+    let dest = read_all(Cluster::Dest, topic).await?;
+    let mut where_in_dest: BTreeMap<&[u8], Vec<(i32, i64)>> = BTreeMap::new();
+    for (partition, records) in &dest {
+        for record in records {
+            if let Some(key) = &record.key {
+                where_in_dest
+                    .entry(key)
+                    .or_default()
+                    .push((*partition, record.offset));
+            }
+        }
+    }
+    for partition in short {
+        let missing: Vec<String> = source
+            .get(partition)
+            .into_iter()
+            .flatten()
+            .filter_map(|record| {
+                let key = record.key.as_deref()?;
+                let found = where_in_dest.get(key);
+                let in_own = found.is_some_and(|places| places.iter().any(|(p, _)| p == partition));
+                (!in_own).then(|| {
+                    format!(
+                        "offset {} key {} (in the destination at {:?})",
+                        record.offset,
+                        String::from_utf8_lossy(key),
+                        found
+                    )
+                })
+            })
+            .collect();
+        eprintln!(
+            "scale: {topic}/{partition}: {} source records not in the same destination partition: {}",
+            missing.len(),
+            missing.join("; ")
+        );
+    }
+    Ok(())
 }
