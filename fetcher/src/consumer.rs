@@ -50,9 +50,12 @@ const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_POLL_BATCH: usize = 1_000;
 /// Most bytes of packed records in one batch (the gRPC message stays a few MiB).
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Room a batch's buffer starts with when nothing tells how much is coming; it
-/// doubles as records come.
-const INITIAL_BATCH_BYTES: usize = 64 * 1024;
+/// Least room a batch's buffer starts with. Each run of records is announced
+/// before it is packed (`PartitionGathering::expect`), so a buffer starts sized
+/// for what comes and doubles only when headers take it past that. Every
+/// partition with a batch in flight pays this floor: at 2 000 partitions a
+/// 64 KiB floor held 80 MiB for batches of a few hundred bytes.
+const MIN_BATCH_BYTES: usize = 1024;
 /// Room beyond `MAX_BATCH_BYTES` a batch's buffer may be given: a batch is full
 /// once it reaches that size, so its last record can take it past.
 const BATCH_SLACK_BYTES: usize = 64 * 1024;
@@ -239,7 +242,7 @@ impl Gathering {
     fn new(expected: usize) -> Self {
         Self {
             packed: PackedBuilder::with_capacity(
-                expected.clamp(INITIAL_BATCH_BYTES, MAX_BATCH_BYTES + BATCH_SLACK_BYTES),
+                expected.clamp(MIN_BATCH_BYTES, MAX_BATCH_BYTES + BATCH_SLACK_BYTES),
             ),
             next_offset: 0,
         }
@@ -264,13 +267,15 @@ impl Gathering {
         Ok(self.packed.encoded_len() - size_before)
     }
 
-    /// Bytes the batch holds until acknowledged: its packed records, which are
-    /// also what the gRPC message carries. A record's framing in the packed layout
-    /// is all it costs beyond its data: kmirror builds no structure per record on
-    /// either side of the hop (librdkafka's own per-message memory is capped by
-    /// its queue settings).
+    /// Bytes the batch holds until acknowledged: its buffer as allocated (its
+    /// packed records, which are also what the gRPC message carries, and the
+    /// room left in it), so the in-flight budget bounds the memory the batches
+    /// take whatever the number of partitions they spread over. A record's
+    /// framing in the packed layout is all it costs beyond its data: kmirror
+    /// builds no structure per record on either side of the hop (librdkafka's own
+    /// per-message memory is capped by its queue settings).
     fn footprint(&self) -> usize {
-        self.packed.encoded_len()
+        self.packed.capacity()
     }
 
     fn finish(self) -> (PackedBatch, i64) {
@@ -352,8 +357,13 @@ impl ClientContext for SourceContext {
         }
     }
 
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        self.ends.record(&statistics);
+    /// Reads the source ends only: the statistics name every assigned partition
+    /// (a few KiB each), and decoding all of them into `rdkafka::Statistics`
+    /// every second cost memory and time in proportion to the partitions.
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Err(error) = self.ends.record_json(statistics) {
+            warn!(%error, "cannot read the source consumer's statistics");
+        }
     }
 }
 
@@ -809,3 +819,6 @@ fn single(topic: &str, partition: i32) -> TopicPartitionList {
     list.add_partition(topic, partition);
     list
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,7 +25,7 @@ use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::metadata::MetadataMap;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{BatchAck, ErrorKind};
-use rdkafka::statistics::Statistics;
+use serde::Deserialize;
 use tracing::Span;
 
 /// Low watermark and end (last stable offset: the consumer reads committed
@@ -36,6 +36,34 @@ pub struct SourceEnd {
     pub end: i64,
 }
 
+/// The part of librdkafka's statistics JSON the source ends come from.
+#[derive(Debug, Deserialize)]
+struct EndsInStatistics {
+    #[serde(default)]
+    topics: HashMap<String, TopicInStatistics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicInStatistics {
+    #[serde(default)]
+    partitions: HashMap<i32, PartitionInStatistics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PartitionInStatistics {
+    partition: i32,
+    #[serde(default = "unknown_offset")]
+    lo_offset: i64,
+    #[serde(default = "unknown_offset")]
+    hi_offset: i64,
+    #[serde(default = "unknown_offset")]
+    ls_offset: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
+}
+
 /// Source ends of one consumer's partitions, written by its statistics callback.
 #[derive(Debug, Clone, Default)]
 pub struct SourceEnds {
@@ -43,11 +71,14 @@ pub struct SourceEnds {
 }
 
 impl SourceEnds {
-    /// Takes the ends of every partition the statistics report a fetch state for.
-    pub fn record(&self, statistics: &Statistics) {
+    /// Takes the ends of every partition the statistics (librdkafka's JSON)
+    /// report a fetch state for. Only the offsets are decoded; everything else
+    /// in the JSON is skipped without being kept.
+    pub fn record_json(&self, json: &[u8]) -> Result<(), serde_json::Error> {
+        let statistics: EndsInStatistics = serde_json::from_slice(json)?;
         let mut ends = self.ends.lock().expect("source ends lock poisoned");
-        for (topic_name, topic) in &statistics.topics {
-            for (partition_number, partition) in &topic.partitions {
+        for (topic_name, topic) in statistics.topics {
+            for (partition_number, partition) in topic.partitions {
                 if partition.partition < 0 || partition.hi_offset < 0 {
                     continue;
                 }
@@ -57,7 +88,7 @@ impl SourceEnds {
                     partition.hi_offset
                 };
                 ends.insert(
-                    (topic_name.clone(), *partition_number),
+                    (topic_name.clone(), partition_number),
                     SourceEnd {
                         low: partition.lo_offset.max(0),
                         end,
@@ -65,6 +96,7 @@ impl SourceEnds {
                 );
             }
         }
+        Ok(())
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<SourceEnd> {
@@ -518,5 +550,19 @@ mod tests {
         assert_eq!(state.starts, 2);
         telemetry.forget(&key);
         assert!(telemetry.partitions.is_empty());
+    }
+
+    #[test]
+    fn source_ends_come_from_the_statistics_json_and_skip_the_rest() {
+        let json = br#"{"name":"c","brokers":{"b":{"toppars":{}}},"topics":{"orders":{"topic":"orders","batchsize":{"min":0},"partitions":{
+            "0":{"partition":0,"fetch_state":"active","lo_offset":3,"hi_offset":20,"ls_offset":18,"msgs":7},
+            "1":{"partition":1,"lo_offset":0,"hi_offset":5,"ls_offset":-1},
+            "-1":{"partition":-1,"lo_offset":-1,"hi_offset":-1,"ls_offset":-1}}}}}"#;
+        let ends = SourceEnds::default();
+        ends.record_json(json).unwrap();
+        assert_eq!(ends.get("orders", 0), Some(SourceEnd { low: 3, end: 18 }));
+        assert_eq!(ends.get("orders", 1), Some(SourceEnd { low: 0, end: 5 }));
+        assert_eq!(ends.get("orders", -1), None);
+        assert!(ends.record_json(b"not json").is_err());
     }
 }

@@ -226,6 +226,12 @@ impl PackedBuilder {
         &self.summary
     }
 
+    /// Bytes the buffer has allocated, used or not: what the batch holds in
+    /// memory until it is dropped (`finish` keeps the allocation as it is).
+    pub fn capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
     pub fn finish(self) -> PackedBatch {
         PackedBatch {
             records: self.buffer.freeze(),

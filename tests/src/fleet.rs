@@ -230,7 +230,7 @@ impl Fleet {
         self.member(member_id).is_running()
     }
 
-    fn member(&self, member_id: &str) -> &Member {
+    pub(crate) fn member(&self, member_id: &str) -> &Member {
         self.members
             .iter()
             .find(|member| member.id == member_id)

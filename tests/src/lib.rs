@@ -18,6 +18,7 @@
 //! - [`netns`]: simulated hosts (network namespaces on a bridge) with packet loss
 //!   and cuts between them;
 //! - [`hosts`]: a whole deployment on simulated hosts, for the multi-host tests;
+//! - [`process_memory`]: a member's resident memory and its peak, from `/proc`;
 //! - [`wait`]: waiting for a condition with a deadline (never a fixed sleep).
 
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod observability;
 pub mod ordering;
 pub mod pki;
 pub mod private_stack;
+pub mod process_memory;
 pub mod secure_etcd;
 pub mod secure_stack;
 pub mod stack;
