@@ -79,11 +79,16 @@ async fn an_mm2_config_imports_into_flows_that_mirror_to_prefixed_topics() -> Re
     assert!(import.stdout.contains("flow A-to-B created"), "{import}");
     assert!(import.stdout.contains("not mapped: tasks.max"), "{import}");
     assert!(
-        import
-            .stdout
-            .contains("not mapped: sync.group.offsets.enabled"),
+        !import.stdout.contains("not mapped: sync.group.offsets"),
         "{import}"
     );
+    // MirrorMaker 2's group offset sync becomes the flow's, for its default groups.
+    let flows = fleet
+        .ctl(["flow", "list", "-o", "json"])
+        .await
+        .assert_success();
+    let flows: Value = serde_json::from_str(&flows.stdout)?;
+    assert_eq!(flows["flows"][0]["sync_group_offsets"], ".*", "{flows}");
 
     let dest_topic = format!("A.{topic}");
     fleet.wait_for_mirror(&dest_topic, 3_000, TIMEOUT).await;
