@@ -218,15 +218,30 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
         counted_after.values().sum::<f64>() >= 3.0,
         "the coordinator and both fetchers count the source's refusals: {counted_after:?}"
     );
-    let paused: Vec<&String> = delays
-        .iter()
-        .filter(|(_, delay)| **delay > 0.0)
-        .map(|(member, _)| member)
-        .collect();
-    assert!(
-        paused.len() >= 3,
-        "the coordinator and both fetchers pause: {delays:?}"
-    );
+    // A member between two pauses (asking again) shows none at that moment:
+    // each must be seen paused, not all at one sample.
+    let seen_paused = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    fleet
+        .wait_until(
+            TIMEOUT,
+            "the coordinator and both fetchers to be seen pausing",
+            || async {
+                let delays = member_sums(&fleet, RETRY_DELAY, &[("cluster", "source")])
+                    .await
+                    .map_err(|error| format!("{error:#}"))?;
+                let mut seen = seen_paused.lock().unwrap();
+                seen.extend(
+                    delays
+                        .iter()
+                        .filter(|(_, delay)| **delay > 0.0)
+                        .map(|(member, _)| member.clone()),
+                );
+                (seen.len() >= 3)
+                    .then_some(())
+                    .ok_or(format!("seen pausing: {seen:?}; pauses now: {delays:?}"))
+            },
+        )
+        .await;
 
     // Fixing the credential with kmirrorctl resumes the flow by itself.
     let password_file = secure.state_dir().join("rotated.password");
