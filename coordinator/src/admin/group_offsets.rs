@@ -3,43 +3,21 @@
 //! with the map read once.
 
 use kmirror_common::offset_map;
-use kmirror_common::FlowName;
 use kmirror_proto::v1::{SyncGroupOffsetsRequest, SyncGroupOffsetsResponse};
 
-use super::{not_found, AdminService};
+use super::reading::FlowClusters;
+use super::AdminService;
 use crate::error::CoordinatorError;
 use crate::group_sync::decide::SyncOptions;
 use crate::group_sync::kafka::MapReadOnce;
 use crate::group_sync::{sync_flow, GroupSelection};
-use crate::store::Sections;
 
 impl AdminService {
     pub async fn sync_group_offsets(
         &self,
         request: SyncGroupOffsetsRequest,
     ) -> Result<SyncGroupOffsetsResponse, CoordinatorError> {
-        let flow_name = FlowName::new(request.flow.as_str())?;
-        let snapshot = self
-            .read(Sections {
-                flows: true,
-                clusters: true,
-                ..Sections::default()
-            })
-            .await?;
-        let flow = snapshot
-            .flows
-            .get(&flow_name)
-            .cloned()
-            .ok_or_else(|| not_found("flow", &flow_name))?;
-        let cluster = |name| {
-            snapshot
-                .clusters
-                .get(name)
-                .cloned()
-                .ok_or_else(|| not_found("cluster", name))
-        };
-        let source = cluster(&flow.source_cluster)?;
-        let dest = cluster(&flow.dest_cluster)?;
+        let FlowClusters { flow, source, dest } = self.flow_with_clusters(&request.flow).await?;
         let selection = GroupSelection::for_flow(&flow, &request.groups)?;
         let options = SyncOptions {
             dry_run: request.dry_run,
@@ -47,6 +25,7 @@ impl AdminService {
         };
         let map_topic = offset_map::map_topic(self.keys.fleet());
         let timeout = self.kafka.timeout();
+        let (flow_name, source_cluster) = (flow.name.clone(), flow.source_cluster.clone());
         let topic = map_topic.clone();
         let groups = tokio::task::spawn_blocking(move || {
             sync_flow(
@@ -65,21 +44,14 @@ impl AdminService {
             CoordinatorError::InvalidArgument(format!("group sync failed: {error}"))
         })??;
         if groups.is_empty() {
+            let selected = match request.groups.as_str() {
+                "" => "the flow's group sync",
+                groups => groups,
+            };
             return Err(CoordinatorError::NotFound {
                 what: "consumer group",
                 name: format!(
-                    "matching {:?} with committed offsets on the topics flow {} mirrors from cluster {}",
-                    if request.groups.is_empty() {
-                        "the flow's group sync"
-                    } else {
-                        request.groups.as_str()
-                    },
-                    flow_name,
-                    snapshot
-                        .flows
-                        .get(&flow_name)
-                        .map(|flow| flow.source_cluster.to_string())
-                        .unwrap_or_default()
+                    "matching {selected:?} with committed offsets on the topics flow {flow_name} mirrors from cluster {source_cluster}"
                 ),
             });
         }
