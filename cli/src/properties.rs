@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::Path;
 
 use kmirror_common::kafka::is_secret_property;
-use kmirror_writer::producer::PRODUCER_DEFAULTS;
+use kmirror_writer::producer::{PRODUCER_DEFAULTS, PRODUCER_REQUIRED};
 
 /// Which client a file configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,10 +399,10 @@ pub fn translate(
 /// Producer settings the writers cannot run with, each with the fix.
 ///
 /// A writer produces with an idempotent producer and `acks=all`
-/// ([`PRODUCER_DEFAULTS`]), which is what keeps each partition's order and writes
-/// no duplicate when a produce is retried; the operator's properties override
-/// those defaults, so a MirrorMaker 1 producer file with `acks=1` would leave every
-/// writer unable to create its producer. Known keys get a message of their own;
+/// ([`PRODUCER_REQUIRED`]), which is what keeps each partition's order and writes
+/// no duplicate when a produce is retried; the writer sets them whatever the
+/// operator's properties say, so a MirrorMaker 1 producer file with `acks=1` is
+/// refused here rather than silently not doing what it says. Known keys get a message of their own;
 /// librdkafka then checks the combination the writer would build.
 pub fn check_writer_producer(properties: &BTreeMap<String, String>) -> Vec<PropertyError> {
     let mut errors = Vec::new();
@@ -458,6 +458,9 @@ pub fn check_writer_producer(properties: &BTreeMap<String, String>) -> Vec<Prope
     }
     for (key, value) in properties {
         config.set(key, value);
+    }
+    for (key, value) in PRODUCER_REQUIRED {
+        config.set(*key, *value);
     }
     // Only the settings are checked: no broker is contacted, nothing is logged.
     config.set("log_level", "0");

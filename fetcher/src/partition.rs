@@ -402,7 +402,13 @@ impl Partition {
         }
         match route {
             Route::Open => {}
-            Route::LeaseExpired => return Vec::new(),
+            // The batch is not sent, and the consumer has moved past it: the
+            // partition stops and starts again from its committed position once
+            // the lease is back, so nothing after it goes out around the gap.
+            Route::LeaseExpired => {
+                info!(partition = %self.key, retry_in_secs = self.limits.retry_backoff.as_secs_f64(), "past the lease deadline: stopping the partition until the lease is renewed");
+                return self.halt(self.limits.retry_backoff, now);
+            }
             Route::WriterUnreachable => return self.on_send_failed(),
         }
         let seq = self.next_seq;

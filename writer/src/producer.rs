@@ -20,16 +20,30 @@ use tracing::{debug, warn};
 
 pub type DestinationProducer = ThreadedProducer<DeliveryContext>;
 
-/// Settings every destination producer gets (before the operator's overrides).
+/// Settings the writer's guarantee depends on: nothing the operator gives
+/// changes them.
 ///
-/// Idempotence with acks=all keeps each partition's order across retries.
+/// Idempotence with acks=all keeps each partition's order across retries and
+/// writes no duplicate when a produce is retried. One request in flight per
+/// broker: with more, a producer new to a partition (a writer's first, or one
+/// replacing a failed producer) can lose records when the partition's leader is
+/// not ready. The first request is refused ("not leader"), the next one, already
+/// in flight, is accepted by the leader once it is ready (a broker takes any
+/// sequence from a producer it has no state for), and the producer then counts
+/// the refused records as delivered. One request at a time, nothing goes ahead
+/// of a refused request.
+pub const PRODUCER_REQUIRED: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("max.in.flight.requests.per.connection", "1"),
+];
+
+/// Settings every destination producer gets unless the operator sets them.
+///
 /// `batch.size` is not here: it depends on the destination topic's limit, see
 /// [`batch_size_for`]. The queue caps bound the memory a producer holds (librdkafka
 /// would buffer up to 1 GiB) while leaving room for a full batch per partition.
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("max.in.flight.requests.per.connection", "5"),
     ("linger.ms", "5"),
     ("batch.num.messages", "10000"),
     ("message.max.bytes", "33554432"),
@@ -121,6 +135,16 @@ impl BatchTracker {
     }
 
     fn delivered(&self, partition: i32, offset: i64) {
+        if offset < 0 {
+            // The destination did not say where it wrote the record: counted as
+            // written only because a later request succeeded, it may not be.
+            // The batch fails and is sent again from the checkpoint.
+            warn!(partition, "the destination confirmed a record without its offset; treating the batch as not delivered");
+            self.failed(KafkaError::MessageProduction(
+                RDKafkaErrorCode::Inconsistent,
+            ));
+            return;
+        }
         let previous = self.dest_partition.swap(partition, Ordering::AcqRel);
         if previous != -1 && previous != partition {
             self.spread.store(true, Ordering::Release);
@@ -362,5 +386,20 @@ mod tests {
             (-1, -1)
         );
         assert!(completion.failure.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_record_confirmed_without_its_offset_fails_the_batch() {
+        let (completion_tx, mut completion_rx) = mpsc::unbounded_channel();
+        let tracker = BatchTracker::new(2, completion_tx);
+        tracker.record_sent();
+        tracker.record_sent();
+        tracker.finish_sending();
+        // Counted as written only because a later request succeeded.
+        tracker.delivered(4, -1);
+        tracker.delivered(4, 12);
+        let completion = completion_rx.try_recv().unwrap();
+        let failure = completion.failure.expect("the batch fails");
+        assert_eq!(classify(&failure), FailureClass::DeliveryFailed);
     }
 }

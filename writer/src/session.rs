@@ -36,7 +36,7 @@ use crate::deliverability::is_delivery_timeout;
 use crate::partitioner::PartitionMapping;
 use crate::producer::{
     batch_size_for, classify, record_batch_size_estimate, BatchTracker, Completion,
-    DeliveryContext, DestinationProducer, FailureClass, PRODUCER_DEFAULTS,
+    DeliveryContext, DestinationProducer, FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
 };
 use crate::WriterShared;
 
@@ -795,24 +795,34 @@ fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
     }
 }
 
-/// Builds a destination producer: the operator's `--producer-property`
-/// overrides, then the cluster's properties, then the writer's defaults (with
-/// the `batch.size` for the topic's limit).
+/// Builds a destination producer from [`producer_config`].
 pub fn build_producer(
     cluster: &ClusterSpec,
     batch_size: i64,
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
+    producer_config(cluster, batch_size, overrides)?
+        .create_with_context(DeliveryContext::new(cluster.name.clone()))
+}
+
+/// A destination producer's settings: what the writer's guarantee requires,
+/// then the operator's `--producer-property` overrides, then the cluster's
+/// properties, then the writer's defaults (with the `batch.size` for the
+/// topic's limit).
+pub fn producer_config(
+    cluster: &ClusterSpec,
+    batch_size: i64,
+    overrides: &[(String, String)],
+) -> Result<rdkafka::ClientConfig, KafkaError> {
     let batch_size = batch_size.to_string();
     let mut defaults = PRODUCER_DEFAULTS.to_vec();
     defaults.push(("batch.size", batch_size.as_str()));
     let role = RoleSettings {
-        required: &[],
+        required: PRODUCER_REQUIRED,
         defaults: &defaults,
     };
     client_config(cluster, &role, overrides)
-        .map_err(|error| KafkaError::ClientCreation(error.to_string()))?
-        .create_with_context(DeliveryContext::new(cluster.name.clone()))
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))
 }
 
 #[cfg(test)]

@@ -227,21 +227,47 @@ fn acks_of_batches_sent_before_a_restart_are_dropped() {
 }
 
 #[test]
-fn nothing_is_sent_past_the_lease_deadline_and_an_unreachable_writer_stops_the_partition() {
+fn past_the_lease_deadline_a_batch_stops_the_partition_and_it_restarts_from_its_committed_position()
+{
     let now = Instant::now();
     let mut partition = running_at_100(now);
+    assert_eq!(sent(&fetch(&mut partition, 110, now)), vec![(1, true, 110)]);
     let generation = partition.generation;
     let lease_expired = partition.on_fetched(
         generation,
         PackedBatch::default(),
         None,
-        110,
+        120,
         Reservation::none(),
         Route::LeaseExpired,
         now,
     );
-    assert!(lease_expired.is_empty());
-    assert!(partition.is_running());
+    // Not sent, and the consumer moved past it: the partition stops fetching
+    // and forgets what is in flight.
+    assert!(matches!(lease_expired[..], [Effect::Unassign]));
+    assert!(!partition.is_running());
+    assert_eq!(partition.in_flight(), 0);
+    // A batch the consumer fetched after the dropped one is not sent around it.
+    assert!(fetch(&mut partition, 130, now).is_empty());
+    assert!(partition.on_tick(now + RETRY_BACKOFF / 2).is_empty());
+    assert!(matches!(
+        partition.on_tick(now + RETRY_BACKOFF)[..],
+        [Effect::Start]
+    ));
+    assert!(matches!(
+        partition.start()[..],
+        [Effect::Assign {
+            offset: Some(100),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn an_unreachable_writer_stops_the_partition() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    let generation = partition.generation;
     let unreachable = partition.on_fetched(
         generation,
         PackedBatch::default(),

@@ -88,3 +88,30 @@ fn a_malformed_batch_is_refused_naming_the_partition_and_the_record() {
         error.message
     );
 }
+
+#[test]
+fn producers_keep_idempotence_and_one_request_in_flight_whatever_the_operator_sets() {
+    let cluster = ClusterSpec {
+        name: ClusterName::new("dest").unwrap(),
+        bootstrap_servers: "127.0.0.1:9092".to_string(),
+        properties: [
+            ("max.in.flight.requests.per.connection", "5"),
+            ("acks", "1"),
+            ("linger.ms", "20"),
+        ]
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect(),
+    };
+    let overrides = [("enable.idempotence".to_string(), "false".to_string())];
+    let config = producer_config(&cluster, 65_536, &overrides).unwrap();
+    assert_eq!(
+        config.get("max.in.flight.requests.per.connection"),
+        Some("1")
+    );
+    assert_eq!(config.get("acks"), Some("all"));
+    assert_eq!(config.get("enable.idempotence"), Some("true"));
+    // The operator's tuning still counts.
+    assert_eq!(config.get("linger.ms"), Some("20"));
+    assert_eq!(config.get("batch.size"), Some("65536"));
+}

@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kmirror_fetcher::batch_poll::BatchConsumer;
 use kmirror_fetcher::consumer::{CONSUMER_DEFAULTS, MAX_POLL_BATCH};
-use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS};
+use kmirror_writer::producer::{LARGE_BATCH_BYTES, PRODUCER_DEFAULTS, PRODUCER_REQUIRED};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -97,6 +97,9 @@ fn run(args: Args) -> Result<()> {
     producer_config.set("batch.size", LARGE_BATCH_BYTES.to_string());
     for (key, value) in &args.producer_properties {
         producer_config.set(key, value);
+    }
+    for (key, value) in PRODUCER_REQUIRED {
+        producer_config.set(*key, *value);
     }
     let producer: ThreadedProducer<FailFast> =
         producer_config.create_with_context(Default::default())?;
