@@ -411,6 +411,16 @@ impl Partition {
             }
             Route::WriterUnreachable => return self.on_send_failed(),
         }
+        // The consumer reads on from where the last batch (or skip) it handed
+        // over ended; a batch that does not start there follows one that never
+        // reached the window. Sent, it would write around the gap.
+        let expected = self.window.sent_up_to();
+        if let Some(read_from) =
+            read_from.filter(|&read_from| expected >= 0 && read_from != expected)
+        {
+            warn!(partition = %self.key, read_from, expected, "a fetched batch does not follow the last one sent; restarting the partition from its committed position");
+            return self.halt(DELIVERY_RETRY, now);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.window.push(seq, next_offset, reservation);

@@ -737,3 +737,48 @@ fn a_flow_whose_source_changed_restarts_its_partitions_under_the_new_consumer() 
         }]
     ));
 }
+
+#[test]
+fn a_batch_that_does_not_follow_the_last_one_sent_restarts_the_partition() {
+    let now = Instant::now();
+    let mut partition = running_at_100(now);
+    let generation = partition.generation;
+    let fetched = |partition: &mut Partition, read_from: i64, next_offset: i64| {
+        partition.on_fetched(
+            generation,
+            PackedBatch::default(),
+            Some(read_from),
+            next_offset,
+            Reservation::none(),
+            Route::Open,
+            now,
+        )
+    };
+    assert_eq!(
+        sent(&fetched(&mut partition, 100, 110)),
+        vec![(1, true, 110)]
+    );
+    partition.on_skipped(generation, 115);
+    assert_eq!(
+        sent(&fetched(&mut partition, 115, 120)),
+        vec![(2, false, 120)]
+    );
+    // Offsets 120..130 never reached the partition.
+    assert!(matches!(
+        fetched(&mut partition, 130, 140)[..],
+        [Effect::Unassign]
+    ));
+    assert!(!partition.is_running());
+    assert_eq!(partition.in_flight(), 0);
+    assert!(matches!(
+        partition.on_tick(now + DELIVERY_RETRY)[..],
+        [Effect::Start]
+    ));
+    assert!(matches!(
+        partition.start()[..],
+        [Effect::Assign {
+            offset: Some(100),
+            ..
+        }]
+    ));
+}
