@@ -72,6 +72,17 @@ fn running_at_100(now: Instant) -> Partition {
 
 /// The consumer hands over a batch of 10 records ending before `next_offset`.
 fn fetch(partition: &mut Partition, next_offset: i64, now: Instant) -> Vec<Effect> {
+    fetch_routed(partition, None, next_offset, Route::Open, now)
+}
+
+/// [`fetch`], read from `read_from` and routed as the core sees it.
+fn fetch_routed(
+    partition: &mut Partition,
+    read_from: Option<i64>,
+    next_offset: i64,
+    route: Route,
+    now: Instant,
+) -> Vec<Effect> {
     let packed = PackedBatch {
         record_count: 10,
         summary: PackedSummary {
@@ -85,12 +96,22 @@ fn fetch(partition: &mut Partition, next_offset: i64, now: Instant) -> Vec<Effec
     partition.on_fetched(
         generation,
         packed,
-        None,
+        read_from,
         next_offset,
         Reservation::none(),
-        Route::Open,
+        route,
         now,
     )
+}
+
+/// Once `due`, the halted partition starts again, from `offset`.
+fn restarts_from(partition: &mut Partition, due: Instant, offset: i64) {
+    assert!(matches!(partition.on_tick(due)[..], [Effect::Start]));
+    let effects = partition.start();
+    assert!(
+        matches!(effects[..], [Effect::Assign { offset: Some(from), .. }] if from == offset),
+        "{effects:?}"
+    );
 }
 
 fn sent(effects: &[Effect]) -> Vec<(u64, bool, i64)> {
@@ -232,16 +253,7 @@ fn past_the_lease_deadline_a_batch_stops_the_partition_and_it_restarts_from_its_
     let now = Instant::now();
     let mut partition = running_at_100(now);
     assert_eq!(sent(&fetch(&mut partition, 110, now)), vec![(1, true, 110)]);
-    let generation = partition.generation;
-    let lease_expired = partition.on_fetched(
-        generation,
-        PackedBatch::default(),
-        None,
-        120,
-        Reservation::none(),
-        Route::LeaseExpired,
-        now,
-    );
+    let lease_expired = fetch_routed(&mut partition, None, 120, Route::LeaseExpired, now);
     // Not sent, and the consumer moved past it: the partition stops fetching
     // and forgets what is in flight.
     assert!(matches!(lease_expired[..], [Effect::Unassign]));
@@ -250,33 +262,14 @@ fn past_the_lease_deadline_a_batch_stops_the_partition_and_it_restarts_from_its_
     // A batch the consumer fetched after the dropped one is not sent around it.
     assert!(fetch(&mut partition, 130, now).is_empty());
     assert!(partition.on_tick(now + RETRY_BACKOFF / 2).is_empty());
-    assert!(matches!(
-        partition.on_tick(now + RETRY_BACKOFF)[..],
-        [Effect::Start]
-    ));
-    assert!(matches!(
-        partition.start()[..],
-        [Effect::Assign {
-            offset: Some(100),
-            ..
-        }]
-    ));
+    restarts_from(&mut partition, now + RETRY_BACKOFF, 100);
 }
 
 #[test]
 fn an_unreachable_writer_stops_the_partition() {
     let now = Instant::now();
     let mut partition = running_at_100(now);
-    let generation = partition.generation;
-    let unreachable = partition.on_fetched(
-        generation,
-        PackedBatch::default(),
-        None,
-        110,
-        Reservation::none(),
-        Route::WriterUnreachable,
-        now,
-    );
+    let unreachable = fetch_routed(&mut partition, None, 110, Route::WriterUnreachable, now);
     assert!(matches!(unreachable[..], [Effect::Unassign]));
     assert!(partition.is_waiting_for_link());
     assert_eq!(partition.in_flight(), 0);
@@ -744,15 +737,7 @@ fn a_batch_that_does_not_follow_the_last_one_sent_restarts_the_partition() {
     let mut partition = running_at_100(now);
     let generation = partition.generation;
     let fetched = |partition: &mut Partition, read_from: i64, next_offset: i64| {
-        partition.on_fetched(
-            generation,
-            PackedBatch::default(),
-            Some(read_from),
-            next_offset,
-            Reservation::none(),
-            Route::Open,
-            now,
-        )
+        fetch_routed(partition, Some(read_from), next_offset, Route::Open, now)
     };
     assert_eq!(
         sent(&fetched(&mut partition, 100, 110)),
@@ -770,15 +755,5 @@ fn a_batch_that_does_not_follow_the_last_one_sent_restarts_the_partition() {
     ));
     assert!(!partition.is_running());
     assert_eq!(partition.in_flight(), 0);
-    assert!(matches!(
-        partition.on_tick(now + DELIVERY_RETRY)[..],
-        [Effect::Start]
-    ));
-    assert!(matches!(
-        partition.start()[..],
-        [Effect::Assign {
-            offset: Some(100),
-            ..
-        }]
-    ));
+    restarts_from(&mut partition, now + DELIVERY_RETRY, 100);
 }

@@ -468,6 +468,11 @@ async fn kill_and_recover(
             Duration::from_secs(300),
         )
         .await?;
+    let mut slowest: Vec<(&Partition, &Duration)> = resumed.iter().collect();
+    slowest.sort_unstable_by(|a, b| b.1.cmp(a.1));
+    for ((topic, partition), took) in slowest.iter().take(5) {
+        eprintln!("scale: {topic}/{partition} ran again after {took:.1?}");
+    }
     let mut times: Vec<Duration> = resumed.values().copied().collect();
     times.sort_unstable();
     let recovery = Recovery {
