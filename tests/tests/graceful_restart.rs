@@ -13,7 +13,7 @@ use kmirror_tests::{unique_name, Fleet, FleetOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_stopped_with_sigterm_mid_mirror_resumes_without_loss_or_duplicates() -> Result<()> {
-    const RECORDS: u64 = 500_000;
+    const RECORDS: u64 = 1_000_000;
     const PARTITIONS: i32 = 8;
     /// Stop once this many records arrived: well before the end.
     const STOP_AFTER: i64 = 25_000;
@@ -27,7 +27,14 @@ async fn fleet_stopped_with_sigterm_mid_mirror_resumes_without_loss_or_duplicate
     .generate();
     produce(Cluster::Source, &topic, records).await?;
 
-    let fleet = Fleet::start(FleetOptions::new("restart")).await;
+    // One batch in flight per partition (at most 40 000 records over the 8): with
+    // the default window the fetchers can read the whole topic ahead, and the
+    // drain would then write all of it before the stop completes.
+    let fleet = Fleet::start(FleetOptions {
+        max_in_flight_batches: Some(1),
+        ..FleetOptions::new("restart")
+    })
+    .await;
     fleet.add_clusters().await;
     fleet.create_flow(&flow, &topic, None).await;
 
