@@ -402,8 +402,9 @@ pub fn translate(
 /// ([`PRODUCER_REQUIRED`]), which is what keeps each partition's order and writes
 /// no duplicate when a produce is retried; the writer sets them whatever the
 /// operator's properties say, so a MirrorMaker 1 producer file with `acks=1` is
-/// refused here rather than silently not doing what it says. Known keys get a message of their own;
-/// librdkafka then checks the combination the writer would build.
+/// refused here rather than silently not doing what it says. Known keys get a
+/// message of their own; librdkafka then checks the combination the writer
+/// would build.
 pub fn check_writer_producer(properties: &BTreeMap<String, String>) -> Vec<PropertyError> {
     let mut errors = Vec::new();
     let refuse = |errors: &mut Vec<PropertyError>, key: &str, message: String| {
