@@ -33,7 +33,7 @@ use kmirror_common::{MemberId, PartitionKey};
 use kmirror_proto::packed::{PackedBatch, PackedSummary};
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WorkerPartition};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::budget::Reservation;
 use crate::checkpointer::CheckpointEntry;
@@ -291,6 +291,7 @@ impl Partition {
             paused: false,
         };
         let next_offset = self.window.committed().next_offset;
+        debug!(partition = %self.key, generation = self.generation, from = next_offset, "partition starting");
         vec![Effect::Assign {
             offset: (next_offset >= 0).then_some(next_offset),
             generation: self.generation,
@@ -446,6 +447,9 @@ impl Partition {
             dest_partition_count: assignment.dest_partitions,
             read_from,
         };
+        if restart_pending {
+            debug!(partition = %self.key, seq, read_from, next_offset, "first batch since the start sent");
+        }
         let window_full = self.window.len() >= self.limits.max_in_flight_batches;
         let mut effects = Vec::new();
         if window_full && !paused {
@@ -614,6 +618,7 @@ impl Partition {
 
     /// Its checkpoint was written.
     pub fn on_checkpoint_written(&mut self, checkpoint: &Checkpoint, now: Instant) {
+        debug!(partition = %self.key, next_offset = checkpoint.next_offset, "checkpoint written");
         self.written = Some(checkpoint.next_offset);
         self.rate_written = Some((checkpoint.records_per_sec, now));
     }
