@@ -21,8 +21,9 @@ use tokio::time::Instant;
 
 pub use crate::ctl_output::CtlOutput;
 pub use crate::fleet_options::FleetOptions;
-use crate::kafka::{Cluster, WatermarkReader};
+use crate::kafka::{read_all, Cluster, WatermarkReader};
 use crate::member_process::{duration_arg, free_port, log_tail, Member};
+use crate::ordering::{assert_complete_in_order, Delivery};
 use crate::pki::{TestPki, TlsFiles};
 use crate::stack::{self, Stack};
 use crate::status::{FlowStatusView, StatusView};
@@ -686,6 +687,25 @@ impl Fleet {
                 .topic_caught_up(topic, partitions)
         })
         .await;
+    }
+
+    /// Waits until `flow` caught up on `topic` in the stack's clusters, then
+    /// asserts that the destination holds every one of the `produced` source
+    /// records, first copies in source order (see [`assert_complete_in_order`]).
+    pub async fn assert_mirrored_in_order(
+        &self,
+        flow: &str,
+        topic: &str,
+        partitions: i32,
+        produced: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Delivery> {
+        self.wait_caught_up(flow, topic, partitions, timeout).await;
+        let source = read_all(Cluster::Source, topic).await?;
+        let dest = read_all(Cluster::Dest, topic).await?;
+        let delivery = assert_complete_in_order(&source, &dest);
+        assert_eq!(delivery.records as u64, produced);
+        Ok(delivery)
     }
 
     /// Where to look when something failed: every member's log path and state, and

@@ -12,8 +12,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use kmirror_tests::kafka::{create_topic, read_all, Cluster};
-use kmirror_tests::ordering::assert_complete_in_order;
+use kmirror_tests::kafka::{create_topic, Cluster};
 use kmirror_tests::steady::SteadyLoad;
 use kmirror_tests::{unique_name, Fleet, FleetOptions};
 
@@ -44,13 +43,15 @@ async fn every_first_record_arrives_while_the_destination_brings_a_wide_topic_on
     fleet.create_flow(&flow, &topic, None).await;
 
     let produced = producer.await??;
-    fleet
-        .wait_caught_up(&flow, &topic, PARTITIONS, Duration::from_secs(240))
-        .await;
-    let source = read_all(Cluster::Source, &topic).await?;
-    let dest = read_all(Cluster::Dest, &topic).await?;
-    let delivery = assert_complete_in_order(&source, &dest);
-    assert_eq!(delivery.records as u64, produced);
+    let delivery = fleet
+        .assert_mirrored_in_order(
+            &flow,
+            &topic,
+            PARTITIONS,
+            produced,
+            Duration::from_secs(240),
+        )
+        .await?;
     eprintln!(
         "new partitions: {} records over {PARTITIONS} partitions, {} duplicates",
         delivery.records, delivery.duplicates

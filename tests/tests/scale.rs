@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use kmirror_tests::kafka::{create_topic, read_all, Cluster};
-use kmirror_tests::ordering::assert_complete_in_order;
+use kmirror_tests::kafka::{create_topic, Cluster};
 use kmirror_tests::steady::SteadyLoad;
 use kmirror_tests::{unique_name, Fleet, FleetOptions};
 use serde_json::Value;
@@ -196,13 +195,15 @@ async fn scaling_out_and_draining_back_moves_only_what_it_must_and_loses_nothing
     }
 
     let produced = producer.await??;
-    fleet
-        .wait_caught_up(&flow, &topic, PARTITIONS, Duration::from_secs(120))
-        .await;
-    let source = read_all(Cluster::Source, &topic).await?;
-    let dest = read_all(Cluster::Dest, &topic).await?;
-    let delivery = assert_complete_in_order(&source, &dest);
-    assert_eq!(delivery.records as u64, produced);
+    let delivery = fleet
+        .assert_mirrored_in_order(
+            &flow,
+            &topic,
+            PARTITIONS,
+            produced,
+            Duration::from_secs(120),
+        )
+        .await?;
     eprintln!(
         "scale: out moved {moves:?} (fetchers, writers), drain moved {drained_partitions:?}, {} duplicates",
         delivery.duplicates
