@@ -78,7 +78,18 @@ struct FlowSettings {
     groups: Option<String>,
     groups_exclude: Option<String>,
     sync_groups_interval_secs: Option<String>,
+    /// `exactly.once.source.support` of the Connect worker writing to the target
+    /// (`disabled`, `preparing`, `enabled`) and the connector's
+    /// `exactly.once.support` (`requested`, `required`).
+    exactly_once_source_support: Option<String>,
+    exactly_once_support: Option<String>,
 }
+
+/// The Connect worker setting (KIP-618) under which MirrorMaker 2 writes in
+/// transactions.
+pub const EXACTLY_ONCE_SOURCE_SUPPORT: &str = "exactly.once.source.support";
+/// The connector setting (KIP-618) that makes a connector refuse to run without them.
+pub const EXACTLY_ONCE_SUPPORT: &str = "exactly.once.support";
 
 /// A comma-separated list of regular expressions, each kept apart.
 fn list_items(list: &str) -> Vec<String> {
@@ -126,6 +137,57 @@ fn group_sync_of(
         }
         flow.sync_group_offsets_interval_ms = i64::from(seconds) * 1000;
     }
+    Ok(())
+}
+
+/// The flow's exactly-once mode from MirrorMaker 2's settings, on when its
+/// MirrorMaker 2 would write the flow in transactions or refuse to run it without.
+///
+/// MirrorMaker 2 (3.5 and later, dedicated mode) writes in transactions when the
+/// Connect worker writing to the target has `exactly.once.source.support=enabled`.
+/// `preparing` is the first of the two restarts that turn it on in a running
+/// cluster and still writes without transactions, `disabled` is the default: both
+/// leave the flow at-least-once. The connector's `exactly.once.support` does not
+/// turn transactions on by itself: `required` makes the connector refuse to run
+/// without them, so the flow asks for exactly-once and gets it; `requested` (its
+/// default) runs the connector either way, so the worker's setting decides, as in
+/// MirrorMaker 2. Mapping `requested` to on would turn on, at a throughput cost,
+/// flows their MirrorMaker 2 ran at-least-once.
+fn exactly_once_of(
+    name: &str,
+    settings: &FlowSettings,
+    flow: &mut Flow,
+) -> Result<(), ManifestError> {
+    let normalized = |value: &String| value.trim().to_ascii_lowercase();
+    let worker_enabled = match settings
+        .exactly_once_source_support
+        .as_ref()
+        .map(normalized)
+        .as_deref()
+    {
+        None | Some("disabled" | "preparing") => false,
+        Some("enabled") => true,
+        Some(other) => {
+            return Err(ManifestError(format!(
+                "flow {name}: {EXACTLY_ONCE_SOURCE_SUPPORT} {other:?}: use enabled, preparing or disabled"
+            )))
+        }
+    };
+    let connector_requires = match settings
+        .exactly_once_support
+        .as_ref()
+        .map(normalized)
+        .as_deref()
+    {
+        None | Some("requested") => false,
+        Some("required") => true,
+        Some(other) => {
+            return Err(ManifestError(format!(
+                "flow {name}: {EXACTLY_ONCE_SUPPORT} {other:?}: use requested or required"
+            )))
+        }
+    };
+    flow.exactly_once = worker_enabled || connector_requires;
     Ok(())
 }
 
@@ -196,6 +258,7 @@ fn flow_from_settings(
         ..Flow::default()
     };
     group_sync_of(name, settings, &mut flow)?;
+    exactly_once_of(name, settings, &mut flow)?;
     Ok(flow)
 }
 
@@ -230,7 +293,7 @@ pub fn plan_text(plan: &ImportPlan, verb: &str) -> String {
     for flow in &plan.flows {
         let rename = crate::output::rename_cell(flow);
         text.push_str(&format!(
-            "flow {} {verb}: {} -> {}, include {:?}, exclude {:?}, rename {rename}, config sync {}, group offset sync {}\n",
+            "flow {} {verb}: {} -> {}, include {:?}, exclude {:?}, rename {rename}, config sync {}, group offset sync {}, {}\n",
             flow.name,
             flow.source_cluster,
             flow.dest_cluster,
@@ -242,6 +305,7 @@ pub fn plan_text(plan: &ImportPlan, verb: &str) -> String {
             } else {
                 format!("{:?}", flow.sync_group_offsets)
             },
+            crate::output::delivery_cell(flow),
         ));
     }
     text + &plan_remarks(plan)

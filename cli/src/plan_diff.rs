@@ -207,6 +207,7 @@ fn flow_fields(flow: &Flow) -> BTreeMap<String, String> {
             "syncGroupOffsets".to_string(),
             flow.sync_group_offsets.clone(),
         ),
+        ("exactlyOnce".to_string(), flow.exactly_once.to_string()),
     ]);
     if !flow.sync_group_offsets.is_empty() {
         fields.insert(
@@ -343,6 +344,43 @@ mod tests {
             text,
             "flow dr configured (dry run)\n  exclude: \"\" -> \".*-tmp\"\n  syncTopicConfigs: \"true\" -> \"false\"\nflow new created (dry run)\n"
         );
+    }
+
+    #[test]
+    fn turning_exactly_once_on_or_off_configures_the_flow() {
+        let stored = as_stored(&flow("dr"));
+        let planned = Flow {
+            exactly_once: true,
+            ..flow("dr")
+        };
+        let objects = compare(&plan(vec![], vec![planned]), &[], &[stored]);
+        assert_eq!(objects[0].action, Action::Configured);
+        assert_eq!(
+            objects[0].changes,
+            vec![FieldChange {
+                field: "exactlyOnce".to_string(),
+                from: Some("false".to_string()),
+                to: Some("true".to_string()),
+            }]
+        );
+
+        let stored = as_stored(&Flow {
+            exactly_once: true,
+            ..flow("dr")
+        });
+        let objects = compare(
+            &plan(vec![], vec![flow("dr")]),
+            &[],
+            std::slice::from_ref(&stored),
+        );
+        assert_eq!(objects[0].changes[0].field, "exactlyOnce");
+        assert_eq!(objects[0].changes[0].to.as_deref(), Some("false"));
+        let same = Flow {
+            exactly_once: true,
+            ..flow("dr")
+        };
+        let objects = compare(&plan(vec![], vec![same]), &[], &[stored]);
+        assert_eq!(objects[0].action, Action::Unchanged, "{objects:?}");
     }
 
     #[test]

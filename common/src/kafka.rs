@@ -86,6 +86,43 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The context of a consumer that reads partitions to their end
+/// (`enable.partition.eof`): librdkafka reports each end as an error event as
+/// well, which is how reading stops, not a failure worth a log line. Other
+/// errors are logged as warnings.
+pub struct ReadToEndContext;
+
+impl rdkafka::ClientContext for ReadToEndContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+            error if is_unused_group_error(&error) => {
+                tracing::debug!(%error, reason, "group coordinator refused (the reader uses no group)")
+            }
+            error => tracing::warn!(%error, reason, "kafka client error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadToEndContext {}
+
+/// Whether a consumer's error is about its group, which a reader that assigns
+/// partitions by hand and commits nothing does not use: librdkafka still looks
+/// for the group's coordinator (it needs a group id to assign), and a cluster
+/// that grants no ACL on the group refuses that search.
+pub fn is_unused_group_error(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+    )
+}
+
+/// A consumer with [`ReadToEndContext`].
+pub type ReadToEndConsumer = rdkafka::consumer::BaseConsumer<ReadToEndContext>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

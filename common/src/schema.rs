@@ -261,6 +261,11 @@ pub struct FlowSpec {
     /// the destination's groups. Off unless asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_sync: Option<GroupSync>,
+    /// Exactly-once mode: writers produce each batch of the flow in a Kafka
+    /// transaction with its offset map entry, one transactional id per source
+    /// partition, and a partition resumes from the committed map.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exactly_once: bool,
 }
 
 impl FlowSpec {

@@ -247,6 +247,7 @@ mod tests {
             paused: false,
             until_caught_up: false,
             group_sync: None,
+            exactly_once: false,
         }
     }
 

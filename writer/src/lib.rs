@@ -9,8 +9,10 @@ pub mod partitioner;
 pub mod producer;
 pub mod replicate;
 pub mod routes;
+pub mod send;
 pub mod session;
 pub mod telemetry;
+pub mod transactional;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +78,8 @@ pub struct WriterShared {
     /// The fleet's offset map topic on every destination cluster
     /// (see `kmirror_common::offset_map`).
     pub offset_map_topic: String,
+    /// The fleet's name: exactly-once partitions' transactional ids start with it.
+    pub fleet: String,
     /// The lease keeper's channel: the lease the writer produces under.
     lease_rx: watch::Receiver<LeaseState>,
 }
@@ -113,6 +117,23 @@ impl WriterShared {
     ) -> Result<DestinationProducer, rdkafka::error::KafkaError> {
         session::build_producer(cluster, batch_size, &self.producer_overrides)
     }
+
+    /// A producer of one exactly-once partition: the writer's settings plus its
+    /// transactional id (see [`transactional`]).
+    pub fn create_transactional_producer(
+        &self,
+        cluster: &ClusterSpec,
+        batch_size: i64,
+        transactional_id: &str,
+    ) -> Result<DestinationProducer, rdkafka::error::KafkaError> {
+        let timeout_ms = transactional::TRANSACTION_TIMEOUT.as_millis().to_string();
+        session::producer_config(cluster, batch_size, &self.producer_overrides)?
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", &timeout_ms)
+            // A record may not outlive its transaction.
+            .set("message.timeout.ms", &timeout_ms)
+            .create_with_context(producer::DeliveryContext::new(cluster.name.clone()))
+    }
 }
 
 /// A writer bound to its address and registered in etcd.
@@ -133,6 +154,7 @@ impl Writer {
             producer_overrides: config.producer_properties.clone(),
             drain_timeout: config.member.shutdown_grace,
             offset_map_topic: kmirror_common::offset_map::map_topic(&config.member.fleet),
+            fleet: config.member.fleet.clone(),
         });
         Ok(Self {
             config,

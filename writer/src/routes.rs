@@ -20,7 +20,8 @@ use crate::error::WriterError;
 pub struct Routes {
     etcd: Client,
     keys: Keys,
-    flows: Mutex<HashMap<FlowName, ClusterSpec>>,
+    /// Per flow, its destination cluster and whether it runs exactly-once.
+    flows: Mutex<HashMap<FlowName, (ClusterSpec, bool)>>,
     /// Per cluster, the spec an admin client was built from: a cluster stored
     /// again (new credentials) gets a new client.
     #[allow(clippy::type_complexity)]
@@ -62,7 +63,7 @@ impl Routes {
         refresh: bool,
     ) -> Result<ClusterSpec, WriterError> {
         if !refresh {
-            if let Some(cluster) = self.flows.lock().expect("routes lock").get(flow) {
+            if let Some((cluster, _)) = self.flows.lock().expect("routes lock").get(flow) {
                 return Ok(cluster.clone());
             }
         }
@@ -83,12 +84,22 @@ impl Routes {
             .flows
             .lock()
             .expect("routes lock")
-            .insert(flow.clone(), cluster.clone());
-        if previous.is_some_and(|previous| previous != cluster) {
+            .insert(flow.clone(), (cluster.clone(), spec.exactly_once));
+        if previous.is_some_and(|(previous, _)| previous != cluster) {
             // New settings (a fixed credential): not worth a pause's wait.
             cluster_access().retry_now(&cluster.name, Instant::now());
         }
         Ok(cluster)
+    }
+
+    /// Whether the flow runs exactly-once, as last read by [`Routes::destination`]
+    /// (a partition restarts when its flow changes, and the restart reads again).
+    pub fn exactly_once(&self, flow: &FlowName) -> bool {
+        self.flows
+            .lock()
+            .expect("routes lock")
+            .get(flow)
+            .is_some_and(|(_, exactly_once)| *exactly_once)
     }
 
     /// The destination topic's `max.message.bytes`, or `None` when it cannot be
@@ -146,8 +157,8 @@ impl Routes {
             .lock()
             .expect("routes lock")
             .values()
-            .find(|spec| &spec.name == cluster)
-            .cloned()?;
+            .find(|(spec, _)| &spec.name == cluster)
+            .map(|(spec, _)| spec.clone())?;
         self.admin(&spec)
     }
 

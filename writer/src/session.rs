@@ -27,17 +27,17 @@ use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Span};
 
 use crate::deliverability::is_delivery_timeout;
-use crate::partitioner::PartitionMapping;
 use crate::producer::{
-    batch_size_for, classify, record_batch_size_estimate, BatchTracker, Completion,
-    DeliveryContext, DestinationProducer, FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
+    batch_size_for, classify, BatchTracker, Completion, DeliveryContext, DestinationProducer,
+    FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
 };
+use crate::send::{error_kind, produce_records, write_error, Target};
+use crate::transactional::{self, TxnBatch, TxnOutcome};
 use crate::WriterShared;
 
 /// A batch handed to the producer whose outcome is not known yet.
@@ -94,6 +94,14 @@ pub struct Session {
     finished: HashMap<u64, BatchAck>,
     /// By the token of their entry's delivery.
     awaiting_entries: HashMap<u64, AwaitingEntry>,
+    /// The task of each exactly-once partition (see [`transactional`]).
+    /// With the token of its first batch: outcomes of an earlier task (before a
+    /// restart) do not halt the partition again.
+    txn_partitions: HashMap<PartitionKey, (u64, mpsc::UnboundedSender<TxnBatch>)>,
+    txn_outcome_tx: mpsc::UnboundedSender<TxnOutcome>,
+    txn_outcome_rx: mpsc::UnboundedReceiver<TxnOutcome>,
+    /// Batches handed to exactly-once partitions whose outcome is not known yet.
+    txn_outstanding: usize,
     next_token: u64,
     completion_tx: mpsc::UnboundedSender<Completion>,
     completion_rx: mpsc::UnboundedReceiver<Completion>,
@@ -109,6 +117,7 @@ impl Session {
         stream_span: Span,
     ) -> Self {
         let (completion_tx, completion_rx) = mpsc::unbounded_channel();
+        let (txn_outcome_tx, txn_outcome_rx) = mpsc::unbounded_channel();
         Self {
             shared,
             producers: HashMap::new(),
@@ -118,6 +127,10 @@ impl Session {
             ack_order: HashMap::new(),
             finished: HashMap::new(),
             awaiting_entries: HashMap::new(),
+            txn_partitions: HashMap::new(),
+            txn_outcome_tx,
+            txn_outcome_rx,
+            txn_outstanding: 0,
             next_token: 0,
             completion_tx,
             completion_rx,
@@ -148,6 +161,11 @@ impl Session {
                         break;
                     }
                 }
+                Some(outcome) = self.txn_outcome_rx.recv() => {
+                    if self.handle_txn_outcome(outcome).await.is_err() {
+                        break;
+                    }
+                }
             }
         }
         self.drain().await;
@@ -156,18 +174,26 @@ impl Session {
     /// Waits for the outcome of every batch already handed to a producer, so the
     /// fetcher learns about each (a graceful stop checkpoints them).
     async fn drain(mut self) {
+        // Exactly-once partitions end once the batches they hold are written.
+        self.txn_partitions.clear();
         let deadline = tokio::time::Instant::now() + self.shared.drain_timeout;
-        while !self.pending.is_empty() || !self.awaiting_entries.is_empty() {
-            match tokio::time::timeout_at(deadline, self.completion_rx.recv()).await {
-                Ok(Some(completion)) => {
+        while !self.pending.is_empty()
+            || !self.awaiting_entries.is_empty()
+            || self.txn_outstanding > 0
+        {
+            tokio::select! {
+                Some(completion) = self.completion_rx.recv() => {
                     let _ = self.handle_completion(completion).await;
                 }
-                Ok(None) | Err(_) => break,
+                Some(outcome) = self.txn_outcome_rx.recv() => {
+                    let _ = self.handle_txn_outcome(outcome).await;
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.txn_outstanding > 0 {
             warn!(
-                batches = self.pending.len(),
+                batches = self.pending.len() + self.txn_outstanding,
                 "stream closed with batches still in flight"
             );
         }
@@ -289,6 +315,10 @@ impl Session {
             .routes
             .topic_limit(&cluster, &batch.dest_topic)
             .await;
+        if self.shared.routes.exactly_once(&partition.flow) {
+            self.hand_to_transaction(batch, partition, cluster, limit, &summary);
+            return Ok(());
+        }
         let producer_key = match self.partition_producers.get(&partition) {
             Some(key) if !batch.restart && key.0 == cluster.name => key.clone(),
             _ => (cluster.name.clone(), batch_size_for(limit)),
@@ -365,9 +395,6 @@ impl Session {
         Ok(())
     }
 
-    /// Hands the batch's records to the producer in order. Returns how many it
-    /// handed over and why it stopped early, if it did; the records before that
-    /// one are produced.
     async fn produce(
         &mut self,
         batch: &Batch,
@@ -377,117 +404,14 @@ impl Session {
         tracker: &Arc<BatchTracker>,
         map_runs: &mut Vec<(i64, u32)>,
     ) -> (usize, Option<WriteError>) {
-        let mapping = PartitionMapping::new(
-            partition.partition,
-            batch.source_partition_count,
-            batch.dest_partition_count,
-        );
-        // Re-partitioned records have no per-partition position to map.
-        let mapped = matches!(mapping, PartitionMapping::Identity(_));
         let producer = self.producers.get(producer_key).expect("producer ensured");
-        let cluster = &producer_key.0;
-        // Offset after the last record handed to the producer.
-        let mut produced_until_opt: Option<i64> = None;
-        let mut produced = 0;
-        for record in batch.packed().iter_validated() {
-            let record = match record {
-                Ok(record) => record,
-                // The batch was validated when it arrived: this cannot happen, but
-                // should it, what was produced counts and the rest is refused.
-                Err(malformed) => {
-                    let message = format!(
-                        "batch {} of {partition} is malformed: {malformed}",
-                        batch.seq
-                    );
-                    let offset = produced_until_opt.unwrap_or(-1);
-                    return (
-                        produced,
-                        Some(write_error(ErrorKind::Rejected, message, offset)),
-                    );
-                }
-            };
-            let key = record.key;
-            let value = record.value;
-            if let Some(limit) = limit {
-                let size = record_batch_size_estimate(
-                    key.map_or(0, <[u8]>::len),
-                    value.map_or(0, <[u8]>::len),
-                    record.header_count(),
-                    record.header_bytes(),
-                ) as i64;
-                if size > limit {
-                    self.shared.routes.forget_limit(cluster, &batch.dest_topic);
-                    let message = format!(
-                        "record at offset {} of {}/{} is {size} bytes, larger than destination topic {} accepts (max.message.bytes={limit}); raise the limit to resume",
-                        record.offset, partition.topic, partition.partition, batch.dest_topic
-                    );
-                    let mut error = write_error(ErrorKind::RecordTooLarge, message, record.offset);
-                    error.record_size = size;
-                    error.limit = limit;
-                    return (produced, Some(error));
-                }
-            }
-            let headers = (record.header_count() > 0).then(|| {
-                record.headers().fold(
-                    OwnedHeaders::new_with_capacity(record.header_count()),
-                    |headers, header| {
-                        headers.insert(Header {
-                            key: header.key,
-                            value: header.value,
-                        })
-                    },
-                )
-            });
-            let mut base_record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
-                BaseRecord::with_opaque_to(&batch.dest_topic, tracker.clone())
-                    .partition(mapping.partition_for(key));
-            if let Some(key) = key {
-                base_record = base_record.key(key);
-            }
-            if let Some(value) = value {
-                base_record = base_record.payload(value);
-            }
-            if let Some(headers) = headers {
-                base_record = base_record.headers(headers);
-            }
-            if let Some(timestamp) = record.timestamp_ms {
-                base_record = base_record.timestamp(timestamp);
-            }
-            tracker.record_sent();
-            loop {
-                match producer.send(base_record) {
-                    Ok(()) => {
-                        produced_until_opt = Some(record.offset.saturating_add(1));
-                        produced += 1;
-                        if mapped {
-                            extend_runs(map_runs, record.offset);
-                        }
-                        break;
-                    }
-                    Err((error, returned)) => match classify(&error) {
-                        // Wait for deliveries to make room and send the same record
-                        // again: nothing else of this partition is sent meanwhile.
-                        FailureClass::QueueFull => {
-                            base_record = returned;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        class => {
-                            tracker.record_not_sent();
-                            let kind = error_kind(class);
-                            let message = format!(
-                                "cannot produce record at offset {} of {}/{} to {}: {error}",
-                                record.offset,
-                                partition.topic,
-                                partition.partition,
-                                batch.dest_topic
-                            );
-                            return (produced, Some(write_error(kind, message, record.offset)));
-                        }
-                    },
-                }
-            }
-        }
-        (produced, None)
+        let target = Target {
+            producer,
+            cluster: &producer_key.0,
+            limit,
+            skip_below: i64::MIN,
+        };
+        produce_records(&self.shared, &target, batch, partition, tracker, map_runs).await
     }
 
     async fn handle_completion(&mut self, completion: Completion) -> Result<(), ()> {
@@ -596,6 +520,58 @@ impl Session {
         }
         self.finished.insert(completion.token, ack);
         self.release_acks(&pending.partition).await
+    }
+
+    /// Hands a batch of an exactly-once partition to the partition's task; a
+    /// restart starts a new task, which fences the previous one's producer.
+    fn hand_to_transaction(
+        &mut self,
+        batch: Batch,
+        partition: PartitionKey,
+        cluster: ClusterSpec,
+        limit: Option<i64>,
+        summary: &PackedSummary,
+    ) {
+        if batch.restart {
+            self.txn_partitions.remove(&partition);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let telemetry = crate::telemetry::BatchTelemetry::start(&batch, summary, &partition);
+        let (shared, outcome_tx) = (self.shared.clone(), self.txn_outcome_tx.clone());
+        let (_, task) = self
+            .txn_partitions
+            .entry(partition.clone())
+            .or_insert_with(|| {
+                let task = transactional::spawn(shared, partition.clone(), outcome_tx);
+                (token, task)
+            });
+        // The task ends only when this sender is dropped.
+        let _ = task.send(TxnBatch {
+            token,
+            batch,
+            cluster,
+            limit,
+            telemetry,
+        });
+        self.txn_outstanding += 1;
+        self.ack_order
+            .entry(partition)
+            .or_default()
+            .push_back(token);
+    }
+
+    async fn handle_txn_outcome(&mut self, outcome: TxnOutcome) -> Result<(), ()> {
+        self.txn_outstanding = self.txn_outstanding.saturating_sub(1);
+        let current = self
+            .txn_partitions
+            .get(&outcome.partition)
+            .is_some_and(|(first_token, _)| outcome.token >= *first_token);
+        if outcome.halted && current {
+            self.halted.insert(outcome.partition.clone());
+        }
+        self.finished.insert(outcome.token, outcome.ack);
+        self.release_acks(&outcome.partition).await
     }
 
     /// Produces a batch's offset map entry through the producer of its records;
@@ -734,14 +710,6 @@ fn retire(producer: Arc<DestinationProducer>) {
     });
 }
 
-/// Adds a produced record's source offset to the batch's runs.
-fn extend_runs(runs: &mut Vec<(i64, u32)>, offset: i64) {
-    match runs.last_mut() {
-        Some((start, len)) if *start + i64::from(*len) == offset => *len += 1,
-        _ => runs.push((offset, 1)),
-    }
-}
-
 /// Takes the completed acks at the front of the partition's order, up to the first
 /// batch still waiting for the destination.
 fn next_in_order<Ack>(
@@ -763,15 +731,6 @@ fn next_in_order<Ack>(
     ready
 }
 
-fn error_kind(class: FailureClass) -> ErrorKind {
-    match class {
-        FailureClass::RecordTooLarge => ErrorKind::RecordTooLarge,
-        FailureClass::DestinationMissing => ErrorKind::DestinationMissing,
-        FailureClass::Rejected => ErrorKind::Rejected,
-        FailureClass::QueueFull | FailureClass::DeliveryFailed => ErrorKind::DeliveryFailed,
-    }
-}
-
 /// Reads every record of the batch once, before any is produced, so that a
 /// malformed batch is refused whole rather than written in part. Returns the
 /// figures of its records.
@@ -783,16 +742,6 @@ fn read_records(batch: &Batch, partition: &PartitionKey) -> Result<PackedSummary
         );
         write_error(ErrorKind::Rejected, message, -1)
     })
-}
-
-fn write_error(kind: ErrorKind, message: String, offset: i64) -> WriteError {
-    WriteError {
-        kind: kind as i32,
-        message,
-        offset,
-        record_size: 0,
-        limit: 0,
-    }
 }
 
 /// Builds a destination producer from [`producer_config`].

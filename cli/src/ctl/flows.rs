@@ -37,6 +37,7 @@ impl Ctl {
                 sync_group_offsets,
                 sync_group_offsets_exclude,
                 sync_group_offsets_interval,
+                exactly_once,
                 replace,
             } => {
                 let policy = match (rename, &prefix, map.is_empty()) {
@@ -73,6 +74,7 @@ impl Ctl {
                     sync_group_offsets_exclude,
                     sync_group_offsets_interval_ms: sync_group_offsets_interval
                         .map_or(0, |interval| interval.as_millis() as i64),
+                    exactly_once,
                     ..Flow::default()
                 };
                 let answer = self

@@ -128,6 +128,57 @@ fn flow_create_takes_rename_start_and_migration_options() {
 }
 
 #[test]
+fn flow_create_exactly_once_is_off_unless_asked_for() {
+    let base = [
+        "flow",
+        "create",
+        "ledger",
+        "--source",
+        "a",
+        "--dest",
+        "b",
+        "--include",
+        "x",
+    ];
+    let exactly_once_of = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        match parse(&args).unwrap().command {
+            Command::Flow(FlowCommand::Create { exactly_once, .. }) => exactly_once,
+            _ => panic!("parsed as another command"),
+        }
+    };
+    assert!(!exactly_once_of(&[]));
+    assert!(exactly_once_of(&["--exactly-once"]));
+    // A switch: it takes no value.
+    let args: Vec<&str> = base
+        .iter()
+        .chain(&["--exactly-once", "false"])
+        .copied()
+        .collect();
+    assert_eq!(parse(&args).unwrap_err().exit_code(), 2);
+}
+
+#[test]
+fn exactly_once_help_says_what_it_guarantees_and_what_it_costs() {
+    let mut command = Cli::command();
+    let create = command
+        .find_subcommand_mut("flow")
+        .and_then(|flow| flow.find_subcommand_mut("create"))
+        .unwrap();
+    let help = create.render_long_help().to_string();
+    for words in [
+        "--exactly-once",
+        "isolation.level=read_committed",
+        "exactly once",
+        "one transaction per batch",
+        "bench/README.md",
+        "aborted transactions",
+    ] {
+        assert!(help.contains(words), "{words:?} missing from:\n{help}");
+    }
+}
+
+#[test]
 fn start_positions_parse() {
     assert_eq!(parse_start("latest"), Ok(StartArg::Latest));
     assert_eq!(

@@ -86,6 +86,14 @@ pub(super) const MM2_UNMAPPED: &[(&str, &str)] = &[
         "replication.policy.internal.topic.separator.enabled",
         "kmirror creates no internal topics",
     ),
+    (
+        "transaction.boundary",
+        "kmirror's exactly-once mode commits one transaction per batch",
+    ),
+    (
+        "transaction.boundary.interval.ms",
+        "kmirror's exactly-once mode commits one transaction per batch",
+    ),
 ];
 
 /// Reads a MirrorMaker 2 `.properties` config.
@@ -153,6 +161,15 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
                 continue;
             };
             if rest == "bootstrap.servers" {
+                continue;
+            }
+            if rest == EXACTLY_ONCE_SOURCE_SUPPORT {
+                // The worker setting of the flows writing to this cluster: read
+                // with each flow's settings below.
+                if !is_target {
+                    plan.unmapped
+                        .push((key.clone(), format!("cluster {alias} is no flow's target")));
+                }
                 continue;
             }
             let client_key = if let Some(consumer_key) = rest.strip_prefix("consumer.") {
@@ -231,6 +248,13 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
                 .or_else(|| global("groups.blacklist")),
             sync_groups_interval_secs: specific("sync.group.offsets.interval.seconds")
                 .or_else(|| global("sync.group.offsets.interval.seconds")),
+            // MirrorMaker 2 reads the worker setting of the target cluster's
+            // workers; the flow's own and the top-level one are taken too.
+            exactly_once_source_support: specific(EXACTLY_ONCE_SOURCE_SUPPORT)
+                .or_else(|| global(&format!("{target}.{EXACTLY_ONCE_SOURCE_SUPPORT}")))
+                .or_else(|| global(EXACTLY_ONCE_SOURCE_SUPPORT)),
+            exactly_once_support: specific(EXACTLY_ONCE_SUPPORT)
+                .or_else(|| global(EXACTLY_ONCE_SUPPORT)),
         };
         let name = format!("{source}-to-{target}");
         plan.flows.push(flow_from_settings(
@@ -259,6 +283,8 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
         "groups.whitelist",
         "groups.exclude",
         "groups.blacklist",
+        EXACTLY_ONCE_SOURCE_SUPPORT,
+        EXACTLY_ONCE_SUPPORT,
     ];
     for key in settings.keys() {
         if key == "clusters"
@@ -284,6 +310,11 @@ pub fn import_mm2(text: &str) -> Result<ImportPlan, ManifestError> {
             .map(|(_, why)| why.to_string())
             .unwrap_or_else(|| "not a setting kmirror knows".to_string());
         plan.unmapped.push((key.clone(), reason));
+    }
+    if settings.contains_key(EXACTLY_ONCE_SOURCE_SUPPORT) {
+        plan.notes.push(format!(
+            "{EXACTLY_ONCE_SOURCE_SUPPORT}: MirrorMaker 2 reads it from the target cluster's settings (<target>.{EXACTLY_ONCE_SOURCE_SUPPORT}); kmirror takes the top-level one for every flow without its own"
+        ));
     }
     if plan
         .flows

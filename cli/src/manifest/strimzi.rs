@@ -119,6 +119,13 @@ pub struct MirrorEntry {
     pub start_position: Option<String>,
     #[serde(default)]
     pub until_caught_up: bool,
+    /// kmirror: exactly-once mode, the writers producing each batch in a Kafka
+    /// transaction with its offset-map entry [default: on when the target
+    /// cluster's config has MirrorMaker 2's `exactly.once.source.support: enabled`
+    /// or the source connector's `exactly.once.support: required`; `false` turns it
+    /// off for this mirror whatever those say].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exactly_once: Option<bool>,
     /// kmirror: the alias DefaultReplicationPolicy's names start with [default:
     /// the source cluster's alias].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +244,12 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
         .iter()
         .chain(&manifest.spec.clusters)
         .collect();
+    let mirror_targets: Vec<&String> = manifest
+        .spec
+        .mirrors
+        .iter()
+        .filter_map(|mirror| mirror.target_cluster.as_ref().or(target_alias.as_ref()))
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     for entry in &entries {
         if !seen.insert(entry.alias.clone()) {
@@ -270,6 +283,17 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
         let mut inline: Vec<(String, String)> = Vec::new();
         for (key, value) in &entry.config {
             if key == "bootstrap.servers" {
+                continue;
+            }
+            if key == EXACTLY_ONCE_SOURCE_SUPPORT {
+                // The Connect worker setting of the mirrors writing to this
+                // cluster: read with each mirror below.
+                if !mirror_targets.contains(&&entry.alias) {
+                    plan.unmapped.push((
+                        format!("cluster {}: config.{key}", entry.alias),
+                        format!("cluster {} is no mirror's target", entry.alias),
+                    ));
+                }
                 continue;
             }
             // Strimzi puts the Kafka Connect worker's settings here too.
@@ -337,6 +361,7 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
                 "replication.policy.separator",
                 "sync.topic.configs.enabled",
                 "config.properties.exclude",
+                EXACTLY_ONCE_SUPPORT,
             ]
             .contains(&key.as_str());
             if !mapped {
@@ -414,6 +439,14 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
             sync_groups_interval_secs: checkpoint
                 .get("sync.group.offsets.interval.seconds")
                 .cloned(),
+            // Strimzi's Connect workers take their settings from the target
+            // cluster's config.
+            exactly_once_source_support: entries
+                .iter()
+                .find(|entry| entry.alias == target)
+                .and_then(|entry| entry.config.get(EXACTLY_ONCE_SOURCE_SUPPORT))
+                .map(scalar),
+            exactly_once_support: connector.get(EXACTLY_ONCE_SUPPORT).cloned(),
         };
         let mut flow = flow_from_settings(
             &name,
@@ -439,6 +472,9 @@ pub fn plan_manifest(manifest: &Manifest, base: &Path) -> Result<ImportPlan, Man
             },
         }
         flow.until_caught_up = mirror.until_caught_up;
+        if let Some(exactly_once) = mirror.exactly_once {
+            flow.exactly_once = exactly_once;
+        }
         if !mirror.rename_map.is_empty() {
             flow.rename_policy = "map".to_string();
             flow.rename_prefix = String::new();
@@ -547,6 +583,10 @@ fn mirror_of(flow: &Flow) -> MirrorEntry {
         }),
         start_position,
         until_caught_up: flow.until_caught_up,
+        // Only kmirror's own key: MirrorMaker 2's exactly.once.source.support is
+        // a setting of the Connect workers writing to a cluster, which would turn
+        // on every flow to it, where kmirror's mode is the flow's own.
+        exactly_once: flow.exactly_once.then_some(true),
         rename_prefix: Some(flow.rename_prefix.clone()).filter(|prefix| {
             flow.rename_policy == "prefix" && !prefix.is_empty() && *prefix != flow.source_cluster
         }),

@@ -87,6 +87,93 @@ fn group_offset_sync_maps_to_the_flow_as_mirror_maker_2_turns_it_on() {
     );
 }
 
+/// An MM2 file with one flow A->B and the given extra lines.
+fn mm2_with(lines: &str) -> Result<ImportPlan, ManifestError> {
+    import_mm2(&format!(
+        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n{lines}"
+    ))
+}
+
+#[test]
+fn exactly_once_maps_from_mirror_maker_2_as_it_writes_in_transactions() {
+    let exactly_once = |lines: &str| mm2_with(lines).unwrap().flows[0].exactly_once;
+    // Off by default, as in MirrorMaker 2.
+    assert!(!exactly_once(""));
+    // The worker setting of the target cluster, as MirrorMaker 2 documents it.
+    assert!(exactly_once("B.exactly.once.source.support=enabled\n"));
+    assert!(exactly_once("B.exactly.once.source.support = Enabled \n"));
+    assert!(!exactly_once("B.exactly.once.source.support=disabled\n"));
+    // The first of the two restarts that turn it on: no transactions yet.
+    assert!(!exactly_once("B.exactly.once.source.support=preparing\n"));
+    // The source cluster's setting is not the target's workers'.
+    let plan = mm2_with("A.exactly.once.source.support=enabled\n").unwrap();
+    assert!(!plan.flows[0].exactly_once);
+    assert_eq!(
+        plan.unmapped,
+        vec![(
+            "A.exactly.once.source.support".to_string(),
+            "cluster A is no flow's target".to_string()
+        )]
+    );
+    assert!(plan.clusters[0].properties.is_empty());
+    assert!(plan.clusters[1].properties.is_empty());
+    // The connector's setting: `required` asks for transactions; `requested`
+    // (its default) leaves it to the worker's setting.
+    assert!(exactly_once("A->B.exactly.once.support=required\n"));
+    assert!(!exactly_once("A->B.exactly.once.support=requested\n"));
+    assert!(exactly_once(
+        "A->B.exactly.once.support=requested\nB.exactly.once.source.support=enabled\n"
+    ));
+    // The flow's own setting wins over the cluster's.
+    assert!(!exactly_once(
+        "A->B.exactly.once.source.support=disabled\nB.exactly.once.source.support=enabled\n"
+    ));
+    let plan = mm2_with("A->B.exactly.once.source.support=enabled\n").unwrap();
+    assert!(plan.flows[0].exactly_once);
+    assert!(plan.unmapped.is_empty(), "{:?}", plan.unmapped);
+}
+
+#[test]
+fn a_top_level_exactly_once_setting_applies_to_every_flow_with_a_note() {
+    let plan = import_mm2(
+        "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\nB->A.enabled=true\nexactly.once.source.support=enabled\nB->A.exactly.once.source.support=disabled\n",
+    )
+    .unwrap();
+    let modes: Vec<(&str, bool)> = plan
+        .flows
+        .iter()
+        .map(|flow| (flow.name.as_str(), flow.exactly_once))
+        .collect();
+    assert_eq!(modes, vec![("A-to-B", true), ("B-to-A", false)]);
+    assert!(plan.unmapped.is_empty(), "{:?}", plan.unmapped);
+    assert!(
+        plan.notes
+            .iter()
+            .any(|note| note.contains("<target>.exactly.once.source.support")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(plan_text(&plan, "would be created").contains(", exactly-once\n"));
+}
+
+#[test]
+fn an_exactly_once_setting_mirror_maker_2_would_refuse_is_an_error_naming_it() {
+    let error = mm2_with("B.exactly.once.source.support=true\n").unwrap_err();
+    assert!(
+        error.0.contains("exactly.once.source.support \"true\""),
+        "{error}"
+    );
+    let error = mm2_with("exactly.once.support=always\n").unwrap_err();
+    assert!(
+        error.0.contains("exactly.once.support \"always\""),
+        "{error}"
+    );
+    // Connect's transaction boundaries have no counterpart: one per batch.
+    let plan = mm2_with("A->B.transaction.boundary=poll\n").unwrap();
+    assert_eq!(plan.unmapped[0].0, "A->B.transaction.boundary");
+    assert!(plan.unmapped[0].1.contains("one transaction per batch"));
+}
+
 #[test]
 fn identity_policy_and_default_excludes() {
     let plan = import_mm2(
@@ -296,6 +383,93 @@ fn a_strimzi_resource_applies_with_every_unused_field_listed_as_not_mapped() {
 }
 
 #[test]
+fn a_manifest_turns_exactly_once_on_per_mirror_or_as_mirror_maker_2_does() {
+    let yaml = "\
+spec:
+  target:
+    alias: central
+    bootstrapServers: c:9092
+    config:
+      exactly.once.source.support: enabled
+  clusters:
+    - alias: east
+      bootstrapServers: e:9092
+      config:
+        exactly.once.source.support: enabled
+    - alias: west
+      bootstrapServers: w:9092
+  mirrors:
+    - sourceCluster: east
+    - sourceCluster: east
+      name: opted-out
+      exactlyOnce: false
+    - sourceCluster: central
+      targetCluster: west
+      name: asked
+      exactlyOnce: true
+    - sourceCluster: central
+      targetCluster: west
+      name: required
+      sourceConnector:
+        config:
+          exactly.once.support: required
+    - sourceCluster: central
+      targetCluster: west
+      name: plain
+";
+    let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
+    let plan = plan_manifest(&manifest, Path::new(".")).unwrap();
+    let modes: Vec<(&str, bool)> = plan
+        .flows
+        .iter()
+        .map(|flow| (flow.name.as_str(), flow.exactly_once))
+        .collect();
+    assert_eq!(
+        modes,
+        vec![
+            ("east-to-central", true),
+            ("opted-out", false),
+            ("asked", true),
+            ("required", true),
+            ("plain", false),
+        ]
+    );
+    // The worker setting is no client property; on a cluster no mirror writes
+    // to, it is listed as not mapped.
+    assert!(plan
+        .clusters
+        .iter()
+        .all(|cluster| cluster.properties.is_empty()));
+    let unmapped: Vec<&str> = plan.unmapped.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        unmapped,
+        vec!["cluster east: config.exactly.once.source.support"]
+    );
+
+    let yaml = "spec:\n  target:\n    alias: c\n    bootstrapServers: c:1\n    config:\n      exactly.once.source.support: preparing\n  clusters:\n    - alias: e\n      bootstrapServers: e:1\n  mirrors:\n    - sourceCluster: e\n";
+    let manifest: Manifest = serde_saphyr::from_str(yaml).unwrap();
+    assert!(!plan_manifest(&manifest, Path::new(".")).unwrap().flows[0].exactly_once);
+    let yaml = "spec:\n  target:\n    alias: c\n    bootstrapServers: c:1\n  clusters:\n    - alias: e\n      bootstrapServers: e:1\n  mirrors:\n    - sourceCluster: e\n      exactlyOnce: maybe\n";
+    assert!(serde_saphyr::from_str::<Manifest>(yaml).is_err());
+}
+
+#[test]
+fn config_show_writes_exactly_once_only_for_the_flows_that_have_it() {
+    let flows = [true, false].map(|exactly_once| Flow {
+        name: format!("flow-{exactly_once}"),
+        source_cluster: "east".to_string(),
+        dest_cluster: "central".to_string(),
+        include: "orders".to_string(),
+        exactly_once,
+        ..Flow::default()
+    });
+    let yaml = crate::output::to_yaml(&manifest_of(&[], &flows));
+    assert_eq!(yaml.matches("exactlyOnce: true").count(), 1, "{yaml}");
+    assert!(!yaml.contains("exactlyOnce: false"), "{yaml}");
+    assert!(!yaml.contains("exactly.once"), "{yaml}");
+}
+
+#[test]
 fn a_flow_shown_as_yaml_plans_back_unchanged_whatever_its_options() {
     let clusters = vec![
         Cluster {
@@ -340,6 +514,7 @@ fn a_flow_shown_as_yaml_plans_back_unchanged_whatever_its_options() {
             start: "timestamp".to_string(),
             start_timestamp_ms: 1_714_521_600_000,
             until_caught_up: true,
+            exactly_once: true,
             sync_topic_configs_exclude_set: true,
             sync_topic_configs_exclude: vec![r"retention\..*".to_string()],
             ..base.clone()
@@ -397,6 +572,8 @@ mod generated {
             Just("A.consumer.fetch.min.bytes".to_string()),
             Just("B.producer.acks".to_string()),
             Just("tasks.max".to_string()),
+            Just("B.exactly.once.source.support".to_string()),
+            Just("A->B.exactly.once.support".to_string()),
             "[A-C]?(->[A-C])?\\.?[a-z.]{0,12}",
         ];
         let value = prop_oneof![
@@ -405,6 +582,8 @@ mod generated {
             Just("a:9092".to_string()),
             Just("orders.*, (unclosed".to_string()),
             Just("org.apache.kafka.connect.mirror.IdentityReplicationPolicy".to_string()),
+            Just("enabled".to_string()),
+            Just("required".to_string()),
             "[ -~]{0,12}",
         ];
         // A working file, some of its lines left out, then lines that may
@@ -446,6 +625,8 @@ mod generated {
             Just("startPosition: latest".to_string()),
             Just("renameMap: {orders: \"bad name\"}".to_string()),
             Just("untilCaughtUp: maybe".to_string()),
+            Just("exactlyOnce: maybe".to_string()),
+            Just("exactlyOnce: true".to_string()),
             "[a-zA-Z]{1,10}: [ -~]{0,10}",
         ];
         (
@@ -532,6 +713,7 @@ mod generated {
                             || error.0.contains("enabled")
                             || error.0.contains("bootstrap.servers")
                             || error.0.contains("regex")
+                            || error.0.contains("exactly.once")
                             || error.0.starts_with("line "),
                         "{}", error
                     );

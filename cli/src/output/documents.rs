@@ -253,6 +253,8 @@ pub struct FlowJson {
     pub sync_group_offsets: Option<String>,
     pub sync_group_offsets_exclude: Vec<String>,
     pub sync_group_offsets_interval_ms: Option<i64>,
+    /// Exactly-once mode (transactional batches); false for at-least-once.
+    pub exactly_once: bool,
     pub created_ms: i64,
 }
 
@@ -286,6 +288,7 @@ impl From<&Flow> for FlowJson {
             sync_group_offsets_exclude: flow.sync_group_offsets_exclude.clone(),
             sync_group_offsets_interval_ms: (!flow.sync_group_offsets.is_empty())
                 .then_some(flow.sync_group_offsets_interval_ms),
+            exactly_once: flow.exactly_once,
             created_ms: flow.created_ms,
         }
     }

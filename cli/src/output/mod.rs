@@ -32,7 +32,8 @@
 //! - `flow list`: `{"flows":[{"name","source_cluster","dest_cluster","include",
 //!   "exclude" (null when none),"rename":{"policy",...},"start","start_timestamp_ms","until_caught_up",
 //!   "paused","phase","sync_topic_configs","sync_topic_configs_exclude","sync_group_offsets"
-//!   (null when none),"sync_group_offsets_exclude","sync_group_offsets_interval_ms","created_ms"}]}`.
+//!   (null when none),"sync_group_offsets_exclude","sync_group_offsets_interval_ms",
+//!   "exactly_once","created_ms"}]}`.
 //! - `assignments`: `{"assignments":[{"flow","topic","partition","dest_topic",
 //!   "fetcher","writer","epoch","records_per_sec","bytes_per_sec"}]}`.
 //! - `rebalance`: `{"applied","moves":[{"flow","topic","partition","role","from","to"}]}`.

@@ -447,15 +447,25 @@ pub fn flows_text(flows: &[Flow], wide: bool) -> String {
                     }
                     .to_string(),
                 );
+                row.push(delivery_cell(flow).to_string());
             }
             row
         })
         .collect();
     let mut headers = vec!["NAME", "SOURCE", "DEST", "INCLUDE", "EXCLUDE", "PHASE"];
     if wide {
-        headers.extend(["RENAME", "START", "MODE", "CONFIG-SYNC"]);
+        headers.extend(["RENAME", "START", "MODE", "CONFIG-SYNC", "DELIVERY"]);
     }
     render_table(&headers, &rows)
+}
+
+/// The flow's delivery guarantee, as `flow list -o wide` and import plans show it.
+pub fn delivery_cell(flow: &Flow) -> &'static str {
+    if flow.exactly_once {
+        "exactly-once"
+    } else {
+        "at-least-once"
+    }
 }
 
 pub fn assignments_text(assignments: &[AssignmentInfo], wide: bool) -> String {

@@ -144,6 +144,7 @@ fn sample_flows() -> Vec<Flow> {
             sync_topic_configs_exclude_set: true,
             phase: "running".to_string(),
             created_ms: 1_700_000_000_000,
+            exactly_once: true,
             ..Flow::default()
         },
         Flow {
@@ -306,6 +307,16 @@ fn flows_table_shows_the_phase_and_wide_the_options() {
     assert!(text.contains("prefix east."), "{text}");
     assert!(text.contains("migration"), "{text}");
     assert!(text.lines().nth(2).unwrap().contains("paused"), "{text}");
+    assert!(text.lines().next().unwrap().ends_with("DELIVERY"), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().ends_with("exactly-once"),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(2).unwrap().ends_with("at-least-once"),
+        "{text}"
+    );
+    assert!(!flows_text(&sample_flows(), false).contains("DELIVERY"));
 }
 
 #[test]

@@ -118,6 +118,7 @@ pub fn flow_spec(flow: Flow) -> Result<FlowSpec, CoordinatorError> {
         paused: false,
         until_caught_up: flow.until_caught_up,
         group_sync,
+        exactly_once: flow.exactly_once,
     })
 }
 
@@ -212,6 +213,7 @@ pub fn flow_message(spec: &FlowSpec, state_opt: Option<&FlowState>) -> Flow {
         sync_group_offsets_exclude: group_sync.map_or_else(Vec::new, |sync| sync.exclude.clone()),
         sync_group_offsets_exclude_set: group_sync.is_some(),
         sync_group_offsets_interval_ms: group_sync.map_or(0, |sync| sync.interval_ms as i64),
+        exactly_once: spec.exactly_once,
     }
 }
 
@@ -266,13 +268,20 @@ mod tests {
                 any::<i64>(),
                 prop::option::of(any::<bool>()),
                 prop::collection::vec(text(), 0..3),
+                any::<bool>(),
             ),
         )
             .prop_map(
                 |(
                     (name, source_cluster, dest_cluster, include, exclude),
                     (rename_policy, rename_prefix, rename_separator, rename_map),
-                    (start, start_timestamp_ms, sync_topic_configs, sync_topic_configs_exclude),
+                    (
+                        start,
+                        start_timestamp_ms,
+                        sync_topic_configs,
+                        sync_topic_configs_exclude,
+                        exactly_once,
+                    ),
                 )| Flow {
                     name,
                     source_cluster,
@@ -287,6 +296,7 @@ mod tests {
                     start_timestamp_ms,
                     sync_topic_configs,
                     sync_topic_configs_exclude,
+                    exactly_once,
                     ..Flow::default()
                 },
             )
@@ -338,6 +348,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn exactly_once_is_stored_as_asked_and_reads_back() {
+        let asked = Flow {
+            exactly_once: true,
+            ..syncing("")
+        };
+        let spec = flow_spec(asked).unwrap();
+        assert!(spec.exactly_once);
+        let message = flow_message(&spec, None);
+        assert!(message.exactly_once);
+        assert!(flow_spec(message).unwrap().exactly_once);
+        // Off unless asked for, so flows created before the option stay at-least-once.
+        assert!(!flow_spec(syncing("")).unwrap().exactly_once);
+        assert!(!flow_message(&flow_spec(syncing("")).unwrap(), None).exactly_once);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -357,6 +383,7 @@ mod tests {
                     let again = flow_spec(flow_message(&spec, None)).unwrap();
                     prop_assert_eq!(again.rename, spec.rename);
                     prop_assert_eq!(again.start, spec.start);
+                    prop_assert_eq!(again.exactly_once, flow.exactly_once);
                 }
                 Err(CoordinatorError::InvalidArgument(message)) => {
                     prop_assert!(!message.is_empty());

@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use kmirror_common::kafka::ReadToEndConsumer;
 use kmirror_common::offset_map::{self, MapEntry, Translation};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_proto::v1::{
     OffsetTranslation, SourcePosition, TranslateOffsetsRequest, TranslateOffsetsResponse,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -200,7 +201,7 @@ pub fn translate_positions(
 
 /// The group's committed offsets on every partition of the flow's topics.
 pub(crate) fn group_positions(
-    consumer: &BaseConsumer,
+    consumer: &ReadToEndConsumer,
     source_counts: &BTreeMap<String, i32>,
     timeout: Duration,
 ) -> Result<Vec<SourcePosition>, KafkaError> {

@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use kmirror_common::kafka::{is_unused_group_error, ReadToEndConsumer, ReadToEndContext};
 use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_common::FlowName;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
@@ -74,12 +75,20 @@ pub fn consumer_config(
             ("client.id", "kmirror-coordinator"),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
+            // The map ends at a transaction marker when exactly-once writers wrote
+            // it last: no record reaches the high watermark there, the end of the
+            // partition tells instead.
+            ("enable.partition.eof", "true"),
+            ("isolation.level", "read_committed"),
         ],
         defaults: &[],
     };
     let mut config = kmirror_common::kafka::client_config(spec, &role, &[])?;
-    // A group id is required by librdkafka's consumer even when no group is joined
-    // (reading the map assigns partitions by hand and commits nothing).
+    // librdkafka assigns partitions only to a consumer with a group id, even
+    // one that joins no group. Its search for that group's coordinator fails on
+    // a cluster that grants no ACL on the group: readers skip that error
+    // ([`kmirror_common::kafka::is_unused_group_error`]), so reading needs no
+    // group ACL.
     config.set(
         "group.id",
         group_opt.unwrap_or("kmirror-offset-translation"),
@@ -91,14 +100,14 @@ pub fn consumer_config(
 pub fn consumer(
     spec: &ClusterSpec,
     group_opt: Option<&str>,
-) -> Result<BaseConsumer, CoordinatorError> {
+) -> Result<ReadToEndConsumer, CoordinatorError> {
     create(spec, &consumer_config(spec, group_opt)?)
 }
 
 /// A consumer that reads records at chosen offsets ([`read_records`]): it
 /// tells when a partition holds nothing more, fetches little per seek, and
 /// starts from the log start when an offset is gone.
-pub fn record_reader(spec: &ClusterSpec) -> Result<BaseConsumer, CoordinatorError> {
+pub fn record_reader(spec: &ClusterSpec) -> Result<ReadToEndConsumer, CoordinatorError> {
     let mut config = consumer_config(spec, None)?;
     config
         .set("enable.partition.eof", "true")
@@ -108,19 +117,24 @@ pub fn record_reader(spec: &ClusterSpec) -> Result<BaseConsumer, CoordinatorErro
     create(spec, &config)
 }
 
-fn create(spec: &ClusterSpec, config: &ClientConfig) -> Result<BaseConsumer, CoordinatorError> {
-    config.create().map_err(|error| {
-        CoordinatorError::InvalidArgument(format!(
-            "invalid client properties for cluster {}: {error}",
-            spec.name
-        ))
-    })
+fn create(
+    spec: &ClusterSpec,
+    config: &ClientConfig,
+) -> Result<ReadToEndConsumer, CoordinatorError> {
+    config
+        .create_with_context(ReadToEndContext)
+        .map_err(|error| {
+            CoordinatorError::InvalidArgument(format!(
+                "invalid client properties for cluster {}: {error}",
+                spec.name
+            ))
+        })
 }
 
 /// The map entries of the wanted source partitions of the flow, in the order they
 /// were written: each map partition holding one is read from its start to its end.
 pub fn read_map(
-    consumer: &BaseConsumer,
+    consumer: &ReadToEndConsumer,
     flow: &FlowSpec,
     map_topic: &str,
     wanted: &BTreeSet<SourcePartitionId>,
@@ -148,10 +162,12 @@ pub fn read_map(
                     rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
                 ));
             }
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
+            let message = match consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(error)) if is_unused_group_error(&error) => continue,
+                Some(message) => message?,
             };
-            let message = message?;
             next = message.offset() + 1;
             let (Some(key), Some(value)) = (message.key(), message.payload()) else {
                 continue;
@@ -203,7 +219,7 @@ const SEEK_GAP: i64 = 1_000;
 /// once, each from its first wanted offset on, reading on through close offsets
 /// and seeking over wide gaps. Fails when nothing arrives for `timeout`.
 pub fn read_records(
-    consumer: &BaseConsumer,
+    consumer: &ReadToEndConsumer,
     wanted: &WantedRecords,
     timeout: Duration,
 ) -> Result<RecordsRead, KafkaError> {
@@ -254,6 +270,7 @@ pub fn read_records(
                 }
                 continue;
             }
+            Some(Err(error)) if is_unused_group_error(&error) => continue,
             Some(Err(error)) => return Err(error),
             Some(Ok(message)) => message,
         };

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use kmirror_common::kafka::{is_unused_group_error, ReadToEndConsumer};
 use kmirror_common::offset_map::{push_merged, MapEntry, MapKey, MAP_PARTITIONS};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_proto::v1::SourcePosition;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -25,7 +26,7 @@ pub trait MapSource {
     fn entries(
         &mut self,
         flow: &FlowSpec,
-        dest: &BaseConsumer,
+        dest: &ReadToEndConsumer,
         map_topic: &str,
         wanted: &BTreeSet<SourcePartitionId>,
         timeout: Duration,
@@ -40,7 +41,7 @@ impl MapSource for MapReadOnce {
     fn entries(
         &mut self,
         flow: &FlowSpec,
-        dest: &BaseConsumer,
+        dest: &ReadToEndConsumer,
         map_topic: &str,
         wanted: &BTreeSet<SourcePartitionId>,
         timeout: Duration,
@@ -77,7 +78,7 @@ impl MapCache {
 
     fn read_on(
         &mut self,
-        dest: &BaseConsumer,
+        dest: &ReadToEndConsumer,
         map_topic: &str,
         timeout: Duration,
     ) -> Result<(), KafkaError> {
@@ -105,10 +106,17 @@ impl MapCache {
                     RDKafkaErrorCode::OperationTimedOut,
                 ));
             }
-            let Some(message) = dest.poll(Duration::from_millis(200)) else {
-                continue;
+            let message = match dest.poll(Duration::from_millis(200)) {
+                None => continue,
+                // The end of the readable part: a transaction marker may follow
+                // the last entry, or an open transaction hold the rest back.
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    high_by_partition.remove(&partition);
+                    continue;
+                }
+                Some(Err(error)) if is_unused_group_error(&error) => continue,
+                Some(message) => message?,
             };
-            let message = message?;
             let partition = message.partition();
             self.next[partition as usize] = message.offset() + 1;
             if high_by_partition
@@ -139,7 +147,7 @@ impl MapSource for MapCache {
     fn entries(
         &mut self,
         flow: &FlowSpec,
-        dest: &BaseConsumer,
+        dest: &ReadToEndConsumer,
         map_topic: &str,
         wanted: &BTreeSet<SourcePartitionId>,
         timeout: Duration,
@@ -160,7 +168,10 @@ impl MapSource for MapCache {
 
 /// Consumer groups the cluster knows, by id (every coordinator of the cluster
 /// asked).
-pub fn list_groups(consumer: &BaseConsumer, timeout: Duration) -> Result<Vec<String>, KafkaError> {
+pub fn list_groups(
+    consumer: &ReadToEndConsumer,
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
     let groups = consumer.fetch_group_list(None, timeout)?;
     let mut names: Vec<String> = groups
         .groups()
@@ -191,7 +202,7 @@ pub fn committed_positions(
 
 /// A destination group's state, members and committed offsets on `partitions`.
 pub fn dest_group(
-    group_consumer: &BaseConsumer,
+    group_consumer: &ReadToEndConsumer,
     group: &str,
     partitions: &BTreeSet<(String, i32)>,
     timeout: Duration,
@@ -227,7 +238,7 @@ pub fn dest_group(
 /// so a consumer that joined since the state was read is never moved either.
 /// Returns the partitions whose committed offset is not the one asked for.
 pub fn commit(
-    group_consumer: &BaseConsumer,
+    group_consumer: &ReadToEndConsumer,
     offsets: &[(String, i32, i64)],
     timeout: Duration,
 ) -> Result<Vec<(String, i32)>, KafkaError> {

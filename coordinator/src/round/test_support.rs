@@ -17,6 +17,7 @@ pub fn flow_spec(name: &str) -> FlowSpec {
         paused: false,
         until_caught_up: false,
         group_sync: None,
+        exactly_once: false,
     }
 }
 

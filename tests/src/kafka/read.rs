@@ -18,17 +18,24 @@ use super::topics::partition_count_with;
 /// offset order. Fails if the topic does not exist.
 pub async fn read_all(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
     let topic = topic.to_string();
-    blocking(move || read_all_blocking(cluster, &topic)).await
+    blocking(move || read_all_blocking(cluster, &topic, "read_committed")).await
 }
 
-fn read_all_blocking(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
+/// Reads every record of a topic as [`read_all`] does, those of open and aborted
+/// transactions included (read_uncommitted).
+pub async fn read_all_uncommitted(cluster: Cluster, topic: &str) -> Result<TopicRecords> {
+    let topic = topic.to_string();
+    blocking(move || read_all_blocking(cluster, &topic, "read_uncommitted")).await
+}
+
+fn read_all_blocking(cluster: Cluster, topic: &str, isolation: &str) -> Result<TopicRecords> {
     let consumer: BaseConsumer = cluster_config(cluster)
         .set("group.id", crate::unique_name("kmirror-tests-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("allow.auto.create.topics", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
         .create()

@@ -1,4 +1,5 @@
 use super::*;
+use crate::send::extend_runs;
 use kmirror_common::FlowName;
 use kmirror_proto::packed::PackedBuilder;
 
