@@ -98,7 +98,7 @@ impl rdkafka::ClientContext for ReadToEndContext {
         use rdkafka::types::RDKafkaErrorCode;
         match error {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
-            error if is_unused_group_error(&error) => {
+            error if is_group_authorization_error(&error) => {
                 tracing::debug!(%error, reason, "group coordinator refused (the reader uses no group)")
             }
             error => tracing::warn!(%error, reason, "kafka client error"),
@@ -108,11 +108,12 @@ impl rdkafka::ClientContext for ReadToEndContext {
 
 impl rdkafka::consumer::ConsumerContext for ReadToEndContext {}
 
-/// Whether a consumer's error is about its group, which a reader that assigns
-/// partitions by hand and commits nothing does not use: librdkafka still looks
-/// for the group's coordinator (it needs a group id to assign), and a cluster
-/// that grants no ACL on the group refuses that search.
-pub fn is_unused_group_error(error: &rdkafka::error::KafkaError) -> bool {
+/// Whether a consumer's error is the cluster refusing access to its group. A
+/// reader that assigns partitions by hand and commits nothing uses no group, but
+/// librdkafka still looks for the group's coordinator (it needs a group id to
+/// assign), and a cluster that grants no ACL on the group refuses that search:
+/// readers skip the error.
+pub fn is_group_authorization_error(error: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode;
     matches!(
         error.rdkafka_error_code(),

@@ -468,7 +468,8 @@ impl Session {
             error,
             trace_context,
         };
-        let entry_opt = (committed_offset >= 0 && completion.dest_partition >= 0)
+        let writes_map = !cfg!(feature = "bench-without-offset-map");
+        let entry_opt = (writes_map && committed_offset >= 0 && completion.dest_partition >= 0)
             .then(|| {
                 // The delivery reports tell whether the records are consecutive in
                 // the destination partition (nothing else wrote between them).

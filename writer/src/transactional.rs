@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmirror_common::kafka::{
-    client_config, is_unused_group_error, ReadToEndConsumer, ReadToEndContext, RoleSettings,
+    client_config, is_group_authorization_error, ReadToEndConsumer, ReadToEndContext, RoleSettings,
 };
 use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
 use kmirror_common::schema::ClusterSpec;
@@ -517,7 +517,7 @@ fn last_entry_in(
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(error)) if is_unused_group_error(&error) => continue,
+            Some(Err(error)) if is_group_authorization_error(&error) => continue,
             Some(message) => message?,
         };
         if message.offset() >= end {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kmirror_common::kafka::{is_unused_group_error, ReadToEndConsumer, ReadToEndContext};
+use kmirror_common::kafka::{is_group_authorization_error, ReadToEndConsumer, ReadToEndContext};
 use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_common::FlowName;
@@ -87,7 +87,7 @@ pub fn consumer_config(
     // librdkafka assigns partitions only to a consumer with a group id, even
     // one that joins no group. Its search for that group's coordinator fails on
     // a cluster that grants no ACL on the group: readers skip that error
-    // ([`kmirror_common::kafka::is_unused_group_error`]), so reading needs no
+    // ([`kmirror_common::kafka::is_group_authorization_error`]), so reading needs no
     // group ACL.
     config.set(
         "group.id",
@@ -165,7 +165,7 @@ pub fn read_map(
             let message = match consumer.poll(Duration::from_millis(200)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(error)) if is_unused_group_error(&error) => continue,
+                Some(Err(error)) if is_group_authorization_error(&error) => continue,
                 Some(message) => message?,
             };
             next = message.offset() + 1;
@@ -270,7 +270,7 @@ pub fn read_records(
                 }
                 continue;
             }
-            Some(Err(error)) if is_unused_group_error(&error) => continue,
+            Some(Err(error)) if is_group_authorization_error(&error) => continue,
             Some(Err(error)) => return Err(error),
             Some(Ok(message)) => message,
         };

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kmirror_common::kafka::{is_unused_group_error, ReadToEndConsumer};
+use kmirror_common::kafka::{is_group_authorization_error, ReadToEndConsumer};
 use kmirror_common::offset_map::{push_merged, MapEntry, MapKey, MAP_PARTITIONS};
 use kmirror_common::schema::{ClusterSpec, FlowSpec};
 use kmirror_proto::v1::SourcePosition;
@@ -114,7 +114,7 @@ impl MapCache {
                     high_by_partition.remove(&partition);
                     continue;
                 }
-                Some(Err(error)) if is_unused_group_error(&error) => continue,
+                Some(Err(error)) if is_group_authorization_error(&error) => continue,
                 Some(message) => message?,
             };
             let partition = message.partition();
@@ -231,6 +231,29 @@ pub fn dest_group(
         members,
         committed,
     })
+}
+
+/// Why a call on the group failed, when the cluster refused access to the group
+/// itself: librdkafka then only times out, and the refusal waits in the
+/// consumer's queue. Names the group and the ACLs that are missing.
+pub fn group_refusal(
+    group_consumer: &ReadToEndConsumer,
+    cluster: &ClusterSpec,
+    group: &str,
+) -> Option<String> {
+    for _ in 0..100 {
+        match group_consumer.poll(Duration::ZERO) {
+            None => return None,
+            Some(Err(error)) if is_group_authorization_error(&error) => {
+                return Some(format!(
+                    "kafka cluster {}: access to consumer group {group} is not authorized ({error}); grant kmirror's principal Describe and Read on the group",
+                    cluster.name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// Commits the offsets as the group, without joining it, then reads them back.

@@ -191,7 +191,10 @@ fn sync_group(
     let dest_group = match kafka::dest_group(&group_consumer, group, &dest_partitions, timeout) {
         Ok(dest_group) => dest_group,
         Err(error) => {
-            return failed_group(failed(dest, "reading the destination group", &error).to_string())
+            let reason = kafka::group_refusal(&group_consumer, dest, group).unwrap_or_else(|| {
+                failed(dest, "reading the destination group", &error).to_string()
+            });
+            return failed_group(reason);
         }
     };
     let mut result = decide_group(group, translations, &dest_group, options);
@@ -214,7 +217,10 @@ fn sync_group(
         Ok(refused) => refused,
         Err(error) => {
             result.state = FAILED.to_string();
-            result.reason = failed(dest, "committing the group's offsets", &error).to_string();
+            result.reason =
+                kafka::group_refusal(&group_consumer, dest, group).unwrap_or_else(|| {
+                    failed(dest, "committing the group's offsets", &error).to_string()
+                });
             to_commit
                 .iter()
                 .map(|(topic, partition, _)| (topic.clone(), *partition))

@@ -9,8 +9,45 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 
+/// `--isolation-level` of `watch`, `verify` and `latency`: how they read a topic.
+///
+/// An exactly-once mirror promises what a read_committed consumer of the destination
+/// sees, so its benchmark reads the destination that way. With read_committed, a
+/// partition's end offset is no record count: each transaction leaves a commit or
+/// abort marker that takes an offset but is never delivered, and an aborted
+/// transaction's records take offsets too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// Every record the broker holds, in transactions still open or aborted too
+    /// (the reading of the at-least-once benchmark).
+    #[default]
+    ReadUncommitted,
+    /// Only records outside transactions and those of committed transactions, up
+    /// to the last stable offset.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// librdkafka's `isolation.level`.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            Self::ReadUncommitted => "read_uncommitted",
+            Self::ReadCommitted => "read_committed",
+        }
+    }
+}
+
 /// A consumer that never joins a group: partitions are assigned explicitly.
-pub fn plain_consumer(bootstrap: &str, extra: &[(&str, &str)]) -> Result<BaseConsumer> {
+///
+/// The isolation level also governs the consumer's offset queries
+/// (`fetch_watermarks`, `offsets_for_times`): read_committed, the high end they
+/// report is the last stable offset, the first offset of a transaction still open.
+pub fn plain_consumer(
+    bootstrap: &str,
+    isolation: IsolationLevel,
+    extra: &[(&str, &str)],
+) -> Result<BaseConsumer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -18,7 +55,7 @@ pub fn plain_consumer(bootstrap: &str, extra: &[(&str, &str)]) -> Result<BaseCon
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_uncommitted")
+        .set("isolation.level", isolation.config_value())
         .set("auto.offset.reset", "earliest");
     for (key, value) in extra {
         config.set(*key, *value);

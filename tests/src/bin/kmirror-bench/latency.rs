@@ -7,6 +7,10 @@
 //! Both take the same schedule: it starts at `--start-at-ns` (CLOCK_MONOTONIC), runs
 //! a warm-up, then the measured window. Only records intended inside the window are
 //! measured.
+//!
+//! `latency --isolation-level read_committed` reads as a read_committed consumer: a
+//! record arrives when its transaction commits, and records of aborted transactions
+//! are neither counted nor measured.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -14,13 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use kmirror_tests::kafka::send_waiting_for_room;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::clients::{partition_count, plain_consumer, CountingContext};
+use crate::clients::{partition_count, plain_consumer, CountingContext, IsolationLevel};
 use crate::records::{monotonic_ns, wall_ms, RecordFactory, INTENDED_HEADER};
 
 /// Shortest sleep of the generator between sends (see `open_loop`).
@@ -81,6 +85,11 @@ pub struct LatencyArgs {
     /// Seconds to wait for stragglers after the schedule's end.
     #[arg(long, default_value_t = 30.0)]
     pub drain_s: f64,
+    /// How the topic is read: read_committed measures only records of committed
+    /// transactions (and those outside any), from when their transaction commits,
+    /// for mirrors that write the destination in transactions.
+    #[arg(long, value_enum, default_value_t)]
+    pub isolation_level: IsolationLevel,
 }
 
 pub fn open_loop(args: OpenLoopArgs) -> Result<()> {
@@ -156,20 +165,47 @@ pub fn open_loop(args: OpenLoopArgs) -> Result<()> {
 }
 
 pub fn latency(args: LatencyArgs) -> Result<()> {
-    let consumer = plain_consumer(&args.bootstrap, &[("fetch.wait.max.ms", "100")])?;
-    let partitions = partition_count(&consumer, &args.topic, Duration::from_secs(60))?;
-    // Start at the current ends, so only the generator's records are read.
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (_, high) =
-            consumer.fetch_watermarks(&args.topic, partition, Duration::from_secs(10))?;
-        list.add_partition_offset(&args.topic, partition, Offset::Offset(high))?;
-    }
-    consumer.assign(&list)?;
+    let consumer = reader_at_ends(&args)?;
     // The harness starts the generator once this line is out.
     println!("ready");
     std::io::stdout().flush()?;
+    measure(&args, &consumer)
+}
 
+/// A consumer of the topic assigned at its current ends, so that it reads only the
+/// generator's records.
+fn reader_at_ends(args: &LatencyArgs) -> Result<BaseConsumer> {
+    let consumer = plain_consumer(
+        &args.bootstrap,
+        args.isolation_level,
+        &[("fetch.wait.max.ms", "100")],
+    )?;
+    // Start at the high watermarks, also read_committed: a read_committed
+    // consumer's offset queries answer the last stable offset, and a transaction
+    // still open there holds records written before the generator began.
+    let ends_consumer_opt = match args.isolation_level {
+        IsolationLevel::ReadUncommitted => None,
+        IsolationLevel::ReadCommitted => Some(plain_consumer(
+            &args.bootstrap,
+            IsolationLevel::ReadUncommitted,
+            &[],
+        )?),
+    };
+    let ends_consumer = ends_consumer_opt.as_ref().unwrap_or(&consumer);
+    let partitions = partition_count(&consumer, &args.topic, Duration::from_secs(60))?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) =
+            ends_consumer.fetch_watermarks(&args.topic, partition, Duration::from_secs(10))?;
+        list.add_partition_offset(&args.topic, partition, Offset::Offset(high))?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// Reads the generator's records until all arrived or the drain time is over, and
+/// prints the figures.
+fn measure(args: &LatencyArgs, consumer: &BaseConsumer) -> Result<()> {
     let schedule = &args.schedule;
     let total = schedule.total();
     let (window_start, window_end) = schedule.window();
@@ -225,4 +261,96 @@ pub fn latency(args: LatencyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::Producer;
+
+    use super::*;
+    use crate::isolation_tests::{
+        abort_after_flush, send, transactional_producer, TestRecord, TestTopics,
+    };
+
+    const PARTITIONS: i32 = 2;
+    const RECORDS_PER_TRANSACTION: u64 = 10;
+    const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A record without the intended-time header: `latency` fails on reading one.
+    fn headerless(partition: i32, index: i32) -> TestRecord {
+        TestRecord {
+            header: ("seq", vec![0; 8]),
+            ..TestRecord::numbered(partition, index)
+        }
+    }
+
+    /// The generator's records go in transactions, with an aborted transaction of
+    /// headerless records among them; before the reader starts, a transaction of
+    /// headerless records is open, and it commits once the reader is assigned. The
+    /// reader must read neither: it starts at the high watermark, not at the last
+    /// stable offset, and skips aborted records.
+    #[test]
+    fn read_committed_latency_reads_only_the_generators_committed_records() -> Result<()> {
+        let topics = TestTopics::create(&["latency"], PARTITIONS)?;
+        let topic = &topics.names[0];
+        let earlier = transactional_producer(&topics.dest)?;
+        earlier.begin_transaction()?;
+        for partition in 0..PARTITIONS {
+            send(&earlier, topic, &headerless(partition, 0))?;
+        }
+        earlier.flush(TRANSACTION_TIMEOUT)?;
+
+        let args = LatencyArgs {
+            bootstrap: topics.dest.clone(),
+            topic: topic.clone(),
+            schedule: Schedule {
+                rate: 100.0,
+                start_at_ns: monotonic_ns() + 500_000_000,
+                warmup_s: 0.2,
+                measure_s: 1.0,
+            },
+            drain_s: 15.0,
+            isolation_level: IsolationLevel::ReadCommitted,
+        };
+        let consumer = reader_at_ends(&args)?;
+        earlier.commit_transaction(TRANSACTION_TIMEOUT)?;
+
+        let generator = transactional_producer(&topics.dest)?;
+        let schedule = args.schedule.clone();
+        std::thread::scope(|scope| {
+            let generated = scope.spawn(|| -> Result<()> {
+                for index in 0..schedule.total() {
+                    if index % RECORDS_PER_TRANSACTION == 0 {
+                        if index == 3 * RECORDS_PER_TRANSACTION {
+                            generator.begin_transaction()?;
+                            for partition in 0..PARTITIONS {
+                                send(&generator, topic, &headerless(partition, 1))?;
+                            }
+                            abort_after_flush(&generator)?;
+                        }
+                        generator.begin_transaction()?;
+                    }
+                    let intended = schedule.intended_ns(index);
+                    std::thread::sleep(Duration::from_nanos(
+                        intended.saturating_sub(monotonic_ns()),
+                    ));
+                    let record = TestRecord {
+                        header: (INTENDED_HEADER, intended.to_be_bytes().to_vec()),
+                        timestamp_ms: wall_ms(),
+                        ..TestRecord::numbered(i32::try_from(index % 2)?, i32::try_from(index)?)
+                    };
+                    send(&generator, topic, &record)?;
+                    if (index + 1) % RECORDS_PER_TRANSACTION == 0 || index + 1 == schedule.total() {
+                        generator.commit_transaction(TRANSACTION_TIMEOUT)?;
+                    }
+                }
+                Ok(())
+            });
+            // Fails on a headerless record, or when fewer records than the
+            // schedule's arrive.
+            let measured = measure(&args, &consumer);
+            generated.join().expect("the generator does not panic")?;
+            measured
+        })
+    }
 }

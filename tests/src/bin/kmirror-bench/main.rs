@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod clients;
+#[cfg(test)]
+mod isolation_tests;
 mod latency;
 mod load;
 mod records;

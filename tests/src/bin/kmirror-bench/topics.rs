@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use regex::Regex;
 
-use crate::clients::{partition_count, plain_consumer};
+use crate::clients::{partition_count, plain_consumer, IsolationLevel};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicCommand {
@@ -77,7 +77,7 @@ pub fn run(command: TopicCommand) -> Result<()> {
             TopicCommand::DeleteMatching { bootstrap, regex } => {
                 let pattern =
                     Regex::new(&regex).with_context(|| format!("invalid regex {regex}"))?;
-                let consumer = plain_consumer(&bootstrap, &[])?;
+                let consumer = plain_consumer(&bootstrap, IsolationLevel::ReadUncommitted, &[])?;
                 let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
                 let topics: Vec<String> = metadata
                     .topics()
@@ -110,7 +110,7 @@ async fn create(
             bail!("cannot create topic {name} at {bootstrap}: {code}");
         }
     }
-    let consumer = plain_consumer(bootstrap, &[])?;
+    let consumer = plain_consumer(bootstrap, IsolationLevel::ReadUncommitted, &[])?;
     let ready = partition_count(&consumer, topic, Duration::from_secs(60))?;
     if ready != partitions {
         bail!("topic {topic} at {bootstrap} has {ready} partitions, not {partitions}");

@@ -1,18 +1,28 @@
 //! `verify`: the correctness gate. Reads a topic from the source and its mirror
 //! from the destination and compares, per partition, the record count and a hash
 //! over every record's key, value, headers and timestamp in offset order.
+//!
+//! Each side is read from its start to the end it had when the read began. Read
+//! read_uncommitted, that end is the high watermark and the last record sits at
+//! the offset before it. Read read_committed, the end is the last stable offset, and
+//! the offset before it is usually a transaction marker, which a consumer never
+//! receives: a partition is done once the consumer reports having reached the end
+//! of the partition (`enable.partition.eof`) at a position at or past that end (its
+//! position moves past markers and aborted records as it skips them), or once it
+//! delivers a record at or past the end.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::clients::{partition_count, plain_consumer};
+use crate::clients::{partition_count, plain_consumer, IsolationLevel};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -27,6 +37,11 @@ pub struct VerifyArgs {
     pub dest_topic: Option<String>,
     #[arg(long, default_value_t = 600.0)]
     pub timeout_s: f64,
+    /// How both topics are read: read_committed compares what a read_committed
+    /// consumer sees (the records of committed transactions and those outside any),
+    /// for mirrors that write the destination in transactions.
+    #[arg(long, value_enum, default_value_t)]
+    pub isolation_level: IsolationLevel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,18 +95,25 @@ fn hash_record(hasher: &mut DefaultHasher, message: &BorrowedMessage<'_>) {
 }
 
 /// Reads every partition of `topic` from its start to the end offset it had when
-/// the read began.
+/// the read began (see the module documentation for where a partition ends).
 fn digest_topic(
     bootstrap: &str,
     topic: &str,
+    isolation: IsolationLevel,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, PartitionDigest>> {
+    let reads_committed = isolation == IsolationLevel::ReadCommitted;
     let consumer = plain_consumer(
         bootstrap,
+        isolation,
         &[
             ("fetch.max.bytes", "52428800"),
             ("max.partition.fetch.bytes", "10485760"),
             ("queued.max.messages.kbytes", "131072"),
+            (
+                "enable.partition.eof",
+                if reads_committed { "true" } else { "false" },
+            ),
         ],
     )?;
     let partitions = partition_count(&consumer, topic, Duration::from_secs(60))?;
@@ -100,6 +122,8 @@ fn digest_topic(
     let mut digests = BTreeMap::new();
     let mut hashers = BTreeMap::new();
     for partition in 0..partitions {
+        // Read_committed, `high` is the last stable offset: the consumer's
+        // isolation level goes into the offset request.
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
             .with_context(|| {
@@ -121,12 +145,31 @@ fn digest_topic(
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = result.with_context(|| format!("cannot read {topic} at {bootstrap}"))?;
+        let message = match result {
+            Ok(message) => message,
+            // Only read_committed asks for these events.
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if let Some(&end) = ends.get(&partition) {
+                    if position(&consumer, topic, partition)?.is_some_and(|at| at >= end) {
+                        ends.remove(&partition);
+                    }
+                }
+                continue;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {topic} at {bootstrap}"))
+            }
+        };
         let partition = message.partition();
         let Some(&end) = ends.get(&partition) else {
             continue;
         };
         if message.offset() >= end {
+            // Read_committed, the marker before the end was skipped: every record
+            // below the end has been read.
+            if reads_committed {
+                ends.remove(&partition);
+            }
             continue;
         }
         hash_record(
@@ -144,6 +187,19 @@ fn digest_topic(
     Ok(digests)
 }
 
+/// The consumer's position in a partition, if it has one: the offset after the last
+/// record it delivered or the last marker it skipped.
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<Option<i64>> {
+    let positions = consumer
+        .position()
+        .with_context(|| format!("cannot read the position in {topic}/{partition}"))?;
+    let element = positions.find_partition(topic, partition);
+    Ok(match element.map(|element| element.offset()) {
+        Some(Offset::Offset(offset)) => Some(offset),
+        _ => None,
+    })
+}
+
 pub fn run(args: VerifyArgs) -> Result<bool> {
     let timeout = Duration::from_secs_f64(args.timeout_s);
     let dest_topic = args
@@ -151,8 +207,10 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         .clone()
         .unwrap_or_else(|| args.topic.clone());
     let (source, dest) = std::thread::scope(|scope| {
-        let source = scope.spawn(|| digest_topic(&args.source, &args.topic, timeout));
-        let dest = scope.spawn(|| digest_topic(&args.dest, &dest_topic, timeout));
+        let source =
+            scope.spawn(|| digest_topic(&args.source, &args.topic, args.isolation_level, timeout));
+        let dest =
+            scope.spawn(|| digest_topic(&args.dest, &dest_topic, args.isolation_level, timeout));
         (
             source.join().expect("the source reader does not panic"),
             dest.join().expect("the destination reader does not panic"),
