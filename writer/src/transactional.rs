@@ -516,7 +516,14 @@ fn last_entry_in(
         }
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            // An end told late, of the window read before, is passed over: the
+            // consumer's position says whether this window's end is reached.
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                if position_at_least(consumer, map_topic, map_partition, end)? {
+                    break;
+                }
+                continue;
+            }
             Some(Err(error)) if is_group_authorization_error(&error) => continue,
             Some(message) => message?,
         };
@@ -539,6 +546,19 @@ fn last_entry_in(
     }
     consumer.unassign()?;
     Ok(found)
+}
+
+/// Whether the consumer's position in the map partition is at `end` or past it.
+fn position_at_least(
+    consumer: &ReadToEndConsumer,
+    map_topic: &str,
+    map_partition: i32,
+    end: i64,
+) -> Result<bool, KafkaError> {
+    let position = consumer.position()?;
+    Ok(position
+        .find_partition(map_topic, map_partition)
+        .is_some_and(|element| matches!(element.offset(), Offset::Offset(offset) if offset >= end)))
 }
 
 /// A consumer of the map topic; it commits nothing and needs no ACL on any group.

@@ -164,7 +164,13 @@ pub fn read_map(
             }
             let message = match consumer.poll(Duration::from_millis(200)) {
                 None => continue,
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::PartitionEOF(eof_partition)))
+                    if eof_partition == map_partition =>
+                {
+                    break
+                }
+                // The end of the map partition read before, told late.
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(error)) if is_group_authorization_error(&error) => continue,
                 Some(message) => message?,
             };
