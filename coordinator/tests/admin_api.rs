@@ -507,25 +507,30 @@ async fn the_leader_creates_destination_topics_and_assigns_every_partition() {
         .set("bootstrap.servers", dest_bootstrap())
         .create()
         .unwrap();
-    let configs = dest_admin
-        .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
-        .await
-        .unwrap();
-    let resource = configs
-        .into_iter()
-        .next()
-        .unwrap()
-        .expect("the destination topic exists");
+    // Created with the source's configs; a broker under load may describe a
+    // topic it has just created before its configs are in place.
+    let described = |name: &str| {
+        let (dest_admin, options, topic) = (&dest_admin, &options, &topic);
+        let name = name.to_string();
+        async move {
+            let configs = dest_admin
+                .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+                .await
+                .ok()?;
+            let resource = configs.into_iter().next()?.ok()?;
+            resource.get(&name).and_then(|entry| entry.value.clone())
+        }
+    };
+    wait_for(
+        "the destination topic's retention.ms to be the source's",
+        || {
+            let read = described("retention.ms");
+            async move { read.await.filter(|value| value == "4321000") }
+        },
+    )
+    .await;
     assert_eq!(
-        resource
-            .get("retention.ms")
-            .and_then(|e| e.value.as_deref()),
-        Some("4321000")
-    );
-    assert_eq!(
-        resource
-            .get("cleanup.policy")
-            .and_then(|e| e.value.as_deref()),
+        described("cleanup.policy").await.as_deref(),
         Some("compact")
     );
     let dest_partitions = dest_admin
