@@ -440,6 +440,18 @@ impl Fleet {
 
     /// Creates a flow from [`SOURCE_CLUSTER`] to [`DEST_CLUSTER`].
     pub async fn create_flow(&self, flow: &str, include: &str, exclude: Option<&str>) {
+        let exclude_args = exclude.map(|exclude| ["--exclude", exclude]);
+        self.create_flow_with(
+            flow,
+            include,
+            exclude_args.as_ref().map_or(&[][..], |args| &args[..]),
+        )
+        .await;
+    }
+
+    /// Creates a flow from [`SOURCE_CLUSTER`] to [`DEST_CLUSTER`] with more
+    /// `flow create` options (e.g. `--exactly-once`).
+    pub async fn create_flow_with(&self, flow: &str, include: &str, options: &[&str]) {
         let mut args = vec![
             "flow",
             "create",
@@ -451,9 +463,7 @@ impl Fleet {
             "--include",
             include,
         ];
-        if let Some(exclude) = exclude {
-            args.extend(["--exclude", exclude]);
-        }
+        args.extend_from_slice(options);
         self.ctl(args).await.assert_success();
     }
 
@@ -706,6 +716,22 @@ impl Fleet {
         let delivery = assert_complete_in_order(&source, &dest);
         assert_eq!(delivery.records as u64, produced);
         Ok(delivery)
+    }
+
+    /// Waits until the log of each of `members` holds `text` (e.g. "lease lost").
+    pub async fn wait_logged(&self, members: &[&str], text: &str, timeout: Duration) {
+        let what = format!("{members:?} to log {text:?}");
+        self.wait_until(timeout, &what, || async {
+            for member in members {
+                let log = std::fs::read_to_string(self.log_dir().join(format!("{member}.log")))
+                    .unwrap_or_default();
+                if !log.contains(text) {
+                    return Err(format!("{member} has not"));
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
 
     /// Where to look when something failed: every member's log path and state, and

@@ -48,27 +48,6 @@ async fn wait_beyond(
     dest.offset_count(topic).await.unwrap_or(count)
 }
 
-/// Waits until each of `members` logged that it counts its lease as lost.
-async fn wait_lease_lost(fleet: &Fleet, members: &[&str]) {
-    fleet
-        .wait_until(
-            LEASE_TTL * 3,
-            "every worker to count its lease as lost",
-            || async {
-                for member in members {
-                    let log =
-                        std::fs::read_to_string(fleet.log_dir().join(format!("{member}.log")))
-                            .unwrap_or_default();
-                    if !log.contains("lease lost") {
-                        return Err(format!("{member} still counts on its lease"));
-                    }
-                }
-                Ok(())
-            },
-        )
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_committed_consumer_sees_every_record_once_through_every_fault() -> Result<()> {
     let servers = PrivateStack::new("exactly-once");
@@ -87,20 +66,8 @@ async fn a_read_committed_consumer_sees_every_record_once_through_every_fault() 
     .await;
     fleet.add_clusters().await;
     fleet
-        .ctl([
-            "flow",
-            "create",
-            &flow,
-            "--source",
-            kmirror_tests::fleet::SOURCE_CLUSTER,
-            "--dest",
-            kmirror_tests::fleet::DEST_CLUSTER,
-            "--include",
-            &topic,
-            "--exactly-once",
-        ])
-        .await
-        .assert_success();
+        .create_flow_with(&flow, &topic, &["--exactly-once"])
+        .await;
     let load = SteadyLoad {
         partitions: PARTITIONS,
         chunk: 400,
@@ -167,7 +134,10 @@ async fn a_read_committed_consumer_sees_every_record_once_through_every_fault() 
     .await;
 
     servers.down(&["etcd"]).await?;
-    wait_lease_lost(&fleet, &["fetcher-0", "fetcher-1", "writer-0", "writer-1"]).await;
+    let workers = ["fetcher-0", "fetcher-1", "writer-0", "writer-1"];
+    fleet
+        .wait_logged(&workers, "lease lost", LEASE_TTL * 3)
+        .await;
     servers.up(&["etcd"]).await?;
     wait_beyond(
         &fleet,

@@ -187,22 +187,9 @@ async fn etcd_away_longer_than_the_lease_ttl_stops_the_workers_until_it_returns(
     servers.down(&["etcd"]).await?;
     // At the local deadline (two thirds of the TTL) every worker counts its lease
     // as lost and stops: nothing arrives although the source keeps growing.
+    let workers = ["fetcher-0", "fetcher-1", "writer-0", "writer-1"];
     fleet
-        .wait_until(
-            LEASE_TTL * 3,
-            "every worker to count its lease as lost",
-            || async {
-                for member in ["fetcher-0", "fetcher-1", "writer-0", "writer-1"] {
-                    let log =
-                        std::fs::read_to_string(fleet.log_dir().join(format!("{member}.log")))
-                            .unwrap_or_default();
-                    if !log.contains("lease lost") {
-                        return Err(format!("{member} still counts on its lease"));
-                    }
-                }
-                Ok(())
-            },
-        )
+        .wait_logged(&workers, "lease lost", LEASE_TTL * 3)
         .await;
     let stopped_at = arrived(&dest, &topic).await;
     let source = WatermarkReader::new(clusters.0)?;

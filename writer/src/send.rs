@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
 use kmirror_common::{ClusterName, PartitionKey};
 use kmirror_proto::v1::{Batch, ErrorKind, WriteError};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
@@ -153,6 +155,39 @@ pub async fn produce_records(
         }
     }
     (produced, None)
+}
+
+/// Produces one offset map entry through `producer`, waiting out a full queue;
+/// its delivery reports to `tracker`. On an error nothing was handed over and
+/// the tracker reports nothing (its sender's hold stays).
+pub async fn produce_map_entry(
+    shared: &WriterShared,
+    producer: &DestinationProducer,
+    key: &MapKey,
+    entry: &MapEntry,
+    tracker: &Arc<BatchTracker>,
+) -> Result<(), KafkaError> {
+    let key_bytes = key.encode();
+    let value_bytes = entry.encode();
+    let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
+        BaseRecord::with_opaque_to(&shared.offset_map_topic, tracker.clone())
+            .partition(map_partition(&key.flow, &key.topic, key.partition))
+            .key(&key_bytes[..])
+            .payload(&value_bytes[..]);
+    tracker.record_sent();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((error, returned)) if classify(&error) == FailureClass::QueueFull => {
+                record = returned;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((error, _)) => {
+                tracker.record_not_sent();
+                return Err(error);
+            }
+        }
+    }
 }
 
 /// Adds a produced record's source offset to the batch's runs.

@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kmirror_common::kafka::{client_config, RoleSettings};
-use kmirror_common::offset_map::{map_partition, MapEntry, MapKey};
+use kmirror_common::offset_map::{MapEntry, MapKey};
 use kmirror_common::schema::ClusterSpec;
 use kmirror_common::{ClusterName, Epoch, PartitionKey};
 use kmirror_proto::packed::PackedSummary;
 use kmirror_proto::tonic::Status;
 use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, SourcePartition, WriteError};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Span};
 
@@ -36,7 +36,7 @@ use crate::producer::{
     batch_size_for, classify, BatchTracker, Completion, DeliveryContext, DestinationProducer,
     FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
 };
-use crate::send::{error_kind, produce_records, write_error, Target};
+use crate::send::{error_kind, produce_map_entry, produce_records, write_error, Target};
 use crate::transactional::{self, TxnBatch, TxnOutcome};
 use crate::WriterShared;
 
@@ -590,28 +590,7 @@ impl Session {
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
-        let key_bytes = key.encode();
-        let value_bytes = entry.encode();
-        let map_partition = map_partition(&key.flow, &key.topic, key.partition);
-        let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
-            BaseRecord::with_opaque_to(&self.shared.offset_map_topic, tracker.clone())
-                .partition(map_partition)
-                .key(&key_bytes[..])
-                .payload(&value_bytes[..]);
-        tracker.record_sent();
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((error, returned)) if classify(&error) == FailureClass::QueueFull => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => {
-                    tracker.record_not_sent();
-                    return Err(error);
-                }
-            }
-        }
+        produce_map_entry(&self.shared, &producer, key, entry, &tracker).await?;
         tracker.finish_sending();
         Ok(token)
     }

@@ -34,7 +34,7 @@ use kmirror_proto::v1::{Batch, BatchAck, ErrorKind, WriteError};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ use crate::partitioner::PartitionMapping;
 use crate::producer::{
     batch_size_for, classify, BatchTracker, Completion, DestinationProducer, FailureClass,
 };
-use crate::send::{error_kind, produce_records, write_error, Target};
+use crate::send::{error_kind, produce_map_entry, produce_records, write_error, Target};
 use crate::telemetry::BatchTelemetry;
 use crate::WriterShared;
 
@@ -226,12 +226,7 @@ async fn write(
         &mut map_runs,
     )
     .await;
-    tracker.finish_sending();
-    drop(tracker);
-    let completion = completion_rx
-        .recv()
-        .await
-        .expect("the tracker reports once");
+    let completion = reported(tracker, &mut completion_rx).await;
     if let Some(failure) = completion.failure {
         shared.deliverability.failed(&item.cluster.name, &failure);
         let message = format!(
@@ -400,39 +395,24 @@ async fn send_entry(
     completion_rx: &mut mpsc::UnboundedReceiver<Completion>,
 ) -> Result<(), KafkaError> {
     let tracker = BatchTracker::new(0, completion_tx.clone());
-    let key_bytes = key.encode();
-    let value_bytes = entry.encode();
-    let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchTracker>> =
-        BaseRecord::with_opaque_to(&shared.offset_map_topic, tracker.clone())
-            .partition(map_partition(&key.flow, &key.topic, key.partition))
-            .key(&key_bytes[..])
-            .payload(&value_bytes[..]);
-    tracker.record_sent();
-    loop {
-        match producer.send(record) {
-            Ok(()) => break,
-            Err((error, returned)) if classify(&error) == FailureClass::QueueFull => {
-                record = returned;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err((error, _)) => {
-                tracker.record_not_sent();
-                tracker.finish_sending();
-                let _ = completion_rx.recv().await;
-                return Err(error);
-            }
-        }
-    }
-    tracker.finish_sending();
-    drop(tracker);
-    let completion = completion_rx
-        .recv()
-        .await
-        .expect("the tracker reports once");
-    match completion.failure {
+    produce_map_entry(shared, producer, key, entry, &tracker).await?;
+    match reported(tracker, completion_rx).await.failure {
         Some(failure) => Err(failure),
         None => Ok(()),
     }
+}
+
+/// Releases the sender's hold on `tracker` and waits for its report.
+async fn reported(
+    tracker: Arc<BatchTracker>,
+    completion_rx: &mut mpsc::UnboundedReceiver<Completion>,
+) -> Completion {
+    tracker.finish_sending();
+    drop(tracker);
+    completion_rx
+        .recv()
+        .await
+        .expect("the tracker reports once")
 }
 
 /// The source offset after the partition's last committed batch, from the map;
