@@ -78,6 +78,11 @@ pub struct Metrics {
     pub replication_latency: HistogramFamily,
     pub produce_errors: Family<Labels, Counter>,
     pub producer_replacements: Counter,
+    /// Exactly-once transactions ended, by outcome (committed, aborted).
+    pub transactions: Family<Labels, Counter>,
+    /// Exactly-once partitions opened (previous producer fenced, resume position
+    /// read from the map).
+    pub transactional_opens: Counter,
     pub producing_batches: Gauge,
     pub producing_bytes: Gauge,
     // Coordinator.
@@ -155,6 +160,8 @@ impl Metrics {
             replication_latency: histogram_family(),
             produce_errors: Family::default(),
             producer_replacements: Counter::default(),
+            transactions: Family::default(),
+            transactional_opens: Counter::default(),
             producing_batches: Gauge::default(),
             producing_bytes: Gauge::default(),
             leader: Gauge::default(),
@@ -512,6 +519,16 @@ fn register_writer(registry: &mut Registry, metrics: &Metrics) {
         "kmirror_producer_replacements",
         "Destination producers replaced after a timed-out or fatal delivery",
         metrics.producer_replacements.clone(),
+    );
+    registry.register(
+        "kmirror_transactions",
+        "Exactly-once transactions ended, by outcome (committed, aborted)",
+        metrics.transactions.clone(),
+    );
+    registry.register(
+        "kmirror_transactional_opens",
+        "Exactly-once partitions opened on this writer: the previous producer fenced, the resume position read from the offset map",
+        metrics.transactional_opens.clone(),
     );
     registry.register(
         "kmirror_producing_batches",

@@ -15,6 +15,7 @@ use anyhow::Result;
 use kmirror_tests::kafka::{
     create_topic, read_all, read_all_uncommitted, Cluster, WatermarkReader,
 };
+use kmirror_tests::observability::member_sums;
 use kmirror_tests::ordering::assert_complete_in_order;
 use kmirror_tests::private_stack::PrivateStack;
 use kmirror_tests::steady::SteadyLoad;
@@ -161,6 +162,20 @@ async fn a_read_committed_consumer_sees_every_record_once_through_every_fault() 
         "a read_committed consumer saw {} records twice",
         delivery.duplicates
     );
+    // What the writers did is on their metrics: every partition opened (fenced,
+    // resume position read) since the last faults, transactions committed.
+    let opens = member_sums(&fleet, "kmirror_transactional_opens_total", &[]).await?;
+    let committed = member_sums(
+        &fleet,
+        "kmirror_transactions_total",
+        &[("outcome", "committed")],
+    )
+    .await?;
+    assert!(
+        opens.values().sum::<f64>() >= f64::from(PARTITIONS),
+        "{opens:?}"
+    );
+    assert!(committed.values().sum::<f64>() > 0.0, "{committed:?}");
     let everything = read_all_uncommitted(clusters.1, &topic).await?;
     let with_aborted = assert_complete_in_order(&source, &everything);
     eprintln!(

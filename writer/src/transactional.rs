@@ -311,6 +311,7 @@ async fn write(
         ));
     }
     shared.deliverability.delivered(&item.cluster.name);
+    count_transaction("committed");
     opened.committed_until = opened.committed_until.max(committed_offset);
     Ok(success(
         item,
@@ -372,6 +373,7 @@ async fn open(
             return Err(write_error(ErrorKind::DeliveryFailed, message, -1));
         }
     };
+    kmirror_common::metrics::metrics().transactional_opens.inc();
     info!(
         %partition,
         transactional_id = %id,
@@ -567,11 +569,19 @@ fn map_consumer(
 }
 
 async fn abort(producer: &Arc<DestinationProducer>) {
+    count_transaction("aborted");
     let aborting = producer.clone();
     if let Err(error) = blocking(move || aborting.abort_transaction(TRANSACTION_CALL_TIMEOUT)).await
     {
         debug!(%error, "abort of a failed transaction failed; the next owner fences it");
     }
+}
+
+fn count_transaction(outcome: &'static str) {
+    kmirror_common::metrics::metrics()
+        .transactions
+        .get_or_create(&vec![("outcome", outcome.to_string())])
+        .inc();
 }
 
 /// Drops a producer off the async threads; `failed` ones are not flushed.
