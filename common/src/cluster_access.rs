@@ -19,10 +19,8 @@
 //!
 //! What each member sees is exported (labels: cluster name and cause only):
 //! `kmirror_cluster_access_failures_total{cluster,cause}` counts refusals, and
-//! `kmirror_cluster_retry_delay_seconds{cluster}` is what is left of the current
-//! pause when the metrics are read: 0 once the cluster answered, once the member no
-//! longer uses it, or once the pause ran out (a member with nothing to ask the
-//! cluster again shows no pause that is over).
+//! `kmirror_cluster_retry_delay_seconds{cluster}` is the current pause, 0 once the
+//! cluster answered (or the member no longer uses it).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -223,21 +221,6 @@ impl ClusterAccess {
         }
     }
 
-    /// Sets each paused cluster's gauge to what is left of its pause at `now`;
-    /// called as the metrics are read.
-    pub fn refresh_gauges(&self, now: Instant) {
-        if !self.any_paused.load(Ordering::Acquire) {
-            return;
-        }
-        let pauses = self.pauses.lock().expect("cluster access lock poisoned");
-        for (cluster, pause) in pauses.iter() {
-            metrics()
-                .cluster_retry_delay
-                .get_or_create(&delay_labels(cluster))
-                .set(pause.remaining(now).as_secs_f64());
-        }
-    }
-
     /// The settings of `cluster` changed: the next attempt may be made at once
     /// (the pause's length stays, so settings that are still refused keep
     /// doubling it).
@@ -340,21 +323,6 @@ mod tests {
             access.refused(&source, RefusalCause::Authentication, now),
             Duration::from_secs(4)
         );
-    }
-
-    #[test]
-    fn a_pause_that_ran_out_reads_as_none() {
-        let access = ClusterAccess::new(Duration::from_secs(1), Duration::from_secs(30));
-        let dest = cluster("runs-out");
-        let start = Instant::now();
-        access.refused(&dest, RefusalCause::Tls, start);
-        access.refresh_gauges(start + Duration::from_millis(400));
-        assert!((delay_gauge(&dest) - 0.6).abs() < 1e-9);
-        access.refresh_gauges(start + Duration::from_secs(2));
-        assert_eq!(delay_gauge(&dest), 0.0);
-        // The next refusal still doubles: the pause's length is kept.
-        let again = access.refused(&dest, RefusalCause::Tls, start + Duration::from_secs(2));
-        assert_eq!(again, Duration::from_secs(2));
     }
 
     #[test]

@@ -619,14 +619,13 @@ fn register_cluster_access(registry: &mut Registry, metrics: &Metrics) {
     );
     registry.register(
         "kmirror_cluster_retry_delay_seconds",
-        "What is left of the pause before this member asks a cluster that refused it again (doubling per refused attempt; 0 once it answered or the pause ran out)",
+        "Pause before this member asks a cluster that refused it again (doubling per refused attempt, 0 once it answered)",
         metrics.cluster_retry_delay.clone(),
     );
 }
 
 /// The metrics in the Prometheus text format (empty before [`install`]).
 pub fn render() -> String {
-    crate::cluster_access::cluster_access().refresh_gauges(std::time::Instant::now());
     let mut text = String::new();
     if let Some(registry) = REGISTRY.get() {
         prometheus_text::encode(&mut text, registry).expect("writing to a String cannot fail");
