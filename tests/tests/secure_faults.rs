@@ -317,37 +317,6 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
     secure.assert_mirrored_exactly(&topic).await?;
 
-    // The destination grants kmirror no ACL on consumer groups: a group sync is
-    // refused with the cause, exit 1, and the mirror goes on.
-    let group = unique_name("secure-billing");
-    let positions = [(0, 600), (1, 700)].into_iter().collect();
-    commit_group(secure.admin(Side::Source), &group, &topic, &positions).await?;
-    let denied = ctl(
-        &fleet,
-        &["offsets", "sync", "--flow", "faults", "--groups", &group],
-    )
-    .await;
-    eprintln!("group sync into a destination that denies group writes: {denied}");
-    assert_eq!(denied.code, Some(1), "{denied}");
-    let said = format!("{}{}", denied.stdout, denied.stderr).to_ascii_lowercase();
-    assert!(
-        said.contains(&group) && said.contains("authoriz"),
-        "the refusal names neither the group nor the missing authorization: {denied}"
-    );
-    produce(
-        secure.admin(Side::Source),
-        &topic,
-        KeyedRecords {
-            first_sequence: 2_000,
-            ..KeyedRecords::new(100, 2)
-        }
-        .generate(),
-    )
-    .await?;
-    fleet.wait_for_mirror(&topic, 2_100, TIMEOUT).await;
-    fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
-    secure.assert_mirrored_exactly(&topic).await?;
-
     // The destination's CA file now holds a CA that did not sign its brokers'
     // certificates (new connections: the fleet restarts).
     std::fs::copy(secure.other_ca()?, &dest_ca)?;
@@ -357,7 +326,7 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
         secure.admin(Side::Source),
         &topic,
         KeyedRecords {
-            first_sequence: 2_100,
+            first_sequence: 2_000,
             ..KeyedRecords::new(500, 2)
         }
         .generate(),
@@ -383,7 +352,7 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
         untrusted.stdout
     );
     assert!(untrusted.stdout.contains("dest"), "{untrusted}");
-    assert_eq!(dest.offset_count(&topic).await?, 2_100);
+    assert_eq!(dest.offset_count(&topic).await?, 2_000);
     wait_paused(&fleet, "dest").await;
     let handshakes = [("cluster", "dest"), ("cause", "tls")];
     let counted = member_sums(&fleet, ACCESS_FAILURES, &handshakes).await?;
@@ -401,9 +370,40 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
     )
     .await
     .assert_success();
-    fleet.wait_for_mirror(&topic, 2_600, TIMEOUT).await;
+    fleet.wait_for_mirror(&topic, 2_500, TIMEOUT).await;
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
     secure.assert_mirrored_exactly(&topic).await?;
     wait_unpaused(&fleet, "dest").await;
+
+    // The destination grants kmirror no ACL on consumer groups: a group sync is
+    // refused with the cause, exit 1, and the mirror goes on.
+    let group = unique_name("secure-billing");
+    let positions = [(0, 600), (1, 700)].into_iter().collect();
+    commit_group(secure.admin(Side::Source), &group, &topic, &positions).await?;
+    let denied = ctl(
+        &fleet,
+        &["offsets", "sync", "--flow", "faults", "--groups", &group],
+    )
+    .await;
+    eprintln!("group sync into a destination that denies group writes: {denied}");
+    assert_eq!(denied.code, Some(1), "{denied}");
+    let said = format!("{}{}", denied.stdout, denied.stderr).to_ascii_lowercase();
+    assert!(
+        said.contains(&group) && said.contains("authoriz"),
+        "the refusal names neither the group nor the missing authorization: {denied}"
+    );
+    produce(
+        secure.admin(Side::Source),
+        &topic,
+        KeyedRecords {
+            first_sequence: 2_500,
+            ..KeyedRecords::new(100, 2)
+        }
+        .generate(),
+    )
+    .await?;
+    fleet.wait_for_mirror(&topic, 2_600, TIMEOUT).await;
+    fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
+    secure.assert_mirrored_exactly(&topic).await?;
     Ok(())
 }
