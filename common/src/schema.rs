@@ -215,7 +215,7 @@ fn partition_path(partition: &PartitionKey) -> String {
 }
 
 /// How to reach a Kafka cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     pub name: ClusterName,

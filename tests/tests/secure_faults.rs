@@ -374,6 +374,22 @@ async fn a_wrong_password_an_untrusted_ca_or_a_missing_acl_stops_the_flow_with_t
     fleet.wait_caught_up("faults", &topic, 2, TIMEOUT).await;
     secure.assert_mirrored_exactly(&topic).await?;
     wait_unpaused(&fleet, "dest").await;
+    // The writers took the new CA as soon as they read it: no record waited for
+    // the delivery timeout (which would move partitions between writers).
+    let logs: Vec<String> = fleet
+        .member_ids()
+        .iter()
+        .filter(|member| member.starts_with("writer-"))
+        .map(|writer| std::fs::read_to_string(fleet.log_dir().join(format!("{writer}.log"))))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        logs.iter().any(|log| log.contains("has new settings")),
+        "no writer purged its refused producers on the new settings"
+    );
+    assert!(
+        logs.iter().all(|log| !log.contains("Message timed out")),
+        "a record waited for the delivery timeout after the CA was fixed"
+    );
 
     // The destination grants kmirror no ACL on consumer groups: a group sync is
     // refused with the cause, exit 1, and the mirror goes on.

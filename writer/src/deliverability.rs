@@ -14,8 +14,15 @@
 //!
 //! A partition therefore stalls at most `message.timeout.ms` (the delivery
 //! timeout) plus one leader round before it runs on another writer.
+//!
+//! A cluster that refuses a producer's handshake or login is different: the
+//! operator fixes it with new settings (`kmirrorctl cluster add --replace`). The
+//! publisher reads the stored settings of such a cluster every
+//! [`PROBE_INTERVAL`]; when they changed, the refused producers' records (which
+//! never reached the cluster) are purged, and their partitions restart under
+//! the new settings at once rather than after the delivery timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -32,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::producer::DestinationProducer;
+use crate::producer::{settings_of, DestinationProducer};
 use crate::routes::Routes;
 use crate::WriterShared;
 
@@ -148,6 +155,62 @@ impl Deliverability {
     pub fn marks(&self) -> BTreeMap<ClusterName, Undeliverable> {
         self.marks.lock().expect("deliverability lock").clone()
     }
+
+    /// The clusters that refuse some producer's connections.
+    fn refusing(&self) -> BTreeSet<ClusterName> {
+        self.producers
+            .lock()
+            .expect("deliverability lock")
+            .iter()
+            .filter(|(_, producer)| {
+                producer
+                    .upgrade()
+                    .is_some_and(|producer| producer.context().is_refused())
+            })
+            .map(|(cluster, _)| cluster.clone())
+            .collect()
+    }
+
+    /// `cluster`'s settings are now `settings`: what each producer built from
+    /// other settings, and refused by the cluster, holds is purged. None of it
+    /// reached the cluster. The batches fail and their partitions restart from
+    /// their checkpoints under the new settings at once, instead of waiting for
+    /// the delivery timeout. Returns how many producers were purged.
+    pub fn settings_changed(&self, cluster: &ClusterName, settings: u64) -> usize {
+        let stale: Vec<Arc<DestinationProducer>> = self
+            .producers
+            .lock()
+            .expect("deliverability lock")
+            .iter()
+            .filter(|(tracked_cluster, _)| tracked_cluster == cluster)
+            .filter_map(|(_, producer)| producer.upgrade())
+            .filter(|producer| {
+                let context = producer.context();
+                context.is_refused() && context.settings() != settings
+            })
+            .collect();
+        for producer in &stale {
+            producer.purge(PurgeConfig::default().queue().inflight().non_blocking());
+        }
+        stale.len()
+    }
+}
+
+/// Reads the stored settings of each cluster that refuses some producer: new
+/// settings (the operator fixed a credential or a CA) take effect now. Only
+/// refused producers are purged: one that delivers keeps its partitions, which
+/// take the new settings when they next restart.
+async fn follow_settings(deliverability: &Deliverability, routes: &Routes) {
+    for cluster in deliverability.refusing() {
+        let Ok(stored) = routes.stored_cluster(&cluster).await else {
+            continue;
+        };
+        let purged = deliverability.settings_changed(&cluster, settings_of(&stored));
+        if purged > 0 {
+            cluster_access().retry_now(&cluster, Instant::now());
+            info!(%cluster, producers = purged, "the refused destination cluster has new settings: its partitions restart under them");
+        }
+    }
 }
 
 /// Keeps etcd's marks of this writer equal to its own and probes the marked
@@ -169,7 +232,10 @@ pub async fn publish(
             _ = stop.cancelled() => return,
             _ = deliverability.changed.notified() => {}
             _ = lease_rx.changed() => {}
-            _ = tokio::time::sleep(PROBE_INTERVAL) => probe(deliverability, &shared.routes).await,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {
+                probe(deliverability, &shared.routes).await;
+                follow_settings(deliverability, &shared.routes).await;
+            }
         }
         let Some(lease_id) = lease_rx.borrow().lease().map(|lease| lease.id) else {
             continue;
@@ -286,6 +352,7 @@ impl Deliverability {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kmirror_common::schema::ClusterSpec;
 
     fn cluster(name: &str) -> ClusterName {
         ClusterName::new(name).unwrap()
@@ -325,6 +392,44 @@ mod tests {
         assert!(deliverability.marks().is_empty(), "a refusal is no timeout");
         deliverability.delivered(&refused);
         assert!(cluster_access().paused(&refused, Instant::now()).is_none());
+    }
+
+    fn spec(client_id: &str) -> ClusterSpec {
+        ClusterSpec {
+            name: cluster("settings-dest"),
+            bootstrap_servers: "127.0.0.1:9".to_string(),
+            properties: [("client.id".to_string(), client_id.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn new_settings_purge_only_the_producers_the_cluster_refuses_that_were_built_before_them() {
+        use rdkafka::ClientContext;
+        let deliverability = Deliverability::default();
+        let (old, new) = (spec("before"), spec("after"));
+        let producer = |spec: &ClusterSpec| {
+            let producer = Arc::new(crate::session::build_producer(spec, 65_536, &[]).unwrap());
+            deliverability.track(&spec.name, Arc::downgrade(&producer));
+            producer
+        };
+        let (refused, delivering, renewed) = (producer(&old), producer(&old), producer(&new));
+        let handshake = KafkaError::Global(RDKafkaErrorCode::SSL);
+        refused
+            .context()
+            .error(handshake.clone(), "certificate verify failed");
+        renewed
+            .context()
+            .error(handshake, "certificate verify failed");
+        assert!(refused.context().is_refused() && !delivering.context().is_refused());
+        assert_eq!(deliverability.refusing(), [old.name.clone()].into());
+        assert_ne!(settings_of(&old), settings_of(&new));
+        // Only `refused`: `delivering` delivers, `renewed` has the new settings.
+        assert_eq!(
+            deliverability.settings_changed(&old.name, settings_of(&new)),
+            1
+        );
+        assert_eq!(deliverability.settings_changed(&cluster("other"), 0), 0);
+        cluster_access().forget(&old.name);
     }
 
     #[test]

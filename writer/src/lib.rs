@@ -132,7 +132,7 @@ impl WriterShared {
             .set("transaction.timeout.ms", &timeout_ms)
             // A record may not outlive its transaction.
             .set("message.timeout.ms", &timeout_ms)
-            .create_with_context(producer::DeliveryContext::new(cluster.name.clone()))
+            .create_with_context(producer::DeliveryContext::new(cluster))
     }
 }
 

@@ -5,11 +5,13 @@
 //! deliveries; the last one to finish (a delivery report, or the sender once it has
 //! handed over every record) reports the batch's outcome to the stream session.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kmirror_common::cluster_access::{cluster_access, RefusalCause};
+use kmirror_common::schema::ClusterSpec;
 use kmirror_common::ClusterName;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -191,15 +193,43 @@ impl BatchTracker {
     }
 }
 
+/// The settings a producer is built from: its cluster's stored spec, hashed. A
+/// changed spec (a fixed CA, a new password) makes new producers, and tells the
+/// ones built before it apart.
+pub fn settings_of(cluster: &ClusterSpec) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    cluster.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Routes delivery reports to their batch trackers, and records the cluster's
 /// refusals of the producer's logins and handshakes.
 pub struct DeliveryContext {
     cluster: ClusterName,
+    settings: u64,
+    /// Set when the cluster refused this producer's login or handshake, cleared
+    /// by a delivery: while set, nothing the producer holds reached the cluster
+    /// through a connection it refused.
+    refused: AtomicBool,
 }
 
 impl DeliveryContext {
-    pub fn new(cluster: ClusterName) -> Self {
-        Self { cluster }
+    pub fn new(cluster: &ClusterSpec) -> Self {
+        Self {
+            cluster: cluster.name.clone(),
+            settings: settings_of(cluster),
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    /// The [`settings_of`] the producer was built from.
+    pub fn settings(&self) -> u64 {
+        self.settings
+    }
+
+    /// Whether the cluster refuses the producer's connections (see `refused`).
+    pub fn is_refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
     }
 }
 
@@ -212,6 +242,9 @@ impl ClientContext for DeliveryContext {
         }
         warn!(cluster = %self.cluster, %error, reason, "destination client error");
         if let Some(cause) = RefusalCause::of(&error) {
+            if cause.refuses_the_cluster() {
+                self.refused.store(true, Ordering::Release);
+            }
             cluster_access().record(&self.cluster, cause, Instant::now());
         }
     }
@@ -222,7 +255,12 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
         match result {
-            Ok(message) => tracker.delivered(message.partition(), message.offset()),
+            Ok(message) => {
+                if self.refused.load(Ordering::Relaxed) {
+                    self.refused.store(false, Ordering::Release);
+                }
+                tracker.delivered(message.partition(), message.offset())
+            }
             Err((error, _message)) => tracker.failed(error.clone()),
         }
     }

@@ -74,12 +74,7 @@ impl Routes {
             return Err(WriterError::UnknownFlow(flow.clone()));
         };
         let spec: FlowSpec = decode(kv.key(), kv.value())?;
-        let cluster_key = self.keys.cluster(&spec.dest_cluster);
-        let response = etcd.get(cluster_key.as_str(), None).await?;
-        let Some(kv) = response.kvs().first() else {
-            return Err(WriterError::UnknownCluster(spec.dest_cluster.clone()));
-        };
-        let cluster: ClusterSpec = decode(kv.key(), kv.value())?;
+        let cluster = self.stored_cluster(&spec.dest_cluster).await?;
         let previous = self
             .flows
             .lock()
@@ -90,6 +85,16 @@ impl Routes {
             cluster_access().retry_now(&cluster.name, Instant::now());
         }
         Ok(cluster)
+    }
+
+    /// The cluster's spec as stored in etcd now.
+    pub async fn stored_cluster(&self, name: &ClusterName) -> Result<ClusterSpec, WriterError> {
+        let cluster_key = self.keys.cluster(name);
+        let response = self.etcd.clone().get(cluster_key.as_str(), None).await?;
+        let Some(kv) = response.kvs().first() else {
+            return Err(WriterError::UnknownCluster(name.clone()));
+        };
+        Ok(decode(kv.key(), kv.value())?)
     }
 
     /// Whether the flow runs exactly-once, as last read by [`Routes::destination`]

@@ -33,8 +33,8 @@ use tracing::{debug, info, warn, Span};
 
 use crate::deliverability::is_delivery_timeout;
 use crate::producer::{
-    batch_size_for, classify, BatchTracker, Completion, DeliveryContext, DestinationProducer,
-    FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
+    batch_size_for, classify, settings_of, BatchTracker, Completion, DeliveryContext,
+    DestinationProducer, FailureClass, PRODUCER_DEFAULTS, PRODUCER_REQUIRED,
 };
 use crate::send::{error_kind, produce_map_entry, produce_records, write_error, Target};
 use crate::transactional::{self, TxnBatch, TxnOutcome};
@@ -73,10 +73,11 @@ struct AwaitingEntry {
     ack: BatchAck,
 }
 
-/// A destination cluster and the `batch.size` of its producer: topics whose limit
-/// (`max.message.bytes`) is below the usual batch size get a producer of their own
-/// with smaller batches.
-type ProducerKey = (ClusterName, i64);
+/// A destination cluster, the `batch.size` of its producer (topics whose limit,
+/// `max.message.bytes`, is below the usual batch size get a producer of their own
+/// with smaller batches) and the [`settings_of`] the cluster when it was built: a
+/// partition that restarts after the cluster's settings changed gets a new one.
+type ProducerKey = (ClusterName, i64, u64);
 
 pub struct Session {
     shared: Arc<WriterShared>,
@@ -321,7 +322,11 @@ impl Session {
         }
         let producer_key = match self.partition_producers.get(&partition) {
             Some(key) if !batch.restart && key.0 == cluster.name => key.clone(),
-            _ => (cluster.name.clone(), batch_size_for(limit)),
+            _ => (
+                cluster.name.clone(),
+                batch_size_for(limit),
+                settings_of(&cluster),
+            ),
         };
         if let Err(error) = self.ensure_producer(&cluster, &producer_key) {
             self.halted.insert(partition);
@@ -332,8 +337,13 @@ impl Session {
                 )
                 .await;
         }
-        self.partition_producers
-            .insert(partition.clone(), producer_key.clone());
+        let moved = self
+            .partition_producers
+            .insert(partition.clone(), producer_key.clone())
+            .is_some_and(|before| before != producer_key);
+        if moved {
+            self.retire_outdated(&producer_key);
+        }
         let token = self.next_token;
         self.next_token += 1;
         let tracker = BatchTracker::new(token, self.completion_tx.clone());
@@ -669,6 +679,32 @@ impl Session {
         Ok(())
     }
 
+    /// Lets go of `key`'s cluster's producers built from other settings that no
+    /// partition goes through, and no batch waits on, any more. (A refused one
+    /// would otherwise keep knocking at the cluster with its old settings.)
+    fn retire_outdated(&mut self, key: &ProducerKey) {
+        let outdated: Vec<ProducerKey> = self
+            .producers
+            .keys()
+            .filter(|built| built.0 == key.0 && built.2 != key.2)
+            .filter(|built| {
+                let used = |producer: &ProducerKey| producer == *built;
+                !self.partition_producers.values().any(used)
+                    && !self.pending.values().any(|batch| used(&batch.producer))
+                    && !self
+                        .awaiting_entries
+                        .values()
+                        .any(|entry| used(&entry.producer))
+            })
+            .cloned()
+            .collect();
+        for built in outdated {
+            if let Some(producer) = self.producers.remove(&built) {
+                retire(producer);
+            }
+        }
+    }
+
     /// A producer whose delivery failed may hold a broken idempotence state: the
     /// partition is resent from its checkpoint through a fresh one.
     fn replace_producer(&mut self, key: &ProducerKey) {
@@ -731,7 +767,7 @@ pub fn build_producer(
     overrides: &[(String, String)],
 ) -> Result<DestinationProducer, KafkaError> {
     producer_config(cluster, batch_size, overrides)?
-        .create_with_context(DeliveryContext::new(cluster.name.clone()))
+        .create_with_context(DeliveryContext::new(cluster))
 }
 
 /// A destination producer's settings: what the writer's guarantee requires,

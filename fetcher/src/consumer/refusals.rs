@@ -36,6 +36,9 @@ impl Poller {
         let Some(cause) = RefusalCause::of(error) else {
             return true;
         };
+        // A login or a handshake refused is the whole consumer's, even when
+        // librdkafka reports it on one partition's fetch: the cluster pauses.
+        let partition_opt = partition_opt.filter(|_| !cause.refuses_the_cluster());
         let first = match partition_opt {
             None => !std::mem::replace(&mut self.refusal_reported, true),
             Some((topic, partition)) => {
