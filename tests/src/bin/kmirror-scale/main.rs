@@ -47,6 +47,17 @@ pub struct Args {
     pub rate: u64,
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Records the load sends to a partition at a time (each partition gets them
+    /// every `burst * partitions / rate` seconds): librdkafka sends one produce
+    /// request per partition, so a burst of 4 takes the source a quarter of the
+    /// requests.
+    #[arg(long, default_value_t = 4)]
+    pub load_burst: u64,
+    /// Producers of the load (default: one per 250 partitions). librdkafka sends
+    /// one produce request per partition, at most five in flight per producer:
+    /// too few producers deliver some partitions' records late.
+    #[arg(long)]
+    pub load_producers: Option<usize>,
     /// Records per partition in the source before the flow starts: a backlog the
     /// fleet catches up on at full speed (buffers full), before the steady load.
     #[arg(long, default_value_t = 0)]

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::etcd_load::{EtcdRates, FleetWriteCounts};
+use crate::load::LatencySummary;
 use crate::memory::{median_and_max, mib, MemoryLog};
 
 /// Everything one run measured.
@@ -23,6 +24,9 @@ pub struct Report {
     pub round_max_bound: Option<f64>,
     pub memory: MemoryLog,
     pub recovery_opt: Option<Recovery>,
+    /// How late the load's records reached the source, over the whole run.
+    pub load_latency: LatencySummary,
+    pub load_producers: usize,
     pub loss: LossCheck,
     pub total: Duration,
 }
@@ -35,6 +39,18 @@ pub struct Recovery {
     pub partitions: usize,
     pub all_resumed: Duration,
     pub median_resumed: Duration,
+    /// How late the load's records reached the source from the kill until every
+    /// partition ran again: a partition runs past where it stood only once a new
+    /// record of it is in the source.
+    pub load_latency: LatencySummary,
+    /// Probe records written (one per affected partition) right after the kill,
+    /// and when the last one was in the source.
+    pub probes: usize,
+    pub probes_delivered: Duration,
+    /// Per partition, from its probe's delivery to the source until it was
+    /// mirrored: the slowest and the median.
+    pub slowest_after_source: Duration,
+    pub median_after_source: Duration,
 }
 
 /// Source against destination, per partition, once caught up.
@@ -46,6 +62,16 @@ pub struct LossCheck {
     pub duplicates: i64,
     pub status_clean: bool,
     pub catch_up: Duration,
+}
+
+fn latencies(summary: &LatencySummary) -> String {
+    format!(
+        "{:.2} s / {:.2} s / {:.2} s ({} records)",
+        summary.median.as_secs_f64(),
+        summary.p99.as_secs_f64(),
+        summary.max.as_secs_f64(),
+        summary.records
+    )
 }
 
 fn seconds(duration: Duration) -> String {
@@ -160,7 +186,7 @@ impl Report {
                 recovery.partitions.to_string(),
             );
             row(
-                "… until every one ran on live members past where it stood",
+                "… until every one mirrored a record written at the kill (on live members)",
                 format!(
                     "{} (median {}; lease TTL {})",
                     seconds(recovery.all_resumed),
@@ -168,7 +194,30 @@ impl Report {
                     seconds(recovery.lease_ttl)
                 ),
             );
+            row(
+                "… those probe records all in the source",
+                format!("{} after the kill", seconds(recovery.probes_delivered)),
+            );
+            row(
+                "… each probe from the source to mirrored, slowest (median)",
+                format!(
+                    "{} ({})",
+                    seconds(recovery.slowest_after_source),
+                    seconds(recovery.median_after_source)
+                ),
+            );
+            row(
+                "… load's records meanwhile: delivery to the source median / p99 / max",
+                latencies(&recovery.load_latency),
+            );
         }
+        row(
+            &format!(
+                "load ({} producers): delivery to the source median / p99 / max, whole run",
+                self.load_producers
+            ),
+            latencies(&self.load_latency),
+        );
         let loss = &self.loss;
         row("records produced (source)", loss.source_records.to_string());
         row("records in the destination", loss.dest_records.to_string());

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use kmirror_common::Role;
 use kmirror_tests::fleet::{DEST_CLUSTER, SOURCE_CLUSTER};
 use kmirror_tests::kafka::{create_topic, delete_topic, read_all, WatermarkReader};
@@ -16,7 +16,7 @@ use kmirror_tests::{stack, unique_name, Cluster, Fleet, FleetOptions};
 use serde_json::Value;
 
 use crate::etcd_load::{EtcdCounters, FleetWrites};
-use crate::load::{preload, SteadyLoad};
+use crate::load::{preload, probe, SteadyLoad};
 use crate::memory::MemoryLog;
 use crate::positions::{Partition, Positions};
 use crate::report::{LossCheck, Recovery, Report};
@@ -179,9 +179,10 @@ fn settings(args: &Args) -> Vec<(String, String)> {
         (
             "machine".to_string(),
             format!(
-                "{} cores, load average at the end {} (shared with other builds), debug build",
+                "{} cores, load average at the end {} (shared with other builds), {}",
                 std::thread::available_parallelism().map_or(0, |cores| cores.get()),
-                load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+                std::env::var("KMIRROR_BIN_DIR").map_or("debug build".to_string(), |dir| format!("members from {dir}"))
             ),
         ),
         (
@@ -201,8 +202,12 @@ fn settings(args: &Args) -> Vec<(String, String)> {
         (
             "load".to_string(),
             format!(
-                "{} records/s of {} B values over all partitions, after a backlog of {} records per partition",
-                args.rate, args.value_size, args.backlog
+                "{} records/s of {} B values over all partitions, {} at a time per partition, after a backlog of {} records per partition; {}",
+                args.rate,
+                args.value_size,
+                args.load_burst,
+                args.backlog,
+                args.load_producers.map_or("one producer per 250 partitions".to_string(), |count| format!("{count} producers"))
             ),
         ),
         (
@@ -261,7 +266,10 @@ async fn measure(
         partitions.to_vec(),
         args.rate,
         args.value_size,
+        args.load_burst,
+        args.load_producers,
     )?;
+    let load_started = Instant::now();
     let flow_created = Instant::now();
     fleet
         .create_flow(&flow, &format!("^{run_name}-t[0-9]+$"), None)
@@ -288,12 +296,18 @@ async fn measure(
     steady_window(args, fleet, report).await?;
     if args.kill_fetchers + args.kill_writers > 0 {
         report.recovery_opt =
-            Some(kill_and_recover(args, fleet, &positions, &mut report.memory).await?);
+            Some(kill_and_recover(args, fleet, &positions, &load, &mut report.memory).await?);
     }
     report.memory.sample(fleet);
 
+    report.load_latency = load.latencies_since(load_started);
+    report.load_producers = load.producers;
     eprintln!("scale: stopping the load");
-    let produced = load.stop()? + backlog;
+    let probes = report
+        .recovery_opt
+        .as_ref()
+        .map_or(0, |recovery| recovery.probes as u64);
+    let produced = load.stop()? + backlog + probes;
     let check = check_nothing_lost(fleet, &flow, partitions, &positions).await?;
     if check.source_records != i64::try_from(produced)? {
         bail!(
@@ -424,12 +438,16 @@ async fn steady_window(args: &Args, fleet: &Fleet, report: &mut Report) -> Resul
     Ok(())
 }
 
-/// Kills members with SIGKILL and measures until every partition they held runs
-/// on live members past where it stood.
+/// Kills members with SIGKILL, writes one probe record to each partition they
+/// held, and measures until every one of those partitions has its probe mirrored
+/// by live members (its checkpoint past the probe): a partition runs again only
+/// once there is something to mirror, and the probes make that moment the kill's
+/// rather than the load's next record.
 async fn kill_and_recover(
     args: &Args,
     fleet: &Fleet,
     positions: &Positions,
+    load: &SteadyLoad,
     memory: &mut MemoryLog,
 ) -> Result<Recovery> {
     let victims: Vec<String> = (0..args.kill_fetchers)
@@ -446,10 +464,6 @@ async fn kill_and_recover(
         })
         .map(|(partition, _)| partition.clone())
         .collect();
-    let past: BTreeMap<Partition, i64> = before
-        .iter()
-        .filter_map(|(partition, position)| Some((partition.clone(), position.checkpoint_opt?.0)))
-        .collect();
     eprintln!(
         "scale: kill -9 {} ({} partitions)",
         victims.join(" "),
@@ -459,6 +473,25 @@ async fn kill_and_recover(
     for victim in &victims {
         fleet.kill(victim);
     }
+    let bootstrap = stack().source_bootstrap.clone();
+    let (to_probe, value_size) = (affected.clone(), args.value_size);
+    let probes =
+        tokio::task::spawn_blocking(move || probe(&bootstrap, &to_probe, value_size, killed_at))
+            .await
+            .map_err(|error| anyhow!("the probes' task failed: {error}"))??;
+    let probes_delivered = probes
+        .values()
+        .map(|(_, delivered)| *delivered)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "scale: {} probes in the source {probes_delivered:.1?} after the kill",
+        probes.len()
+    );
+    let past: BTreeMap<Partition, i64> = probes
+        .iter()
+        .map(|(partition, (offset, _))| (partition.clone(), *offset))
+        .collect();
     let resumed = positions
         .wait_running_past(
             &affected,
@@ -475,12 +508,30 @@ async fn kill_and_recover(
     }
     let mut times: Vec<Duration> = resumed.values().copied().collect();
     times.sort_unstable();
+    // What the fleet took beyond the source: from each probe's delivery to the
+    // source until it was mirrored.
+    let mut after_source: Vec<Duration> = resumed
+        .iter()
+        .filter_map(|(partition, took)| {
+            let (_, delivered) = probes.get(partition)?;
+            Some(took.saturating_sub(*delivered))
+        })
+        .collect();
+    after_source.sort_unstable();
     let recovery = Recovery {
         killed: victims,
         lease_ttl: args.lease_ttl,
         partitions: affected.len(),
         all_resumed: times.last().copied().unwrap_or_default(),
         median_resumed: times.get(times.len() / 2).copied().unwrap_or_default(),
+        load_latency: load.latencies_since(killed_at),
+        probes: probes.len(),
+        probes_delivered,
+        slowest_after_source: after_source.last().copied().unwrap_or_default(),
+        median_after_source: after_source
+            .get(after_source.len() / 2)
+            .copied()
+            .unwrap_or_default(),
     };
     eprintln!(
         "scale: every affected partition ran again after {:.1?}",
