@@ -3,15 +3,20 @@
 //! offsets a new flow starts from and carrying config changes over as
 //! [`config_sync`](super::config_sync) decides. Every flow is looked at
 //! concurrently and on its own, so one failing flow does not hold up the others.
+//! Each cluster is listed once a round, and every flow using it decides from
+//! that one listing: flows matching a new topic all see it in the same round, so
+//! which of them writes it (the oldest, see
+//! [`refuse_shared_dest_topics`](super::topics::refuse_shared_dest_topics)) does
+//! not depend on whose listing came first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
 use kmirror_common::schema::{Assignment, ClusterSpec, FlowSpec, FlowState, StartPosition};
 use kmirror_common::{ClusterName, FlowName, PartitionKey};
 use tracing::info;
 
-use crate::kafka::{ClusterAdmin, KafkaSide, TopicToCreate};
+use crate::kafka::{ClusterAdmin, KafkaSide, TopicListing, TopicToCreate};
 use crate::round::config_sync::{config_changes, wanted_dest_configs, SyncOutcome};
 use crate::round::lifecycle::{
     matched_partitions, start_bounds, start_needs_offsets, SourceOffsets,
@@ -32,14 +37,36 @@ pub async fn discover_flows(
     previous: &BTreeMap<PartitionKey, Assignment>,
     states: &BTreeMap<FlowName, FlowState>,
 ) -> BTreeMap<FlowName, FlowDiscovery> {
+    let names: BTreeSet<&ClusterName> = running
+        .iter()
+        .flat_map(|flow| [&flow.source_cluster, &flow.dest_cluster])
+        .collect();
+    let listings: Listings = join_all(names.into_iter().map(|name| async move {
+        let listing = match clusters.get(name).map(|spec| kafka.cluster(spec)) {
+            Some(Ok(cluster)) => Some(
+                cluster
+                    .list_topics()
+                    .await
+                    .map_err(|error| error.to_string()),
+            ),
+            // The flow says why: the cluster is not defined or its client refused.
+            Some(Err(_)) | None => None,
+        };
+        (name.clone(), listing)
+    }))
+    .await
+    .into_iter()
+    .filter_map(|(name, listing_opt)| Some((name, listing_opt?)))
+    .collect();
     let discoveries = join_all(running.iter().map(|flow| {
-        discover_flow(
+        discover_flow_listed(
             flow,
             map_topic,
             clusters,
             kafka,
             previous,
             states.get(&flow.name),
+            &listings,
         )
     }))
     .await;
@@ -50,10 +77,26 @@ pub async fn discover_flows(
         .collect()
 }
 
-/// Looks at a flow's clusters: which source topics match, whether their destination
-/// topics exist (creating or growing them), and which partitions to mirror. Where a
-/// cluster cannot be looked at, the previous assignments are carried over unchanged
-/// (the fetchers report their own errors), so a blip never stops mirroring.
+/// Each cluster's topics as listed this round (or why they could not be).
+type Listings = BTreeMap<ClusterName, Result<TopicListing, String>>;
+
+/// The cluster's topics as listed this round, or as it lists them now.
+async fn listed(
+    listings: &Listings,
+    name: &ClusterName,
+    cluster: &impl ClusterAdmin,
+) -> Result<TopicListing, String> {
+    match listings.get(name) {
+        Some(listed) => listed.clone(),
+        None => cluster
+            .list_topics()
+            .await
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// Looks at a flow's clusters, listing them for this flow alone (see
+/// [`discover_flow_listed`]).
 pub async fn discover_flow(
     flow: &FlowSpec,
     map_topic: &str,
@@ -61,6 +104,32 @@ pub async fn discover_flow(
     kafka: &impl KafkaSide,
     all_previous: &BTreeMap<PartitionKey, Assignment>,
     previous_state_opt: Option<&FlowState>,
+) -> FlowDiscovery {
+    discover_flow_listed(
+        flow,
+        map_topic,
+        clusters,
+        kafka,
+        all_previous,
+        previous_state_opt,
+        &Listings::new(),
+    )
+    .await
+}
+
+/// Looks at a flow's clusters: which source topics match, whether their destination
+/// topics exist (creating or growing them), and which partitions to mirror. Where a
+/// cluster cannot be looked at, the previous assignments are carried over unchanged
+/// (the fetchers report their own errors), so a blip never stops mirroring. A
+/// cluster in `listings` is not listed again.
+async fn discover_flow_listed(
+    flow: &FlowSpec,
+    map_topic: &str,
+    clusters: &BTreeMap<ClusterName, ClusterSpec>,
+    kafka: &impl KafkaSide,
+    all_previous: &BTreeMap<PartitionKey, Assignment>,
+    previous_state_opt: Option<&FlowState>,
+    listings: &Listings,
 ) -> FlowDiscovery {
     let previous: BTreeMap<&PartitionKey, &Assignment> = all_previous
         .iter()
@@ -98,7 +167,10 @@ pub async fn discover_flow(
         (Ok(source), Ok(dest)) => (source, dest),
         (Err(error), _) | (_, Err(error)) => return carry_all(error.to_string()),
     };
-    let (source_listing, dest_listing) = tokio::join!(source.list_topics(), dest.list_topics());
+    let (source_listing, dest_listing) = tokio::join!(
+        listed(listings, &flow.source_cluster, &source),
+        listed(listings, &flow.dest_cluster, &dest)
+    );
     let source_listing = match source_listing {
         Ok(listing) => listing,
         Err(error) => return carry_all(format!("source: {error}")),

@@ -260,7 +260,10 @@ pub fn carried(key: &PartitionKey, assignment: &Assignment) -> WantedPartition {
 /// matches two flows writing into the same Kafka cluster (by name or cluster id,
 /// `identity` giving each destination cluster's) is assigned to the flow already
 /// writing it, else the oldest; the other flows leave its partitions unassigned
-/// and report why (see [`crate::guard`]).
+/// and report why (see [`crate::guard`]). A flow claims every topic it matches,
+/// ready or not: the clusters' listings are read one after the other, so a
+/// younger flow can see a new destination topic ready a round before the older
+/// one does, and must not take it meanwhile.
 pub fn refuse_shared_dest_topics(
     running: &[&FlowSpec],
     discovered: &mut BTreeMap<FlowName, FlowDiscovery>,
@@ -277,15 +280,16 @@ pub fn refuse_shared_dest_topics(
     let mut claims = Vec::new();
     for flow in running {
         if let Some(discovery) = discovered.get(&flow.name) {
-            let topics: BTreeSet<&String> = discovery
+            let topics: BTreeSet<String> = discovery
                 .partitions
                 .iter()
-                .map(|partition| &partition.dest_topic)
+                .map(|partition| partition.dest_topic.clone())
+                .chain(discovery.matched.keys().map(|topic| flow.dest_topic(topic)))
                 .collect();
             claims.extend(topics.into_iter().map(|topic| DestClaim {
                 flow: flow.name.clone(),
                 flow_created_ms: flow.created_ms,
-                dest: dest_of(flow, topic),
+                dest: dest_of(flow, &topic),
             }));
         }
     }
@@ -524,6 +528,51 @@ mod tests {
                 .starts_with("destination topic orders in cluster dst is written by flow first"),
             "{:?}",
             discovered[&second.name].errors
+        );
+    }
+
+    #[test]
+    fn a_younger_flow_does_not_take_a_topic_the_older_one_matched_before_it_is_ready() {
+        let older = FlowSpec {
+            created_ms: 1,
+            ..flow_spec("older")
+        };
+        let younger = FlowSpec {
+            created_ms: 2,
+            ..flow_spec("younger")
+        };
+        // The older flow's listing does not show the destination topic yet (it
+        // is to be created); the younger one's already does.
+        let mut discovered = BTreeMap::from([
+            (
+                older.name.clone(),
+                FlowDiscovery {
+                    matched: BTreeMap::from([("orders".to_string(), 1)]),
+                    ..FlowDiscovery::default()
+                },
+            ),
+            (
+                younger.name.clone(),
+                FlowDiscovery {
+                    partitions: vec![carried(&key("younger", "orders", 0), &assignment())],
+                    matched: BTreeMap::from([("orders".to_string(), 1)]),
+                    ..FlowDiscovery::default()
+                },
+            ),
+        ]);
+        refuse_shared_dest_topics(
+            &[&older, &younger],
+            &mut discovered,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert!(discovered[&older.name].errors.is_empty());
+        assert!(discovered[&younger.name].partitions.is_empty());
+        assert!(
+            discovered[&younger.name].errors[0]
+                .starts_with("destination topic orders in cluster dst is written by flow older"),
+            "{:?}",
+            discovered[&younger.name].errors
         );
     }
 }
