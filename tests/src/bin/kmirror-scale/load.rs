@@ -35,13 +35,18 @@ const TICK: Duration = Duration::from_millis(20);
 const PARTITIONS_PER_PRODUCER: usize = 250;
 
 /// Counts deliveries, keeps the first failure and, for the steady load, when
-/// each record was delivered and how long after it was produced.
+/// each record was delivered and how long after it was produced; for probes,
+/// where each landed and when (measured from the given instant).
 #[derive(Default)]
 struct Deliveries {
     delivered: AtomicU64,
     first_failure: Mutex<Option<String>>,
     latencies_opt: Option<Arc<Latencies>>,
+    landed_opt: Option<(Instant, Mutex<Landed>)>,
 }
+
+/// Where each probe landed (its offset), and when its delivery was reported.
+type Landed = BTreeMap<Partition, (i64, Duration)>;
 
 impl ClientContext for Deliveries {}
 
@@ -56,6 +61,13 @@ impl ProducerContext for Deliveries {
                     (&self.latencies_opt, message.timestamp().to_millis())
                 {
                     latencies.add(produced_ms);
+                }
+                if let Some((since, landed)) = &self.landed_opt {
+                    let partition = (message.topic().to_string(), message.partition());
+                    landed
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(partition, (message.offset(), since.elapsed()));
                 }
             }
             Err((error, _)) => {
@@ -125,7 +137,7 @@ pub fn probe(
     partitions: &BTreeSet<Partition>,
     value_size: usize,
     since: Instant,
-) -> Result<BTreeMap<Partition, (i64, Duration)>> {
+) -> Result<Landed> {
     let partitions: Vec<&Partition> = partitions.iter().collect();
     let producers = partitions
         .chunks(PROBES_PER_PRODUCER)
@@ -134,14 +146,13 @@ pub fn probe(
                 .set("bootstrap.servers", bootstrap)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .create_with_context(Probes {
-                    since,
-                    landed: Mutex::default(),
-                    first_failure: Mutex::default(),
+                .create_with_context(Deliveries {
+                    landed_opt: Some((since, Mutex::default())),
+                    ..Deliveries::default()
                 })
                 .with_context(|| format!("cannot create a producer for {bootstrap}"))
         })
-        .collect::<Result<Vec<BaseProducer<Probes>>>>()?;
+        .collect::<Result<Vec<BaseProducer<Deliveries>>>>()?;
     let value = vec![b'p'; value_size];
     for (chunk, producer) in partitions.chunks(PROBES_PER_PRODUCER).zip(&producers) {
         for (topic, partition) in chunk {
@@ -158,50 +169,15 @@ pub fn probe(
         producer
             .flush(Duration::from_secs(120))
             .context("cannot flush the probes")?;
-        if let Some(failure) = producer
-            .context()
-            .first_failure
-            .lock()
-            .expect("not poisoned")
-            .clone()
-        {
-            bail!("a probe was not delivered: {failure}");
+        check_delivered(producer, "the probes")?;
+        if let Some((_, landed_here)) = &producer.context().landed_opt {
+            landed.append(&mut landed_here.lock().expect("not poisoned"));
         }
-        landed.append(&mut producer.context().landed.lock().expect("not poisoned"));
     }
     if landed.len() != partitions.len() {
         bail!("{} of {} probes delivered", landed.len(), partitions.len());
     }
     Ok(landed)
-}
-
-/// Where each probe landed.
-struct Probes {
-    since: Instant,
-    landed: Mutex<BTreeMap<Partition, (i64, Duration)>>,
-    first_failure: Mutex<Option<String>>,
-}
-
-impl ClientContext for Probes {}
-
-impl ProducerContext for Probes {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        match result {
-            Ok(message) => {
-                let partition = (message.topic().to_string(), message.partition());
-                self.landed
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(partition, (message.offset(), self.since.elapsed()));
-            }
-            Err((error, _)) => {
-                let mut first = self.first_failure.lock().expect("not poisoned");
-                first.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
 }
 
 /// How long the load's records took to reach the source.
