@@ -59,7 +59,7 @@ pub async fn discover_flows(
     .filter_map(|(name, listing_opt)| Some((name, listing_opt?)))
     .collect();
     let discoveries = join_all(running.iter().map(|flow| {
-        discover_flow_listed(
+        discover_flow(
             flow,
             map_topic,
             clusters,
@@ -95,34 +95,12 @@ async fn listed(
     }
 }
 
-/// Looks at a flow's clusters, listing them for this flow alone (see
-/// [`discover_flow_listed`]).
-pub async fn discover_flow(
-    flow: &FlowSpec,
-    map_topic: &str,
-    clusters: &BTreeMap<ClusterName, ClusterSpec>,
-    kafka: &impl KafkaSide,
-    all_previous: &BTreeMap<PartitionKey, Assignment>,
-    previous_state_opt: Option<&FlowState>,
-) -> FlowDiscovery {
-    discover_flow_listed(
-        flow,
-        map_topic,
-        clusters,
-        kafka,
-        all_previous,
-        previous_state_opt,
-        &Listings::new(),
-    )
-    .await
-}
-
 /// Looks at a flow's clusters: which source topics match, whether their destination
 /// topics exist (creating or growing them), and which partitions to mirror. Where a
 /// cluster cannot be looked at, the previous assignments are carried over unchanged
 /// (the fetchers report their own errors), so a blip never stops mirroring. A
 /// cluster in `listings` is not listed again.
-async fn discover_flow_listed(
+pub async fn discover_flow(
     flow: &FlowSpec,
     map_topic: &str,
     clusters: &BTreeMap<ClusterName, ClusterSpec>,
@@ -539,6 +517,7 @@ mod tests {
             &FakeKafka::default(),
             &previous,
             Some(&state),
+            &Listings::new(),
         )
         .await;
         assert_eq!(discovery.errors, vec!["source cluster src is not defined"]);
@@ -571,6 +550,7 @@ mod tests {
             &kafka,
             &BTreeMap::new(),
             None,
+            &Listings::new(),
         )
         .await;
         assert!(discovery.errors.is_empty(), "{:?}", discovery.errors);
@@ -607,6 +587,7 @@ mod tests {
             &kafka,
             &BTreeMap::new(),
             None,
+            &Listings::new(),
         )
         .await;
         let created = kafka.cluster_now("dst").created;
@@ -642,6 +623,7 @@ mod tests {
             &kafka,
             &previous,
             None,
+            &Listings::new(),
         )
         .await;
         assert!(!discovery.source_listed);
